@@ -1,0 +1,1 @@
+"""Data access: the single DynamoDB table and the repositories over it."""

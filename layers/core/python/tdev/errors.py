@@ -1,0 +1,71 @@
+"""Domain errors. Their class names are also the ASL error names the state machine retries or catches."""
+
+from __future__ import annotations
+
+
+class TDevError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    status_code = 500
+    code = "InternalError"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ValidationError(TDevError):
+    status_code = 400
+    code = "ValidationError"
+
+
+class NotFoundError(TDevError):
+    status_code = 404
+    code = "NotFound"
+
+
+class ConflictError(TDevError):
+    status_code = 409
+    code = "Conflict"
+
+
+class IdempotencyConflictError(TDevError):
+    """The same Idempotency-Key was used before with a different request body."""
+
+    status_code = 422
+    code = "IdempotencyKeyReused"
+
+
+class ConfigurationError(TDevError):
+    code = "ConfigurationError"
+
+
+class TransientError(TDevError):
+    """Worth retrying: throttling, timeouts, 5xx from a dependency. ASL `Retry` matches this name."""
+
+    status_code = 503
+    code = "TransientError"
+
+
+class AgentError(TDevError):
+    """An agent could not produce a result (non-transient): caught by the workflow, never retried."""
+
+    code = "AgentError"
+
+
+class UnknownAgentError(TDevError):
+    status_code = 400
+    code = "UnknownAgent"
+
+
+class UnknownModelProviderError(TDevError):
+    status_code = 400
+    code = "UnknownModelProvider"
+
+
+class PlanningError(TDevError):
+    """The request could not be turned into a valid plan (no agent matched, a cycle, ...)."""
+
+    status_code = 422
+    code = "PlanningError"

@@ -1,0 +1,231 @@
+"""Domain models shared by the API, the workflow functions and the local runtime.
+
+Everything that crosses a boundary (API body, Step Functions payload, DynamoDB item) is one of these
+pydantic models, so validation errors name the offending field and the OpenAPI schema is generated
+from the same definitions the code runs on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+MAX_REQUEST_CHARS = 20_000
+
+ModelName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]*:[A-Za-z0-9._:/@+-]+$", max_length=200),
+]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "PENDING"
+    PLANNING = "PLANNING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    DEGRADED = "DEGRADED"  # succeeded, but a task behind a soft dependency failed
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {ExecutionStatus.SUCCEEDED, ExecutionStatus.DEGRADED, ExecutionStatus.FAILED}
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    COMPENSATED = "COMPENSATED"
+
+
+class DependencyKind(StrEnum):
+    HARD = "hard"  # the dependent cannot run without this task's result
+    SOFT = "soft"  # the dependent runs anyway; the failure is only a warning
+
+
+class FailurePolicy(StrEnum):
+    FAIL = "fail"  # a failure stops the request (some dependent needs it, or it is a deliverable)
+    CONTINUE = "continue"  # every dependent only soft-depends on it: the request continues, degraded
+
+
+# --------------------------------------------------------------------------------------------- API
+class RequestIn(BaseModel):
+    """Body of `POST /v1/requests`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    request: str = Field(min_length=3, max_length=MAX_REQUEST_CHARS, description="What to build, in plain words.")
+    project_id: str = Field(
+        default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+    )
+    model: ModelName | None = Field(
+        default=None, description="Model for every agent, as provider:model-id (default: the deployment's)."
+    )
+    max_parallel_tasks: int = Field(default=10, ge=1, le=50)
+
+
+class RequestAccepted(BaseModel):
+    execution_id: str
+    status: ExecutionStatus
+    status_url: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    field: str | None = None
+    details: list[dict[str, object]] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- agents
+class AgentSpec(BaseModel):
+    """An agent as the registry stores it; instantiated lazily by `run_agent`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*Agent$")
+    version: str = "1.0.0"
+    role: str
+    description: str
+    capabilities: list[str] = Field(min_length=1)
+    keywords: list[str] = Field(default_factory=list, description="Words that route a request to this agent.")
+    instructions: list[str] = Field(default_factory=list)
+    model: ModelName | None = None
+    max_concurrent: int = Field(default=10, ge=1, le=1000)
+    timeout_seconds: int = Field(default=300, ge=1, le=900)
+
+
+# --------------------------------------------------------------------------------------------- plan
+class Dependency(BaseModel):
+    task_id: str
+    kind: DependencyKind = DependencyKind.HARD
+
+
+class AgentTask(BaseModel):
+    task_id: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    agent: str
+    intent: str
+    description: str
+    depends_on: list[Dependency] = Field(default_factory=list)
+    on_failure: FailurePolicy = FailurePolicy.FAIL
+    timeout_seconds: int = Field(default=300, ge=1, le=900)
+
+
+class Decision(BaseModel):
+    """Why an agent was chosen for an intent (rules + keyword/semantic score + history)."""
+
+    intent: str
+    agent: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    reasoning: str
+    alternatives: list[tuple[str, float]] = Field(default_factory=list)
+
+
+class Plan(BaseModel):
+    tasks: list[AgentTask] = Field(min_length=1)
+    levels: list[list[str]] = Field(description="Task ids grouped in topological levels; a level runs in parallel.")
+    decisions: list[Decision] = Field(default_factory=list)
+
+    def task(self, task_id: str) -> AgentTask:
+        for task in self.tasks:
+            if task.task_id == task_id:
+                return task
+        raise KeyError(task_id)
+
+
+# ---------------------------------------------------------------------------------------- execution
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=round(self.cost_usd + other.cost_usd, 8),
+        )
+
+
+class AgentResult(BaseModel):
+    task_id: str
+    agent: str
+    model: str
+    status: TaskStatus
+    output: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    duration_ms: int = 0
+    attempts: int = 1
+    error: str | None = None
+
+
+class TaskState(BaseModel):
+    """Per-task progress kept on the execution item (small: outputs live on TASK items)."""
+
+    agent: str
+    level: int
+    status: TaskStatus = TaskStatus.PENDING
+    attempts: int = 0
+    error: str | None = None
+
+
+class Execution(BaseModel):
+    execution_id: str
+    request: str
+    project_id: str
+    principal: str
+    model: str
+    status: ExecutionStatus
+    created_at: datetime
+    updated_at: datetime
+    correlation_id: str
+    tasks: dict[str, TaskState] = Field(default_factory=dict)
+    levels: list[list[str]] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = None
+    compensations: list[str] = Field(default_factory=list)
+    version: int = 0
+
+    @field_validator("created_at", "updated_at", mode="before")
+    @classmethod
+    def _parse_time(cls, value: object) -> object:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    @property
+    def progress(self) -> float:
+        if not self.tasks:
+            return 0.0
+        done = sum(1 for t in self.tasks.values() if t.status not in {TaskStatus.PENDING, TaskStatus.RUNNING})
+        return round(done / len(self.tasks), 4)
+
+
+class ExecutionView(BaseModel):
+    """`GET /v1/executions/{id}`: the execution, its plan and each task's result."""
+
+    execution_id: str
+    status: ExecutionStatus
+    request: str
+    project_id: str
+    model: str
+    created_at: datetime
+    updated_at: datetime
+    progress: float
+    levels: list[list[str]]
+    tasks: dict[str, TaskState]
+    results: list[AgentResult]
+    usage: Usage
+    error: str | None = None
+    compensations: list[str] = Field(default_factory=list)

@@ -1,0 +1,31 @@
+"""The typed contract between the CDK stacks and the code: environment variables, validated once."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, Field, ValidationError
+
+from tdev.errors import ConfigurationError
+
+OFFLINE_MODEL = "offline:tdev-offline-1"
+
+
+class Settings(BaseModel):
+    table_name: str = Field(min_length=3, alias="TABLE_NAME")
+    state_machine_arn: str | None = Field(default=None, alias="STATE_MACHINE_ARN")
+    default_model: str = Field(default=OFFLINE_MODEL, alias="TDEV_DEFAULT_MODEL")
+    environment: str = Field(default="local", alias="TDEV_ENV")
+    execution_retention_days: int = Field(default=90, ge=1, alias="TDEV_EXECUTION_RETENTION_DAYS")
+    idempotency_ttl_seconds: int = Field(default=86_400, ge=60, alias="TDEV_IDEMPOTENCY_TTL_SECONDS")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the environment once per container (cold start); a bad deployment fails loudly here."""
+    try:
+        return Settings.model_validate(dict(os.environ))
+    except ValidationError as exc:
+        names = ", ".join(str(err["loc"][0]) for err in exc.errors())
+        raise ConfigurationError(f"invalid or missing environment variables: {names}") from exc
