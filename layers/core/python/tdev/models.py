@@ -17,7 +17,9 @@ MAX_REQUEST_CHARS = 20_000
 
 ModelName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]*:[A-Za-z0-9._:/@+-]+$", max_length=200),
+    StringConstraints(
+        strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]*:[A-Za-z0-9._:/@+-]+$", max_length=200
+    ),
 ]
 
 
@@ -63,14 +65,15 @@ class RequestIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    request: str = Field(min_length=3, max_length=MAX_REQUEST_CHARS, description="What to build, in plain words.")
+    request: str = Field(
+        min_length=3, max_length=MAX_REQUEST_CHARS, description="What to build, in plain words."
+    )
     project_id: str = Field(
         default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
     )
     model: ModelName | None = Field(
         default=None, description="Model for every agent, as provider:model-id (default: the deployment's)."
     )
-    max_parallel_tasks: int = Field(default=10, ge=1, le=50)
 
 
 class RequestAccepted(BaseModel):
@@ -132,7 +135,9 @@ class Decision(BaseModel):
 
 class Plan(BaseModel):
     tasks: list[AgentTask] = Field(min_length=1)
-    levels: list[list[str]] = Field(description="Task ids grouped in topological levels; a level runs in parallel.")
+    levels: list[list[str]] = Field(
+        description="Task ids grouped in topological levels; a level runs in parallel."
+    )
     decisions: list[Decision] = Field(default_factory=list)
 
     def task(self, task_id: str) -> AgentTask:
@@ -179,6 +184,7 @@ class TaskState(BaseModel):
     level: int
     status: TaskStatus = TaskStatus.PENDING
     attempts: int = 0
+    usage: Usage = Field(default_factory=Usage)
     error: str | None = None
 
 
@@ -225,7 +231,36 @@ class ExecutionView(BaseModel):
     progress: float
     levels: list[list[str]]
     tasks: dict[str, TaskState]
+    plan: Plan | None = None
     results: list[AgentResult]
     usage: Usage
     error: str | None = None
     compensations: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------ state machine step payloads
+class StepEvent(BaseModel):
+    """What every workflow step receives from the state machine."""
+
+    execution_id: str = Field(min_length=1, max_length=80)
+    correlation_id: str = Field(min_length=1, max_length=200)
+
+
+class TaskRef(BaseModel):
+    task_id: str
+    agent: str
+    on_failure: FailurePolicy
+
+
+class RunAgentEvent(StepEvent):
+    task: TaskRef
+    attempt: int = Field(default=0, ge=0, description="$$.State.RetryCount: 0 on the first try")
+
+
+class TaskFailureEvent(StepEvent):
+    task: TaskRef
+    error: dict[str, object] | None = None
+
+
+class FailureEvent(StepEvent):
+    error: dict[str, object] | None = None

@@ -22,8 +22,12 @@ class GlobalIndex:
 
 
 GLOBAL_INDEXES: tuple[GlobalIndex, ...] = (
-    GlobalIndex("GSI1", "GSI1PK", "GSI1SK", "by status: STATUS#<status> -> <created_at>#<id>; agents: AGENT -> name"),
-    GlobalIndex("GSI2", "GSI2PK", "GSI2SK", "by project, time-ordered: PROJECT#<id> -> EXECUTION#<created_at>"),
+    GlobalIndex(
+        "GSI1", "GSI1PK", "GSI1SK", "by status: STATUS#<status> -> <created_at>#<id>; agents: AGENT -> name"
+    ),
+    GlobalIndex(
+        "GSI2", "GSI2PK", "GSI2SK", "by project, time-ordered: PROJECT#<id> -> EXECUTION#<created_at>"
+    ),
 )
 
 

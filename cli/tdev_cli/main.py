@@ -1,0 +1,123 @@
+"""`tdev`: run T-Developer locally (the same code as deployed, on an embedded AWS emulation)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tdev", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run one request through the whole pipeline locally")
+    run.add_argument("request", help='what to build, e.g. "Design and implement a REST API for todo items"')
+    run.add_argument("--model", help="provider:model-id for every agent (default: the offline model)")
+    run.add_argument("--project", default="default", help="project id the execution belongs to")
+    run.add_argument("--json", action="store_true", help="print the final execution as JSON only")
+    run.add_argument("--full", action="store_true", help="print each task's whole output")
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the workflow")
+    run.add_argument("--log-dir", default=".tdev/logs", help="where the functions' JSON logs and metrics go")
+
+    agents = commands.add_parser("agents", help="list the registered agents")
+    agents.add_argument("--json", action="store_true")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    return _agents(args)
+
+
+@contextlib.contextmanager
+def _functions_output(log_dir: str, name: str) -> Iterator[Path]:
+    """Send what the functions print (Powertools JSON logs, EMF metrics) to a file, not the terminal."""
+    directory = Path(log_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    saved, saved_handlers = sys.stdout, logging.root.handlers[:]
+    with path.open("w") as sink:
+        sys.stdout = sink
+        # Libraries that log through the root logger (botocore, agno) write there too.
+        logging.root.handlers = [logging.StreamHandler(sink)]
+        try:
+            yield path
+        finally:
+            sys.stdout = saved
+            logging.root.handlers = saved_handlers
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tdev_cli import display
+
+    console = _console()
+    if args.model is not None and ":" not in args.model:
+        console.print(f"[red]--model must look like provider:model-id (got {args.model!r})[/red]")
+        return EXIT_USAGE
+    os.environ.setdefault("AGNO_TELEMETRY", "false")
+    with _functions_output(args.log_dir, "run") as log_path:
+        from tdev_cli.runtime import LocalRuntime
+
+        with LocalRuntime() as runtime:
+            fields: dict[str, Any] = {"project_id": args.project}
+            if args.model:
+                fields["model"] = args.model
+            status, body = runtime.api("POST", "/v1/requests", {"request": args.request, **fields})
+            if status not in (200, 202):
+                display.rejected(console, status, body)
+                return EXIT_USAGE
+            execution_id = body["execution_id"]
+            if args.json:
+                view = runtime.wait(execution_id, timeout=args.timeout)
+                print(json.dumps(view, indent=2), file=console.file)
+            else:
+                view = display.follow(console, runtime, execution_id, timeout=args.timeout, full=args.full)
+                console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
+    final = view.get("status", "FAILED")
+    return {"SUCCEEDED": EXIT_OK, "DEGRADED": EXIT_DEGRADED}.get(final, EXIT_FAILED)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Off a terminal (CI, pipes) rich would wrap at 80 columns; plans and tables read better wider.
+    return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    console = _console()
+    with _functions_output(".tdev/logs", "agents"):
+        from tdev_cli.runtime import LocalRuntime
+
+        with LocalRuntime() as runtime:
+            status, agents = runtime.api("GET", "/v1/agents")
+    if status != 200:
+        console.print(f"[red]could not list agents ({status}): {agents}[/red]")
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(agents, indent=2), file=console.file)
+        return EXIT_OK
+    table = Table(title="Registered agents")
+    for column in ("name", "version", "capabilities", "keywords"):
+        table.add_column(column)
+    for agent in agents:
+        table.add_row(
+            agent["name"], agent["version"], ", ".join(agent["capabilities"]), ", ".join(agent["keywords"])
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

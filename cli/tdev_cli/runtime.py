@@ -1,0 +1,369 @@
+"""The embedded local runtime: the deployed architecture, emulated in this process.
+
+moto provides DynamoDB, Step Functions (executing the real ASL file with its interpreter), Lambda,
+EventBridge and SQS. Lambda invocations are dispatched to our real handlers in process, so a request
+goes through exactly the code that runs in AWS. Resources are created from the same definitions the
+CDK stacks use (table schema, ASL file and its substitutions), so local and deployed cannot drift.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's fixed emulated account, not a real one
+TABLE_NAME = "tdev-local"
+EVENT_BUS = "t-developer"
+STATE_MACHINE = "tdev-request-workflow"
+FUNCTIONS = ("api", "plan_request", "run_agent", "record_task_failure", "aggregate_results", "compensate")
+WORKFLOW_FUNCTIONS = {
+    "PlanRequestFunctionArn": "plan_request",
+    "RunAgentFunctionArn": "run_agent",
+    "RecordTaskFailureFunctionArn": "record_task_failure",
+    "AggregateResultsFunctionArn": "aggregate_results",
+    "CompensateFunctionArn": "compensate",
+}
+
+# A hook called before each dispatched invocation: (function name, event) -> None, may raise.
+FaultHook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of the Lambda context object that Powertools reads."""
+
+    function_name: str
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+
+    @property
+    def function_version(self) -> str:
+        return "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def workflow_substitutions(
+    retry_interval_seconds: int = 1, max_transient_retries: int = 3, max_concurrent_tasks: int = 50
+) -> dict[str, str]:
+    """The ASL placeholders filled the way the orchestration stack fills them, with local ARNs."""
+    values = {
+        key: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" for key, name in WORKFLOW_FUNCTIONS.items()
+    }
+    values |= {
+        "EventBusName": EVENT_BUS,
+        "MaxConcurrentTasks": str(max_concurrent_tasks),
+        "RetryIntervalSeconds": str(retry_interval_seconds),
+        "MaxTransientRetries": str(max_transient_retries),
+    }
+    return values
+
+
+def render_definition(substitutions: dict[str, str]) -> str:
+    text = (REPO_ROOT / "statemachines" / "request_workflow.asl.json").read_text()
+    for key, value in substitutions.items():
+        text = text.replace("${" + key + "}", value)
+    json.loads(text)  # a placeholder left unfilled makes this fail here, not deep in the interpreter
+    return text
+
+
+class LocalRuntime:
+    """Start with `with LocalRuntime() as rt:`; everything stops (and the environment is restored) on exit."""
+
+    def __init__(
+        self,
+        *,
+        default_model: str = "offline:tdev-offline-1",
+        retry_interval_seconds: int = 1,
+        max_transient_retries: int = 3,
+        fault_hook: FaultHook | None = None,
+    ) -> None:
+        self.default_model = default_model
+        self.substitutions = workflow_substitutions(retry_interval_seconds, max_transient_retries)
+        self.fault_hook = fault_hook
+        self.invocations: list[tuple[str, str]] = []  # (function, outcome) in dispatch order
+        self._stack: list[Any] = []
+        # One invocation at a time: Lambda gives each concurrent invocation its own container, but here
+        # they share one process, and Powertools' logger context (correlation id, function name) is
+        # process-wide. Map iterations still run concurrently in the interpreter; handler bodies take turns.
+        self._invocation_lock = threading.RLock()
+        self._saved_env: dict[str, str | None] = {}
+        self.state_machine_arn = ""
+        self.events_queue_url = ""
+
+    # ----------------------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> LocalRuntime:
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "TABLE_NAME": TABLE_NAME,
+            "STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STATE_MACHINE}",
+            "TDEV_DEFAULT_MODEL": self.default_model,
+            "TDEV_ENV": "local",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_DEV": "false",
+            "AGNO_TELEMETRY": "false",
+        }
+        for key, value in env.items():
+            self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+        from moto import mock_aws
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        mocker = mock_aws(
+            config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        )
+        mocker.start()
+        self._stack.append(mocker.stop)
+        runtime = self
+
+        def dispatch(
+            backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+        ) -> bytes:
+            return runtime._dispatch(function_name, body, response_headers)
+
+        patcher = mock.patch.object(LambdaSimpleBackend, "invoke", dispatch)
+        patcher.start()
+        self._stack.append(patcher.stop)
+
+        from tdev import container
+
+        container.reset()
+        self._create_resources()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self._stack:
+            self._stack.pop()()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        from tdev import container
+
+        container.reset()
+
+    def _create_resources(self) -> None:
+        import boto3
+
+        from tdev.data.schema import create_table_kwargs
+
+        boto3.client("dynamodb", region_name=REGION).create_table(**create_table_kwargs(TABLE_NAME))
+        events = boto3.client("events", region_name=REGION)
+        events.create_event_bus(Name=EVENT_BUS)
+        sqs = boto3.client("sqs", region_name=REGION)
+        self.events_queue_url = sqs.create_queue(QueueName="tdev-local-events")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self.events_queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events.put_rule(
+            Name="all-t-developer-events",
+            EventBusName=EVENT_BUS,
+            EventPattern=json.dumps({"source": [{"prefix": "t-developer."}]}),
+        )
+        events.put_targets(
+            Rule="all-t-developer-events",
+            EventBusName=EVENT_BUS,
+            Targets=[{"Id": "capture", "Arn": queue_arn}],
+        )
+        iam = boto3.client("iam", region_name=REGION)
+        role_arn = iam.create_role(
+            RoleName="tdev-local",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+        )["Role"]["Arn"]
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("handler.py", "# dispatched in process by the local runtime\n")
+        lam = boto3.client("lambda", region_name=REGION)
+        for name in FUNCTIONS:
+            lam.create_function(
+                FunctionName=name,
+                Runtime="python3.12",
+                Role=role_arn,
+                Handler="handler.lambda_handler",
+                Code={"ZipFile": archive.getvalue()},
+                Architectures=["arm64"],
+            )
+        self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+            name=STATE_MACHINE, definition=render_definition(self.substitutions), roleArn=role_arn
+        )["stateMachineArn"]
+
+    # ------------------------------------------------------------------------------------ dispatch
+    def _dispatch(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        name = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
+        event = json.loads(body) if body else {}
+        try:
+            if self.fault_hook is not None:
+                self.fault_hook(name, event)
+            result = self.invoke(name, event)
+        except Exception as exc:  # reported to the interpreter as AWS reports an unhandled error
+            self.invocations.append((name, type(exc).__name__))
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(
+                {
+                    "errorType": type(exc).__name__,
+                    "errorMessage": str(exc),
+                    "stackTrace": traceback.format_exception(exc)[-3:],
+                }
+            ).encode()
+        self.invocations.append((name, "ok"))
+        return json.dumps(result).encode()
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """Call a function's real handler with an event, as Lambda would."""
+        if function not in FUNCTIONS:
+            raise ValueError(f"unknown function {function}")
+        if str(REPO_ROOT) not in sys.path:  # the handlers live beside the CLI in the repository
+            sys.path.insert(0, str(REPO_ROOT))
+        module = importlib.import_module(f"functions.{function}.handler")
+        with self._invocation_lock:
+            return module.lambda_handler(event, LambdaContext(function_name=function))
+
+    # ------------------------------------------------------------------------------------- the API
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw_body: str | None = None,
+    ) -> tuple[int, Any]:
+        """Send one HTTP request through the API handler (an API Gateway REST proxy event)."""
+        event = api_event(method, path, body=body, headers=headers, raw_body=raw_body)
+        response = self.invoke("api", event)
+        payload = response.get("body") or "null"
+        if response.get("isBase64Encoded"):
+            payload = base64.b64decode(payload).decode()
+        return int(response["statusCode"]), json.loads(payload)
+
+    def submit(self, request: str, **fields: Any) -> str:
+        status, body = self.api("POST", "/v1/requests", {"request": request, **fields})
+        if status not in (200, 202):
+            raise RuntimeError(f"request rejected ({status}): {body}")
+        return str(body["execution_id"])
+
+    def follow(
+        self, execution_id: str, *, timeout: float = 300.0, interval: float = 0.2
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the execution view each time it changes, until its state machine execution ends."""
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{STATE_MACHINE}:{execution_id}"
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            done = sfn.describe_execution(executionArn=arn)["status"] != "RUNNING"
+            status, view = self.api("GET", f"/v1/executions/{execution_id}")
+            if status == 200 and view != last:
+                last = view
+                yield view
+            if done:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_id} did not finish within {timeout:.0f} s")
+            time.sleep(interval)
+
+    def run(self, request: str, *, timeout: float = 300.0, **fields: Any) -> dict[str, Any]:
+        """Submit a request and wait for the workflow to end; returns the final execution view."""
+        return self.wait(self.submit(request, **fields), timeout=timeout)
+
+    def wait(self, execution_id: str, *, timeout: float = 300.0) -> dict[str, Any]:
+        """The execution view once its workflow has ended."""
+        views = deque(self.follow(execution_id, timeout=timeout), maxlen=1)
+        return views[0] if views else {}
+
+    def workflow_status(self, execution_id: str) -> str:
+        import boto3
+
+        arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{STATE_MACHINE}:{execution_id}"
+        return str(
+            boto3.client("stepfunctions", region_name=REGION).describe_execution(executionArn=arn)["status"]
+        )
+
+    def published_events(self) -> list[dict[str, Any]]:
+        """Events the workflow put on the bus (captured by a catch-all rule into a queue)."""
+        import boto3
+
+        sqs = boto3.client("sqs", region_name=REGION)
+        events: list[dict[str, Any]] = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.events_queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if not messages:
+                return events
+            for message in messages:
+                events.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def api_event(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    raw_body: str | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event, built from the sample in events/ so tests and runtime agree."""
+    template = json.loads((REPO_ROOT / "events" / "api_post_request.json").read_text())
+    request_id = str(uuid.uuid4())
+    all_headers = {"Content-Type": "application/json", "Host": "localhost", **(headers or {})}
+    template.update(
+        {
+            "resource": "/{proxy+}",
+            "path": path,
+            "httpMethod": method,
+            "headers": all_headers,
+            "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+            "pathParameters": {"proxy": path.lstrip("/")},
+            "body": raw_body if raw_body is not None else (json.dumps(body) if body is not None else None),
+            "isBase64Encoded": False,
+        }
+    )
+    template["requestContext"] = {
+        **template["requestContext"],
+        "requestId": request_id,
+        "httpMethod": method,
+        "path": f"/local{path}",
+        "resourcePath": "/{proxy+}",
+    }
+    return template

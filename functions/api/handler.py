@@ -1,0 +1,133 @@
+"""The REST API: submit requests, follow executions, list agents, health. Routes only; the domain decides."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tdev import container
+from tdev.errors import TDevError
+from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
+from tdev.observability import logger, metrics, tracer
+from tdev.orchestration import workflow
+
+app = APIGatewayRestResolver(enable_validation=True)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
+]
+ExecutionId = Annotated[str, Path(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9-]+$")]
+
+
+def _principal() -> str:
+    """Who is asking: the authorizer's principal when there is one (the security layer sets it)."""
+    authorizer = app.current_event.request_context.authorizer
+    return str(authorizer.get("principalId") or authorizer.get("claims", {}).get("sub") or "anonymous")
+
+
+def _correlation_id() -> str:
+    return app.current_event.headers.get("x-correlation-id") or app.current_event.request_context.request_id
+
+
+@app.post("/v1/requests")
+def create_request(
+    body: Annotated[RequestIn, Body()], idempotency_key: IdempotencyKey = None
+) -> Response[RequestAccepted]:
+    accepted, created = workflow.submit_request(
+        body, principal=_principal(), idempotency_key=idempotency_key, correlation_id=_correlation_id()
+    )
+    return Response(
+        status_code=int(HTTPStatus.ACCEPTED if created else HTTPStatus.OK),
+        content_type=content_types.APPLICATION_JSON,
+        body=accepted,
+        headers={"Location": accepted.status_url},
+    )
+
+
+@app.get("/v1/executions/<execution_id>")
+def get_execution(execution_id: ExecutionId) -> ExecutionView:
+    return container.executions().view(execution_id)
+
+
+@app.get("/v1/agents")
+def list_agents() -> list[AgentSpec]:
+    return container.agents().list()
+
+
+@app.get("/health")
+def health() -> dict[str, Any]:
+    return {"status": "ok", "service": "t-developer", "version": "0.1.0"}
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(exc: RequestValidationError) -> Response[ErrorBody]:
+    errors = [dict(e) for e in exc.errors()]
+    first = errors[0] if errors else {}
+    location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    field = ".".join(location) or None
+    details = [
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+            "message": e.get("msg") or e.get("type"),
+        }
+        for e in errors
+    ]
+    message = (
+        f"{field}: {details[0]['message']}" if field else str(details[0]["message"] if details else "invalid")
+    )
+    return _error(
+        HTTPStatus.BAD_REQUEST,
+        ErrorBody(error="ValidationError", message=message, field=field, details=details),
+    )
+
+
+@app.exception_handler(TDevError)
+def domain_error(exc: TDevError) -> Response[ErrorBody]:
+    if exc.status_code >= 500:
+        logger.exception("request failed")
+    return _error(exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field))
+
+
+@app.exception_handler(Exception)
+def unexpected_error(exc: Exception) -> Response[ErrorBody]:
+    """Never a stack trace to the caller: log it with the correlation id, answer a JSON 500."""
+    logger.exception("unexpected error")
+    return _error(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        ErrorBody(
+            error="InternalError",
+            message=f"internal error; quote correlation id {_correlation_id()} when reporting it",
+        ),
+    )
+
+
+@app.not_found
+def route_not_found(_: Exception) -> Response[ErrorBody]:
+    return _error(
+        HTTPStatus.NOT_FOUND,
+        ErrorBody(
+            error="NotFound", message=f"no route {app.current_event.http_method} {app.current_event.path}"
+        ),
+    )
+
+
+def _error(status: int, body: ErrorBody) -> Response[ErrorBody]:
+    return Response(
+        status_code=int(status),
+        content_type=content_types.APPLICATION_JSON,
+        body=body.model_dump_json(exclude_none=True),
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

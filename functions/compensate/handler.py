@@ -1,0 +1,19 @@
+"""The failure path: record the error, compensate completed tasks, mark the request FAILED."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tdev.models import FailureEvent
+from tdev.observability import logger, metrics, tracer
+from tdev.orchestration import workflow
+
+
+@logger.inject_lambda_context(correlation_id_path="correlation_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    step = parse(event=event, model=FailureEvent)
+    logger.append_keys(execution_id=step.execution_id)
+    return workflow.compensate(step.execution_id, step.error)

@@ -1,0 +1,20 @@
+"""Run one agent task on its model; the result is stored, only a reference goes back to the workflow."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tdev.models import RunAgentEvent
+from tdev.observability import logger, metrics, tracer
+from tdev.orchestration import workflow
+
+
+@logger.inject_lambda_context(correlation_id_path="correlation_id")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    step = parse(event=event, model=RunAgentEvent)
+    logger.append_keys(execution_id=step.execution_id, task_id=step.task.task_id, agent=step.task.agent)
+    result = workflow.run_task(step.execution_id, step.task.task_id, step.attempt)
+    return {"task_id": result.task_id, "status": result.status.value}

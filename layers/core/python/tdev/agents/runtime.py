@@ -1,0 +1,186 @@
+"""Run one agent task: build an Agno agent from its spec, give it the task's prompt, account for the call.
+
+Lambda is stateless, so the agent has no database, memory or history: everything it needs is in the
+prompt (the request, its task, the upstream results), and everything it produces is returned to the
+caller, who stores it in DynamoDB. Failures leave here as exactly two kinds, the names the state machine
+acts on: TransientError (retried with backoff) and AgentError (caught, never retried).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import types
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("AGNO_TELEMETRY", "false")
+
+from agno.agent import Agent
+from agno.models.base import Model
+from agno.run.base import RunStatus
+
+from tdev.errors import AgentError, TransientError
+from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
+from tdev.models import AgentResult, AgentSpec, AgentTask, TaskStatus, Usage
+
+MAX_UPSTREAM_CHARS = 6_000  # per upstream result: keeps a prompt of a wide level within a model's context
+
+
+# ------------------------------------------------------------------------------------------- agent
+def build_agent(spec: AgentSpec, model_name: str, *, model: Model | None = None) -> Agent:
+    """An Agno agent for `spec`, without db, memory or tools: state lives in DynamoDB, not in the agent.
+
+    `model` is an already-resolved model (tests inject one with a stubbed client); otherwise `model_name`
+    is resolved. The first instruction names the role, which the offline model reads to pick a template.
+    """
+    return Agent(
+        model=model if model is not None else resolve_model(model_name),
+        name=spec.name,
+        description=spec.description,
+        instructions=[f"Role: {spec.name}", spec.role, *spec.instructions],
+        telemetry=False,
+    )
+
+
+# ------------------------------------------------------------------------------------------ prompt
+_OUR_TAGS = re.compile(r"<(/?)(request|task|upstream)\b", re.IGNORECASE)
+
+
+def _embed(text: str) -> str:
+    """Text from users or other agents cannot open or close our prompt sections (no tag injection)."""
+    return _OUR_TAGS.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}", text.strip())
+
+
+def _attribute(value: str) -> str:
+    return " ".join(value.replace('"', "'").split())
+
+
+def compose_prompt(
+    request: str,
+    task: AgentTask,
+    upstream: Sequence[AgentResult],
+    *,
+    max_chars_per_upstream: int = MAX_UPSTREAM_CHARS,
+) -> str:
+    """The request, this task, and what upstream tasks produced (each bounded; failures shown as failures).
+
+    Sections are XML-style tags, which models follow well and the offline model parses.
+    """
+    kinds = {dependency.task_id: dependency.kind.value for dependency in task.depends_on}
+    parts = [
+        f"<request>\n{_embed(request)}\n</request>",
+        f'<task id="{task.task_id}" agent="{_attribute(task.agent)}" intent="{_attribute(task.intent)}">\n'
+        f"{_embed(task.description)}\n</task>",
+    ]
+    for result in upstream:
+        kind = kinds.get(result.task_id, "context")
+        opening = (
+            f'<upstream task_id="{result.task_id}" agent="{_attribute(result.agent)}" '
+            f'status="{result.status.value}" dependency="{kind}">'
+        )
+        if result.status is TaskStatus.SUCCEEDED:
+            output = result.output.strip()
+            body = _embed(output[:max_chars_per_upstream])
+            if len(output) > max_chars_per_upstream:
+                shown = f"{max_chars_per_upstream:,} of {len(output):,}"
+                body += f"\n[truncated: only the first {shown} characters are shown]"
+        elif result.status is TaskStatus.FAILED:
+            reason = _embed(result.error or "no error message was recorded")
+            body = f"This upstream task failed: {reason}"
+            if kind == "soft":
+                body += "\nIt is a soft dependency: carry on without its result and say what is missing."
+        else:
+            body = f"This upstream task did not produce a result (status {result.status.value})."
+        parts.append(f"{opening}\n{body}\n</upstream>")
+    if not upstream:
+        parts.append("There are no upstream results: this task starts from the request alone.")
+    parts.append("Do the task above for the request. Answer with the deliverable itself.")
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------- run
+@dataclass
+class AgentRun:
+    """What one successful agent run produced and cost."""
+
+    output: str
+    usage: Usage
+    model: str
+    duration_ms: int
+
+
+# Agno's Agent.run catches every exception a model raises and returns RunOutput(status=error) carrying
+# only str(exc). The exception itself is what tells throttling from access denied (Bedrock's
+# ModelProviderError chains the botocore ClientError), so each model records what it raised here.
+_raised_by_model: ContextVar[list[BaseException] | None] = ContextVar("tdev_raised_by_model", default=None)
+
+
+def _recording_response(self: Model, *args: Any, **kwargs: Any) -> Any:
+    """Agno's `Model.response`, recording what it raises for the current run (see `_raised_by_model`)."""
+    try:
+        return type(self).response(self, *args, **kwargs)
+    except Exception as exc:
+        sink = _raised_by_model.get()
+        if sink is not None:
+            sink.append(exc)
+        raise
+
+
+def _record_raised_exceptions(model: Model) -> None:
+    """Route this instance's `response` (Agno's public entry point) through `_recording_response`, once.
+
+    A bound method, not a closure: a deep copy of the model rebinds it to the copy. Records go to the
+    calling context only, so concurrent runs on a shared model stay apart.
+    """
+    if getattr(model.response, "__func__", None) is not _recording_response:
+        model.response = types.MethodType(_recording_response, model)  # type: ignore[method-assign]
+
+
+def _failure(spec: AgentSpec, model_name: str, exc: BaseException) -> TransientError | AgentError:
+    kind = classify_provider_error(exc)
+    error_type = TransientError if kind is TransientError else AgentError
+    return error_type(f"{spec.name} on {model_name} failed: {provider_error_reason(exc)}")
+
+
+def run_agent(spec: AgentSpec, model_name: str, prompt: str, *, model: Model | None = None) -> AgentRun:
+    """Run the agent once (retries belong to the state machine) and return its answer, tokens and cost.
+
+    Raises TransientError when another attempt may succeed (throttling, timeouts, 5xx) and AgentError when it
+    cannot (access denied, invalid request, empty answer). `model` is an already-resolved model, if any.
+    """
+    resolved = model if model is not None else resolve_model(model_name)
+    agent = build_agent(spec, model_name, model=resolved)
+    _record_raised_exceptions(resolved)
+    raised: list[BaseException] = []
+    token = _raised_by_model.set(raised)
+    started = time.perf_counter()
+    try:
+        output = agent.run(prompt)
+    except Exception as exc:  # Agno catches model errors itself; this is for failures around the model
+        raise _failure(spec, model_name, exc) from exc
+    finally:
+        _raised_by_model.reset(token)
+    duration_ms = int((time.perf_counter() - started) * 1000)
+
+    if output.status is not RunStatus.completed:
+        # Prefer the exception the model raised; Agno's error text is the fallback when none was recorded.
+        cause = (
+            raised[-1] if raised else RuntimeError(str(output.content or f"run ended {output.status.value}"))
+        )
+        raise _failure(spec, model_name, cause) from cause
+    content = output.content if isinstance(output.content, str) else str(output.content or "")
+    if not content.strip():
+        raise AgentError(f"{spec.name} on {model_name} returned an empty answer")
+
+    input_tokens = output.metrics.input_tokens if output.metrics else 0
+    output_tokens = output.metrics.output_tokens if output.metrics else 0
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd(model_name, input_tokens, output_tokens),
+    )
+    return AgentRun(output=content, usage=usage, model=model_name, duration_ms=duration_ms)

@@ -1,0 +1,52 @@
+"""Lazily created, cached AWS clients: the only place the domain builds boto3 clients.
+
+Clients are created on first use (not at import) so that cold starts stay short and tests or the
+local runtime can put moto or endpoint overrides in place first; `reset_clients()` drops the cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+# Timeouts from the spec (connect 3 s, read 5 s) with adaptive retries and keep-alive.
+_CONFIG = Config(
+    connect_timeout=3,
+    read_timeout=5,
+    retries={"max_attempts": 5, "mode": "adaptive"},
+    tcp_keepalive=True,
+)
+
+
+@cache
+def client(service: str) -> Any:
+    """A boto3 client for `service`, shared by everything in this process."""
+    return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+
+
+_local = threading.local()
+_generation = 0  # bumped by reset_clients(), so every thread drops resources made before it
+
+
+def table(name: str) -> Any:
+    """A DynamoDB Table resource (the higher-level API the repositories use).
+
+    Resources are not thread-safe (clients are), so each thread gets its own; a Lambda container
+    has one thread, the local runtime runs Map iterations on several.
+    """
+    if getattr(_local, "generation", None) != _generation:
+        _local.generation, _local.tables = _generation, {}
+    tables: dict[str, Any] = _local.tables
+    if name not in tables:
+        tables[name] = boto3.session.Session().resource("dynamodb", config=_CONFIG).Table(name)
+    return tables[name]
+
+
+def reset_clients() -> None:
+    global _generation
+    client.cache_clear()
+    _generation += 1

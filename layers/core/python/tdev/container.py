@@ -1,0 +1,34 @@
+"""Process-wide domain services built from the settings on first use (one set per Lambda container)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from tdev import aws
+from tdev.agents.catalog import DEFAULT_AGENTS
+from tdev.data.agents import AgentRepository
+from tdev.data.executions import ExecutionRepository
+from tdev.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def executions() -> ExecutionRepository:
+    settings = get_settings()
+    return ExecutionRepository(
+        settings.table_name,
+        retention_days=settings.execution_retention_days,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+    )
+
+
+@lru_cache(maxsize=1)
+def agents() -> AgentRepository:
+    return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
+
+
+def reset() -> None:
+    """Forget settings, clients and repositories (tests and the local runtime change the environment)."""
+    get_settings.cache_clear()
+    aws.reset_clients()
+    executions.cache_clear()
+    agents.cache_clear()

@@ -1,0 +1,481 @@
+"""ExecutionRepository: executions, their plans and task results on the single table.
+
+Item layout (one partition per execution, so one Query returns the whole execution):
+    PK=EXECUTION#<id>  SK=EXECUTION           the execution: status, per-task progress, usage
+    PK=EXECUTION#<id>  SK=PLAN                the plan the supervisor made
+    PK=EXECUTION#<id>  SK=TASK#<task_id>      one agent's result (outputs can be large: kept off the
+                                              execution item and out of Step Functions payloads)
+    PK=EXECUTION#<id>  SK=COMPENSATION#<id>   what the failure path undid
+    PK=IDEMPOTENCY#<principal>#<key>  SK=IDEMPOTENCY   request hash -> execution id
+GSI1 lists executions by status (newest first), GSI2 by project (time-ordered).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from tdev import aws
+from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
+from tdev.models import (
+    AgentResult,
+    Execution,
+    ExecutionStatus,
+    ExecutionView,
+    Plan,
+    TaskState,
+    TaskStatus,
+    Usage,
+    utc_now,
+)
+
+_TRANSIENT_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+}
+
+
+def to_item(data: dict[str, Any], *, drop_none: bool = True) -> dict[str, Any]:
+    """JSON-compatible dict -> DynamoDB item (floats become Decimals; top-level None dropped for items)."""
+    converted: dict[str, Any] = json.loads(json.dumps(data, default=str), parse_float=Decimal)
+    return {k: v for k, v in converted.items() if v is not None or not drop_none}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    """DynamoDB item -> plain JSON types (Decimals become int or float)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in item.items()}
+
+
+def _raise_transient(exc: ClientError) -> None:
+    """Throttling and 5xx from DynamoDB become TransientError, which the workflow retries."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in _TRANSIENT_CODES:
+        raise TransientError(f"DynamoDB {code}: {exc}") from exc
+
+
+def execution_key(execution_id: str) -> dict[str, str]:
+    return {"PK": f"EXECUTION#{execution_id}", "SK": "EXECUTION"}
+
+
+class ExecutionRepository:
+    def __init__(self, table_name: str, *, retention_days: int = 90, idempotency_ttl_seconds: int = 86_400):
+        self._table_name = table_name
+        self._retention_seconds = retention_days * 86_400
+        self._idempotency_ttl = idempotency_ttl_seconds
+
+    @property
+    def _table(self) -> Any:
+        return aws.table(self._table_name)
+
+    # ------------------------------------------------------------------------------------ create
+    def create(
+        self, execution: Execution, *, idempotency_key: str | None, request_hash: str
+    ) -> tuple[Execution, bool]:
+        """Store a new execution; with an idempotency key, at most once per (principal, key).
+
+        The execution and its idempotency record are written in one transaction with conditions, so
+        two concurrent submissions with the same key cannot both create an execution. Returns the
+        execution and whether it was created now (False: an earlier identical request's execution).
+        """
+        item = self._execution_item(execution)
+        item["request_hash"] = request_hash
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._table_name,
+                    "Item": _ser(item),
+                    "ConditionExpression": "attribute_not_exists(PK)",
+                }
+            }
+        ]
+        if idempotency_key:
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._table_name,
+                        "Item": _ser(
+                            {
+                                "PK": f"IDEMPOTENCY#{execution.principal}#{idempotency_key}",
+                                "SK": "IDEMPOTENCY",
+                                "entity": "IDEMPOTENCY",
+                                "execution_id": execution.execution_id,
+                                "request_hash": request_hash,
+                                "expires_at": int(time.time()) + self._idempotency_ttl,
+                            }
+                        ),
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                }
+            )
+        try:
+            aws.client("dynamodb").transact_write_items(TransactItems=writes)
+            return execution, True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException" or not idempotency_key:
+                _raise_transient(exc)
+                raise
+        existing = self._table.get_item(
+            Key={"PK": f"IDEMPOTENCY#{execution.principal}#{idempotency_key}", "SK": "IDEMPOTENCY"},
+            ConsistentRead=True,
+        ).get("Item")
+        if existing is None:  # cancelled for another reason (e.g. a conflicting transaction): retryable
+            raise TransientError("the request could not be stored; retry with the same Idempotency-Key")
+        if existing["request_hash"] != request_hash:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was already used with a different request body", field="Idempotency-Key"
+            )
+        return self.get(str(existing["execution_id"])), False
+
+    def _execution_item(self, execution: Execution) -> dict[str, Any]:
+        data = execution.model_dump(mode="json")
+        created = data["created_at"]
+        return {
+            **execution_key(execution.execution_id),
+            "entity": "EXECUTION",
+            **data,
+            "GSI1PK": f"STATUS#{execution.status.value}",
+            "GSI1SK": f"{created}#{execution.execution_id}",
+            "GSI2PK": f"PROJECT#{execution.project_id}",
+            "GSI2SK": f"EXECUTION#{created}#{execution.execution_id}",
+            "expires_at": int(time.time()) + self._retention_seconds,
+        }
+
+    # -------------------------------------------------------------------------------------- read
+    def get(self, execution_id: str) -> Execution:
+        item = self._table.get_item(Key=execution_key(execution_id), ConsistentRead=True).get("Item")
+        if item is None:
+            raise NotFoundError(f"execution {execution_id} not found", field="execution_id")
+        return Execution.model_validate(from_item(item), strict=False)
+
+    def view(self, execution_id: str) -> ExecutionView:
+        """The execution with every task result: one Query over its partition."""
+        items = self._query_partition(execution_id)
+        head = next((i for i in items if i["SK"] == "EXECUTION"), None)
+        if head is None:
+            raise NotFoundError(f"execution {execution_id} not found", field="execution_id")
+        execution = Execution.model_validate(from_item(head))
+        results = [
+            AgentResult.model_validate(from_item(i)["result"]) for i in items if i["SK"].startswith("TASK#")
+        ]
+        order = [task_id for level in execution.levels for task_id in level]
+        results.sort(key=lambda r: order.index(r.task_id) if r.task_id in order else len(order))
+        plan_item = next((i for i in items if i["SK"] == "PLAN"), None)
+        plan = Plan.model_validate(from_item(plan_item)["plan"]) if plan_item else None
+        usage = execution.usage if execution.status.terminal else _sum_usage(execution.tasks.values())
+        return ExecutionView(
+            execution_id=execution.execution_id,
+            status=execution.status,
+            request=execution.request,
+            project_id=execution.project_id,
+            model=execution.model,
+            created_at=execution.created_at,
+            updated_at=execution.updated_at,
+            progress=execution.progress,
+            levels=execution.levels,
+            tasks=execution.tasks,
+            plan=plan,
+            results=results,
+            usage=usage,
+            error=execution.error,
+            compensations=execution.compensations,
+        )
+
+    def _query_partition(self, execution_id: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(f"EXECUTION#{execution_id}"),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._table.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def list_by_status(self, status: ExecutionStatus, *, limit: int = 50) -> list[Execution]:
+        page = self._table.query(
+            IndexName="GSI1",
+            KeyConditionExpression=Key("GSI1PK").eq(f"STATUS#{status.value}"),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [Execution.model_validate(from_item(i)) for i in page.get("Items", [])]
+
+    def get_plan(self, execution_id: str) -> Plan:
+        item = self._table.get_item(
+            Key={"PK": f"EXECUTION#{execution_id}", "SK": "PLAN"}, ConsistentRead=True
+        )
+        if "Item" not in item:
+            raise NotFoundError(f"execution {execution_id} has no plan yet", field="execution_id")
+        return Plan.model_validate(from_item(item["Item"])["plan"])
+
+    def get_results(self, execution_id: str, task_ids: list[str]) -> list[AgentResult]:
+        results = []
+        for task_id in task_ids:
+            item = self._table.get_item(
+                Key={"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{task_id}"}, ConsistentRead=True
+            ).get("Item")
+            if item is not None:
+                results.append(AgentResult.model_validate(from_item(item)["result"]))
+        return results
+
+    # ------------------------------------------------------------------------------------- write
+    def save_plan(
+        self, execution_id: str, plan: Plan, levels_of: dict[str, int], agents_of: dict[str, str]
+    ) -> None:
+        """Store the plan and move the execution to RUNNING with every task PENDING (one transaction)."""
+        tasks = {
+            task_id: TaskState(agent=agents_of[task_id], level=level).model_dump(mode="json")
+            for task_id, level in levels_of.items()
+        }
+        now = utc_now().isoformat()
+        try:
+            aws.client("dynamodb").transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table_name,
+                            "Item": _ser(
+                                {
+                                    "PK": f"EXECUTION#{execution_id}",
+                                    "SK": "PLAN",
+                                    "entity": "PLAN",
+                                    "plan": plan.model_dump(mode="json"),
+                                    "expires_at": int(time.time()) + self._retention_seconds,
+                                }
+                            ),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table_name,
+                            "Key": _ser(execution_key(execution_id)),
+                            "UpdateExpression": (
+                                "SET #status = :running, GSI1PK = :gsi, levels = :levels, tasks = :tasks, "
+                                "updated_at = :now ADD version :one"
+                            ),
+                            # A retried plan step may run again; a finished execution is never reopened.
+                            "ConditionExpression": (
+                                "attribute_exists(PK) AND #status IN (:pending, :planning, :running)"
+                            ),
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _ser(
+                                {
+                                    ":running": ExecutionStatus.RUNNING.value,
+                                    ":gsi": f"STATUS#{ExecutionStatus.RUNNING.value}",
+                                    ":levels": plan.levels,
+                                    ":tasks": tasks,
+                                    ":now": now,
+                                    ":one": 1,
+                                    ":pending": ExecutionStatus.PENDING.value,
+                                    ":planning": ExecutionStatus.PLANNING.value,
+                                }
+                            ),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            _raise_transient(exc)
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise ConflictError(f"execution {execution_id} is missing or already finished") from exc
+            raise
+
+    def mark_task_running(self, execution_id: str, task_id: str, attempt: int) -> None:
+        self._update_task(execution_id, task_id, {"status": TaskStatus.RUNNING.value, "attempts": attempt})
+
+    def save_result(self, execution_id: str, result: AgentResult) -> AgentResult:
+        """Store a task's result exactly once: a retried invocation keeps the first stored success."""
+        task_state = {
+            "status": result.status.value,
+            "attempts": result.attempts,
+            "usage": result.usage.model_dump(mode="json"),
+            "error": result.error,
+        }
+        try:
+            aws.client("dynamodb").transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table_name,
+                            "Item": _ser(
+                                {
+                                    "PK": f"EXECUTION#{execution_id}",
+                                    "SK": f"TASK#{result.task_id}",
+                                    "entity": "TASK",
+                                    "status": result.status.value,
+                                    "result": result.model_dump(mode="json"),
+                                    "expires_at": int(time.time()) + self._retention_seconds,
+                                }
+                            ),
+                            "ConditionExpression": "attribute_not_exists(PK) OR #status <> :succeeded",
+                            "ExpressionAttributeNames": {"#status": "status"},
+                            "ExpressionAttributeValues": _ser({":succeeded": TaskStatus.SUCCEEDED.value}),
+                        }
+                    },
+                    {"Update": self._task_update_request(execution_id, result.task_id, task_state)},
+                ]
+            )
+        except ClientError as exc:
+            _raise_transient(exc)
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            stored = self.get_results(execution_id, [result.task_id])
+            if stored and stored[0].status == TaskStatus.SUCCEEDED:
+                return stored[0]
+            raise TransientError(f"task {result.task_id}: result write was cancelled; retry") from exc
+        return result
+
+    def stored_success(self, execution_id: str, task_id: str) -> AgentResult | None:
+        stored = self.get_results(execution_id, [task_id])
+        return stored[0] if stored and stored[0].status == TaskStatus.SUCCEEDED else None
+
+    def set_task_status(
+        self, execution_id: str, task_id: str, status: TaskStatus, error: str | None = None
+    ) -> None:
+        fields: dict[str, Any] = {"status": status.value}
+        if error is not None:
+            fields["error"] = error
+        self._update_task(execution_id, task_id, fields)
+
+    def _task_update_request(self, execution_id: str, task_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        names = {"#tasks": "tasks", "#tid": task_id}
+        values: dict[str, Any] = {":now": utc_now().isoformat(), ":one": 1}
+        sets = ["updated_at = :now"]
+        for i, (name, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = name
+            values[f":v{i}"] = value
+            sets.append(f"#tasks.#tid.#f{i} = :v{i}")
+        return {
+            "TableName": self._table_name,
+            "Key": _ser(execution_key(execution_id)),
+            "UpdateExpression": "SET " + ", ".join(sets) + " ADD version :one",
+            "ConditionExpression": "attribute_exists(#tasks.#tid)",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _ser(values, drop_none=False),
+        }
+
+    def _update_task(self, execution_id: str, task_id: str, fields: dict[str, Any]) -> None:
+        try:
+            aws.client("dynamodb").update_item(**self._task_update_request(execution_id, task_id, fields))
+        except ClientError as exc:
+            _raise_transient(exc)
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFoundError(f"task {task_id} is not part of execution {execution_id}") from exc
+            raise
+
+    def finish(
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        usage: Usage,
+        *,
+        error: str | None = None,
+        compensations: list[str] | None = None,
+    ) -> Execution:
+        """Move to a terminal status once; finishing again with the same status is a no-op."""
+        assert status.terminal
+        values: dict[str, Any] = {
+            ":status": status.value,
+            ":gsi": f"STATUS#{status.value}",
+            ":usage": usage.model_dump(mode="json"),
+            ":now": utc_now().isoformat(),
+            ":one": 1,
+            ":error": error,
+            ":comp": compensations or [],
+            ":terminal": [s.value for s in ExecutionStatus if s.terminal],
+        }
+        try:
+            aws.client("dynamodb").update_item(
+                TableName=self._table_name,
+                Key=_ser(execution_key(execution_id)),
+                UpdateExpression=(
+                    "SET #status = :status, GSI1PK = :gsi, #usage = :usage, updated_at = :now, "
+                    "#error = :error, compensations = :comp ADD version :one"
+                ),
+                ConditionExpression=(
+                    "attribute_exists(PK) AND (NOT #status IN (:t0, :t1, :t2) OR #status = :status)"
+                ),
+                ExpressionAttributeNames={"#status": "status", "#usage": "usage", "#error": "error"},
+                ExpressionAttributeValues=_ser(
+                    {k: v for k, v in values.items() if k != ":terminal"}
+                    | {f":t{i}": v for i, v in enumerate(values[":terminal"])},
+                    drop_none=False,
+                ),
+            )
+        except ClientError as exc:
+            _raise_transient(exc)
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                current = self.get(execution_id)
+                raise ConflictError(
+                    f"execution {execution_id} already finished as {current.status.value}"
+                ) from exc
+            raise
+        return self.get(execution_id)
+
+    def record_compensation(self, execution_id: str, task_id: str, action: str) -> bool:
+        """Record one compensation; False when it was already recorded (the step is idempotent)."""
+        try:
+            self._table.put_item(
+                Item=to_item(
+                    {
+                        "PK": f"EXECUTION#{execution_id}",
+                        "SK": f"COMPENSATION#{task_id}",
+                        "entity": "COMPENSATION",
+                        "task_id": task_id,
+                        "action": action,
+                        "at": utc_now().isoformat(),
+                        "expires_at": int(time.time()) + self._retention_seconds,
+                    }
+                ),
+                ConditionExpression=Attr("PK").not_exists(),
+            )
+            return True
+        except ClientError as exc:
+            _raise_transient(exc)
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+
+def _sum_usage(tasks: Any) -> Usage:
+    total = Usage()
+    for task in tasks:
+        total = total + task.usage
+    return total
+
+
+_SERIALIZER: Any = None
+
+
+def _ser(data: dict[str, Any], *, drop_none: bool = True) -> dict[str, Any]:
+    """Plain dict -> low-level DynamoDB attribute values (for the client API used by transactions).
+
+    Items drop top-level None attributes; expression values keep them as NULL (`drop_none=False`).
+    """
+    global _SERIALIZER
+    if _SERIALIZER is None:
+        from boto3.dynamodb.types import TypeSerializer
+
+        _SERIALIZER = TypeSerializer()
+    return {k: _SERIALIZER.serialize(v) for k, v in to_item(data, drop_none=drop_none).items()}

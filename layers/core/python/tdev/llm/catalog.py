@@ -1,0 +1,302 @@
+"""Model names ("provider:model-id") → Agno models, what a call costs, and whether a failure is worth a retry.
+
+One place decides all three so the agent runtime, the router and the cost report agree on what a model is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agno.exceptions import (
+    AgnoError,
+    ContextWindowExceededError,
+    ModelAuthenticationError,
+    ModelRateLimitError,
+)
+
+from tdev.errors import AgentError, TDevError, TransientError, UnknownModelProviderError
+from tdev.llm.offline import OfflineModel
+
+if TYPE_CHECKING:
+    from agno.models.base import Model
+
+SUPPORTED_PROVIDERS = ("offline", "bedrock")
+_EXAMPLES = "e.g. offline:tdev-offline-1 or bedrock:amazon.nova-lite-v1:0"
+
+
+# ------------------------------------------------------------------------------------------ names
+def parse_model_name(name: str) -> tuple[str, str]:
+    """Split "provider:model-id" at the first colon (Bedrock ids contain colons themselves)."""
+    provider, colon, model_id = name.strip().partition(":")
+    provider, model_id = provider.strip().lower(), model_id.strip()
+    if not colon or not provider or not model_id:
+        raise UnknownModelProviderError(
+            f"malformed model name {name!r}: expected provider:model-id ({_EXAMPLES}); "
+            f"supported providers: {', '.join(SUPPORTED_PROVIDERS)}",
+            field="model",
+        )
+    return provider, model_id
+
+
+def resolve_model(name: str) -> Model:
+    """A fresh Agno model for `name`. Bedrock's module is imported here only: offline cold starts skip it."""
+    provider, model_id = parse_model_name(name)
+    if provider == "offline":
+        return OfflineModel(id=model_id)
+    if provider == "bedrock":
+        from agno.models.aws.bedrock import AwsBedrock
+
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return AwsBedrock(id=model_id, aws_region=region)
+    raise UnknownModelProviderError(
+        f"unknown model provider {provider!r} in {name!r}; "
+        f"supported providers: {', '.join(SUPPORTED_PROVIDERS)} ({_EXAMPLES})",
+        field="model",
+    )
+
+
+# ------------------------------------------------------------------------------------------ prices
+@dataclass(frozen=True)
+class Price:
+    """USD per 1,000 tokens."""
+
+    input_per_1k: float
+    output_per_1k: float
+
+
+# Amazon Bedrock on-demand prices, US East (N. Virginia), from https://aws.amazon.com/bedrock/pricing/ as
+# published in mid-2025 (transcribed 2025-06; check the page before using these numbers for billing).
+# Batch, provisioned throughput, prompt caching and long-context surcharges are not modelled.
+PRICES: dict[str, Price] = {
+    "offline:tdev-offline-1": Price(0.0, 0.0),
+    "bedrock:amazon.nova-micro-v1:0": Price(0.000035, 0.00014),
+    "bedrock:amazon.nova-lite-v1:0": Price(0.00006, 0.00024),
+    "bedrock:amazon.nova-pro-v1:0": Price(0.0008, 0.0032),
+    "bedrock:amazon.nova-premier-v1:0": Price(0.0025, 0.0125),
+    "bedrock:anthropic.claude-3-haiku-20240307-v1:0": Price(0.00025, 0.00125),
+    "bedrock:anthropic.claude-3-5-haiku-20241022-v1:0": Price(0.0008, 0.004),
+    "bedrock:anthropic.claude-3-5-sonnet-20240620-v1:0": Price(0.003, 0.015),
+    "bedrock:anthropic.claude-3-5-sonnet-20241022-v2:0": Price(0.003, 0.015),
+    "bedrock:anthropic.claude-3-7-sonnet-20250219-v1:0": Price(0.003, 0.015),
+    "bedrock:anthropic.claude-sonnet-4-20250514-v1:0": Price(0.003, 0.015),
+    "bedrock:anthropic.claude-opus-4-20250514-v1:0": Price(0.015, 0.075),
+    "bedrock:meta.llama3-1-8b-instruct-v1:0": Price(0.00022, 0.00022),
+    "bedrock:meta.llama3-1-70b-instruct-v1:0": Price(0.00072, 0.00072),
+    "bedrock:mistral.mistral-small-2402-v1:0": Price(0.001, 0.003),
+    "bedrock:mistral.mistral-large-2402-v1:0": Price(0.004, 0.012),
+}
+
+# Cross-region inference profiles ("us.anthropic...", "eu.amazon...") bill as their base model.
+_INFERENCE_PROFILE = re.compile(r"^(?:us-gov|us|eu|apac|jp|au|ca|global)\.(?=[a-z0-9-]+\.)")
+
+
+def price_of(model_name: str) -> Price | None:
+    """The price of a model, or None when the table does not know it (malformed names included)."""
+    try:
+        provider, model_id = parse_model_name(model_name)
+    except UnknownModelProviderError:
+        return None
+    if provider == "offline":
+        return PRICES["offline:tdev-offline-1"]  # every offline model is free
+    if provider == "bedrock":
+        model_id = _INFERENCE_PROFILE.sub("", model_id)
+    return PRICES.get(f"{provider}:{model_id}")
+
+
+def price_known(model_name: str) -> bool:
+    """False when `cost_usd` had to answer 0.0 for lack of a price: callers flag such costs as unknown."""
+    return price_of(model_name) is not None
+
+
+def cost_usd(model_name: str, input_tokens: int, output_tokens: int) -> float:
+    """What a call cost in USD; 0.0 for a model without a price (see `price_known`)."""
+    price = price_of(model_name)
+    if price is None:
+        return 0.0
+    cost = input_tokens / 1000 * price.input_per_1k + output_tokens / 1000 * price.output_per_1k
+    return round(cost, 10)
+
+
+# ------------------------------------------------------------------------------------------ errors
+# Error codes of the Bedrock Runtime API (and AWS-wide ones). Retry these: the same call can succeed later.
+_TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ServiceUnavailableException",
+        "ServiceUnavailable",
+        "InternalServerException",
+        "InternalServerError",
+        "InternalFailure",
+        "ModelNotReadyException",
+        "ModelTimeoutException",
+        "ModelStreamErrorException",
+        "ModelErrorException",  # the model failed while processing (424), not the request
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+# Retrying these only burns the retry budget: the request, the permissions or the configuration are wrong.
+_PERMANENT_CODES = frozenset(
+    {
+        "ValidationException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+        "UnauthorizedException",
+        "ResourceNotFoundException",
+        "ServiceQuotaExceededException",
+        "ConflictException",
+    }
+)
+_TRANSIENT_WORDS = (
+    "throttl",
+    "too many requests",
+    "rate limit",
+    "rate exceeded",
+    "service unavailable",
+    "temporarily unavailable",
+    "internal server error",
+    "overloaded",
+    "timed out",
+    "timeout",
+    "connection reset",
+    "connection aborted",
+    "connection refused",
+    "could not connect",
+)
+_PERMANENT_WORDS = (
+    "access denied",
+    "not authorized",
+    "unauthorized",
+    "forbidden",
+    "not found",
+    "invalid",
+    "malformed",
+    "content filter",
+    "guardrail",
+    "blocked by",
+)
+_CODE_IN_RESPONSE = re.compile(r"""['"]Code['"]:\s*['"]([A-Za-z.]+)['"]""")  # str(ClientError.response)
+_CODE_IN_MESSAGE = re.compile(r"\(([A-Za-z.]+)\) when calling")  # str(ClientError)
+_STATUS_IN_RESPONSE = re.compile(r"""['"]HTTPStatusCode['"]:\s*(\d{3})""")
+
+
+def _by_code(code: str | None) -> type[TDevError] | None:
+    if not code:
+        return None
+    code = code.rsplit(".", 1)[-1]  # some SDKs prefix a namespace
+    if code in _TRANSIENT_CODES:
+        return TransientError
+    if code in _PERMANENT_CODES:
+        return AgentError
+    return None
+
+
+def _by_status(status: int | None) -> type[TDevError] | None:
+    if status is None:
+        return None
+    if status in (408, 429) or status >= 500:
+        return TransientError
+    if 400 <= status < 500:
+        return AgentError
+    return None
+
+
+def _by_text(text: str) -> type[TDevError] | None:
+    """Codes and statuses quoted in a message (Agno wraps a ClientError as str(response)), then words."""
+    for pattern in (_CODE_IN_RESPONSE, _CODE_IN_MESSAGE):
+        match = pattern.search(text)
+        verdict = _by_code(match.group(1)) if match else None
+        if verdict is not None:
+            return verdict
+    match = _STATUS_IN_RESPONSE.search(text)
+    verdict = _by_status(int(match.group(1))) if match else None
+    if verdict is not None:
+        return verdict
+    lowered = text.lower()
+    if any(word in lowered for word in _PERMANENT_WORDS):
+        return AgentError
+    if any(word in lowered for word in _TRANSIENT_WORDS):
+        return TransientError
+    return None
+
+
+def _classify_one(exc: BaseException) -> type[TDevError] | None:
+    """A verdict from this exception alone, or None when it carries no signal."""
+    if isinstance(exc, TransientError):
+        return TransientError
+    if isinstance(exc, TDevError):
+        return AgentError
+    botocore_exceptions = sys.modules.get("botocore.exceptions")  # not loaded → no botocore error can exist
+    if botocore_exceptions is not None:
+        if isinstance(exc, botocore_exceptions.ClientError):
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return _by_code(error.get("Code")) or _by_status(status) or AgentError
+        if isinstance(exc, (botocore_exceptions.HTTPClientError, botocore_exceptions.ConnectionError)):
+            return TransientError  # read/connect timeouts, endpoint unreachable, connection closed
+        if isinstance(exc, botocore_exceptions.BotoCoreError):
+            return AgentError  # no credentials, no region, bad parameters: configuration, not luck
+    if isinstance(exc, ModelRateLimitError):
+        return TransientError
+    if isinstance(exc, ContextWindowExceededError | ModelAuthenticationError):
+        return AgentError
+    if isinstance(exc, AgnoError):  # ModelProviderError and friends
+        # Bedrock errors arrive with status_code 502 whatever happened: trust the quoted response first.
+        return _by_text(str(exc.message)) or _by_status(exc.status_code)
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return TransientError
+    if "Timeout" in type(exc).__name__ or "Connect" in type(exc).__name__:
+        return TransientError  # httpx.ReadTimeout, requests.ConnectionError, ... without importing them
+    if isinstance(exc, ValueError | TypeError | KeyError | AttributeError | NotImplementedError):
+        return AgentError  # a bug or bad input: the next attempt would fail the same way
+    return _by_text(str(exc))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and its explicit causes (`raise ... from`), deepest first: the root cause says most.
+
+    Implicit `__context__` is not followed: it may be an unrelated error that was being handled at the time.
+    """
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__
+    return reversed(seen)
+
+
+def classify_provider_error(exc: BaseException) -> type[TDevError]:
+    """TransientError (the workflow retries it) or AgentError (it fails the task now).
+
+    Unknown failures are AgentError: retrying something we cannot name only delays the same answer.
+    """
+    for link in _chain(exc):
+        verdict = _classify_one(link)
+        if verdict is not None:
+            return verdict
+    return AgentError
+
+
+def provider_error_reason(exc: BaseException, limit: int = 500) -> str:
+    """The provider's own words for a failure ("ThrottlingException: Too many requests"), kept short."""
+    reason = ""
+    botocore_exceptions = sys.modules.get("botocore.exceptions")
+    for link in _chain(exc):
+        if botocore_exceptions is not None and isinstance(link, botocore_exceptions.ClientError):
+            error = link.response.get("Error", {})
+            reason = f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".rstrip(": ")
+            break
+    if not reason:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"

@@ -1,0 +1,342 @@
+"""The request workflow's domain operations: one function per state machine step, plus submission.
+
+Each step is safe to run twice (Step Functions retries, Lambda redeliveries): plans are rewritten
+only while the execution is open, a task's first stored success is kept, terminal states are set once,
+and each compensation is recorded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from botocore.exceptions import ClientError
+
+from tdev import aws, container
+from tdev.errors import AgentError, TDevError, TransientError
+from tdev.models import (
+    AgentResult,
+    Execution,
+    ExecutionStatus,
+    Plan,
+    RequestAccepted,
+    RequestIn,
+    TaskStatus,
+    Usage,
+    utc_now,
+)
+from tdev.observability import NAMESPACE, logger, metrics, tracer
+from tdev.orchestration.planner import Supervisor
+from tdev.settings import get_settings
+
+SOURCE = "t-developer.orchestrator"
+
+
+def request_hash(body: RequestIn) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ submission
+@tracer.capture_method
+def submit_request(
+    body: RequestIn, *, principal: str, idempotency_key: str | None, correlation_id: str
+) -> tuple[RequestAccepted, bool]:
+    """Store the request and start its workflow; returns (accepted, created_now).
+
+    The state machine execution is named after the execution id, so a retried submission (same
+    Idempotency-Key, same body) can safely call StartExecution again after a crash in between.
+    """
+    settings = get_settings()
+    now = utc_now()
+    execution = Execution(
+        execution_id=str(uuid.uuid4()),
+        request=body.request,
+        project_id=body.project_id,
+        principal=principal,
+        model=body.model or settings.default_model,
+        status=ExecutionStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        correlation_id=correlation_id,
+    )
+    stored, created = container.executions().create(
+        execution, idempotency_key=idempotency_key, request_hash=request_hash(body)
+    )
+    if created or stored.status == ExecutionStatus.PENDING:
+        _start_workflow(stored)
+    if created:
+        metrics.add_metric(name="RequestsAccepted", unit=MetricUnit.Count, value=1)
+    logger.info("request accepted", extra={"execution_id": stored.execution_id, "new_execution": created})
+    return (
+        RequestAccepted(
+            execution_id=stored.execution_id,
+            status=stored.status,
+            status_url=f"/v1/executions/{stored.execution_id}",
+        ),
+        created,
+    )
+
+
+def _start_workflow(execution: Execution) -> None:
+    settings = get_settings()
+    if not settings.state_machine_arn:
+        raise TDevError("STATE_MACHINE_ARN is not configured for this function")
+    try:
+        aws.client("stepfunctions").start_execution(
+            stateMachineArn=settings.state_machine_arn,
+            name=execution.execution_id,
+            input=json.dumps(
+                {"execution_id": execution.execution_id, "correlation_id": execution.correlation_id}
+            ),
+        )
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code == "ExecutionAlreadyExists":  # started by an earlier attempt of the same request
+            return
+        if code in {"ThrottlingException", "ServiceUnavailable", "InternalServerError"}:
+            raise TransientError(
+                f"could not start the workflow ({code}); retry with the same Idempotency-Key"
+            ) from exc
+        raise
+
+
+# ---------------------------------------------------------------------------------------- plan
+@tracer.capture_method
+def plan_execution(execution_id: str) -> dict[str, Any]:
+    """Plan the request into a DAG of agent tasks; returns the levels the state machine maps over."""
+    executions = container.executions()
+    registry = container.agents()
+    execution = executions.get(execution_id)
+    specs = registry.list()
+    supervisor = Supervisor(specs, history=registry.history(s.name for s in specs))
+    plan = supervisor.plan(execution.request)
+    level_of = {task_id: i for i, level in enumerate(plan.levels) for task_id in level}
+    executions.save_plan(execution_id, plan, level_of, {t.task_id: t.agent for t in plan.tasks})
+    metrics.add_metric(name="PlannedTasks", unit=MetricUnit.Count, value=len(plan.tasks))
+    logger.info(
+        "request planned",
+        extra={
+            "tasks": len(plan.tasks),
+            "levels": plan.levels,
+            "decisions": [d.model_dump() for d in plan.decisions],
+        },
+    )
+    return {"levels": step_levels(plan), "task_count": len(plan.tasks)}
+
+
+def step_levels(plan: Plan) -> list[dict[str, Any]]:
+    """The Step Functions view of a plan: small references, never agent outputs (256 KB payload limit)."""
+    return [
+        {
+            "level": i,
+            "tasks": [
+                {"task_id": t, "agent": plan.task(t).agent, "on_failure": plan.task(t).on_failure.value}
+                for t in level
+            ],
+        }
+        for i, level in enumerate(plan.levels)
+    ]
+
+
+# ------------------------------------------------------------------------------------- run agent
+@tracer.capture_method
+def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
+    """Run one agent task on its model and store the result (exactly once per task)."""
+    from tdev.agents.runtime import compose_prompt, run_agent
+
+    executions = container.executions()
+    already = executions.stored_success(execution_id, task_id)
+    if already is not None:  # a redelivered invocation: the work is done, do not pay for it twice
+        return already
+    execution = executions.get(execution_id)
+    plan = executions.get_plan(execution_id)
+    task = plan.task(task_id)
+    spec = container.agents().get(task.agent)
+    model_name = execution.model if execution.model else (spec.model or get_settings().default_model)
+    executions.mark_task_running(execution_id, task_id, attempt + 1)
+    upstream = executions.get_results(execution_id, [d.task_id for d in task.depends_on])
+    tracer.put_annotation("agent", task.agent)
+    tracer.put_annotation("model", model_name)
+    started = time.perf_counter()
+    try:
+        run = run_agent(spec, model_name, compose_prompt(execution.request, task, upstream))
+    except TDevError as exc:
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        _record_agent_metrics(
+            task.agent,
+            model_name,
+            "transient" if isinstance(exc, TransientError) else "failed",
+            duration_ms,
+            Usage(),
+        )
+        if not isinstance(exc, TransientError):
+            container.agents().record_run(task.agent, succeeded=False, duration_ms=duration_ms)
+        raise
+    result = AgentResult(
+        task_id=task_id,
+        agent=task.agent,
+        model=run.model,
+        status=TaskStatus.SUCCEEDED,
+        output=run.output,
+        usage=run.usage,
+        duration_ms=run.duration_ms,
+        attempts=attempt + 1,
+    )
+    stored = executions.save_result(execution_id, result)
+    container.agents().record_run(task.agent, succeeded=True, duration_ms=run.duration_ms)
+    _record_agent_metrics(task.agent, run.model, "succeeded", run.duration_ms, run.usage)
+    logger.info(
+        "agent finished",
+        extra={
+            "task_id": task_id,
+            "agent": task.agent,
+            "model": run.model,
+            "input_tokens": run.usage.input_tokens,
+            "output_tokens": run.usage.output_tokens,
+            "cost_usd": run.usage.cost_usd,
+            "duration_ms": run.duration_ms,
+        },
+    )
+    return stored
+
+
+def _record_agent_metrics(agent: str, model: str, status: str, duration_ms: int, usage: Usage) -> None:
+    with single_metric(name="AgentRuns", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+        metric.add_dimension(name="agent", value=agent)
+        metric.add_dimension(name="status", value=status)
+    with single_metric(
+        name="AgentDuration", unit=MetricUnit.Milliseconds, value=duration_ms, namespace=NAMESPACE
+    ) as metric:
+        metric.add_dimension(name="agent", value=agent)
+    if usage.total_tokens:
+        with single_metric(
+            name="LLMTokens", unit=MetricUnit.Count, value=usage.total_tokens, namespace=NAMESPACE
+        ) as m:
+            m.add_dimension(name="model", value=model)
+        with single_metric(
+            name="LLMCostMicroUSD",
+            unit=MetricUnit.Count,
+            value=round(usage.cost_usd * 1e6),
+            namespace=NAMESPACE,
+        ) as m:
+            m.add_dimension(name="model", value=model)
+
+
+# ----------------------------------------------------------------------------------- task failure
+def error_message(error: dict[str, Any] | None) -> str:
+    """A readable message from a Step Functions Catch result ({Error, Cause})."""
+    if not error:
+        return "unknown error"
+    name = str(error.get("Error", "Error"))
+    cause = error.get("Cause")
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+            if isinstance(parsed, dict) and parsed.get("errorMessage"):
+                cause = parsed["errorMessage"]
+        except json.JSONDecodeError:
+            pass
+    return f"{name}: {cause}" if cause else name
+
+
+@tracer.capture_method
+def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    """Mark the task FAILED and say whether the request can go on (its failure policy)."""
+    executions = container.executions()
+    plan = executions.get_plan(execution_id)
+    task = plan.task(task_id)
+    message = error_message(error)
+    result = AgentResult(
+        task_id=task_id,
+        agent=task.agent,
+        model=executions.get(execution_id).model,
+        status=TaskStatus.FAILED,
+        error=message,
+        attempts=0,
+    )
+    stored = executions.save_result(execution_id, result)
+    logger.warning(
+        "task failed",
+        extra={
+            "task_id": task_id,
+            "agent": task.agent,
+            "error": message,
+            "on_failure": task.on_failure.value,
+        },
+    )
+    return {"task_id": task_id, "status": stored.status.value, "on_failure": task.on_failure.value}
+
+
+# ------------------------------------------------------------------------------------- aggregate
+@tracer.capture_method
+def aggregate(execution_id: str) -> dict[str, Any]:
+    """Sum usage, settle the terminal status (DEGRADED when a soft-dependency task failed)."""
+    executions = container.executions()
+    view = executions.view(execution_id)
+    failed = [t for t, s in view.tasks.items() if s.status == TaskStatus.FAILED]
+    status = ExecutionStatus.DEGRADED if failed else ExecutionStatus.SUCCEEDED
+    usage = Usage()
+    for result in view.results:
+        usage = usage + result.usage
+    execution = executions.finish(execution_id, status, usage)
+    metrics.add_metric(name=f"Requests{status.value.title()}", unit=MetricUnit.Count, value=1)
+    return {"detail_type": "RequestCompleted", "detail": _event_detail(execution, failed_tasks=failed)}
+
+
+# ------------------------------------------------------------------------------------ compensate
+@tracer.capture_method
+def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    """The saga's failure path: undo completed tasks in reverse order, then record FAILED.
+
+    An agent task's effect is the artifact it published on the execution; compensating it withdraws
+    the artifact (status COMPENSATED) so nothing downstream consumes half-done work.
+    """
+    executions = container.executions()
+    message = error_message(error)
+    try:
+        execution = executions.get(execution_id)
+    except TDevError:
+        raise AgentError(f"cannot compensate: execution {execution_id} not found ({message})") from None
+    undone: list[str] = []
+    for level in reversed(execution.levels):
+        for task_id in reversed(level):
+            state = execution.tasks[task_id]
+            if state.status in {TaskStatus.SUCCEEDED, TaskStatus.COMPENSATED}:
+                executions.record_compensation(execution_id, task_id, "withdrew the task's published result")
+                executions.set_task_status(execution_id, task_id, TaskStatus.COMPENSATED)
+                undone.append(task_id)
+            elif state.status in {TaskStatus.PENDING, TaskStatus.RUNNING}:
+                executions.set_task_status(execution_id, task_id, TaskStatus.SKIPPED)
+    usage = Usage()
+    for state in execution.tasks.values():
+        usage = usage + state.usage
+    finished = executions.finish(
+        execution_id, ExecutionStatus.FAILED, usage, error=message, compensations=undone
+    )
+    metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
+    logger.error("request failed", extra={"error": message, "compensated": undone})
+    failed = [t for t, s in finished.tasks.items() if s.status == TaskStatus.FAILED]
+    return {"detail_type": "RequestFailed", "detail": _event_detail(finished, failed_tasks=failed)}
+
+
+def _event_detail(execution: Execution, *, failed_tasks: list[str]) -> dict[str, Any]:
+    """The EventBridge detail, in the spec's envelope shape."""
+    return {
+        "version": "1",
+        "timestamp": utc_now().isoformat(),
+        "correlationId": execution.correlation_id,
+        "causationId": execution.execution_id,
+        "metadata": {"source": SOURCE, "projectId": execution.project_id},
+        "data": {
+            "executionId": execution.execution_id,
+            "status": execution.status.value,
+            "failedTasks": failed_tasks,
+            "compensated": execution.compensations,
+            "error": execution.error,
+            "usage": execution.usage.model_dump(mode="json"),
+        },
+    }

@@ -1,0 +1,218 @@
+"""Every handler invoked with its sample event from events/ (the same files `sam local invoke` uses)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conftest import EVENTS, load_event
+from tdev import container
+from tdev.models import RequestIn
+
+EXECUTION_ID = "0b9e4c1e-5f7a-4d43-9a55-3f1d8c2a7e10"
+
+
+def test_every_function_has_at_least_one_sample_event() -> None:
+    from tdev_cli.runtime import FUNCTIONS
+
+    names = {p.stem for p in EVENTS.glob("*.json")}
+    for function in FUNCTIONS:
+        assert any(n == function or n.startswith(f"{function}_") for n in names), function
+
+
+@pytest.fixture
+def planned(runtime: Any) -> Any:
+    """The sample execution id, stored and planned (as the API and plan step would leave it)."""
+    from tdev.models import Execution, ExecutionStatus, utc_now
+    from tdev.orchestration.workflow import plan_execution, request_hash
+
+    body = RequestIn(
+        request="Design and implement a REST API for todo items, with unit tests and a security review"
+    )
+    now = utc_now()
+    execution = Execution(
+        execution_id=EXECUTION_ID,
+        request=body.request,
+        project_id="todo-api",
+        principal="sample-user",
+        model="offline:tdev-offline-1",
+        status=ExecutionStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        correlation_id="c0ffee00-0000-4000-8000-000000000001",
+    )
+    container.executions().create(execution, idempotency_key=None, request_hash=request_hash(body))
+    plan_execution(EXECUTION_ID)
+    return runtime
+
+
+def test_api_post_request_accepts_and_starts_the_workflow(runtime: Any) -> None:
+    response = runtime.invoke("api", load_event("api_post_request"))
+
+    assert response["statusCode"] == 202
+    body = json.loads(response["body"])
+    assert body["status"] == "PENDING" and body["status_url"] == f"/v1/executions/{body['execution_id']}"
+    assert (
+        response["multiValueHeaders"]["Location"] == [body["status_url"]] or response["headers"]["Location"]
+    )
+    # And the same Idempotency-Key with the same body returns the same execution, not a new one
+    again = runtime.invoke("api", load_event("api_post_request"))
+    assert again["statusCode"] == 200 and json.loads(again["body"])["execution_id"] == body["execution_id"]
+
+
+def test_api_reused_idempotency_key_with_another_body_is_rejected(runtime: Any) -> None:
+    runtime.invoke("api", load_event("api_post_request"))
+    other = load_event("api_post_request")
+    other["body"] = json.dumps({"request": "Write unit tests for the parser"})
+
+    response = runtime.invoke("api", other)
+
+    assert response["statusCode"] == 422
+    assert json.loads(response["body"])["field"] == "Idempotency-Key"
+
+
+def test_api_invalid_body_names_the_field(runtime: Any) -> None:
+    response = runtime.invoke("api", load_event("api_post_request_invalid"))
+
+    assert response["statusCode"] == 400
+    body = json.loads(response["body"])
+    assert body["error"] == "ValidationError"
+    assert {d["field"] for d in body["details"]} >= {"request", "priority"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ("not json", None),
+        (json.dumps({"request": "ok request", "model": "no-colon"}), "model"),
+        (json.dumps({"request": "x" * 20_001}), "request"),
+        (json.dumps({"request": "fine request", "project_id": "../etc"}), "project_id"),
+    ],
+)
+def test_api_rejects_bad_input_with_a_json_error(runtime: Any, raw: str, field: str | None) -> None:
+    status, body = runtime.api("POST", "/v1/requests", raw_body=raw)
+
+    assert status == 400
+    assert body["error"] == "ValidationError"
+    if field:
+        assert body["field"] == field
+
+
+def test_api_get_execution_returns_plan_and_progress(planned: Any) -> None:
+    response = planned.invoke("api", load_event("api_get_execution"))
+
+    assert response["statusCode"] == 200
+    body = json.loads(response["body"])
+    assert body["execution_id"] == EXECUTION_ID and body["status"] == "RUNNING"
+    assert body["plan"]["tasks"] and body["progress"] == 0.0
+
+
+def test_api_unknown_execution_is_404(runtime: Any) -> None:
+    response = runtime.invoke("api", load_event("api_get_execution"))
+
+    assert response["statusCode"] == 404
+    assert json.loads(response["body"])["error"] == "NotFound"
+
+
+def test_api_lists_the_seeded_agents(runtime: Any) -> None:
+    response = runtime.invoke("api", load_event("api_list_agents"))
+
+    assert response["statusCode"] == 200
+    names = {a["name"] for a in json.loads(response["body"])}
+    assert {"DesignAgent", "CodeAgent", "TestAgent", "SecurityAgent", "ReviewAgent"} <= names
+
+
+def test_api_health(runtime: Any) -> None:
+    response = runtime.invoke("api", load_event("api_health"))
+
+    assert response["statusCode"] == 200 and json.loads(response["body"])["status"] == "ok"
+
+
+def test_api_unknown_route_is_a_json_404(runtime: Any) -> None:
+    status, body = runtime.api("GET", "/v1/nothing-here")
+
+    assert status == 404 and body["error"] == "NotFound"
+
+
+def test_plan_request_handler_returns_levels(runtime: Any) -> None:
+    from tdev.models import Execution, ExecutionStatus, utc_now
+    from tdev.orchestration.workflow import request_hash
+
+    body = RequestIn(
+        request="Design and implement a REST API for todo items, with unit tests and a security review"
+    )
+    now = utc_now()
+    container.executions().create(
+        Execution(
+            execution_id=EXECUTION_ID,
+            request=body.request,
+            project_id="p",
+            principal="u",
+            model="offline:tdev-offline-1",
+            status=ExecutionStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            correlation_id="c",
+        ),
+        idempotency_key=None,
+        request_hash=request_hash(body),
+    )
+
+    result = runtime.invoke("plan_request", load_event("plan_request"))
+
+    assert result["task_count"] == 5
+    assert result["levels"][0] == {
+        "level": 0,
+        "tasks": [{"task_id": "design", "agent": "DesignAgent", "on_failure": "fail"}],
+    }
+
+
+def test_run_agent_handler_stores_the_result_once(planned: Any) -> None:
+    first = planned.invoke("run_agent", load_event("run_agent"))
+    again = planned.invoke("run_agent", load_event("run_agent"))  # a redelivery must not run it twice
+
+    assert first == again == {"task_id": "design", "status": "SUCCEEDED"}
+    view = container.executions().view(EXECUTION_ID)
+    assert view.tasks["design"].status == "SUCCEEDED" and view.tasks["design"].attempts == 1
+    assert len(view.results) == 1 and "[offline model" in view.results[0].output
+
+
+def test_record_task_failure_handler_reports_the_policy(planned: Any) -> None:
+    result = planned.invoke("record_task_failure", load_event("record_task_failure"))
+
+    assert result == {"task_id": "security-review", "status": "FAILED", "on_failure": "continue"}
+    state = container.executions().get(EXECUTION_ID).tasks["security-review"]
+    assert state.status == "FAILED" and "content filter" in (state.error or "")
+
+
+def test_aggregate_results_handler_settles_the_status(planned: Any) -> None:
+    planned.invoke("record_task_failure", load_event("record_task_failure"))
+
+    result = planned.invoke("aggregate_results", load_event("aggregate_results"))
+
+    assert result["detail_type"] == "RequestCompleted"
+    assert result["detail"]["data"]["status"] == "DEGRADED"
+    assert result["detail"]["data"]["failedTasks"] == ["security-review"]
+
+
+def test_compensate_handler_withdraws_completed_work(planned: Any) -> None:
+    planned.invoke("run_agent", load_event("run_agent"))
+
+    result = planned.invoke("compensate", load_event("compensate"))
+
+    assert result["detail_type"] == "RequestFailed"
+    assert result["detail"]["data"]["compensated"] == ["design"]
+    execution = container.executions().get(EXECUTION_ID)
+    assert execution.status == "FAILED" and execution.tasks["design"].status == "COMPENSATED"
+    # Compensating twice (a retried step) changes nothing
+    again = planned.invoke("compensate", load_event("compensate"))
+    assert again["detail"]["data"]["compensated"] == ["design"]
+
+
+def test_workflow_handlers_reject_malformed_events(runtime: Any) -> None:
+    from aws_lambda_powertools.utilities.parser import ValidationError
+
+    with pytest.raises(ValidationError):
+        runtime.invoke("run_agent", {"execution_id": EXECUTION_ID})
