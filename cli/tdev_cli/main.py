@@ -64,24 +64,30 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"[red]--model must look like provider:model-id (got {args.model!r})[/red]")
         return EXIT_USAGE
     os.environ.setdefault("AGNO_TELEMETRY", "false")
-    with _functions_output(args.log_dir, "run") as log_path:
+    with _functions_output(args.log_dir, "run") as log_path, contextlib.ExitStack() as stack:
         from tdev_cli.runtime import LocalRuntime
 
-        with LocalRuntime() as runtime:
-            fields: dict[str, Any] = {"project_id": args.project}
-            if args.model:
-                fields["model"] = args.model
-            status, body = runtime.api("POST", "/v1/requests", {"request": args.request, **fields})
-            if status not in (200, 202):
-                display.rejected(console, status, body)
-                return EXIT_USAGE
-            execution_id = body["execution_id"]
-            if args.json:
-                view = runtime.wait(execution_id, timeout=args.timeout)
-                print(json.dumps(view, indent=2), file=console.file)
-            else:
-                view = display.follow(console, runtime, execution_id, timeout=args.timeout, full=args.full)
-                console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
+        try:
+            runtime = stack.enter_context(
+                LocalRuntime(default_model=args.model) if args.model else LocalRuntime()
+            )
+        except RuntimeError as exc:  # e.g. a bedrock: model without AWS credentials
+            console.print(f"[red]{exc}[/red]")
+            return EXIT_USAGE
+        fields: dict[str, Any] = {"project_id": args.project}
+        if args.model:
+            fields["model"] = args.model
+        status, body = runtime.api("POST", "/v1/requests", {"request": args.request, **fields})
+        if status not in (200, 202):
+            display.rejected(console, status, body)
+            return EXIT_USAGE
+        execution_id = body["execution_id"]
+        if args.json:
+            view = runtime.wait(execution_id, timeout=args.timeout)
+            print(json.dumps(view, indent=2), file=console.file)
+        else:
+            view = display.follow(console, runtime, execution_id, timeout=args.timeout, full=args.full)
+            console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
     final = view.get("status", "FAILED")
     return {"SUCCEEDED": EXIT_OK, "DEGRADED": EXIT_DEGRADED}.get(final, EXIT_FAILED)
 

@@ -115,6 +115,8 @@ class LocalRuntime:
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
+        # A Bedrock model stays real: take the user's credentials before the emulation replaces them.
+        bedrock_session = _real_aws_session() if self.default_model.startswith("bedrock:") else None
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -135,11 +137,25 @@ class LocalRuntime:
         from moto import mock_aws
         from moto.awslambda_simple.models import LambdaSimpleBackend
 
-        mocker = mock_aws(
-            config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
-        )
+        config: dict[str, Any] = {
+            "stepfunctions": {"execute_state_machine": True},
+            "lambda": {"use_docker": False},
+        }
+        if bedrock_session is not None:
+            config["core"] = {
+                "mock_credentials": True,
+                "passthrough": {"urls": [], "services": ["bedrock-runtime"]},
+                "reset_boto3_session": True,
+                "service_whitelist": None,
+            }
+        mocker = mock_aws(config=config)  # type: ignore[call-overload]
         mocker.start()
         self._stack.append(mocker.stop)
+        if bedrock_session is not None:
+            from tdev.llm.catalog import use_bedrock_session
+
+            use_bedrock_session(bedrock_session)
+            self._stack.append(lambda: use_bedrock_session(None))
         runtime = self
 
         def dispatch(
@@ -333,6 +349,25 @@ class LocalRuntime:
             for message in messages:
                 events.append(json.loads(message["Body"]))
                 sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _real_aws_session() -> Any:
+    """A boto3 Session frozen on the user's own credentials (profile, env or SSO), or an error."""
+    import boto3
+
+    session = boto3.Session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise RuntimeError(
+            "a bedrock: model needs AWS credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID/...); none were found"
+        )
+    frozen = credentials.get_frozen_credentials()
+    return boto3.Session(
+        aws_access_key_id=frozen.access_key,
+        aws_secret_access_key=frozen.secret_key,
+        aws_session_token=frozen.token,
+        region_name=session.region_name or REGION,
+    )
 
 
 def api_event(

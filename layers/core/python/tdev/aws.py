@@ -25,7 +25,7 @@ _CONFIG = Config(
 @cache
 def client(service: str) -> Any:
     """A boto3 client for `service`, shared by everything in this process."""
-    return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return boto3.session.Session().client(service, config=_CONFIG)
 
 
 _local = threading.local()

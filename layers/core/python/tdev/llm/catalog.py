@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agno.exceptions import (
     AgnoError,
@@ -43,6 +43,31 @@ def parse_model_name(name: str) -> tuple[str, str]:
     return provider, model_id
 
 
+def check_model_name(name: str) -> str:
+    """Reject, before any work is accepted, a model no provider here can serve; returns the name."""
+    provider, _ = parse_model_name(name)
+    if provider not in SUPPORTED_PROVIDERS:
+        raise UnknownModelProviderError(
+            f"unknown model provider {provider!r} in {name!r}; supported providers: "
+            f"{', '.join(SUPPORTED_PROVIDERS)} ({_EXAMPLES})",
+            field="model",
+        )
+    return name
+
+
+_bedrock_session: Any = None
+
+
+def use_bedrock_session(session: Any) -> None:
+    """Call Bedrock with this boto3 Session instead of the default credential chain.
+
+    Deployed functions never call this (their role's credentials are the default chain); the local
+    runtime does, because it points the default chain at the AWS emulation while Bedrock stays real.
+    """
+    global _bedrock_session
+    _bedrock_session = session
+
+
 def resolve_model(name: str) -> Model:
     """A fresh Agno model for `name`. Bedrock's module is imported here only: offline cold starts skip it."""
     provider, model_id = parse_model_name(name)
@@ -51,6 +76,8 @@ def resolve_model(name: str) -> Model:
     if provider == "bedrock":
         from agno.models.aws.bedrock import AwsBedrock
 
+        if _bedrock_session is not None:
+            return AwsBedrock(id=model_id, session=_bedrock_session)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         return AwsBedrock(id=model_id, aws_region=region)
     raise UnknownModelProviderError(

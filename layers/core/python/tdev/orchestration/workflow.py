@@ -50,7 +50,11 @@ def submit_request(
     The state machine execution is named after the execution id, so a retried submission (same
     Idempotency-Key, same body) can safely call StartExecution again after a crash in between.
     """
+    from tdev.llm.catalog import check_model_name
+
     settings = get_settings()
+    if body.model:
+        check_model_name(body.model)
     now = utc_now()
     execution = Execution(
         execution_id=str(uuid.uuid4()),

@@ -1,0 +1,267 @@
+"""The single-table repositories against an emulated table built from the deployed schema."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tdev import container
+from tdev.agents.catalog import DEFAULT_AGENTS
+from tdev.data.agents import AgentRepository
+from tdev.data.executions import ExecutionRepository
+from tdev.data.schema import create_table_kwargs
+from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, UnknownAgentError
+from tdev.models import (
+    AgentResult,
+    AgentSpec,
+    Execution,
+    ExecutionStatus,
+    TaskStatus,
+    Usage,
+    utc_now,
+)
+from tdev.orchestration.planner import Supervisor
+
+TABLE = "tdev-unit"
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TABLE_NAME": TABLE,
+    }.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        container.reset()
+        boto3.client("dynamodb").create_table(**create_table_kwargs(TABLE))
+        yield TABLE
+    container.reset()
+
+
+def new_execution(execution_id: str = "e-1", *, project: str = "p", created: Any = None) -> Execution:
+    now = created or utc_now()
+    return Execution(
+        execution_id=execution_id,
+        request="Design and implement a todo API with tests",
+        project_id=project,
+        principal="alice",
+        model="offline:tdev-offline-1",
+        status=ExecutionStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        correlation_id="corr-1",
+    )
+
+
+def planned(repo: ExecutionRepository, execution_id: str = "e-1") -> Any:
+    repo.create(new_execution(execution_id), idempotency_key=None, request_hash="h")
+    plan = Supervisor().plan("Design and implement a todo API with tests")
+    level_of = {t: i for i, level in enumerate(plan.levels) for t in level}
+    repo.save_plan(execution_id, plan, level_of, {t.task_id: t.agent for t in plan.tasks})
+    return plan
+
+
+def test_create_and_read_back_an_execution(table: str) -> None:
+    repo = ExecutionRepository(table)
+
+    stored, created = repo.create(new_execution(), idempotency_key=None, request_hash="h")
+
+    assert created
+    assert repo.get("e-1") == stored
+    with pytest.raises(NotFoundError):
+        repo.get("missing")
+
+
+def test_same_idempotency_key_same_body_returns_the_first_execution(table: str) -> None:
+    repo = ExecutionRepository(table)
+    first, _ = repo.create(new_execution("e-1"), idempotency_key="k1", request_hash="h")
+
+    again, created = repo.create(new_execution("e-2"), idempotency_key="k1", request_hash="h")
+
+    assert not created and again.execution_id == first.execution_id
+    with pytest.raises(NotFoundError):
+        repo.get("e-2")  # the duplicate never stored a second execution
+
+
+def test_same_idempotency_key_other_body_is_a_conflict(table: str) -> None:
+    repo = ExecutionRepository(table)
+    repo.create(new_execution("e-1"), idempotency_key="k1", request_hash="h")
+
+    with pytest.raises(IdempotencyConflictError) as err:
+        repo.create(new_execution("e-2"), idempotency_key="k1", request_hash="other")
+    assert err.value.field == "Idempotency-Key"
+
+
+def test_concurrent_submissions_with_one_key_create_exactly_one_execution(table: str) -> None:
+    repo = ExecutionRepository(table)
+    outcomes: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(8)
+
+    def submit(i: int) -> None:
+        barrier.wait()
+        execution, created = repo.create(new_execution(f"e-{i}"), idempotency_key="same", request_hash="h")
+        outcomes.append((execution.execution_id, created))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sum(created for _, created in outcomes) == 1
+    assert len({execution_id for execution_id, _ in outcomes}) == 1
+
+
+def test_plan_moves_the_execution_to_running_with_pending_tasks(table: str) -> None:
+    repo = ExecutionRepository(table)
+
+    plan = planned(repo)
+
+    execution = repo.get("e-1")
+    assert execution.status == ExecutionStatus.RUNNING
+    assert execution.levels == plan.levels
+    assert {s.status for s in execution.tasks.values()} == {TaskStatus.PENDING}
+    assert repo.get_plan("e-1") == plan
+
+
+def test_a_task_result_is_stored_once(table: str) -> None:
+    repo = ExecutionRepository(table)
+    planned(repo)
+    first = AgentResult(
+        task_id="design",
+        agent="DesignAgent",
+        model="offline:x",
+        status=TaskStatus.SUCCEEDED,
+        output="first",
+        usage=Usage(input_tokens=10, output_tokens=5),
+    )
+    second = first.model_copy(update={"output": "second", "usage": Usage(input_tokens=99)})
+
+    assert repo.save_result("e-1", first) == first
+    assert repo.save_result("e-1", second) == first  # a redelivered run keeps the first success
+
+    execution = repo.get("e-1")
+    assert execution.tasks["design"].status == TaskStatus.SUCCEEDED
+    assert execution.tasks["design"].usage == Usage(input_tokens=10, output_tokens=5)
+
+
+def test_task_updates_for_unknown_tasks_are_rejected(table: str) -> None:
+    repo = ExecutionRepository(table)
+    planned(repo)
+
+    with pytest.raises(NotFoundError):
+        repo.mark_task_running("e-1", "not-a-task", 1)
+
+
+def test_finishing_is_once_and_for_all(table: str) -> None:
+    repo = ExecutionRepository(table)
+    planned(repo)
+
+    done = repo.finish("e-1", ExecutionStatus.SUCCEEDED, Usage(input_tokens=3, cost_usd=0.25))
+    assert done.status == ExecutionStatus.SUCCEEDED and done.usage.cost_usd == 0.25
+    repo.finish("e-1", ExecutionStatus.SUCCEEDED, Usage())  # the same outcome again: a retried step
+    with pytest.raises(ConflictError):
+        repo.finish("e-1", ExecutionStatus.FAILED, Usage(), error="late failure")
+    with pytest.raises(ConflictError):
+        planned_again = Supervisor().plan("Design a thing")
+        repo.save_plan("e-1", planned_again, {"design": 0}, {"design": "DesignAgent"})
+
+
+def test_executions_by_status_newest_first(table: str) -> None:
+    from datetime import timedelta
+
+    repo = ExecutionRepository(table)
+    base = utc_now()
+    for i in range(3):
+        repo.create(
+            new_execution(f"e-{i}", created=base + timedelta(seconds=i)),
+            idempotency_key=None,
+            request_hash="h",
+        )
+
+    pending = repo.list_by_status(ExecutionStatus.PENDING)
+
+    assert [e.execution_id for e in pending] == ["e-2", "e-1", "e-0"]
+    assert repo.list_by_status(ExecutionStatus.FAILED) == []
+
+
+def test_view_orders_results_by_plan_level(table: str) -> None:
+    repo = ExecutionRepository(table)
+    plan = planned(repo)
+    for task_id in reversed([t for level in plan.levels for t in level]):
+        agent = plan.task(task_id).agent
+        repo.save_result(
+            "e-1",
+            AgentResult(
+                task_id=task_id,
+                agent=agent,
+                model="m",
+                status=TaskStatus.SUCCEEDED,
+                usage=Usage(input_tokens=1, output_tokens=1, cost_usd=0.001),
+            ),
+        )
+
+    view = repo.view("e-1")
+
+    assert [r.task_id for r in view.results] == [t for level in plan.levels for t in level]
+    assert view.progress == 1.0
+    assert view.usage.total_tokens == 2 * len(plan.tasks)
+    assert view.plan == plan
+
+
+def test_compensations_are_recorded_once(table: str) -> None:
+    repo = ExecutionRepository(table)
+    planned(repo)
+
+    assert repo.record_compensation("e-1", "design", "withdrew")
+    assert not repo.record_compensation("e-1", "design", "withdrew")
+
+
+def test_agent_registry_seeds_the_built_in_agents_once(table: str) -> None:
+    repo = AgentRepository(table, DEFAULT_AGENTS)
+
+    names = [a.name for a in repo.list()]
+
+    assert {"DesignAgent", "CodeAgent", "TestAgent", "SecurityAgent", "ReviewAgent"} <= set(names)
+    assert repo.seed() == 0  # already there: an operator's edits are never overwritten
+
+
+def test_agent_registry_keeps_an_operators_edit(table: str) -> None:
+    repo = AgentRepository(table, DEFAULT_AGENTS)
+    repo.list()
+    edited = DEFAULT_AGENTS[0].model_copy(update={"version": "2.0.0"})
+    repo.put(edited)
+    custom = AgentSpec(
+        name="DocsAgent",
+        role="Technical writer",
+        description="Writes documentation",
+        capabilities=["documentation"],
+        keywords=["docs", "readme"],
+    )
+    repo.put(custom)
+
+    assert repo.get(edited.name).version == "2.0.0"
+    assert repo.get("DocsAgent") == custom
+    assert "DocsAgent" in {a.name for a in repo.list()}
+    with pytest.raises(UnknownAgentError):
+        repo.get("NoSuchAgent")
+
+
+def test_agent_history_needs_enough_runs(table: str) -> None:
+    repo = AgentRepository(table, DEFAULT_AGENTS)
+    for i in range(4):
+        repo.record_run("CodeAgent", succeeded=i != 0, duration_ms=10)
+
+    assert repo.history(["CodeAgent", "TestAgent"]).success_rate("CodeAgent") is None
+    repo.record_run("CodeAgent", succeeded=True, duration_ms=10)
+    history = repo.history(["CodeAgent", "TestAgent"])
+    assert history.success_rate("CodeAgent") == pytest.approx(4 / 5)
+    assert history.success_rate("TestAgent") is None
