@@ -27,8 +27,10 @@ $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/tdev run "$(REQUEST)" $(ARGS)
 
-## test: the whole test suite (unit, functions, state machines, infrastructure)
+## test: lint, types, then the whole test suite (unit, functions, state machines, infrastructure, e2e)
 test: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
 
 ## layer: third-party dependencies for Lambda (arm64, Python 3.12) into build/layers/dependencies
@@ -45,7 +47,7 @@ build/layers/dependencies/.built: pyproject.toml | $(BIN)/python
 ## synth: synthesize every stack with cdk-nag, then cfn-lint the templates
 synth: $(VENV)/.dev-deps layer
 	$(BIN)/python app.py
-	$(BIN)/python -m cfnlint cdk.out/*.template.json
+	$(BIN)/cfn-lint cdk.out/*.template.json
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .

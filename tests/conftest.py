@@ -17,6 +17,10 @@ EVENTS = REPO / "events"
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
+# The functions' Powertools logger binds its stream when first imported: import it now, while pytest's
+# session-wide capture is in place, not inside a test whose captured stream is closed when it ends.
+import tdev.observability  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:

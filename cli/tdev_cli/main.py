@@ -44,16 +44,24 @@ def _functions_output(log_dir: str, name: str) -> Iterator[Path]:
     directory = Path(log_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    from tdev.observability import logger as functions_logger
+
     saved, saved_handlers = sys.stdout, logging.root.handlers[:]
     with path.open("w") as sink:
-        sys.stdout = sink
-        # Libraries that log through the root logger (botocore, agno) write there too.
+        sys.stdout = sink  # EMF metrics are printed
+        # Libraries that log through the root logger (botocore, agno) write there too, and so does the
+        # functions' Powertools logger, whichever stream it was created with.
         logging.root.handlers = [logging.StreamHandler(sink)]
+        handlers = [h for h in functions_logger.handlers if isinstance(h, logging.StreamHandler)]
+        previous = [h.setStream(sink) for h in handlers]
         try:
             yield path
         finally:
             sys.stdout = saved
             logging.root.handlers = saved_handlers
+            for handler, stream in zip(handlers, previous, strict=True):
+                if stream is not None:
+                    handler.setStream(stream)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -86,8 +94,8 @@ def _run(args: argparse.Namespace) -> int:
             view = runtime.wait(execution_id, timeout=args.timeout)
             print(json.dumps(view, indent=2), file=console.file)
         else:
-            view = display.follow(console, runtime, execution_id, timeout=args.timeout, full=args.full)
             console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
+            view = display.follow(console, runtime, execution_id, timeout=args.timeout, full=args.full)
     final = view.get("status", "FAILED")
     return {"SUCCEEDED": EXIT_OK, "DEGRADED": EXIT_DEGRADED}.get(final, EXIT_FAILED)
 

@@ -27,19 +27,15 @@ from typing import Any
 from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The handlers (functions/) and the state machine definitions (statemachines/) live beside the CLI.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's fixed emulated account, not a real one
 TABLE_NAME = "tdev-local"
 EVENT_BUS = "t-developer"
 STATE_MACHINE = "tdev-request-workflow"
 FUNCTIONS = ("api", "plan_request", "run_agent", "record_task_failure", "aggregate_results", "compensate")
-WORKFLOW_FUNCTIONS = {
-    "PlanRequestFunctionArn": "plan_request",
-    "RunAgentFunctionArn": "run_agent",
-    "RecordTaskFailureFunctionArn": "record_task_failure",
-    "AggregateResultsFunctionArn": "aggregate_results",
-    "CompensateFunctionArn": "compensate",
-}
 
 # A hook called before each dispatched invocation: (function name, event) -> None, may raise.
 FaultHook = Callable[[str, dict[str, Any]], None]
@@ -65,28 +61,21 @@ class LambdaContext:
         return 300_000
 
 
-def workflow_substitutions(
+def local_substitutions(
     retry_interval_seconds: int = 1, max_transient_retries: int = 3, max_concurrent_tasks: int = 50
 ) -> dict[str, str]:
-    """The ASL placeholders filled the way the orchestration stack fills them, with local ARNs."""
-    values = {
-        key: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" for key, name in WORKFLOW_FUNCTIONS.items()
-    }
-    values |= {
-        "EventBusName": EVENT_BUS,
-        "MaxConcurrentTasks": str(max_concurrent_tasks),
-        "RetryIntervalSeconds": str(retry_interval_seconds),
-        "MaxTransientRetries": str(max_transient_retries),
-    }
-    return values
+    """The ASL placeholders filled through the stack's own function, with local ARNs and tuning."""
+    from statemachines.request_workflow import workflow_substitutions
 
-
-def render_definition(substitutions: dict[str, str]) -> str:
-    text = (REPO_ROOT / "statemachines" / "request_workflow.asl.json").read_text()
-    for key, value in substitutions.items():
-        text = text.replace("${" + key + "}", value)
-    json.loads(text)  # a placeholder left unfilled makes this fail here, not deep in the interpreter
-    return text
+    return workflow_substitutions(
+        function_arns={name: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" for name in FUNCTIONS},
+        event_bus_name=EVENT_BUS,
+        tuning={
+            "MaxConcurrentTasks": str(max_concurrent_tasks),
+            "RetryIntervalSeconds": str(retry_interval_seconds),
+            "MaxTransientRetries": str(max_transient_retries),
+        },
+    )
 
 
 class LocalRuntime:
@@ -101,7 +90,7 @@ class LocalRuntime:
         fault_hook: FaultHook | None = None,
     ) -> None:
         self.default_model = default_model
-        self.substitutions = workflow_substitutions(retry_interval_seconds, max_transient_retries)
+        self.substitutions = local_substitutions(retry_interval_seconds, max_transient_retries)
         self.fault_hook = fault_hook
         self.invocations: list[tuple[str, str]] = []  # (function, outcome) in dispatch order
         self._stack: list[Any] = []
@@ -237,6 +226,8 @@ class LocalRuntime:
                 Code={"ZipFile": archive.getvalue()},
                 Architectures=["arm64"],
             )
+        from statemachines.request_workflow import render_definition
+
         self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name=STATE_MACHINE, definition=render_definition(self.substitutions), roleArn=role_arn
         )["stateMachineArn"]
@@ -266,8 +257,6 @@ class LocalRuntime:
         """Call a function's real handler with an event, as Lambda would."""
         if function not in FUNCTIONS:
             raise ValueError(f"unknown function {function}")
-        if str(REPO_ROOT) not in sys.path:  # the handlers live beside the CLI in the repository
-            sys.path.insert(0, str(REPO_ROOT))
         module = importlib.import_module(f"functions.{function}.handler")
         with self._invocation_lock:
             return module.lambda_handler(event, LambdaContext(function_name=function))

@@ -31,7 +31,7 @@ def test_run_prints_plan_progress_results_cost_and_status(
     assert "100% of tasks finished" in out
     assert "[offline model tdev-offline-1" in out  # results are shown, and labelled
     assert "tokens:" in out and "cost: $0.000000" in out
-    assert out.rstrip().splitlines()[-2].startswith("status: SUCCEEDED")
+    assert out.rstrip().splitlines()[-1] == "status: SUCCEEDED"
     # The functions' JSON logs went to the log file, with the request's correlation id on every line
     log = next(tmp_path.glob("run-*.jsonl")).read_text().splitlines()
     records = [json.loads(line) for line in log if line.startswith("{") and '"level"' in line]

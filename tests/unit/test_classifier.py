@@ -161,8 +161,13 @@ def test_duplicate_agent_names_are_a_configuration_error() -> None:
 @pytest.mark.parametrize(
     ("word", "expected"),
     [
-        ("tests", "test"), ("testing", "test"), ("security", "secur"), ("secure", "secur"),
-        ("architecture", "architect"), ("implementation", "implement"), ("classes", "class"),
+        ("tests", "test"),
+        ("testing", "test"),
+        ("security", "secur"),
+        ("secure", "secur"),
+        ("architecture", "architect"),
+        ("implementation", "implement"),
+        ("classes", "class"),
         ("status", "status"),
     ],
 )

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""The CDK app: one set of stacks (data → orchestration → API) for the environment chosen by context.
+
+    npx cdk synth                      # dev, default model bedrock:amazon.nova-lite-v1:0
+    npx cdk deploy --all -c env=prod -c defaultModel=bedrock:amazon.nova-pro-v1:0
+    python app.py                      # synth only, no CDK CLI needed (node is)
+
+cdk-nag's AwsSolutions checks run on every synth; unacknowledged errors fail it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# jsii prints a banner on Node 20; silence it before aws_cdk (and so jsii) is imported.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+REPO_ROOT = Path(__file__).resolve().parent
+CORE_LAYER_PATH = REPO_ROOT / "layers" / "core"
+DEPENDENCIES_LAYER_PATH = REPO_ROOT / "build" / "layers" / "dependencies"
+
+# The data stack builds the table from tdev.data.schema (the layer's own package): make both importable.
+for _path in (REPO_ROOT, CORE_LAYER_PATH / "python"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+
+from stacks.api_stack import ApiStack  # noqa: E402
+from stacks.data_stack import DataStack  # noqa: E402
+from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
+from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TDeveloperStacks:
+    data: DataStack
+    orchestration: OrchestrationStack
+    api: ApiStack
+
+    @property
+    def all(self) -> tuple[cdk.Stack, ...]:
+        return (self.data, self.orchestration, self.api)
+
+
+def add_environment(
+    scope: cdk.App,
+    settings: EnvironmentSettings,
+    *,
+    dependencies_layer_path: Path | str,
+    core_layer_path: Path | str = CORE_LAYER_PATH,
+    env: cdk.Environment | None = None,
+) -> TDeveloperStacks:
+    """Add the three stacks of one environment to `scope`, wired by constructor arguments."""
+    common = {"env": env, "termination_protection": settings.deletion_protection}
+    data = DataStack(
+        scope,
+        f"{settings.prefix}-data",
+        settings=settings,
+        description=f"T-Developer {settings.name}: table and key",
+        **common,
+    )
+    orchestration = OrchestrationStack(
+        scope,
+        f"{settings.prefix}-orchestration",
+        settings=settings,
+        table=data.table,
+        key=data.key,
+        core_layer_path=str(core_layer_path),
+        dependencies_layer_path=str(dependencies_layer_path),
+        description=f"T-Developer {settings.name}: request workflow, agents, event bus, alarms",
+        **common,
+    )
+    api = ApiStack(
+        scope,
+        f"{settings.prefix}-api",
+        settings=settings,
+        table=data.table,
+        key=data.key,
+        state_machine=orchestration.state_machine,
+        alarm_topic=orchestration.alarm_topic,
+        core_layer_path=str(core_layer_path),
+        dependencies_layer_path=str(dependencies_layer_path),
+        description=f"T-Developer {settings.name}: REST API",
+        **common,
+    )
+    for stack in (data, orchestration, api):
+        cdk.Tags.of(stack).add("project", "t-developer")
+        cdk.Tags.of(stack).add("environment", settings.name)
+    return TDeveloperStacks(data, orchestration, api)
+
+
+def check_with_cdk_nag(app: cdk.App) -> None:
+    """AwsSolutions checks on every stack; acknowledgments live next to the resources they concern."""
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+
+
+def dependencies_layer_or_exit(path: Path = DEPENDENCIES_LAYER_PATH) -> Path:
+    if not (path / "python").is_dir():
+        shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+        sys.exit(
+            f"The dependencies layer is missing: {shown}/python does not exist.\n"
+            "Build it first with `make layer` (pip installs the runtime requirements for Lambda: "
+            "arm64, Python 3.12), then synthesize again."
+        )
+    return path
+
+
+def cdk_json_context() -> dict[str, object]:
+    """The context of cdk.json (feature flags). The CDK CLI passes it itself; `python app.py` and the tests
+    read it here so every synth path produces the same templates (CLI values still take precedence)."""
+    return dict(json.loads((REPO_ROOT / "cdk.json").read_text()).get("context", {}))
+
+
+def build_app(
+    *,
+    environment: str | None = None,
+    default_model: str | None = None,
+    dependencies_layer_path: Path | str | None = None,
+    outdir: str | None = None,
+    env: cdk.Environment | None = None,
+) -> tuple[cdk.App, TDeveloperStacks]:
+    """The app with one environment's stacks and cdk-nag; context `env` / `defaultModel` unless given."""
+    app = cdk.App(outdir=outdir, context=cdk_json_context())
+    settings = settings_for(
+        environment or app.node.try_get_context("env") or "dev",
+        default_model=default_model or app.node.try_get_context("defaultModel"),
+    )
+    stacks = add_environment(
+        app,
+        settings,
+        dependencies_layer_path=dependencies_layer_path or dependencies_layer_or_exit(),
+        env=env,
+    )
+    check_with_cdk_nag(app)
+    return app, stacks
+
+
+def main() -> None:
+    # Deploy to the account and region of the caller's credentials; never a hard-coded account.
+    env = cdk.Environment(
+        account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")
+    )
+    # The CDK CLI chooses the output directory; `python app.py` alone writes to cdk.out like the CLI.
+    outdir = None if os.environ.get("CDK_OUTDIR") else str(REPO_ROOT / "cdk.out")
+    app, _ = build_app(outdir=outdir, env=env)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

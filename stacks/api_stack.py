@@ -1,0 +1,262 @@
+"""The REST API: `/health`, `/v1/requests`, `/v1/executions/{execution_id}`, `/v1/agents` → `api`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+from stacks import acknowledge
+from stacks.constructs import TdevFunction, TdevLayers
+from stacks.data_stack import grant_table_data_access
+from stacks.settings import EnvironmentSettings
+
+# (method, path): the routes `functions/api/handler.py` serves. Anything else never reaches the function.
+ROUTES: tuple[tuple[str, str], ...] = (
+    ("GET", "/health"),
+    ("POST", "/v1/requests"),
+    ("GET", "/v1/executions/{execution_id}"),
+    ("GET", "/v1/agents"),
+)
+OPTIONAL_HEADERS = ("Idempotency-Key", "X-Correlation-Id")
+
+ACCESS_LOG_FORMAT = {
+    "requestId": apigw.AccessLogField.context_request_id(),
+    "extendedRequestId": apigw.AccessLogField.context_extended_request_id(),
+    "traceId": apigw.AccessLogField.context_xray_trace_id(),
+    "ip": apigw.AccessLogField.context_identity_source_ip(),
+    "userAgent": apigw.AccessLogField.context_identity_user_agent(),
+    "requestTime": apigw.AccessLogField.context_request_time(),
+    "httpMethod": apigw.AccessLogField.context_http_method(),
+    "resourcePath": apigw.AccessLogField.context_resource_path(),
+    "path": apigw.AccessLogField.context_path(),
+    "status": apigw.AccessLogField.context_status(),
+    "responseLength": apigw.AccessLogField.context_response_length(),
+    "responseLatency": apigw.AccessLogField.context_response_latency(),
+    "integrationLatency": apigw.AccessLogField.context_integration_latency(),
+    "integrationStatus": apigw.AccessLogField.context_integration_status(),
+    "errorMessage": apigw.AccessLogField.context_error_message(),
+    "wafResponseCode": apigw.AccessLogField.context_waf_response_code(),
+}
+
+
+class ApiStack(Stack):
+    """Exposes `.api` (the REST API), `.function` (the `api` handler) and `.api_url`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: EnvironmentSettings,
+        table: dynamodb.ITable,
+        key: kms.IKey,
+        state_machine: sfn.IStateMachine,
+        alarm_topic: sns.ITopic,
+        core_layer_path: str,
+        dependencies_layer_path: str,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        # The handler: submits requests (starts the workflow) and reads executions and agents. It gets its
+        # own copies of the layers (same assets): no cross-stack reference to a layer version to outlive.
+        layers = TdevLayers(
+            self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
+        )
+        handler = TdevFunction(
+            self,
+            "Api",
+            name="api",
+            settings=settings,
+            layers=layers.all,
+            log_key=key,
+            environment={
+                "TABLE_NAME": table.table_name,
+                "STATE_MACHINE_ARN": state_machine.state_machine_arn,
+                "TDEV_DEFAULT_MODEL": settings.default_model,
+            },
+            timeout=Duration.seconds(29),  # API Gateway's integration timeout
+        )
+        self.function = handler.function
+        grant_table_data_access(table, key, self.function)
+        state_machine.grant_start_execution(self.function)
+
+        # The REST API, one resource per route, logged, traced and throttled.
+        access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=settings.log_retention,
+            encryption_key=key,
+            removal_policy=settings.removal_policy,
+        )
+        self.api = apigw.RestApi(
+            self,
+            "RestApi",
+            rest_api_name=f"t-developer-{settings.name}",
+            description="T-Developer: submit requests, follow executions, list agents",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            # API Gateway writes execution logs through one role per account and region (see below); it is
+            # kept when this stack goes, since other APIs in the account may rely on it.
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigw.StageOptions(
+                stage_name=settings.name,
+                throttling_rate_limit=settings.api_throttle_rate_limit,
+                throttling_burst_limit=settings.api_throttle_burst_limit,
+                tracing_enabled=True,
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # bodies may hold secrets: never log them
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT)),
+            ),
+        )
+        validator = self.api.add_request_validator(
+            "RequestValidator",
+            # Required path parameters are checked here. No body model is attached on purpose: bodies are
+            # validated by the handler's pydantic models, the single source of truth and of the error format.
+            validate_request_parameters=True,
+            validate_request_body=True,
+        )
+        integration = apigw.LambdaIntegration(self.function, allow_test_invoke=False)
+        for method, path in ROUTES:
+            resource = self.api.root.resource_for_path(path)
+            parameters = {f"method.request.header.{h}": False for h in OPTIONAL_HEADERS}
+            parameters.update({f"method.request.path.{p}": True for p in _path_parameters(path)})
+            resource.add_method(
+                method, integration, request_validator=validator, request_parameters=parameters
+            )
+        self.api_url = self.api.url
+
+        self._own_execution_log_group(settings, key)
+        if settings.api_waf:
+            self._protect_with_waf(settings)
+        else:
+            acknowledge(
+                self.api.deployment_stage,
+                "AwsSolutions-APIG3",
+                f"No WAF web ACL in {settings.name} (cost); stage throttling limits request rates. "
+                "staging and prod attach one (settings.api_waf).",
+            )
+        self._acknowledge_until_authentication()
+
+        server_errors = cloudwatch.Alarm(
+            self,
+            "ServerErrorsAlarm",
+            metric=self.api.metric_server_error(period=Duration.minutes(5)),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description="The API answered with 5XX errors",
+        )
+        server_errors.add_alarm_action(cloudwatch_actions.SnsAction(alarm_topic))
+        CfnOutput(self, "ApiUrl", value=self.api.url)
+
+    def _own_execution_log_group(self, settings: EnvironmentSettings, key: kms.IKey) -> None:
+        """API Gateway creates the execution log group on first use, unencrypted and kept forever; create it
+        first, under the name API Gateway uses, with our retention and key."""
+        execution_logs = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.api.rest_api_id}/{settings.name}",
+            retention=settings.log_retention,
+            encryption_key=key,
+            removal_policy=settings.removal_policy,
+        )
+        self.api.deployment_stage.node.add_dependency(execution_logs)
+        # The account-level CloudWatch role that API Gateway creates serves every REST API in this account
+        # and region, so it keeps AWS's managed policy for it rather than one scoped to this API.
+        acknowledge(
+            self.api,
+            # CDK renders AWS managed policy ARNs with the AWS::Partition pseudo parameter in every env.
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "API Gateway's CloudWatch role is one per account and region, shared by every REST API there; "
+            "AWS's managed AmazonAPIGatewayPushToCloudWatchLogs policy is the documented policy for it.",
+        )
+
+    def _protect_with_waf(self, settings: EnvironmentSettings) -> None:
+        """AWS managed rules (common exploits, known bad inputs) and a per-IP rate limit before throttling."""
+
+        def visibility(name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+            )
+
+        def managed(priority: int, name: str, count_only: Sequence[str] = ()) -> wafv2.CfnWebACL.RuleProperty:
+            return wafv2.CfnWebACL.RuleProperty(
+                name=name,
+                priority=priority,
+                override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                        vendor_name="AWS",
+                        name=name,
+                        rule_action_overrides=[
+                            wafv2.CfnWebACL.RuleActionOverrideProperty(
+                                name=rule, action_to_use=wafv2.CfnWebACL.RuleActionProperty(count={})
+                            )
+                            for rule in count_only
+                        ]
+                        or None,
+                    )
+                ),
+                visibility_config=visibility(name),
+            )
+
+        web_acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility(f"{settings.prefix}-api"),
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="RateLimitPerIp",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            aggregate_key_type="IP", limit=1000
+                        )
+                    ),
+                    visibility_config=visibility("RateLimitPerIp"),
+                ),
+                # Request texts may be up to 20,000 characters (tdev.models.MAX_REQUEST_CHARS), beyond the
+                # common rule set's 8 KB body limit: count those instead of blocking them.
+                managed(1, "AWSManagedRulesCommonRuleSet", count_only=["SizeRestrictions_BODY"]),
+                managed(2, "AWSManagedRulesKnownBadInputsRuleSet"),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "WebAclAssociation",
+            resource_arn=self.api.deployment_stage.stage_arn,
+            web_acl_arn=web_acl.attr_arn,
+        )
+
+    def _acknowledge_until_authentication(self) -> None:
+        """The one place where the API is allowed to be unauthenticated, for now."""
+        reason = (
+            "Authentication arrives with the security layer issue (JWT authorizer → RBAC); until then deploy "
+            "only to accounts you control."
+        )
+        acknowledge(self.api, "AwsSolutions-APIG4", reason)
+        acknowledge(self.api, "AwsSolutions-COG4", reason)
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [segment[1:-1] for segment in path.split("/") if segment.startswith("{") and segment.endswith("}")]

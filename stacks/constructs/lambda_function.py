@@ -1,0 +1,137 @@
+"""One way to build a Lambda function here: arm64, Python 3.12, X-Ray, JSON logs, layers, own log group."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aws_cdk import Duration
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks import acknowledge
+from stacks.settings import EnvironmentSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+
+# The dependencies layer is built for exactly this runtime and architecture (Makefile `layer` target:
+# pip --platform manylinux2014_aarch64 --python-version 3.12); change all three together.
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.ARM_64
+HANDLER = "handler.lambda_handler"
+ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_cache"]
+
+
+class TdevLayers(Construct):
+    """The two layers every function gets: `core` (our `tdev` package) and third-party `dependencies`."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, core_path: str, dependencies_path: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.core = lambda_.LayerVersion(
+            self,
+            "Core",
+            code=lambda_.Code.from_asset(core_path, exclude=ASSET_EXCLUDES),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="T-Developer domain package (tdev)",
+        )
+        self.dependencies = lambda_.LayerVersion(
+            self,
+            "Dependencies",
+            code=lambda_.Code.from_asset(dependencies_path, exclude=ASSET_EXCLUDES),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+            description="Third-party runtime packages (Powertools, pydantic, Agno, Agent Squad)",
+        )
+
+    @property
+    def all(self) -> list[lambda_.ILayerVersion]:
+        return [self.dependencies, self.core]
+
+
+class TdevFunction(Construct):
+    """A handler folder `functions/<name>/` as a Lambda function; `.function` is the function itself.
+
+    The role is created here, without the AWSLambdaBasicExecutionRole managed policy: it may only write to
+    the function's own (encrypted, retained-for-N-days) log group.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        name: str,
+        settings: EnvironmentSettings,
+        layers: Sequence[lambda_.ILayerVersion],
+        log_key: kms.IKey,
+        environment: Mapping[str, str] | None = None,
+        memory_mb: int | None = None,
+        timeout: Duration | None = None,
+        reserved_concurrency: int | None = None,
+        description: str | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        code_path = FUNCTIONS_DIR / name
+
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=settings.log_retention,
+            encryption_key=log_key,
+            removal_policy=settings.removal_policy,
+        )
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"T-Developer {name} function ({settings.name})",
+        )
+        self.log_group.grant_write(self.role)
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=description or f"T-Developer {name}",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(code_path), exclude=ASSET_EXCLUDES),
+            layers=list(layers),
+            role=self.role,
+            memory_size=memory_mb or settings.lambda_memory_mb,
+            timeout=timeout or Duration.seconds(30),
+            reserved_concurrent_executions=reserved_concurrency,
+            tracing=lambda_.Tracing.ACTIVE,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=getattr(lambda_.ApplicationLogLevel, settings.log_level),
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            log_group=self.log_group,
+            environment={
+                "POWERTOOLS_SERVICE_NAME": name,
+                "POWERTOOLS_METRICS_NAMESPACE": "TDeveloper",
+                "POWERTOOLS_LOG_LEVEL": settings.log_level,
+                "AGNO_TELEMETRY": "false",
+                "TDEV_ENV": settings.name,
+                **(environment or {}),
+            },
+        )
+
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "Pinned to python3.12 on purpose: the dependencies layer is built for it "
+            "(pip --python-version 3.12 --platform manylinux2014_aarch64); runtime and layer move together.",
+        )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Only the X-Ray statement that active tracing adds (xray:PutTraceSegments, "
+            "xray:PutTelemetryRecords): these actions support no resource-level permissions.",
+        )

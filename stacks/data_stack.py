@@ -1,0 +1,141 @@
+"""State: the customer-managed key and the single DynamoDB table, built from `tdev.data.schema`."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from stacks import acknowledge
+from stacks.settings import EnvironmentSettings
+from tdev.data import schema
+
+
+def _string_attribute(name: str) -> dynamodb.Attribute:
+    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
+
+
+class DataStack(Stack):
+    """`.key` encrypts the table, the log groups and the alarm topic; `.table` is the single table."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings, **kwargs
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description=f"T-Developer {settings.name}: table, logs and alarm topic",
+            alias=f"alias/{settings.prefix}",
+            enable_key_rotation=True,
+            removal_policy=settings.removal_policy,
+        )
+        self._let_services_use_the_key()
+
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            partition_key=_string_attribute(schema.PARTITION_KEY),
+            sort_key=_string_attribute(schema.SORT_KEY),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=self.key,
+            time_to_live_attribute=schema.TTL_ATTRIBUTE,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=settings.point_in_time_recovery
+            ),
+            deletion_protection=settings.deletion_protection,
+            removal_policy=settings.removal_policy,
+        )
+        for index in schema.GLOBAL_INDEXES:
+            self.table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=_string_attribute(index.partition_key),
+                sort_key=_string_attribute(index.sort_key),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+
+        if not settings.point_in_time_recovery:
+            acknowledge(
+                self.table,
+                "AwsSolutions-DDB3",
+                f"Point-in-time recovery is off in {settings.name} only (disposable data, lower cost); "
+                "staging and prod enable it.",
+            )
+
+    def _let_services_use_the_key(self) -> None:
+        """CloudWatch Logs encrypts our log groups, CloudWatch alarms publish to the encrypted topic."""
+        logs_arn = self.format_arn(
+            service="logs", resource="log-group", resource_name="*", arn_format=ArnFormat.COLON_RESOURCE_NAME
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchLogsOfThisAccount",
+                principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                resources=["*"],
+                conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": logs_arn}},
+            )
+        )
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublishToTheEncryptedTopic",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
+
+
+# Exactly what the functions do with the table: item reads and writes, queries on the known indexes.
+# Written out (instead of Table.grant_read_write_data) so no statement needs a wildcard resource or action.
+TABLE_DATA_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DescribeTable",
+)
+# What DynamoDB needs from the caller to use the table's customer-managed key.
+TABLE_KEY_ACTIONS = (
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:DescribeKey",
+)
+
+
+def grant_table_data_access(table: dynamodb.ITable, key: kms.IKey, grantee: iam.IGrantable) -> None:
+    """Read and write items (no table management) on the table and its indexes, and use its key."""
+    principal = grantee.grant_principal
+    principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid="ReadAndWriteTableData",
+            actions=list(TABLE_DATA_ACTIONS),
+            resources=[
+                table.table_arn,
+                *(f"{table.table_arn}/index/{i.name}" for i in schema.GLOBAL_INDEXES),
+            ],
+        )
+    )
+    principal.add_to_principal_policy(
+        iam.PolicyStatement(sid="UseTableKey", actions=list(TABLE_KEY_ACTIONS), resources=[key.key_arn])
+    )

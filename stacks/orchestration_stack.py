@@ -1,0 +1,232 @@
+"""The request workflow: plan → run the agent DAG level by level → aggregate → announce (or compensate).
+
+Reads top to bottom like the workflow: the functions the state machine calls, the bus it announces on,
+the state machine itself (from `statemachines/request_workflow.asl.json`), then the alarms.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks import acknowledge, as_nag_prints
+from stacks.constructs import TdevFunction, TdevLayers
+from stacks.data_stack import grant_table_data_access
+from stacks.settings import EnvironmentSettings
+from statemachines.request_workflow import (
+    DEFINITION_FILE,
+    WORKFLOW_FUNCTIONS,
+    pascal,
+    workflow_substitutions,
+)
+
+EVENT_SOURCE_PREFIX = "t-developer"
+BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+
+
+class OrchestrationStack(Stack):
+    """The workflow functions, the `t-developer` event bus, the state machine and their alarms.
+
+    Exposes `.state_machine`, `.event_bus`, `.functions` (by folder name), `.alarm_topic` and
+    `.workflow_substitutions` (what the ASL placeholders were filled with).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: EnvironmentSettings,
+        table: dynamodb.ITable,
+        key: kms.IKey,
+        core_layer_path: str,
+        dependencies_layer_path: str,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.settings = settings
+
+        # 1. The functions the workflow calls.
+        layers = TdevLayers(
+            self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
+        )
+        shared_environment = {"TABLE_NAME": table.table_name, "TDEV_DEFAULT_MODEL": settings.default_model}
+        self.functions: dict[str, TdevFunction] = {}
+        for name in WORKFLOW_FUNCTIONS:
+            # Agents wait on models: more time and memory, and optionally a concurrency reservation.
+            agent = name == "run_agent"
+            self.functions[name] = TdevFunction(
+                self,
+                pascal(name),
+                name=name,
+                settings=settings,
+                layers=layers.all,
+                log_key=key,
+                environment=shared_environment,
+                memory_mb=settings.agent_memory_mb if agent else None,
+                timeout=Duration.seconds(settings.agent_timeout_seconds if agent else 60),
+                reserved_concurrency=settings.agent_reserved_concurrency if agent else None,
+            )
+            grant_table_data_access(table, key, self.functions[name].function)
+        self._let_agents_call_bedrock(self.functions["run_agent"])
+
+        # 2. Where the workflow announces progress and outcomes.
+        self.event_bus = events.EventBus(self, "EventBus", event_bus_name=f"t-developer-{settings.name}")
+        self.event_bus.archive(
+            "Archive",
+            description=f"Every T-Developer event ({settings.name}), for replay",
+            event_pattern=events.EventPattern(source=events.Match.prefix(EVENT_SOURCE_PREFIX)),
+            retention=Duration.days(settings.event_archive_retention_days),
+        )
+
+        # 3. The state machine, from the ASL file.
+        self.workflow_substitutions = workflow_substitutions(
+            function_arns={name: fn.function.function_arn for name, fn in self.functions.items()},
+            event_bus_name=self.event_bus.event_bus_name,
+        )
+        workflow_logs = logs.LogGroup(
+            self,
+            "WorkflowLogs",
+            # The /aws/vendedlogs/ prefix keeps CloudWatch Logs resource policies small (AWS guidance).
+            log_group_name=f"/aws/vendedlogs/states/{settings.prefix}-request-workflow",
+            retention=settings.log_retention,
+            encryption_key=key,
+            removal_policy=settings.removal_policy,
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "RequestWorkflow",
+            comment="T-Developer request: plan, run the agent DAG, aggregate, announce",
+            definition_body=sfn.DefinitionBody.from_file(str(DEFINITION_FILE)),
+            definition_substitutions=self.workflow_substitutions,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=workflow_logs,
+                level=sfn.LogLevel.ALL,
+                include_execution_data=settings.workflow_log_execution_data,
+            ),
+        )
+        # The definition is a file, so CDK cannot infer permissions: invoke exactly our functions (unqualified
+        # ARNs, as the ASL uses them) and put events on exactly our bus.
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="InvokeWorkflowFunctions",
+                actions=["lambda:InvokeFunction"],
+                resources=[fn.function.function_arn for fn in self.functions.values()],
+            )
+        )
+        self.state_machine.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="AnnounceOnTheBus", actions=["events:PutEvents"], resources=[self.event_bus.event_bus_arn]
+            )
+        )
+        acknowledge(
+            self.state_machine.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Only the statements Step Functions needs for logging and tracing: CloudWatch Logs vended-log "
+            "delivery (logs:CreateLogDelivery, ...) and X-Ray (xray:PutTraceSegments, ...) support no "
+            "resource-level permissions.",
+        )
+
+        # 4. Alarms, to an encrypted topic that only accepts TLS.
+        self.alarm_topic = sns.Topic(
+            self,
+            "AlarmTopic",
+            display_name=f"T-Developer alarms ({settings.name})",
+            master_key=key,
+            enforce_ssl=True,
+        )
+        self._alarm_on_workflow()
+        for name, fn in self.functions.items():
+            self._alarm_on_function(name, fn)
+
+        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "EventBusName", value=self.event_bus.event_bus_name)
+        CfnOutput(
+            self,
+            "AlarmTopicArn",
+            value=self.alarm_topic.topic_arn,
+            description="Subscribe an email address or chat integration to receive alarms",
+        )
+
+    def _let_agents_call_bedrock(self, run_agent: TdevFunction) -> None:
+        foundation_models = self.format_arn(
+            service="bedrock", region="*", account="", resource="foundation-model", resource_name="*"
+        )
+        inference_profiles = self.format_arn(
+            service="bedrock", resource="inference-profile", resource_name="*"
+        )
+        run_agent.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="InvokeBedrockModels",
+                actions=BEDROCK_INVOKE_ACTIONS,
+                resources=[foundation_models, inference_profiles],
+            )
+        )
+        reason = (
+            "The model is data (TDEV_DEFAULT_MODEL or a per-request model), not known at deploy time: agents "
+            "may invoke any foundation model (in any region, as cross-region inference profiles route there) "
+            "and this account's inference profiles; only the two invoke actions are allowed."
+        )
+        for resource in (
+            "arn:{partition}:bedrock:*::foundation-model/*",
+            "arn:{partition}:bedrock:{region}:{account}:inference-profile/*",
+        ):
+            acknowledge(
+                run_agent.role, as_nag_prints(self, f"AwsSolutions-IAM5[Resource::{resource}]"), reason
+            )
+
+    def _alarm(self, construct_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            construct_id,
+            metric=metric,
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=description,
+        )
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+        return alarm
+
+    def _alarm_on_workflow(self) -> None:
+        period = Duration.minutes(5)
+        self._alarm(
+            "WorkflowFailedAlarm",
+            self.state_machine.metric_failed(period=period),
+            "A request workflow execution failed",
+        )
+        self._alarm(
+            "WorkflowTimedOutAlarm",
+            self.state_machine.metric_timed_out(period=period),
+            "A request workflow execution timed out",
+        )
+        self._alarm(
+            "WorkflowThrottledAlarm",
+            self.state_machine.metric_throttled(period=period),
+            "Step Functions throttled the request workflow",
+        )
+
+    def _alarm_on_function(self, name: str, fn: TdevFunction) -> None:
+        period = Duration.minutes(5)
+        self._alarm(
+            f"{pascal(name)}ErrorsAlarm",
+            fn.function.metric_errors(period=period),
+            f"The {name} function raised errors",
+        )
+        self._alarm(
+            f"{pascal(name)}ThrottlesAlarm",
+            fn.function.metric_throttles(period=period),
+            f"The {name} function was throttled",
+        )

@@ -1,0 +1,93 @@
+"""Per-environment values, in one place: `app.py` picks one and passes it to every stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_logs as logs
+
+DEFAULT_MODEL = "bedrock:amazon.nova-lite-v1:0"
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """What differs between dev, staging and prod. Stacks read these; they never branch on the name.
+
+    Logs are kept 30 days everywhere (SPEC 1.15); dev trades durability (no PITR, destroy on delete,
+    no WAF) for cost and easy teardown.
+    """
+
+    name: str
+    log_retention: logs.RetentionDays
+    removal_policy: RemovalPolicy
+    point_in_time_recovery: bool
+    deletion_protection: bool
+    default_model: str = DEFAULT_MODEL
+    log_level: str = "INFO"
+    lambda_memory_mb: int = 512
+    agent_memory_mb: int = 1024
+    agent_timeout_seconds: int = 300
+    # Reserving concurrency needs an account quota above it plus 100 (new accounts may have 10): opt in.
+    agent_reserved_concurrency: int | None = None
+    api_throttle_rate_limit: float = 50.0
+    api_throttle_burst_limit: int = 100
+    api_waf: bool = True
+    # Step Functions logs include state input/output (request text, agent outputs) only where useful.
+    workflow_log_execution_data: bool = False
+    event_archive_retention_days: int = 30
+
+    @property
+    def prefix(self) -> str:
+        """Prefix for the few names that must be unique per account and region."""
+        return f"tdev-{self.name}"
+
+
+ENVIRONMENTS: dict[str, EnvironmentSettings] = {
+    "dev": EnvironmentSettings(
+        name="dev",
+        log_retention=logs.RetentionDays.ONE_MONTH,
+        removal_policy=RemovalPolicy.DESTROY,
+        point_in_time_recovery=False,
+        deletion_protection=False,
+        log_level="DEBUG",
+        api_throttle_rate_limit=10.0,
+        api_throttle_burst_limit=20,
+        api_waf=False,
+        workflow_log_execution_data=True,
+        event_archive_retention_days=7,
+    ),
+    "staging": EnvironmentSettings(
+        name="staging",
+        log_retention=logs.RetentionDays.ONE_MONTH,
+        removal_policy=RemovalPolicy.RETAIN,
+        point_in_time_recovery=True,
+        deletion_protection=False,
+        api_throttle_rate_limit=25.0,
+        api_throttle_burst_limit=50,
+    ),
+    "prod": EnvironmentSettings(
+        name="prod",
+        log_retention=logs.RetentionDays.ONE_MONTH,
+        removal_policy=RemovalPolicy.RETAIN,
+        point_in_time_recovery=True,
+        deletion_protection=True,
+        lambda_memory_mb=1024,
+        agent_memory_mb=2048,
+        api_throttle_rate_limit=100.0,
+        api_throttle_burst_limit=200,
+        event_archive_retention_days=90,
+    ),
+}
+
+
+def settings_for(environment: str, *, default_model: str | None = None) -> EnvironmentSettings:
+    """The settings of one environment, with the context overrides `app.py` accepts."""
+    try:
+        settings = ENVIRONMENTS[environment]
+    except KeyError:
+        known = ", ".join(sorted(ENVIRONMENTS))
+        raise ValueError(f"unknown environment {environment!r} (-c env=...): choose one of {known}") from None
+    if default_model:
+        settings = replace(settings, default_model=default_model)
+    return settings

@@ -1,0 +1,1 @@
+"""The state machine definitions (ASL files) and how their placeholders are filled."""

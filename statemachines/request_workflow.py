@@ -1,0 +1,65 @@
+"""The request workflow's ASL file and its `${Placeholders}`: filled the same way by the CDK stack and the
+local runtime, so the deployed and the emulated state machine cannot drift. Pure Python (no CDK import),
+because the local runtime does not install the CDK.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFINITION_FILE = Path(__file__).resolve().parent / "request_workflow.asl.json"
+
+# The functions the workflow calls, in the order it calls them (folder names under functions/).
+WORKFLOW_FUNCTIONS = ("plan_request", "run_agent", "record_task_failure", "aggregate_results", "compensate")
+
+# Workflow tuning, substituted into the ASL as numbers (the placeholders are unquoted there).
+WORKFLOW_TUNING: Mapping[str, str] = {
+    "MaxConcurrentTasks": "50",
+    "RetryIntervalSeconds": "2",
+    "MaxTransientRetries": "3",
+}
+
+
+def pascal(function_name: str) -> str:
+    """`run_agent` -> `RunAgent`."""
+    return "".join(part.capitalize() for part in function_name.split("_"))
+
+
+def function_arn_placeholder(function_name: str) -> str:
+    """`run_agent` -> `RunAgentFunctionArn`, the ASL placeholder for that function's ARN."""
+    return f"{pascal(function_name)}FunctionArn"
+
+
+def workflow_substitutions(
+    *, function_arns: Mapping[str, str], event_bus_name: str, tuning: Mapping[str, str] = WORKFLOW_TUNING
+) -> dict[str, str]:
+    """Every `${Placeholder}` of the ASL file and its value: function ARNs by folder name, the bus, tuning."""
+    missing = set(WORKFLOW_FUNCTIONS) - set(function_arns)
+    if missing:
+        raise ValueError(f"no ARN for workflow functions: {sorted(missing)}")
+    return {
+        **{function_arn_placeholder(name): function_arns[name] for name in WORKFLOW_FUNCTIONS},
+        "EventBusName": event_bus_name,
+        **tuning,
+    }
+
+
+def workflow_placeholders(definition: str | None = None) -> set[str]:
+    """The `${...}` names used in the ASL definition (the file's, unless a text is given)."""
+    text = DEFINITION_FILE.read_text() if definition is None else definition
+    return set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
+
+
+def render_definition(substitutions: Mapping[str, str]) -> str:
+    """The ASL text with every placeholder filled, as Step Functions' DefinitionSubstitutions would."""
+    text = DEFINITION_FILE.read_text()
+    unfilled = workflow_placeholders(text) - set(substitutions)
+    if unfilled:
+        raise ValueError(f"no value for ASL placeholders: {sorted(unfilled)}")
+    for key, value in substitutions.items():
+        text = text.replace("${" + key + "}", value)
+    json.loads(text)
+    return text

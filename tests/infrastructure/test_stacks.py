@@ -1,0 +1,510 @@
+"""The infrastructure as synthesized: what each stack promises, cdk-nag clean, cfn-lint clean."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aws_cdk.assertions import Match
+from cfnlint.api import lint_file
+
+import app as tdev_app
+from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
+from statemachines.request_workflow import (
+    DEFINITION_FILE,
+    WORKFLOW_FUNCTIONS,
+    WORKFLOW_TUNING,
+    function_arn_placeholder,
+    workflow_placeholders,
+    workflow_substitutions,
+)
+from tdev.data import schema
+
+if TYPE_CHECKING:
+    from conftest import Synthesized
+
+COMMON_FUNCTION_ENV = {
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+    "AGNO_TELEMETRY",
+    "TDEV_ENV",
+    "TABLE_NAME",
+    "TDEV_DEFAULT_MODEL",
+}
+# CDK adds `DependsOn` on a function's role next to the `GetAtt` of it: harmless, and not ours to change.
+ACCEPTED_CFN_LINT_RULES = {"W3005"}
+
+
+def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+
+
+def all_templates(synth: Synthesized) -> list[dict[str, Any]]:
+    return [synth.template_json(stack) for stack in synth.stacks.all]
+
+
+def statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every IAM statement of the template's policies and roles' inline policies."""
+    found = []
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        found += policy["Properties"]["PolicyDocument"]["Statement"]
+    for role in resources(template, "AWS::IAM::Role").values():
+        for inline in role["Properties"].get("Policies", []):
+            found += inline["PolicyDocument"]["Statement"]
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --- Without synthesis -----------------------------------------------------------------------------------
+
+
+def test_substitutions_fill_exactly_the_asl_placeholders_and_yield_json() -> None:
+    # Given ARNs for every workflow function and a bus name
+    arns = {name: f"arn:aws:lambda:eu-west-1:111111111111:function:{name}" for name in WORKFLOW_FUNCTIONS}
+
+    # When the substitutions are built and applied to the ASL file
+    values = workflow_substitutions(function_arns=arns, event_bus_name="t-developer-test")
+    text = DEFINITION_FILE.read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+
+    # Then every placeholder is filled, nothing more, and the result is JSON with numbers where numbers go
+    assert set(values) == workflow_placeholders()
+    definition = json.loads(text)
+    levels = definition["States"]["Run the levels one after another"]
+    tasks = levels["ItemProcessor"]["States"]["Run the level's tasks in parallel"]
+    assert tasks["MaxConcurrency"] == int(WORKFLOW_TUNING["MaxConcurrentTasks"])
+    plan_retry = definition["States"]["Plan the request"]["Retry"][0]
+    assert plan_retry["IntervalSeconds"] == int(WORKFLOW_TUNING["RetryIntervalSeconds"])
+    assert plan_retry["MaxAttempts"] == int(WORKFLOW_TUNING["MaxTransientRetries"])
+    assert definition["States"]["Plan the request"]["Parameters"]["FunctionName"] == arns["plan_request"]
+
+
+def test_substitutions_refuse_a_missing_function() -> None:
+    with pytest.raises(ValueError, match="run_agent"):
+        workflow_substitutions(function_arns={"plan_request": "arn"}, event_bus_name="bus")
+
+
+def test_placeholder_names_follow_the_function_folders() -> None:
+    assert function_arn_placeholder("record_task_failure") == "RecordTaskFailureFunctionArn"
+
+
+def test_environments_and_overrides() -> None:
+    assert set(ENVIRONMENTS) == {"dev", "staging", "prod"}
+    assert settings_for("dev").default_model == DEFAULT_MODEL == "bedrock:amazon.nova-lite-v1:0"
+    assert settings_for("prod", default_model="bedrock:amazon.nova-pro-v1:0").default_model.endswith(
+        "pro-v1:0"
+    )
+    with pytest.raises(ValueError, match="dev, prod, staging"):
+        settings_for("qa")
+
+
+def test_a_missing_dependencies_layer_tells_the_user_to_run_make_layer(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="make layer"):
+        tdev_app.dependencies_layer_or_exit(tmp_path / "build" / "layers" / "dependencies")
+
+
+# --- Data --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_table_is_built_from_the_schema(dev: Synthesized) -> None:
+    template = dev.template(dev.stacks.data)
+    key_id = next(iter(resources(dev.template_json(dev.stacks.data), "AWS::KMS::Key")))
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "KeySchema": [
+                {"AttributeName": schema.PARTITION_KEY, "KeyType": "HASH"},
+                {"AttributeName": schema.SORT_KEY, "KeyType": "RANGE"},
+            ],
+            "AttributeDefinitions": Match.array_equals(
+                [{"AttributeName": name, "AttributeType": "S"} for name in schema.key_attributes()]
+            ),
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": index.name,
+                    "KeySchema": [
+                        {"AttributeName": index.partition_key, "KeyType": "HASH"},
+                        {"AttributeName": index.sort_key, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+                for index in schema.GLOBAL_INDEXES
+            ],
+            "BillingMode": "PAY_PER_REQUEST",
+            "TimeToLiveSpecification": {"AttributeName": schema.TTL_ATTRIBUTE, "Enabled": True},
+            "SSESpecification": {
+                "SSEEnabled": True,
+                "SSEType": "KMS",
+                "KMSMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]},
+            },
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": False},
+            "DeletionProtectionEnabled": False,
+        },
+    )
+
+
+@pytest.mark.slow
+def test_the_key_rotates_and_lets_logs_and_alarms_use_it(dev: Synthesized) -> None:
+    dev.template(dev.stacks.data).has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "EnableKeyRotation": True,
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like({"Sid": "AllowCloudWatchLogsOfThisAccount"}),
+                        Match.object_like({"Sid": "AllowCloudWatchAlarmsToPublishToTheEncryptedTopic"}),
+                    ]
+                )
+            },
+        },
+    )
+
+
+@pytest.mark.slow
+def test_prod_protects_its_data(prod: Synthesized) -> None:
+    prod.template(prod.stacks.data).has_resource(
+        "AWS::DynamoDB::Table",
+        {
+            "DeletionPolicy": "Retain",
+            "Properties": Match.object_like(
+                {
+                    "DeletionProtectionEnabled": True,
+                    "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                }
+            ),
+        },
+    )
+    assert all(stack.termination_protection for stack in prod.stacks.all)
+
+
+# --- Functions ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environment(
+    dev: Synthesized,
+) -> None:
+    functions = {}
+    for stack in (dev.stacks.orchestration, dev.stacks.api):
+        functions.update(resources(dev.template_json(stack), "AWS::Lambda::Function"))
+    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 1
+
+    for logical_id, function in functions.items():
+        props = function["Properties"]
+        assert props["Architectures"] == ["arm64"], logical_id
+        assert props["Runtime"] == "python3.12", logical_id
+        assert props["Handler"] == "handler.lambda_handler", logical_id
+        assert props["TracingConfig"] == {"Mode": "Active"}, logical_id
+        assert props["LoggingConfig"]["LogFormat"] == "JSON", logical_id
+        assert "Ref" in props["LoggingConfig"]["LogGroup"], logical_id  # the explicit log group
+        assert len(props["Layers"]) == 2, logical_id
+        variables = props["Environment"]["Variables"]
+        assert set(variables) >= COMMON_FUNCTION_ENV, logical_id
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "TDeveloper"
+        assert variables["AGNO_TELEMETRY"] == "false"
+        assert variables["TDEV_ENV"] == "dev"
+        assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
+
+    api_variables = next(iter(resources(dev.template_json(dev.stacks.api), "AWS::Lambda::Function").values()))
+    assert "STATE_MACHINE_ARN" in api_variables["Properties"]["Environment"]["Variables"]
+
+
+@pytest.mark.slow
+def test_run_agent_has_time_memory_and_only_bedrock_invoke(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    by_service = {
+        f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]: f["Properties"]
+        for f in resources(template, "AWS::Lambda::Function").values()
+    }
+    agent = by_service["run_agent"]
+    assert agent["Timeout"] == 300
+    assert all(agent["MemorySize"] > p["MemorySize"] for name, p in by_service.items() if name != "run_agent")
+
+    bedrock = [s for s in statements(template) if any(a.startswith("bedrock:") for a in as_list(s["Action"]))]
+    assert len(bedrock) == 1
+    assert sorted(bedrock[0]["Action"]) == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    rendered = json.dumps(bedrock[0]["Resource"])
+    assert ":bedrock:*::foundation-model/*" in rendered and "inference-profile/*" in rendered
+
+
+@pytest.mark.slow
+def test_every_log_group_is_encrypted_and_expires(dev: Synthesized) -> None:
+    for template in all_templates(dev):
+        for logical_id, group in resources(template, "AWS::Logs::LogGroup").items():
+            assert group["Properties"]["RetentionInDays"] == 30, logical_id
+            assert "KmsKeyId" in group["Properties"], logical_id
+
+
+@pytest.mark.slow
+def test_no_iam_statement_allows_every_action(dev: Synthesized) -> None:
+    for template in all_templates(dev):
+        for statement in statements(template):
+            for action in as_list(statement["Action"]):
+                assert action != "*" and not action.endswith(":*"), statement
+            if any(a.startswith("dynamodb:") for a in as_list(statement["Action"])):
+                assert "*" not in json.dumps(statement["Resource"]), statement
+
+
+# --- Workflow ----------------------------------------------------------------------------------------------
+
+
+def _state_machine(synth: Synthesized) -> tuple[str, dict[str, Any]]:
+    machines = resources(synth.template_json(synth.stacks.orchestration), "AWS::StepFunctions::StateMachine")
+    assert len(machines) == 1
+    return next(iter(machines.items()))
+
+
+def _function_logical_ids(synth: Synthesized) -> dict[str, str]:
+    template = synth.template_json(synth.stacks.orchestration)
+    return {
+        f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]: logical_id
+        for logical_id, f in resources(template, "AWS::Lambda::Function").items()
+    }
+
+
+@pytest.mark.slow
+def test_the_deployed_definition_is_the_asl_file_with_every_placeholder_substituted(dev: Synthesized) -> None:
+    _, machine = _state_machine(dev)
+    props = machine["Properties"]
+    substitutions = props["DefinitionSubstitutions"]
+
+    # The substitution keys are exactly the ASL's placeholders, and they match what the stack exposes
+    asset = dev.outdir / f"asset.{props['DefinitionS3Location']['Key']}"
+    deployed = asset.read_text()
+    assert deployed == DEFINITION_FILE.read_text()
+    assert set(substitutions) == workflow_placeholders(deployed)
+    assert set(substitutions) == set(dev.stacks.orchestration.workflow_substitutions)
+    for name, value in WORKFLOW_TUNING.items():
+        assert substitutions[name] == value
+
+    # Each function placeholder points at its own function
+    ids = _function_logical_ids(dev)
+    for name in WORKFLOW_FUNCTIONS:
+        assert substitutions[function_arn_placeholder(name)] == {"Fn::GetAtt": [ids[name], "Arn"]}
+
+    # After substitution, the definition is JSON
+    text = deployed
+    for name, value in substitutions.items():
+        text = text.replace("${" + name + "}", value if isinstance(value, str) else f"resolved-{name}")
+    assert json.loads(text)["StartAt"] == "Plan the request"
+
+
+@pytest.mark.slow
+def test_the_state_machine_is_standard_logged_and_traced(dev: Synthesized) -> None:
+    dev.template(dev.stacks.orchestration).has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "StateMachineType": "STANDARD",
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": {
+                "Level": "ALL",
+                "IncludeExecutionData": True,
+                "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": Match.any_value()}}],
+            },
+        },
+    )
+
+
+@pytest.mark.slow
+def test_the_state_machine_may_invoke_exactly_its_five_functions_and_announce_on_its_bus(
+    dev: Synthesized,
+) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    _, machine = _state_machine(dev)
+    role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    role_statements = [
+        statement
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+    invoke = [s for s in role_statements if "lambda:InvokeFunction" in as_list(s["Action"])]
+    assert len(invoke) == 1
+    expected = [{"Fn::GetAtt": [logical_id, "Arn"]} for logical_id in _function_logical_ids(dev).values()]
+    assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
+    assert "*" not in json.dumps(invoke[0]["Resource"])
+
+    bus_id = next(iter(resources(template, "AWS::Events::EventBus")))
+    put_events = [s for s in role_statements if "events:PutEvents" in as_list(s["Action"])]
+    assert put_events == [
+        {
+            "Sid": "AnnounceOnTheBus",
+            "Action": "events:PutEvents",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [bus_id, "Arn"]},
+        }
+    ]
+    assert machine["Properties"]["DefinitionSubstitutions"]["EventBusName"] == {"Ref": bus_id}
+
+
+@pytest.mark.slow
+def test_the_bus_is_named_per_environment_and_archived(dev: Synthesized) -> None:
+    template = dev.template(dev.stacks.orchestration)
+    template.has_resource_properties("AWS::Events::EventBus", {"Name": "t-developer-dev"})
+    template.has_resource_properties(
+        "AWS::Events::Archive", {"EventPattern": {"source": [{"prefix": "t-developer"}]}, "RetentionDays": 7}
+    )
+
+
+# --- API ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_api_stage_is_throttled_logged_and_traced(dev: Synthesized) -> None:
+    settings = settings_for("dev")
+    template = dev.template(dev.stacks.api)
+    template.has_resource_properties(
+        "AWS::ApiGateway::Stage",
+        {
+            "StageName": "dev",
+            "TracingEnabled": True,
+            "AccessLogSetting": {"DestinationArn": Match.any_value(), "Format": Match.any_value()},
+            "MethodSettings": [
+                Match.object_like(
+                    {
+                        "HttpMethod": "*",
+                        "ResourcePath": "/*",
+                        "ThrottlingRateLimit": settings.api_throttle_rate_limit,
+                        "ThrottlingBurstLimit": settings.api_throttle_burst_limit,
+                        "LoggingLevel": "ERROR",
+                        "DataTraceEnabled": False,
+                    }
+                )
+            ],
+        },
+    )
+    stage = next(iter(resources(dev.template_json(dev.stacks.api), "AWS::ApiGateway::Stage").values()))
+    access_format = json.loads(stage["Properties"]["AccessLogSetting"]["Format"])
+    assert {"requestId", "status", "traceId"} <= set(access_format)
+    template.resource_count_is("AWS::ApiGateway::Account", 1)
+
+
+@pytest.mark.slow
+def test_the_api_serves_the_handler_routes_through_a_request_validator(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.api)
+    validators = resources(template, "AWS::ApiGateway::RequestValidator")
+    assert [v["Properties"]["ValidateRequestParameters"] for v in validators.values()] == [True]
+    methods = resources(template, "AWS::ApiGateway::Method").values()
+    assert sorted(m["Properties"]["HttpMethod"] for m in methods) == ["GET", "GET", "GET", "POST"]
+    for method in methods:
+        assert method["Properties"]["RequestValidatorId"] == {"Ref": next(iter(validators))}
+        assert method["Properties"]["Integration"]["Type"] == "AWS_PROXY"
+    path_parts = {
+        r["Properties"]["PathPart"] for r in resources(template, "AWS::ApiGateway::Resource").values()
+    }
+    assert path_parts == {"health", "v1", "requests", "executions", "{execution_id}", "agents"}
+
+
+@pytest.mark.slow
+def test_the_api_function_may_start_only_the_workflow(dev: Synthesized) -> None:
+    starts = [
+        s
+        for s in statements(dev.template_json(dev.stacks.api))
+        if "states:StartExecution" in as_list(s["Action"])
+    ]
+    assert len(starts) == 1
+    assert not isinstance(starts[0]["Resource"], list) and "*" not in json.dumps(starts[0]["Resource"])
+
+
+@pytest.mark.slow
+def test_waf_guards_the_api_where_enabled(dev: Synthesized, prod: Synthesized) -> None:
+    dev.template(dev.stacks.api).resource_count_is("AWS::WAFv2::WebACL", 0)
+    prod.template(prod.stacks.api).resource_count_is("AWS::WAFv2::WebACLAssociation", 1)
+
+
+# --- Alarms ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synthesized) -> None:
+    orchestration = dev.template_json(dev.stacks.orchestration)
+    alarms = [
+        *resources(orchestration, "AWS::CloudWatch::Alarm").values(),
+        *resources(dev.template_json(dev.stacks.api), "AWS::CloudWatch::Alarm").values(),
+    ]
+    metrics = [a["Properties"]["MetricName"] for a in alarms]
+    assert "ExecutionsFailed" in metrics and "5XXError" in metrics
+    assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS)
+    assert metrics.count("Throttles") == len(WORKFLOW_FUNCTIONS)
+    for alarm in alarms:
+        assert alarm["Properties"]["Threshold"] == 0
+        assert alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+        assert len(alarm["Properties"]["AlarmActions"]) == 1
+
+    topic_id = next(iter(resources(orchestration, "AWS::SNS::Topic")))
+    assert all(
+        a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+        for a in resources(orchestration, "AWS::CloudWatch::Alarm").values()
+    )
+
+
+@pytest.mark.slow
+def test_the_alarm_topic_is_encrypted_and_accepts_only_tls(dev: Synthesized) -> None:
+    template = dev.template(dev.stacks.orchestration)
+    template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+# --- cdk-nag and cfn-lint ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_cdk_nag_finds_nothing_unacknowledged(environment: str, request: pytest.FixtureRequest) -> None:
+    synth: Synthesized = request.getfixturevalue(environment)
+    reports = {r["pluginName"]: r for r in synth.validation_report["pluginReports"]}
+    assert "AwsSolutions" in reports, reports.keys()
+    for name, report in reports.items():
+        unacknowledged = [(v["ruleName"], v["severity"]) for v in report["violations"]]
+        assert unacknowledged == [], f"{name}: {unacknowledged}"
+    for finding in reports["AwsSolutions"]["suppressedViolations"]:
+        assert finding["acknowledgedId"].startswith("AwsSolutions::")
+        assert len(finding["reason"]) > 40, finding["ruleName"]  # a reason, not a shrug
+
+
+@pytest.mark.slow
+def test_authentication_is_acknowledged_only_on_the_api(dev: Synthesized) -> None:
+    report = next(r for r in dev.validation_report["pluginReports"] if r["pluginName"] == "AwsSolutions")
+    auth = [
+        f for f in report["suppressedViolations"] if re.match(r"AwsSolutions-(APIG4|COG4)$", f["ruleName"])
+    ]
+    assert {f["acknowledgedAt"] for f in auth} == {f"{dev.stacks.api.stack_name}/RestApi"}
+    assert all("security layer" in f["reason"] for f in auth)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_cfn_lint_finds_no_errors(environment: str, request: pytest.FixtureRequest) -> None:
+    synth: Synthesized = request.getfixturevalue(environment)
+    for stack in synth.stacks.all:
+        matches = lint_file(synth.template_path(stack))
+        problems = [
+            f"{m.rule.id} {m.message} ({m.path_string if hasattr(m, 'path_string') else m.linenumber})"
+            for m in matches
+            if m.rule.id not in ACCEPTED_CFN_LINT_RULES
+        ]
+        assert problems == [], f"{stack.stack_name}: {problems}"
