@@ -32,10 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     agents = commands.add_parser("agents", help="list the registered agents")
     agents.add_argument("--json", action="store_true")
 
+    commands.add_parser("openapi", help="print the API's OpenAPI schema (generated from the pydantic models)")
+
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "openapi":
+        return _openapi()
     return _agents(args)
+
+
+def _openapi() -> int:
+    from tdev_cli.runtime import REPO_ROOT  # noqa: F401  (puts functions/ on the import path)
+
+    os.environ.setdefault("TABLE_NAME", "unused-for-the-schema")
+    from functions.api.handler import app
+
+    print(app.get_openapi_json_schema(title="T-Developer Core API", version="0.1.0"))
+    return EXIT_OK
 
 
 @contextlib.contextmanager

@@ -122,3 +122,14 @@ def test_run_on_bedrock_goes_through_the_converse_api(
     # 5 calls x (1000 in at $0.00006/1k + 500 out at $0.00024/1k)
     assert view["usage"]["input_tokens"] == 5000 and view["usage"]["output_tokens"] == 2500
     assert view["usage"]["cost_usd"] == pytest.approx(5 * (0.00006 + 0.5 * 0.00024))
+
+
+def test_openapi_schema_is_generated_from_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["openapi"]) == 0
+
+    schema = json.loads(capsys.readouterr().out)
+    assert {"/v1/requests", "/v1/executions/{execution_id}", "/v1/agents", "/health"} <= set(schema["paths"])
+    request_in = schema["components"]["schemas"]["RequestIn"]
+    assert request_in["required"] == ["request"] and request_in["additionalProperties"] is False
+    post = schema["paths"]["/v1/requests"]["post"]
+    assert "idempotency-key" in {p["name"].lower() for p in post["parameters"]}
