@@ -29,7 +29,7 @@ ExecutionId = Annotated[str, Path(min_length=1, max_length=80, pattern=r"^[A-Za-
 def _principal() -> str:
     """Who is asking: the authorizer's principal when there is one (the security layer sets it)."""
     authorizer = app.current_event.request_context.authorizer
-    return str(authorizer.get("principalId") or authorizer.get("claims", {}).get("sub") or "anonymous")
+    return str(authorizer.principal_id or authorizer.claims.get("sub") or "anonymous")
 
 
 def _correlation_id() -> str:
@@ -67,7 +67,7 @@ def health() -> dict[str, Any]:
 
 
 @app.exception_handler(RequestValidationError)
-def invalid_request(exc: RequestValidationError) -> Response[ErrorBody]:
+def invalid_request(exc: RequestValidationError) -> Response[str]:
     errors = [dict(e) for e in exc.errors()]
     first = errors[0] if errors else {}
     location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
@@ -89,14 +89,14 @@ def invalid_request(exc: RequestValidationError) -> Response[ErrorBody]:
 
 
 @app.exception_handler(TDevError)
-def domain_error(exc: TDevError) -> Response[ErrorBody]:
+def domain_error(exc: TDevError) -> Response[str]:
     if exc.status_code >= 500:
         logger.exception("request failed")
     return _error(exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field))
 
 
 @app.exception_handler(Exception)
-def unexpected_error(exc: Exception) -> Response[ErrorBody]:
+def unexpected_error(exc: Exception) -> Response[str]:
     """Never a stack trace to the caller: log it with the correlation id, answer a JSON 500."""
     logger.exception("unexpected error")
     return _error(
@@ -109,7 +109,7 @@ def unexpected_error(exc: Exception) -> Response[ErrorBody]:
 
 
 @app.not_found
-def route_not_found(_: Exception) -> Response[ErrorBody]:
+def route_not_found(_: Exception) -> Response[str]:
     return _error(
         HTTPStatus.NOT_FOUND,
         ErrorBody(
@@ -118,7 +118,7 @@ def route_not_found(_: Exception) -> Response[ErrorBody]:
     )
 
 
-def _error(status: int, body: ErrorBody) -> Response[ErrorBody]:
+def _error(status: int, body: ErrorBody) -> Response[str]:
     return Response(
         status_code=int(status),
         content_type=content_types.APPLICATION_JSON,

@@ -23,10 +23,10 @@ def test_every_function_has_at_least_one_sample_event() -> None:
 
 
 @pytest.fixture
-def planned(runtime: Any) -> Any:
-    """The sample execution id, stored and planned (as the API and plan step would leave it)."""
+def stored(runtime: Any) -> Any:
+    """The sample execution id, stored as the API leaves it (PENDING, not yet planned)."""
     from tdev.models import Execution, ExecutionStatus, utc_now
-    from tdev.orchestration.workflow import plan_execution, request_hash
+    from tdev.orchestration.workflow import request_hash
 
     body = RequestIn(
         request="Design and implement a REST API for todo items, with unit tests and a security review"
@@ -44,8 +44,16 @@ def planned(runtime: Any) -> Any:
         correlation_id="c0ffee00-0000-4000-8000-000000000001",
     )
     container.executions().create(execution, idempotency_key=None, request_hash=request_hash(body))
-    plan_execution(EXECUTION_ID)
     return runtime
+
+
+@pytest.fixture
+def planned(stored: Any) -> Any:
+    """The sample execution, planned (as the plan step leaves it)."""
+    from tdev.orchestration.workflow import plan_execution
+
+    plan_execution(EXECUTION_ID)
+    return stored
 
 
 def test_api_post_request_accepts_and_starts_the_workflow(runtime: Any) -> None:
@@ -54,9 +62,7 @@ def test_api_post_request_accepts_and_starts_the_workflow(runtime: Any) -> None:
     assert response["statusCode"] == 202
     body = json.loads(response["body"])
     assert body["status"] == "PENDING" and body["status_url"] == f"/v1/executions/{body['execution_id']}"
-    assert (
-        response["multiValueHeaders"]["Location"] == [body["status_url"]] or response["headers"]["Location"]
-    )
+    assert response["multiValueHeaders"]["Location"] == [body["status_url"]]
     # And the same Idempotency-Key with the same body returns the same execution, not a new one
     again = runtime.invoke("api", load_event("api_post_request"))
     assert again["statusCode"] == 200 and json.loads(again["body"])["execution_id"] == body["execution_id"]
@@ -136,31 +142,8 @@ def test_api_unknown_route_is_a_json_404(runtime: Any) -> None:
     assert status == 404 and body["error"] == "NotFound"
 
 
-def test_plan_request_handler_returns_levels(runtime: Any) -> None:
-    from tdev.models import Execution, ExecutionStatus, utc_now
-    from tdev.orchestration.workflow import request_hash
-
-    body = RequestIn(
-        request="Design and implement a REST API for todo items, with unit tests and a security review"
-    )
-    now = utc_now()
-    container.executions().create(
-        Execution(
-            execution_id=EXECUTION_ID,
-            request=body.request,
-            project_id="p",
-            principal="u",
-            model="offline:tdev-offline-1",
-            status=ExecutionStatus.PENDING,
-            created_at=now,
-            updated_at=now,
-            correlation_id="c",
-        ),
-        idempotency_key=None,
-        request_hash=request_hash(body),
-    )
-
-    result = runtime.invoke("plan_request", load_event("plan_request"))
+def test_plan_request_handler_returns_levels(stored: Any) -> None:
+    result = stored.invoke("plan_request", load_event("plan_request"))
 
     assert result["task_count"] == 5
     assert result["levels"][0] == {

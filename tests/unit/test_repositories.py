@@ -64,8 +64,7 @@ def new_execution(execution_id: str = "e-1", *, project: str = "p", created: Any
 def planned(repo: ExecutionRepository, execution_id: str = "e-1") -> Any:
     repo.create(new_execution(execution_id), idempotency_key=None, request_hash="h")
     plan = Supervisor().plan("Design and implement a todo API with tests")
-    level_of = {t: i for i, level in enumerate(plan.levels) for t in level}
-    repo.save_plan(execution_id, plan, level_of, {t.task_id: t.agent for t in plan.tasks})
+    repo.save_plan(execution_id, plan)
     return plan
 
 
@@ -172,7 +171,7 @@ def test_finishing_is_once_and_for_all(table: str) -> None:
         repo.finish("e-1", ExecutionStatus.FAILED, Usage(), error="late failure")
     with pytest.raises(ConflictError):
         planned_again = Supervisor().plan("Design a thing")
-        repo.save_plan("e-1", planned_again, {"design": 0}, {"design": "DesignAgent"})
+        repo.save_plan("e-1", planned_again)
 
 
 def test_executions_by_status_newest_first(table: str) -> None:

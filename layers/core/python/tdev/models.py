@@ -7,6 +7,7 @@ from the same definitions the code runs on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
@@ -156,6 +157,10 @@ class Usage(BaseModel):
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def total(cls, usages: Iterable[Usage]) -> Usage:
+        return sum(usages, cls())
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

@@ -180,7 +180,8 @@ class ExecutionRepository:
         results.sort(key=lambda r: order.index(r.task_id) if r.task_id in order else len(order))
         plan_item = next((i for i in items if i["SK"] == "PLAN"), None)
         plan = Plan.model_validate(from_item(plan_item)["plan"]) if plan_item else None
-        usage = execution.usage if execution.status.terminal else _sum_usage(execution.tasks.values())
+        live_usage = Usage.total(t.usage for t in execution.tasks.values())
+        usage = execution.usage if execution.status.terminal else live_usage
         return ExecutionView(
             execution_id=execution.execution_id,
             status=execution.status,
@@ -240,13 +241,12 @@ class ExecutionRepository:
         return results
 
     # ------------------------------------------------------------------------------------- write
-    def save_plan(
-        self, execution_id: str, plan: Plan, levels_of: dict[str, int], agents_of: dict[str, str]
-    ) -> None:
+    def save_plan(self, execution_id: str, plan: Plan) -> None:
         """Store the plan and move the execution to RUNNING with every task PENDING (one transaction)."""
         tasks = {
-            task_id: TaskState(agent=agents_of[task_id], level=level).model_dump(mode="json")
-            for task_id, level in levels_of.items()
+            task_id: TaskState(agent=plan.task(task_id).agent, level=level).model_dump(mode="json")
+            for level, task_ids in enumerate(plan.levels)
+            for task_id in task_ids
         }
         now = utc_now().isoformat()
         try:
@@ -456,13 +456,6 @@ class ExecutionRepository:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
-
-
-def _sum_usage(tasks: Any) -> Usage:
-    total = Usage()
-    for task in tasks:
-        total = total + task.usage
-    return total
 
 
 _SERIALIZER: Any = None

@@ -118,8 +118,7 @@ def plan_execution(execution_id: str) -> dict[str, Any]:
     specs = registry.list()
     supervisor = Supervisor(specs, history=registry.history(s.name for s in specs))
     plan = supervisor.plan(execution.request)
-    level_of = {task_id: i for i, level in enumerate(plan.levels) for task_id in level}
-    executions.save_plan(execution_id, plan, level_of, {t.task_id: t.agent for t in plan.tasks})
+    executions.save_plan(execution_id, plan)
     metrics.add_metric(name="PlannedTasks", unit=MetricUnit.Count, value=len(plan.tasks))
     logger.info(
         "request planned",
@@ -280,13 +279,10 @@ def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] |
 def aggregate(execution_id: str) -> dict[str, Any]:
     """Sum usage, settle the terminal status (DEGRADED when a soft-dependency task failed)."""
     executions = container.executions()
-    view = executions.view(execution_id)
-    failed = [t for t, s in view.tasks.items() if s.status == TaskStatus.FAILED]
+    tasks = executions.get(execution_id).tasks  # per-task usage is on the execution item: no outputs read
+    failed = [t for t, s in tasks.items() if s.status == TaskStatus.FAILED]
     status = ExecutionStatus.DEGRADED if failed else ExecutionStatus.SUCCEEDED
-    usage = Usage()
-    for result in view.results:
-        usage = usage + result.usage
-    execution = executions.finish(execution_id, status, usage)
+    execution = executions.finish(execution_id, status, Usage.total(s.usage for s in tasks.values()))
     metrics.add_metric(name=f"Requests{status.value.title()}", unit=MetricUnit.Count, value=1)
     return {"detail_type": "RequestCompleted", "detail": _event_detail(execution, failed_tasks=failed)}
 
@@ -315,9 +311,7 @@ def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any
                 undone.append(task_id)
             elif state.status in {TaskStatus.PENDING, TaskStatus.RUNNING}:
                 executions.set_task_status(execution_id, task_id, TaskStatus.SKIPPED)
-    usage = Usage()
-    for state in execution.tasks.values():
-        usage = usage + state.usage
+    usage = Usage.total(state.usage for state in execution.tasks.values())
     finished = executions.finish(
         execution_id, ExecutionStatus.FAILED, usage, error=message, compensations=undone
     )
