@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console, Group
@@ -112,8 +113,6 @@ def follow(
     console: Console, runtime: LocalRuntime, execution_id: str, *, timeout: float, full: bool
 ) -> dict[str, Any]:
     """Show the plan once it exists, then a live progress view until the workflow ends."""
-    import time
-
     started = time.monotonic()
     console.print(f"accepted: execution {execution_id}")
     view: dict[str, Any] = {}

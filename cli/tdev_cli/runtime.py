@@ -288,14 +288,10 @@ class LocalRuntime:
         self, execution_id: str, *, timeout: float = 300.0, interval: float = 0.2
     ) -> Iterator[dict[str, Any]]:
         """Yield the execution view each time it changes, until its state machine execution ends."""
-        import boto3
-
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{STATE_MACHINE}:{execution_id}"
         deadline = time.monotonic() + timeout
         last: Any = None
         while True:
-            done = sfn.describe_execution(executionArn=arn)["status"] != "RUNNING"
+            done = self.workflow_status(execution_id) != "RUNNING"
             status, view = self.api("GET", f"/v1/executions/{execution_id}")
             if status == 200 and view != last:
                 last = view
@@ -316,6 +312,7 @@ class LocalRuntime:
         return views[0] if views else {}
 
     def workflow_status(self, execution_id: str) -> str:
+        """The state machine execution's status: RUNNING, SUCCEEDED, FAILED, ..."""
         import boto3
 
         arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{STATE_MACHINE}:{execution_id}"
