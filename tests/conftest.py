@@ -44,9 +44,44 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / f"{name}.json").read_text())
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """One real redis-server per test process (xdist worker), on 127.0.0.1; REDIS_URL is honoured."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from tdev_cli.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield server.url
+
+
 @pytest.fixture
-def runtime() -> Iterator[Any]:
+def redis_url(redis_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The shared Redis, emptied for this test, with REDIS_URL set and the cached client dropped."""
+    import redis
+
+    from tdev import cache
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    monkeypatch.setenv("REDIS_URL", redis_server)
+    if "TABLE_NAME" not in os.environ:
+        monkeypatch.setenv("TABLE_NAME", "tdev-test")
+    from tdev.settings import get_settings
+
+    get_settings.cache_clear()
+    cache.reset()
+    yield redis_server
+    cache.reset()
+    get_settings.cache_clear()
+    client.close()
+
+
+@pytest.fixture
+def runtime(redis_url: str) -> Iterator[Any]:
     from tdev_cli.runtime import LocalRuntime
 
-    with LocalRuntime() as rt:
+    with LocalRuntime(redis_url=redis_url) as rt:
         yield rt

@@ -88,10 +88,13 @@ class LocalRuntime:
         retry_interval_seconds: int = 1,
         max_transient_retries: int = 3,
         fault_hook: FaultHook | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.default_model = default_model
         self.substitutions = local_substitutions(retry_interval_seconds, max_transient_retries)
         self.fault_hook = fault_hook
+        # The shared Redis: the one given, else REDIS_URL from the environment, else a private server.
+        self.redis_url = redis_url or os.environ.get("REDIS_URL")
         self.invocations: list[tuple[str, str]] = []  # (function, outcome) in dispatch order
         self._stack: list[Any] = []
         # One invocation at a time: Lambda gives each concurrent invocation its own container, but here
@@ -119,6 +122,8 @@ class LocalRuntime:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_DEV": "false",
             "AGNO_TELEMETRY": "false",
+            "REDIS_URL": self._redis_url(),
+            "KMS_KEY_ID": "",  # set once the emulated key exists (_create_resources)
         }
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
@@ -160,7 +165,17 @@ class LocalRuntime:
 
         container.reset()
         self._create_resources()
+        container.reset()  # settings re-read with the resources' ids (KMS_KEY_ID)
         return self
+
+    def _redis_url(self) -> str:
+        if not self.redis_url:
+            from tdev_cli.redis_server import RedisServer
+
+            server = RedisServer().start()
+            self._stack.append(server.stop)
+            self.redis_url = server.url
+        return self.redis_url
 
     def __exit__(self, *exc: object) -> None:
         while self._stack:
@@ -180,6 +195,11 @@ class LocalRuntime:
         from tdev.data.schema import create_table_kwargs
 
         boto3.client("dynamodb", region_name=REGION).create_table(**create_table_kwargs(TABLE_NAME))
+        # The customer-managed key for field-level envelope encryption (KMS_KEY_ID in the stacks).
+        key_id = boto3.client("kms", region_name=REGION).create_key(Description="tdev local data key")[
+            "KeyMetadata"
+        ]["KeyId"]
+        os.environ["KMS_KEY_ID"] = key_id
         events = boto3.client("events", region_name=REGION)
         events.create_event_bus(Name=EVENT_BUS)
         sqs = boto3.client("sqs", region_name=REGION)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tdev import aws
+from tdev import aws, cache
 from tdev.agents.catalog import DEFAULT_AGENTS
+from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
 from tdev.data.executions import ExecutionRepository
+from tdev.errors import ConfigurationError
 from tdev.settings import get_settings
 
 
@@ -22,6 +24,15 @@ def executions() -> ExecutionRepository:
 
 
 @lru_cache(maxsize=1)
+def cipher() -> EnvelopeCipher:
+    """Envelope encryption under the deployment's customer-managed key (KMS_KEY_ID)."""
+    key_id = get_settings().kms_key_id
+    if not key_id:
+        raise ConfigurationError("KMS_KEY_ID is not set: field encryption needs the data key's CMK")
+    return EnvelopeCipher(key_id)
+
+
+@lru_cache(maxsize=1)
 def agents() -> AgentRepository:
     return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
 
@@ -30,5 +41,7 @@ def reset() -> None:
     """Forget settings, clients and repositories (tests and the local runtime change the environment)."""
     get_settings.cache_clear()
     aws.reset_clients()
+    cache.reset()
     executions.cache_clear()
     agents.cache_clear()
+    cipher.cache_clear()

@@ -18,6 +18,8 @@ class Settings(BaseModel):
     default_model: str = Field(default=OFFLINE_MODEL, alias="TDEV_DEFAULT_MODEL")
     environment: str = Field(default="local", alias="TDEV_ENV")
     execution_retention_days: int = Field(default=90, ge=1, alias="TDEV_EXECUTION_RETENTION_DAYS")
+    kms_key_id: str | None = Field(default=None, alias="KMS_KEY_ID")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60, alias="TDEV_IDEMPOTENCY_TTL_SECONDS")
 
 
