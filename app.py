@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The CDK app: one set of stacks (data → orchestration → API) for the environment chosen by context.
+"""The CDK app: one set of stacks (data → cache → orchestration → API) for the environment chosen by context.
 
     npx cdk synth                      # dev, default model bedrock:amazon.nova-lite-v1:0
     npx cdk deploy --all -c env=prod -c defaultModel=bedrock:amazon.nova-pro-v1:0
@@ -32,6 +32,7 @@ import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
 from stacks.api_stack import ApiStack  # noqa: E402
+from stacks.cache_stack import CacheStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
@@ -40,12 +41,13 @@ from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
 @dataclass(frozen=True)
 class TDeveloperStacks:
     data: DataStack
+    cache: CacheStack
     orchestration: OrchestrationStack
     api: ApiStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
-        return (self.data, self.orchestration, self.api)
+        return (self.data, self.cache, self.orchestration, self.api)
 
 
 def add_environment(
@@ -56,13 +58,21 @@ def add_environment(
     core_layer_path: Path | str = CORE_LAYER_PATH,
     env: cdk.Environment | None = None,
 ) -> TDeveloperStacks:
-    """Add the three stacks of one environment to `scope`, wired by constructor arguments."""
+    """Add the four stacks of one environment to `scope`, wired by constructor arguments."""
     common = {"env": env, "termination_protection": settings.deletion_protection}
     data = DataStack(
         scope,
         f"{settings.prefix}-data",
         settings=settings,
         description=f"T-Developer {settings.name}: table and key",
+        **common,
+    )
+    cache = CacheStack(
+        scope,
+        f"{settings.prefix}-cache",
+        settings=settings,
+        key=data.key,
+        description=f"T-Developer {settings.name}: VPC and shared Redis (ElastiCache Serverless)",
         **common,
     )
     orchestration = OrchestrationStack(
@@ -73,6 +83,7 @@ def add_environment(
         key=data.key,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
+        network=cache.network,
         description=f"T-Developer {settings.name}: request workflow, agents, event bus, alarms",
         **common,
     )
@@ -86,13 +97,14 @@ def add_environment(
         alarm_topic=orchestration.alarm_topic,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
+        network=cache.network,
         description=f"T-Developer {settings.name}: REST API",
         **common,
     )
-    for stack in (data, orchestration, api):
+    for stack in (data, cache, orchestration, api):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
-    return TDeveloperStacks(data, orchestration, api)
+    return TDeveloperStacks(data, cache, orchestration, api)
 
 
 def check_with_cdk_nag(app: cdk.App) -> None:

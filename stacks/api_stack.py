@@ -18,6 +18,7 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 from stacks import acknowledge
+from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -66,6 +67,7 @@ class ApiStack(Stack):
         alarm_topic: sns.ITopic,
         core_layer_path: str,
         dependencies_layer_path: str,
+        network: FunctionNetwork | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -88,6 +90,7 @@ class ApiStack(Stack):
                 "TDEV_DEFAULT_MODEL": settings.default_model,
             },
             timeout=Duration.seconds(29),  # API Gateway's integration timeout
+            network=network,
         )
         self.function = handler.function
         grant_table_data_access(table, key, self.function)

@@ -19,6 +19,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
+from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -50,6 +51,7 @@ class OrchestrationStack(Stack):
         key: kms.IKey,
         core_layer_path: str,
         dependencies_layer_path: str,
+        network: FunctionNetwork | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -75,6 +77,7 @@ class OrchestrationStack(Stack):
                 memory_mb=settings.agent_memory_mb if agent else None,
                 timeout=Duration.seconds(settings.agent_timeout_seconds if agent else 60),
                 reserved_concurrency=settings.agent_reserved_concurrency if agent else None,
+                network=network,
             )
             grant_table_data_access(table, key, self.functions[name].function)
         self._let_agents_call_bedrock(self.functions["run_agent"])

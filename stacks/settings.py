@@ -36,6 +36,10 @@ class EnvironmentSettings:
     # Step Functions logs include state input/output (request text, agent outputs) only where useful.
     workflow_log_execution_data: bool = False
     event_archive_retention_days: int = 30
+    # The functions' VPC: one NAT gateway in dev/staging, one per AZ in prod (no single-AZ egress).
+    nat_gateways: int = 1
+    cache_max_storage_gb: int = 5
+    cache_snapshot_retention_days: int = 1
 
     @property
     def prefix(self) -> str:
@@ -77,6 +81,8 @@ ENVIRONMENTS: dict[str, EnvironmentSettings] = {
         api_throttle_rate_limit=100.0,
         api_throttle_burst_limit=200,
         event_archive_retention_days=90,
+        nat_gateways=2,
+        cache_snapshot_retention_days=7,
     ),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
@@ -14,6 +15,9 @@ from constructs import Construct
 
 from stacks import acknowledge
 from stacks.settings import EnvironmentSettings
+
+if TYPE_CHECKING:
+    from stacks.cache_stack import FunctionNetwork
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = REPO_ROOT / "functions"
@@ -59,7 +63,8 @@ class TdevFunction(Construct):
     """A handler folder `functions/<name>/` as a Lambda function; `.function` is the function itself.
 
     The role is created here, without the AWSLambdaBasicExecutionRole managed policy: it may only write to
-    the function's own (encrypted, retained-for-N-days) log group.
+    the function's own (encrypted, retained-for-N-days) log group. With a `network` the function runs in
+    the cache's VPC (private subnets, the cache clients' security group) and gets REDIS_URL.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class TdevFunction(Construct):
         timeout: Duration | None = None,
         reserved_concurrency: int | None = None,
         description: str | None = None,
+        network: FunctionNetwork | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         code_path = FUNCTIONS_DIR / name
@@ -113,12 +119,16 @@ class TdevFunction(Construct):
             application_log_level_v2=getattr(lambda_.ApplicationLogLevel, settings.log_level),
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             log_group=self.log_group,
+            vpc=network.vpc if network else None,
+            vpc_subnets=network.subnets if network else None,
+            security_groups=[network.security_group] if network else None,
             environment={
                 "POWERTOOLS_SERVICE_NAME": name,
                 "POWERTOOLS_METRICS_NAMESPACE": "TDeveloper",
                 "POWERTOOLS_LOG_LEVEL": settings.log_level,
                 "AGNO_TELEMETRY": "false",
                 "TDEV_ENV": settings.name,
+                **({"REDIS_URL": network.redis_url} if network else {}),
                 **(environment or {}),
             },
         )
@@ -135,3 +145,11 @@ class TdevFunction(Construct):
             "Only the X-Ray statement that active tracing adds (xray:PutTraceSegments, "
             "xray:PutTelemetryRecords): these actions support no resource-level permissions.",
         )
+        if network is not None:
+            acknowledge(
+                self.role,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AWSLambdaVPCAccessExecutionRole]",
+                "Added by CDK for functions in a VPC: ENI create/describe/delete, which Lambda needs to "
+                "attach the function to its subnets; the AWS-managed policy tracks Lambda's requirements.",
+            )

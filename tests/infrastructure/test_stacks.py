@@ -36,7 +36,7 @@ COMMON_FUNCTION_ENV = {
     "TDEV_DEFAULT_MODEL",
 }
 # CDK adds `DependsOn` on a function's role next to the `GetAtt` of it: harmless, and not ours to change.
-ACCEPTED_CFN_LINT_RULES = {"W3005"}
+ACCEPTED_CFN_LINT_RULES = {"W3005", "W3010"}  # as .cfnlintrc, with its reasons
 
 
 def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
@@ -109,6 +109,42 @@ def test_environments_and_overrides() -> None:
 def test_a_missing_dependencies_layer_tells_the_user_to_run_make_layer(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="make layer"):
         tdev_app.dependencies_layer_or_exit(tmp_path / "build" / "layers" / "dependencies")
+
+
+# --- Cache -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_the_cache_is_private_encrypted_and_reachable_only_from_the_functions(
+    environment: str, request: pytest.FixtureRequest
+) -> None:
+    synth: Synthesized = request.getfixturevalue(environment)
+    template = synth.template_json(synth.stacks.cache)
+    (cache,) = resources(template, "AWS::ElastiCache::ServerlessCache").values()
+    props = cache["Properties"]
+    assert props["Engine"] == "valkey"
+    assert "KmsKeyId" in props  # the data stack's customer-managed key
+    (cache_group,) = props["SecurityGroupIds"]
+    groups = resources(template, "AWS::EC2::SecurityGroup")
+    cache_group_id = cache_group["Fn::GetAtt"][0]
+    # The cache's group admits Redis from the functions' group only, and nothing leaves it.
+    ingress = groups[cache_group_id]["Properties"].get("SecurityGroupIngress", [])
+    ingress += [r["Properties"] for r in resources(template, "AWS::EC2::SecurityGroupIngress").values()]
+    assert len(ingress) == 1
+    assert ingress[0]["FromPort"] == ingress[0]["ToPort"] == 6379
+    assert ingress[0]["SourceSecurityGroupId"]["Fn::GetAtt"][0] != cache_group_id
+    assert not any("CidrIp" in rule for rule in ingress)
+    # Subnets are private (no public IPs on launch), flows are logged, DynamoDB and S3 stay off the NAT.
+    subnet_ids = {ref["Ref"] for ref in props["SubnetIds"]}
+    subnets = resources(template, "AWS::EC2::Subnet")
+    assert all(not subnets[s]["Properties"]["MapPublicIpOnLaunch"] for s in subnet_ids)
+    assert resources(template, "AWS::EC2::FlowLog")
+    endpoints = resources(template, "AWS::EC2::VPCEndpoint").values()
+    assert {e["Properties"]["VpcEndpointType"] for e in endpoints} == {"Gateway"}
+    assert len(endpoints) == 2
+    nat = resources(template, "AWS::EC2::NatGateway")
+    assert len(nat) == (2 if environment == "prod" else 1)
 
 
 # --- Data --------------------------------------------------------------------------------------------------
@@ -214,6 +250,10 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         assert variables["AGNO_TELEMETRY"] == "false"
         assert variables["TDEV_ENV"] == "dev"
         assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
+
+        # Every function runs in the cache's VPC, as a client of the cache, and knows where Redis is.
+        assert set(props["VpcConfig"]) == {"SecurityGroupIds", "SubnetIds"}, logical_id
+        assert "REDIS_URL" in variables, logical_id
 
     api_variables = next(iter(resources(dev.template_json(dev.stacks.api), "AWS::Lambda::Function").values()))
     assert "STATE_MACHINE_ARN" in api_variables["Properties"]["Environment"]["Variables"]
