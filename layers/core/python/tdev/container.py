@@ -45,3 +45,6 @@ def reset() -> None:
     executions.cache_clear()
     agents.cache_clear()
     cipher.cache_clear()
+    from tdev.security import services as security_services
+
+    security_services.reset()
