@@ -174,7 +174,9 @@ def test_revoked_jti_is_rejected(secured: Any, user: str) -> None:
     claims = jwt.decode(token, options={"verify_signature": False})
     jti = claims["jti"]
     admin = secured.token("admin-1", ("admin",))
-    status, body = _status(secured, admin, "POST", "/v1/tokens/revoke", {"jti": jti, "expires_at": claims["exp"]})
+    status, body = _status(
+        secured, admin, "POST", "/v1/tokens/revoke", {"jti": jti, "expires_at": claims["exp"]}
+    )
     assert status == 200 and 3500 < body["ttl_seconds"] <= 3600  # the Redis key lives as long as the token
     assert _status(secured, token)[0] == 401
     assert "revoked" in _reason(token)
