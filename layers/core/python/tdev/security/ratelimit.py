@@ -1,38 +1,35 @@
-"""Token buckets in Redis: one Lua script reads, refills, takes and writes atomically (Redis TIME is the
-clock, so every Lambda container agrees). A limit "N/S" is a bucket of N tokens refilled at N per S
-seconds: N requests at once, then one every S/N seconds; the answer to an empty bucket is the wait."""
+"""Rate limits in Redis: a bucket of N tokens per principal (or API key), where each token taken returns to
+the bucket S seconds later. So a limit "N/S" means exactly what it says: never more than N requests in
+any S seconds (the 101st request in the window is refused, whatever the pace), and the answer to an empty
+bucket is the wait until the oldest token returns (Retry-After). One Lua script checks, takes and trims
+atomically; Redis TIME is the clock, so every Lambda container agrees.
+"""
 
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from tdev import cache
 
-# KEYS[1] bucket; ARGV: capacity, refill per second.
-# Returns {allowed (1|0), remaining (floor), retry_after in seconds}.
+# KEYS[1] = the bucket (a sorted set of the times tokens were taken); ARGV = capacity, window seconds, id.
+# Returns {allowed (1|0), tokens remaining, retry_after in milliseconds}.
 TOKEN_BUCKET_LUA = """
 local capacity = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
+local window_ms = tonumber(ARGV[2]) * 1000
 local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil then tokens = capacity; ts = now end
-tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local retry_after = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  retry_after = math.ceil((1 - tokens) / rate)
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window_ms)
+local taken = redis.call('ZCARD', KEYS[1])
+if taken < capacity then
+  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window_ms)
+  return {1, capacity - taken - 1, 0}
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 1)
-return {allowed, math.floor(tokens), retry_after}
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, 0, tonumber(oldest[2]) + window_ms - now}
 """
 
 
@@ -48,10 +45,6 @@ class Limit:
         if limit.requests < 1 or limit.seconds < 1:
             raise ValueError(f"a rate limit needs positive numbers: {text!r}")
         return limit
-
-    @property
-    def refill_per_second(self) -> float:
-        return self.requests / self.seconds
 
 
 @dataclass(frozen=True)
@@ -83,7 +76,7 @@ class RateLimiter:
     def hit(self, bucket: str, limit: Limit) -> Outcome:
         if self._script is None or self._redis is None:
             self._script = self.redis.register_script(TOKEN_BUCKET_LUA)
-        allowed, remaining, retry_after = self._script(
-            keys=[f"{self.prefix}{bucket}"], args=[limit.requests, repr(limit.refill_per_second)]
+        allowed, remaining, retry_after_ms = self._script(
+            keys=[f"{self.prefix}{bucket}"], args=[limit.requests, limit.seconds, uuid.uuid4().hex[:12]]
         )
-        return Outcome(bool(int(allowed)), int(remaining), math.ceil(float(retry_after)), limit)
+        return Outcome(bool(int(allowed)), int(remaining), math.ceil(int(retry_after_ms) / 1000), limit)
