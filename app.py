@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The CDK app: one set of stacks (data → orchestration → API) for the environment chosen by context.
+"""The CDK app: one set of stacks (data → orchestration → security → API) for the environment chosen
+by context.
 
     npx cdk synth                      # dev, default model bedrock:amazon.nova-lite-v1:0
     npx cdk deploy --all -c env=prod -c defaultModel=bedrock:amazon.nova-pro-v1:0
@@ -34,6 +35,7 @@ from cdk_nag import AwsSolutionsChecks  # noqa: E402
 from stacks.api_stack import ApiStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
+from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
 
 
@@ -42,10 +44,11 @@ class TDeveloperStacks:
     data: DataStack
     orchestration: OrchestrationStack
     api: ApiStack
+    security: SecurityStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
-        return (self.data, self.orchestration, self.api)
+        return (self.data, self.orchestration, self.api, self.security)
 
 
 def add_environment(
@@ -56,7 +59,7 @@ def add_environment(
     core_layer_path: Path | str = CORE_LAYER_PATH,
     env: cdk.Environment | None = None,
 ) -> TDeveloperStacks:
-    """Add the three stacks of one environment to `scope`, wired by constructor arguments."""
+    """Add the stacks of one environment to `scope`, wired by constructor arguments."""
     common = {"env": env, "termination_protection": settings.deletion_protection}
     data = DataStack(
         scope,
@@ -76,6 +79,13 @@ def add_environment(
         description=f"T-Developer {settings.name}: request workflow, agents, event bus, alarms",
         **common,
     )
+    security = SecurityStack(
+        scope,
+        f"{settings.prefix}-security",
+        settings=settings,
+        description=f"T-Developer {settings.name}: users (Cognito) and the token issuer",
+        **common,
+    )
     api = ApiStack(
         scope,
         f"{settings.prefix}-api",
@@ -84,15 +94,18 @@ def add_environment(
         key=data.key,
         state_machine=orchestration.state_machine,
         alarm_topic=orchestration.alarm_topic,
+        token_issuer=security.token_issuer,
+        token_audience=security.token_audience,
+        roles_claim=security.roles_claim,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
         description=f"T-Developer {settings.name}: REST API",
         **common,
     )
-    for stack in (data, orchestration, api):
+    for stack in (data, orchestration, security, api):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
-    return TDeveloperStacks(data, orchestration, api)
+    return TDeveloperStacks(data, orchestration, api, security)
 
 
 def check_with_cdk_nag(app: cdk.App) -> None:

@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from tdev.errors import AuthenticationError, AuthorizationError, PayloadTooLargeError, RateLimitError
+from tdev.observability import logger
 from tdev.security import services
 from tdev.security.authorizer import identity_from_context
 from tdev.security.ratelimit import Limit
@@ -81,6 +82,11 @@ def authorize(
 
 
 def _rate_limit(identity: Identity, strict: bool) -> None:
+    if not get_settings().redis_url:
+        # No shared Redis in this deployment yet: API Gateway's stage throttling and WAF's rate rule still
+        # apply, the per-principal limit cannot. Said in every log line rather than failing every request.
+        logger.warning("application rate limit skipped: REDIS_URL is not set")
+        return
     limits, limiter = services.limits(), services.rate_limiter()
     if identity.api_key_id:
         buckets = [
