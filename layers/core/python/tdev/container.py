@@ -20,6 +20,7 @@ def executions() -> ExecutionRepository:
         settings.table_name,
         retention_days=settings.execution_retention_days,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        cipher=cipher() if settings.kms_key_id else None,  # request texts and outputs encrypted at rest
     )
 
 
