@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tdev.errors import AuthenticationError
@@ -20,7 +21,7 @@ class Unauthorized(Exception):
         super().__init__("Unauthorized")
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         identity = authorizer.authenticate(event.get("headers"))
@@ -31,7 +32,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             extra={"security_event": "authentication_failed", "reason": exc.message, "source_ip": source_ip},
         )
         raise Unauthorized() from None
-    logger.info(
+    logger.debug(
         "authenticated",
         extra={"security_event": "authenticated", "principal": identity.principal, "source": identity.source},
     )

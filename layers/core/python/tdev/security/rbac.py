@@ -288,7 +288,8 @@ class AuditLog:
             "expires_at": int(now.timestamp()) + self.retention_days * 86_400,
         }
         aws.table(self.table_name).put_item(Item=item)
-        logger.info(
+        # Every decision is in the table; the security event log gets denials (and allows when debugging).
+        (logger.debug if decision.allowed else logger.info)(
             "access decision",
             extra={
                 "security_event": "access_decision",
