@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The CDK app: one set of stacks (data → cache → orchestration → API) for the environment chosen by context.
+"""The CDK app: one set of stacks (data → cache → orchestration → security → API) for the environment
+chosen by context.
 
     npx cdk synth                      # dev, default model bedrock:amazon.nova-lite-v1:0
     npx cdk deploy --all -c env=prod -c defaultModel=bedrock:amazon.nova-pro-v1:0
@@ -35,6 +36,7 @@ from stacks.api_stack import ApiStack  # noqa: E402
 from stacks.cache_stack import CacheStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
+from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
 
 
@@ -44,10 +46,11 @@ class TDeveloperStacks:
     cache: CacheStack
     orchestration: OrchestrationStack
     api: ApiStack
+    security: SecurityStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
-        return (self.data, self.cache, self.orchestration, self.api)
+        return (self.data, self.cache, self.orchestration, self.api, self.security)
 
 
 def add_environment(
@@ -58,7 +61,7 @@ def add_environment(
     core_layer_path: Path | str = CORE_LAYER_PATH,
     env: cdk.Environment | None = None,
 ) -> TDeveloperStacks:
-    """Add the four stacks of one environment to `scope`, wired by constructor arguments."""
+    """Add the stacks of one environment to `scope`, wired by constructor arguments."""
     common = {"env": env, "termination_protection": settings.deletion_protection}
     data = DataStack(
         scope,
@@ -87,6 +90,13 @@ def add_environment(
         description=f"T-Developer {settings.name}: request workflow, agents, event bus, alarms",
         **common,
     )
+    security = SecurityStack(
+        scope,
+        f"{settings.prefix}-security",
+        settings=settings,
+        description=f"T-Developer {settings.name}: users (Cognito) and the token issuer",
+        **common,
+    )
     api = ApiStack(
         scope,
         f"{settings.prefix}-api",
@@ -95,16 +105,19 @@ def add_environment(
         key=data.key,
         state_machine=orchestration.state_machine,
         alarm_topic=orchestration.alarm_topic,
+        token_issuer=security.token_issuer,
+        token_audience=security.token_audience,
+        roles_claim=security.roles_claim,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
         network=cache.network,
         description=f"T-Developer {settings.name}: REST API",
         **common,
     )
-    for stack in (data, cache, orchestration, api):
+    for stack in (data, cache, orchestration, security, api):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
-    return TDeveloperStacks(data, cache, orchestration, api)
+    return TDeveloperStacks(data=data, cache=cache, orchestration=orchestration, api=api, security=security)
 
 
 def check_with_cdk_nag(app: cdk.App) -> None:

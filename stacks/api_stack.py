@@ -10,6 +10,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
@@ -22,6 +23,7 @@ from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
+from tdev.security.headers import SECURITY_HEADERS
 
 # (method, path): the routes `functions/api/handler.py` serves. Anything else never reaches the function.
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -29,8 +31,30 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/requests"),
     ("GET", "/v1/executions/{execution_id}"),
     ("GET", "/v1/agents"),
+    # Security (functions/api/security.py): admins manage API keys, revocations, principals, roles, audit.
+    ("POST", "/v1/api-keys"),
+    ("GET", "/v1/api-keys"),
+    ("DELETE", "/v1/api-keys/{key_id}"),
+    ("POST", "/v1/tokens/revoke"),
+    ("POST", "/v1/principals/{principal}/disable"),
+    ("PUT", "/v1/roles/{name}"),
+    ("GET", "/v1/audit/{principal}"),
 )
-OPTIONAL_HEADERS = ("Idempotency-Key", "X-Correlation-Id")
+PUBLIC_ROUTES = frozenset({("GET", "/health")})
+OPTIONAL_HEADERS = (
+    "Idempotency-Key",
+    "X-Correlation-Id",
+    "Authorization",
+    "X-Api-Key",
+    "X-Tdev-Timestamp",
+    "X-Tdev-Nonce",
+    "X-Tdev-Signature",
+)
+# What API Gateway answers itself when the authorizer refuses: JSON like the function's errors, same headers.
+GATEWAY_RESPONSES = {
+    "UNAUTHORIZED": ("401", "Unauthorized", "authentication required or credentials invalid"),
+    "ACCESS_DENIED": ("403", "Forbidden", "the authorizer denied this request"),
+}
 
 ACCESS_LOG_FORMAT = {
     "requestId": apigw.AccessLogField.context_request_id(),
@@ -65,6 +89,9 @@ class ApiStack(Stack):
         key: kms.IKey,
         state_machine: sfn.IStateMachine,
         alarm_topic: sns.ITopic,
+        token_issuer: str,
+        token_audience: str,
+        roles_claim: str,
         core_layer_path: str,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
@@ -88,6 +115,9 @@ class ApiStack(Stack):
                 "TABLE_NAME": table.table_name,
                 "STATE_MACHINE_ARN": state_machine.state_machine_arn,
                 "TDEV_DEFAULT_MODEL": settings.default_model,
+                # Field encryption (API-key metadata) under the deployment's CMK; CORS allow-list.
+                "KMS_KEY_ID": key.key_arn,
+                "TDEV_CORS_ORIGINS": ",".join(settings.cors_origins),
             },
             timeout=Duration.seconds(29),  # API Gateway's integration timeout
             network=network,
@@ -95,6 +125,45 @@ class ApiStack(Stack):
         self.function = handler.function
         grant_table_data_access(table, key, self.function)
         state_machine.grant_start_execution(self.function)
+
+        # The Lambda authorizer: validates JWTs of the issuer (JWKS, revocation) and API keys.
+        authorizer = TdevFunction(
+            self,
+            "AuthorizerFunction",
+            name="authorizer",
+            settings=settings,
+            layers=layers.all,
+            log_key=key,
+            environment={
+                "TABLE_NAME": table.table_name,
+                "KMS_KEY_ID": key.key_arn,
+                "TDEV_JWT_ISSUER": token_issuer,
+                "TDEV_JWT_AUDIENCE": token_audience,
+                "TDEV_JWT_ROLES_CLAIM": roles_claim,
+            },
+            timeout=Duration.seconds(10),
+            network=network,  # revocations are looked up in Redis first
+        )
+        self.authorizer_function = authorizer.function
+        # Read-only: revocations, disabled principals and API-key items (GetItem), and their key.
+        self.authorizer_function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadSecurityItems", actions=["dynamodb:GetItem"], resources=[table.table_arn]
+            )
+        )
+        self.authorizer_function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="UseTableKey", actions=["kms:Decrypt", "kms:DescribeKey"], resources=[key.key_arn]
+            )
+        )
+        # No result caching: a revoked token or key must stop working at once, and either header may be used.
+        self.authorizer = apigw.RequestAuthorizer(
+            self,
+            "Authorizer",
+            handler=self.authorizer_function,
+            identity_sources=[],
+            results_cache_ttl=Duration.seconds(0),
+        )
 
         # The REST API, one resource per route, logged, traced and throttled.
         access_logs = logs.LogGroup(
@@ -138,8 +207,39 @@ class ApiStack(Stack):
             resource = self.api.root.resource_for_path(path)
             parameters = {f"method.request.header.{h}": False for h in OPTIONAL_HEADERS}
             parameters.update({f"method.request.path.{p}": True for p in _path_parameters(path)})
-            resource.add_method(
-                method, integration, request_validator=validator, request_parameters=parameters
+            public = (method, path) in PUBLIC_ROUTES
+            api_method = resource.add_method(
+                method,
+                integration,
+                request_validator=validator,
+                request_parameters=parameters,
+                authorizer=None if public else self.authorizer,
+                authorization_type=apigw.AuthorizationType.NONE if public else apigw.AuthorizationType.CUSTOM,
+            )
+            if public:
+                acknowledge(
+                    api_method,
+                    "AwsSolutions-APIG4",
+                    "The health check is public by design (load balancers, uptime probes); no data in it.",
+                )
+                acknowledge(
+                    api_method, "AwsSolutions-COG4", "The health check is public by design: no authorizer."
+                )
+            else:
+                acknowledge(
+                    api_method,
+                    "AwsSolutions-COG4",
+                    "A Lambda authorizer validates the Cognito (or OIDC) JWTs itself - algorithm, JWKS, "
+                    "issuer, audience, expiry - and adds what a Cognito authorizer cannot: API keys and "
+                    "revocation by jti.",
+                )
+        for response_type, (status, error, message) in GATEWAY_RESPONSES.items():
+            self.api.add_gateway_response(
+                f"{response_type.title().replace('_', '')}Response",
+                type=getattr(apigw.ResponseType, response_type),
+                status_code=status,
+                response_headers={name: f"'{value}'" for name, value in SECURITY_HEADERS.items()},
+                templates={"application/json": json.dumps({"error": error, "message": message})},
             )
         self.api_url = self.api.url
 
@@ -153,7 +253,6 @@ class ApiStack(Stack):
                 f"No WAF web ACL in {settings.name} (cost); stage throttling limits request rates. "
                 "staging and prod attach one (settings.api_waf).",
             )
-        self._acknowledge_until_authentication()
 
         server_errors = cloudwatch.Alarm(
             self,
@@ -250,15 +349,6 @@ class ApiStack(Stack):
             resource_arn=self.api.deployment_stage.stage_arn,
             web_acl_arn=web_acl.attr_arn,
         )
-
-    def _acknowledge_until_authentication(self) -> None:
-        """The one place where the API is allowed to be unauthenticated, for now."""
-        reason = (
-            "Authentication arrives with the security layer issue (JWT authorizer → RBAC); until then deploy "
-            "only to accounts you control."
-        )
-        acknowledge(self.api, "AwsSolutions-APIG4", reason)
-        acknowledge(self.api, "AwsSolutions-COG4", reason)
 
 
 def _path_parameters(path: str) -> list[str]:

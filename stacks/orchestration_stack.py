@@ -61,7 +61,11 @@ class OrchestrationStack(Stack):
         layers = TdevLayers(
             self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
         )
-        shared_environment = {"TABLE_NAME": table.table_name, "TDEV_DEFAULT_MODEL": settings.default_model}
+        shared_environment = {
+            "TABLE_NAME": table.table_name,
+            "TDEV_DEFAULT_MODEL": settings.default_model,
+            "KMS_KEY_ID": key.key_arn,  # request texts and agent outputs are envelope-encrypted
+        }
         self.functions: dict[str, TdevFunction] = {}
         for name in WORKFLOW_FUNCTIONS:
             # Agents wait on models: more time and memory, and optionally a concurrency reservation.

@@ -40,6 +40,15 @@ class EnvironmentSettings:
     nat_gateways: int = 1
     cache_max_storage_gb: int = 5
     cache_snapshot_retention_days: int = 1
+    # Identity: a Cognito user pool by default; set oidc_issuer to use any OIDC issuer instead.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_roles_claim: str = "roles"
+    require_mfa: bool = True
+    # Browser origins allowed by CORS (none: the API is for CLIs and services unless listed).
+    cors_origins: tuple[str, ...] = ()
+    # API Gateway usage plan for machine clients (API Gateway API keys): requests per day.
+    usage_plan_daily_quota: int = 10_000
 
     @property
     def prefix(self) -> str:
@@ -58,6 +67,7 @@ ENVIRONMENTS: dict[str, EnvironmentSettings] = {
         api_throttle_rate_limit=10.0,
         api_throttle_burst_limit=20,
         api_waf=False,
+        require_mfa=False,
         workflow_log_execution_data=True,
         event_archive_retention_days=7,
     ),

@@ -85,3 +85,24 @@ def runtime(redis_url: str) -> Iterator[Any]:
 
     with LocalRuntime(redis_url=redis_url) as rt:
         yield rt
+
+
+@pytest.fixture(scope="module")
+def secured(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A LocalRuntime (authorizer → API function) with the spec's rate limit: 100 per 15 min per principal.
+
+    Module-scoped (the security tests share one); tests use their own principals (`user`)."""
+    from tdev_cli.runtime import LocalRuntime
+
+    with LocalRuntime(
+        redis_url=redis_server, keys_dir=tmp_path_factory.mktemp("keys"), rate_limit_default="100/900"
+    ) as rt:
+        yield rt
+
+
+@pytest.fixture
+def user() -> str:
+    """A fresh principal per test: its own rate-limit bucket and project ownership."""
+    import uuid
+
+    return f"user-{uuid.uuid4().hex[:8]}"

@@ -33,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     agents.add_argument("--json", action="store_true")
 
     commands.add_parser("openapi", help="print the API's OpenAPI schema (generated from the pydantic models)")
+    from tdev_cli import serve, token_cmd
+
+    serve.register(commands)
+    token_cmd.register(commands)
 
     args = parser.parse_args(argv)
+    if hasattr(args, "func"):
+        return int(args.func(args))
     if args.command == "run":
         return _run(args)
     if args.command == "openapi":

@@ -37,6 +37,11 @@ EVENT_BUS = "t-developer"
 STATE_MACHINE = "tdev-request-workflow"
 FUNCTIONS = ("api", "plan_request", "run_agent", "record_task_failure", "aggregate_results", "compensate")
 
+LOCAL_USER = "local-developer"
+# The local runtime follows executions by polling (5 requests a second); `tdev serve` applies the spec's
+# limits (100 per 15 minutes per principal) instead of this one.
+LOCAL_RATE_LIMIT = "100000/900"
+
 # A hook called before each dispatched invocation: (function name, event) -> None, may raise.
 FaultHook = Callable[[str, dict[str, Any]], None]
 
@@ -89,6 +94,8 @@ class LocalRuntime:
         max_transient_retries: int = 3,
         fault_hook: FaultHook | None = None,
         redis_url: str | None = None,
+        keys_dir: Path | str | None = None,
+        rate_limit_default: str | None = LOCAL_RATE_LIMIT,
     ) -> None:
         self.default_model = default_model
         self.substitutions = local_substitutions(retry_interval_seconds, max_transient_retries)
@@ -104,6 +111,10 @@ class LocalRuntime:
         self._saved_env: dict[str, str | None] = {}
         self.state_machine_arn = ""
         self.events_queue_url = ""
+        # The local token issuer (tdev.security.issuer): `.tdev/keys` for `tdev serve`, else a private folder.
+        self.keys_dir = Path(keys_dir) if keys_dir is not None else None
+        self.rate_limit_default = rate_limit_default
+        self.issuer: Any = None
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -124,6 +135,7 @@ class LocalRuntime:
             "AGNO_TELEMETRY": "false",
             "REDIS_URL": self._redis_url(),
             "KMS_KEY_ID": "",  # set once the emulated key exists (_create_resources)
+            **self._security_environment(),
         }
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
@@ -167,6 +179,28 @@ class LocalRuntime:
         self._create_resources()
         container.reset()  # settings re-read with the resources' ids (KMS_KEY_ID)
         return self
+
+    def _security_environment(self) -> dict[str, str]:
+        """Tokens from the local issuer are what the authorizer accepts; the application rate limit."""
+        from tdev.security.issuer import LocalIssuer
+
+        if self.keys_dir is None:
+            import tempfile
+
+            folder = tempfile.TemporaryDirectory(prefix="tdev-keys-")
+            self._stack.append(folder.cleanup)
+            self.keys_dir = Path(folder.name)
+        self.issuer = LocalIssuer(self.keys_dir)
+        env = self.issuer.environment()
+        if self.rate_limit_default is not None:
+            env["TDEV_RATE_LIMIT_DEFAULT"] = self.rate_limit_default
+        return env
+
+    def token(
+        self, user: str = LOCAL_USER, roles: tuple[str, ...] = ("developer",), ttl_seconds: int = 3600
+    ) -> str:
+        """A bearer token of the local issuer (what `tdev token` prints)."""
+        return str(self.issuer.issue(user, roles, ttl_seconds=ttl_seconds)[0])
 
     def _redis_url(self) -> str:
         if not self.redis_url:
@@ -275,7 +309,7 @@ class LocalRuntime:
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         """Call a function's real handler with an event, as Lambda would."""
-        if function not in FUNCTIONS:
+        if function not in (*FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
         with self._invocation_lock:
@@ -289,14 +323,55 @@ class LocalRuntime:
         body: Any = None,
         headers: dict[str, str] | None = None,
         raw_body: str | None = None,
+        *,
+        authenticate: bool = True,
     ) -> tuple[int, Any]:
-        """Send one HTTP request through the API handler (an API Gateway REST proxy event)."""
-        event = api_event(method, path, body=body, headers=headers, raw_body=raw_body)
-        response = self.invoke("api", event)
+        """Send one HTTP request as API Gateway would: the authorizer (except /health), then the API handler.
+
+        Without an Authorization or X-Api-Key header, a token of the local developer is added unless
+        `authenticate=False` (a request with no identity)."""
+        headers = dict(headers or {})
+        if authenticate and not {h.lower() for h in headers} & {"authorization", "x-api-key"}:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        response = self.http(method, path, headers, raw_body if raw_body is not None else (
+            json.dumps(body) if body is not None else None))
         payload = response.get("body") or "null"
         if response.get("isBase64Encoded"):
             payload = base64.b64decode(payload).decode()
         return int(response["statusCode"]), json.loads(payload)
+
+    def http(
+        self, method: str, path: str, headers: dict[str, str], body: str | None, source_ip: str = "127.0.0.1"
+    ) -> dict[str, Any]:
+        """One request through API Gateway's steps: authorizer (not for /health) → API function.
+
+        Returns the proxy response (statusCode, headers, body). A failed authorizer answers 401 and a
+        Deny policy 403, with the JSON bodies the API stack configures as gateway responses."""
+        event = api_event(method, path, headers=headers, raw_body=body)
+        context = event["requestContext"]
+        context["identity"] = {**context.get("identity", {}), "sourceIp": source_ip}
+        if path.rstrip("/") != "/health":
+            stage = event["requestContext"].get("stage", "local")
+            method_arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:local/{stage}/{method}{path}"
+            try:
+                result = self.invoke(
+                    "authorizer",
+                    {"type": "REQUEST", "methodArn": method_arn, "headers": event["headers"],
+                     "requestContext": event["requestContext"]},
+                )
+            except Exception as exc:
+                if str(exc) != "Unauthorized":
+                    raise
+                return gateway_response(401, "Unauthorized", "authentication required or credentials invalid")
+            statement = result["policyDocument"]["Statement"][0]
+            if statement["Effect"] != "Allow":
+                return gateway_response(403, "Forbidden", "the authorizer denied this request")
+            context["authorizer"] = {"principalId": result["principalId"], **result["context"]}
+        response = dict(self.invoke("api", event))
+        # What the client sees: API Gateway merges `multiValueHeaders` and `headers` into one set.
+        merged = {k: ", ".join(v) for k, v in (response.get("multiValueHeaders") or {}).items()}
+        response["headers"] = {**merged, **(response.get("headers") or {})}
+        return response
 
     def submit(self, request: str, **fields: Any) -> str:
         status, body = self.api("POST", "/v1/requests", {"request": request, **fields})
@@ -373,6 +448,19 @@ def _real_aws_session() -> Any:
         aws_secret_access_key=frozen.secret_key,
         aws_session_token=frozen.token,
         region_name=session.region_name or REGION,
+    )
+
+
+def gateway_response(status: int, error: str, message: str) -> dict[str, Any]:
+    """What API Gateway answers itself (UNAUTHORIZED / ACCESS_DENIED gateway responses of the API stack)."""
+    from tdev.security.headers import with_security_headers
+
+    return with_security_headers(
+        {
+            "statusCode": status,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"error": error, "message": message}),
+        }
     )
 
 

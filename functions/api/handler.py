@@ -5,19 +5,30 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.api import security
 from tdev import container
-from tdev.errors import TDevError
+from tdev.errors import RateLimitError, TDevError
 from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
+from tdev.security.headers import cors_origins, with_security_headers
+from tdev.security.ownership import ProjectOwners
+from tdev.security.rbac import SHARED_PROJECT
+from tdev.settings import get_settings
 
-app = APIGatewayRestResolver(enable_validation=True)
+_origins = cors_origins()
+app = APIGatewayRestResolver(
+    enable_validation=True,
+    cors=CORSConfig(allow_origin=_origins[0], extra_origins=_origins[1:], max_age=600) if _origins else None,
+)
+app.use(middlewares=[security.body_limit])
+app.include_router(security.router)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -36,10 +47,17 @@ def _correlation_id() -> str:
     return app.current_event.headers.get("x-correlation-id") or app.current_event.request_context.request_id
 
 
-@app.post("/v1/requests")
+@app.post("/v1/requests", middlewares=[security.guard("request/new", "create")])
 def create_request(
     body: Annotated[RequestIn, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[RequestAccepted]:
+    # Developers may only submit into projects they own (the first submitter owns a project).
+    identity = security.identity_of(app)
+    owner = None if body.project_id == SHARED_PROJECT else ProjectOwners(get_settings().table_name).claim(
+        body.project_id, identity.principal
+    )
+    attributes = {"owner": owner} if owner else {}
+    security.authorize(app, identity, f"project/{body.project_id}", "execute", attributes)
     accepted, created = workflow.submit_request(
         body, principal=_principal(), idempotency_key=idempotency_key, correlation_id=_correlation_id()
     )
@@ -51,12 +69,15 @@ def create_request(
     )
 
 
-@app.get("/v1/executions/<execution_id>")
+@app.get(
+    "/v1/executions/<execution_id>",
+    middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.rsplit('/', 1)[-1]}", "read")],
+)
 def get_execution(execution_id: ExecutionId) -> ExecutionView:
     return container.executions().view(execution_id)
 
 
-@app.get("/v1/agents")
+@app.get("/v1/agents", middlewares=[security.guard("agent/catalog", "list")])
 def list_agents() -> list[AgentSpec]:
     return container.agents().list()
 
@@ -86,6 +107,13 @@ def invalid_request(exc: RequestValidationError) -> Response[str]:
         HTTPStatus.BAD_REQUEST,
         ErrorBody(error="ValidationError", message=message, field=field, details=details),
     )
+
+
+@app.exception_handler(RateLimitError)
+def rate_limited(exc: RateLimitError) -> Response[str]:
+    response = _error(exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field))
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @app.exception_handler(TDevError)
@@ -130,4 +158,4 @@ def _error(status: int, body: ErrorBody) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return with_security_headers(app.resolve(event, context))

@@ -20,6 +20,7 @@ def executions() -> ExecutionRepository:
         settings.table_name,
         retention_days=settings.execution_retention_days,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        cipher=cipher() if settings.kms_key_id else None,  # request texts and outputs encrypted at rest
     )
 
 
@@ -45,3 +46,6 @@ def reset() -> None:
     executions.cache_clear()
     agents.cache_clear()
     cipher.cache_clear()
+    from tdev.security import services as security_services
+
+    security_services.reset()

@@ -69,3 +69,33 @@ class PlanningError(TDevError):
 
     status_code = 422
     code = "PlanningError"
+
+
+class AuthenticationError(TDevError):
+    """No identity, or one that cannot be trusted (bad token, revoked, expired, unknown key)."""
+
+    status_code = 401
+    code = "Unauthorized"
+
+
+class AuthorizationError(TDevError):
+    """A known identity asked for something its roles do not allow."""
+
+    status_code = 403
+    code = "Forbidden"
+
+
+class RateLimitError(TDevError):
+    """Too many requests in the window; `retry_after` seconds until one more is allowed."""
+
+    status_code = 429
+    code = "RateLimited"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after
+
+
+class PayloadTooLargeError(TDevError):
+    status_code = 413
+    code = "PayloadTooLarge"

@@ -21,6 +21,15 @@ class Settings(BaseModel):
     kms_key_id: str | None = Field(default=None, alias="KMS_KEY_ID")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60, alias="TDEV_IDEMPOTENCY_TTL_SECONDS")
+    # Security (tdev.security): token issuer, application rate limits ("<requests>/<seconds>"), body limit.
+    jwt_issuer: str | None = Field(default=None, alias="TDEV_JWT_ISSUER")
+    jwt_audience: str | None = Field(default=None, alias="TDEV_JWT_AUDIENCE")  # comma-separated audiences
+    jwks_url: str | None = Field(default=None, alias="TDEV_JWKS_URL")  # https:// or file:// (local issuer)
+    jwt_roles_claim: str = Field(default="cognito:groups", alias="TDEV_JWT_ROLES_CLAIM")
+    rate_limit_default: str = Field(default="100/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_DEFAULT")
+    rate_limit_strict: str = Field(default="10/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_STRICT")
+    rate_limit_api_key: str = Field(default="60/60", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_API_KEY")
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, alias="TDEV_MAX_BODY_BYTES")
 
 
 @lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from tdev import aws
+from tdev.crypto import EnvelopeCipher
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
 from tdev.models import (
     AgentResult,
@@ -33,6 +34,7 @@ from tdev.models import (
     Usage,
     utc_now,
 )
+from tdev.security.fields import FieldSealer
 
 _TRANSIENT_CODES = {
     "ProvisionedThroughputExceededException",
@@ -77,10 +79,19 @@ def execution_key(execution_id: str) -> dict[str, str]:
 
 
 class ExecutionRepository:
-    def __init__(self, table_name: str, *, retention_days: int = 90, idempotency_ttl_seconds: int = 86_400):
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        retention_days: int = 90,
+        idempotency_ttl_seconds: int = 86_400,
+        cipher: EnvelopeCipher | None = None,
+    ):
         self._table_name = table_name
         self._retention_seconds = retention_days * 86_400
         self._idempotency_ttl = idempotency_ttl_seconds
+        # Request texts and agent outputs are envelope-encrypted when a cipher (KMS_KEY_ID) is configured.
+        self._fields = FieldSealer(cipher, table_name)
 
     @property
     def _table(self) -> Any:
@@ -147,6 +158,7 @@ class ExecutionRepository:
 
     def _execution_item(self, execution: Execution) -> dict[str, Any]:
         data = execution.model_dump(mode="json")
+        data["request"] = self._fields.seal(data["request"], execution_key(execution.execution_id), "request")
         created = data["created_at"]
         return {
             **execution_key(execution.execution_id),
@@ -164,7 +176,18 @@ class ExecutionRepository:
         item = self._table.get_item(Key=execution_key(execution_id), ConsistentRead=True).get("Item")
         if item is None:
             raise NotFoundError(f"execution {execution_id} not found", field="execution_id")
-        return Execution.model_validate(from_item(item), strict=False)
+        return self._execution(item)
+
+    def _execution(self, item: dict[str, Any]) -> Execution:
+        data = from_item(item)
+        data["request"] = self._fields.open(data["request"], {"PK": item["PK"], "SK": item["SK"]}, "request")
+        return Execution.model_validate(data, strict=False)
+
+    def _result(self, item: dict[str, Any]) -> AgentResult:
+        data = from_item(item)["result"]
+        key = {"PK": item["PK"], "SK": item["SK"]}
+        data["output"] = self._fields.open(data.get("output", ""), key, "output")
+        return AgentResult.model_validate(data)
 
     def view(self, execution_id: str) -> ExecutionView:
         """The execution with every task result: one Query over its partition."""
@@ -172,10 +195,8 @@ class ExecutionRepository:
         head = next((i for i in items if i["SK"] == "EXECUTION"), None)
         if head is None:
             raise NotFoundError(f"execution {execution_id} not found", field="execution_id")
-        execution = Execution.model_validate(from_item(head))
-        results = [
-            AgentResult.model_validate(from_item(i)["result"]) for i in items if i["SK"].startswith("TASK#")
-        ]
+        execution = self._execution(head)
+        results = [self._result(i) for i in items if i["SK"].startswith("TASK#")]
         order = [task_id for level in execution.levels for task_id in level]
         results.sort(key=lambda r: order.index(r.task_id) if r.task_id in order else len(order))
         plan_item = next((i for i in items if i["SK"] == "PLAN"), None)
@@ -220,7 +241,7 @@ class ExecutionRepository:
             ScanIndexForward=False,
             Limit=limit,
         )
-        return [Execution.model_validate(from_item(i)) for i in page.get("Items", [])]
+        return [self._execution(i) for i in page.get("Items", [])]
 
     def get_plan(self, execution_id: str) -> Plan:
         item = self._table.get_item(
@@ -237,7 +258,7 @@ class ExecutionRepository:
                 Key={"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{task_id}"}, ConsistentRead=True
             ).get("Item")
             if item is not None:
-                results.append(AgentResult.model_validate(from_item(item)["result"]))
+                results.append(self._result(item))
         return results
 
     # ------------------------------------------------------------------------------------- write
@@ -312,6 +333,7 @@ class ExecutionRepository:
             "usage": result.usage.model_dump(mode="json"),
             "error": result.error,
         }
+        task_key = {"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{result.task_id}"}
         try:
             aws.client("dynamodb").transact_write_items(
                 TransactItems=[
@@ -324,7 +346,10 @@ class ExecutionRepository:
                                     "SK": f"TASK#{result.task_id}",
                                     "entity": "TASK",
                                     "status": result.status.value,
-                                    "result": result.model_dump(mode="json"),
+                                    "result": {
+                                        **result.model_dump(mode="json"),
+                                        "output": self._fields.seal(result.output, task_key, "output"),
+                                    },
                                     "expires_at": int(time.time()) + self._retention_seconds,
                                 }
                             ),

@@ -1,0 +1,39 @@
+"""The Lambda authorizer (REQUEST type): a Bearer token or an X-Api-Key → an API Gateway policy + context.
+
+Invalid credentials raise `Unauthorized`, which API Gateway answers with 401 (its UNAUTHORIZED gateway
+response, JSON in the API stack). What the caller may do per route is RBAC in the API function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tdev.errors import AuthenticationError
+from tdev.observability import logger
+from tdev.security import authorizer
+
+
+class Unauthorized(Exception):
+    def __init__(self) -> None:
+        super().__init__("Unauthorized")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        identity = authorizer.authenticate(event.get("headers"))
+    except AuthenticationError as exc:
+        source_ip = (event.get("requestContext") or {}).get("identity", {}).get("sourceIp")
+        logger.info(
+            "authentication failed",
+            extra={"security_event": "authentication_failed", "reason": exc.message, "source_ip": source_ip},
+        )
+        raise Unauthorized() from None
+    logger.debug(
+        "authenticated",
+        extra={"security_event": "authenticated", "principal": identity.principal, "source": identity.source},
+    )
+    return authorizer.policy(identity, event["methodArn"])

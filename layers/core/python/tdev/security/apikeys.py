@@ -1,0 +1,169 @@
+"""API keys for machine clients: created by an admin, shown once, stored only as a SHA-256 hash, expire
+after 365 days by default, revocable, each with its own rate limit and, optionally, required signatures.
+
+    key       tdk_<key id: 16 hex>_<secret: 43 url-safe chars (256 bits)>
+    item      PK=APIKEY#<id> SK=APIKEY  hash, roles, owner, created_at, expires_at (also the table TTL),
+              revoked, rate_limit, signing_required, metadata (envelope-encrypted: name, description and
+              the HMAC signing secret; encryption context bound to the item key)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tdev import aws
+from tdev.crypto import EnvelopeCipher
+from tdev.errors import AuthenticationError, NotFoundError
+from tdev.security.tokens import Identity
+
+KEY_PATTERN = re.compile(r"^tdk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+DEFAULT_EXPIRY_DAYS = 365
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key_id: str
+    api_key: str  # shown once, never stored
+    signing_secret: str  # shown once, stored encrypted
+    expires_at: int
+
+
+def _hash(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class ApiKeyRepository:
+    def __init__(self, table_name: str, cipher: EnvelopeCipher) -> None:
+        self.table_name, self.cipher = table_name, cipher
+
+    def _table(self) -> Any:
+        return aws.table(self.table_name)
+
+    @staticmethod
+    def _key(key_id: str) -> dict[str, str]:
+        return {"PK": f"APIKEY#{key_id}", "SK": "APIKEY"}
+
+    def _context(self, key_id: str) -> dict[str, str]:
+        return {"table": self.table_name, "PK": f"APIKEY#{key_id}", "field": "metadata"}
+
+    def create(
+        self,
+        *,
+        name: str,
+        roles: list[str],
+        owner: str,
+        description: str = "",
+        expires_in_days: int = DEFAULT_EXPIRY_DAYS,
+        rate_limit: str = "60/60",
+        signing_required: bool = False,
+    ) -> CreatedKey:
+        key_id = secrets.token_hex(8)
+        api_key = f"tdk_{key_id}_{secrets.token_urlsafe(32)}"
+        signing_secret = secrets.token_urlsafe(32)
+        now = int(time.time())
+        expires_at = now + expires_in_days * 86_400
+        metadata = json.dumps({"name": name, "description": description, "signing_secret": signing_secret})
+        self._table().put_item(
+            Item={
+                **self._key(key_id),
+                "key_id": key_id,
+                "hash": _hash(api_key),
+                "roles": roles,
+                "owner": owner,
+                "created_at": now,
+                "expires_at": expires_at,
+                "revoked": False,
+                "rate_limit": rate_limit,
+                "signing_required": signing_required,
+                "metadata": self.cipher.encrypt_text(metadata, self._context(key_id)),
+            },
+            ConditionExpression="attribute_not_exists(PK)",
+        )
+        return CreatedKey(key_id, api_key, signing_secret, expires_at)
+
+    def _item(self, key_id: str) -> dict[str, Any] | None:
+        item = self._table().get_item(Key=self._key(key_id), ConsistentRead=True).get("Item")
+        return dict(item) if item else None
+
+    def verify(self, api_key: str) -> Identity:
+        """The identity of a valid key; AuthenticationError for unknown, wrong, revoked or expired keys."""
+        match = KEY_PATTERN.match(api_key.strip())
+        if not match:
+            raise AuthenticationError("malformed API key", field="X-Api-Key")
+        item = self._item(match.group(1))
+        # Compare even when the key id is unknown so timing does not reveal which ids exist.
+        stored = str(item["hash"]) if item else "0" * 64
+        if not hmac.compare_digest(stored, _hash(api_key.strip())) or item is None:
+            raise AuthenticationError("unknown API key", field="X-Api-Key")
+        if item.get("revoked"):
+            raise AuthenticationError("API key has been revoked", field="X-Api-Key")
+        if int(item["expires_at"]) <= time.time():
+            raise AuthenticationError("API key has expired", field="X-Api-Key")
+        return Identity(
+            principal=f"apikey:{item['key_id']}",
+            roles=tuple(str(r) for r in item.get("roles", [])),
+            source="api_key",
+            api_key_id=str(item["key_id"]),
+            expires_at=int(item["expires_at"]),
+            signing_required=bool(item.get("signing_required")),
+        )
+
+    def metadata(self, key_id: str) -> dict[str, Any]:
+        item = self._item(key_id)
+        if item is None:
+            raise NotFoundError(f"no API key {key_id}", field="key_id")
+        envelope = item["metadata"]
+        envelope = bytes(getattr(envelope, "value", envelope))  # boto3 returns a Binary wrapper
+        return dict(json.loads(self.cipher.decrypt_text(envelope, self._context(key_id))))
+
+    def signing_secret(self, key_id: str) -> str:
+        return str(self.metadata(key_id)["signing_secret"])
+
+    def rate_limit(self, key_id: str) -> str:
+        item = self._item(key_id)
+        return str(item.get("rate_limit", "60/60")) if item else "60/60"
+
+    def revoke(self, key_id: str, *, by: str) -> None:
+        try:
+            self._table().update_item(
+                Key=self._key(key_id),
+                UpdateExpression="SET revoked = :t, revoked_by = :by, revoked_at = :now",
+                ConditionExpression="attribute_exists(PK)",
+                ExpressionAttributeValues={":t": True, ":by": by, ":now": int(time.time())},
+            )
+        except self._table().meta.client.exceptions.ConditionalCheckFailedException as exc:
+            raise NotFoundError(f"no API key {key_id}", field="key_id") from exc
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every key without secrets: id, name, roles, owner, dates, state."""
+        table, items = self._table(), []
+        scan: dict[str, Any] = {
+            "FilterExpression": "SK = :sk",
+            "ExpressionAttributeValues": {":sk": "APIKEY"},
+        }
+        while True:
+            page = table.scan(**scan)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [
+            {
+                "key_id": i["key_id"],
+                "name": self.metadata(str(i["key_id"]))["name"],
+                "roles": list(i.get("roles", [])),
+                "owner": i["owner"],
+                "created_at": int(i["created_at"]),
+                "expires_at": int(i["expires_at"]),
+                "revoked": bool(i.get("revoked")),
+                "signing_required": bool(i.get("signing_required")),
+            }
+            for i in sorted(items, key=lambda i: int(i["created_at"]))
+        ]

@@ -1,0 +1,70 @@
+"""The Lambda authorizer's domain: a REQUEST authorizer event → identity → API Gateway policy.
+
+API Gateway caches the answer per identity source, so the policy allows the whole stage (`*/*`); what the
+caller may do on each route is decided by RBAC in the API function, from the context returned here
+(principal, roles, source, jti, api_key_id, signing_required — strings, as API Gateway requires).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tdev.errors import AuthenticationError
+from tdev.security import services
+from tdev.security.tokens import Identity, bearer_token
+
+
+def authenticate(headers: dict[str, str] | None) -> Identity:
+    """The caller of a request with these headers (Bearer token or X-Api-Key), or AuthenticationError."""
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
+    api_key = lower.get("x-api-key")
+    if api_key:
+        return services.api_keys().verify(api_key)
+    return services.token_validator().validate(bearer_token(lower.get("authorization")))
+
+
+def stage_resource(method_arn: str) -> str:
+    """`arn:aws:execute-api:<region>:<account>:<api>/<stage>/*/*` from the invoked method's ARN."""
+    prefix, _, path = method_arn.partition(":execute-api:")
+    parts = path.split("/")
+    if not prefix or len(parts) < 2:
+        raise AuthenticationError("unexpected methodArn")
+    return f"{prefix}:execute-api:{parts[0]}/{parts[1]}/*/*"
+
+
+def context_of(identity: Identity) -> dict[str, str]:
+    return {
+        "principal": identity.principal,
+        "roles": ",".join(identity.roles),
+        "source": identity.source,
+        "jti": identity.token_id or "",
+        "api_key_id": identity.api_key_id or "",
+        "signing_required": "true" if identity.signing_required else "false",
+    }
+
+
+def policy(identity: Identity, method_arn: str, effect: str = "Allow") -> dict[str, Any]:
+    return {
+        "principalId": identity.principal,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": effect, "Resource": stage_resource(method_arn)}
+            ],
+        },
+        "context": context_of(identity),
+    }
+
+
+def identity_from_context(context: dict[str, Any] | None) -> Identity | None:
+    """The identity the authorizer put in the request context (None: no authorizer ran)."""
+    if not context or not context.get("principal"):
+        return None
+    return Identity(
+        principal=str(context["principal"]),
+        roles=tuple(r for r in str(context.get("roles", "")).split(",") if r),
+        source=str(context.get("source") or "jwt"),
+        token_id=str(context.get("jti") or "") or None,
+        api_key_id=str(context.get("api_key_id") or "") or None,
+        signing_required=str(context.get("signing_required", "false")).lower() == "true",
+    )

@@ -1,0 +1,34 @@
+"""What every HTTP answer carries, and the CORS allow-list."""
+
+from __future__ import annotations
+
+import os
+
+SECURITY_HEADERS: dict[str, str] = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains; preload",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # The API serves JSON only; should anything render it as HTML, nothing may load or run.
+    "Content-Security-Policy": (
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "Cache-Control": "no-store",
+}
+
+
+def cors_origins() -> list[str]:
+    """Allowed browser origins (TDEV_CORS_ORIGINS, comma-separated); none by default."""
+    return [o.strip() for o in os.environ.get("TDEV_CORS_ORIGINS", "").split(",") if o.strip()]
+
+
+def with_security_headers(response: dict[str, object]) -> dict[str, object]:
+    """Add the security headers to an API Gateway proxy response (both header maps), keeping others."""
+    headers = dict(response.get("headers") or {})  # type: ignore[call-overload]
+    multi = response.get("multiValueHeaders")
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+        if isinstance(multi, dict):
+            multi.setdefault(name, [value])
+    response["headers"] = headers
+    return response

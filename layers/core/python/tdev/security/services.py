@@ -1,0 +1,75 @@
+"""The security services of this process, built from the settings on first use (one set per container)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from tdev.errors import ConfigurationError
+from tdev.security.apikeys import ApiKeyRepository
+from tdev.security.ratelimit import Limit, RateLimiter
+from tdev.security.rbac import AuditLog, Authorizer, PolicyStore
+from tdev.security.revocation import RevocationStore
+from tdev.security.signing import SignatureVerifier
+from tdev.security.tokens import JwksCache, TokenValidator, fetch_jwks
+from tdev.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def revocations() -> RevocationStore:
+    return RevocationStore(get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
+def token_validator() -> TokenValidator:
+    settings = get_settings()
+    if not settings.jwt_issuer or not settings.jwt_audience:
+        raise ConfigurationError("TDEV_JWT_ISSUER and TDEV_JWT_AUDIENCE must be set to validate tokens")
+    url = settings.jwks_url or settings.jwt_issuer.rstrip("/") + "/.well-known/jwks.json"
+    return TokenValidator(
+        jwks=JwksCache(lambda: fetch_jwks(url)),
+        issuer=settings.jwt_issuer,
+        audiences=[a.strip() for a in settings.jwt_audience.split(",") if a.strip()],
+        revocations=revocations(),
+        roles_claim=settings.jwt_roles_claim,
+    )
+
+
+@lru_cache(maxsize=1)
+def api_keys() -> ApiKeyRepository:
+    from tdev import container
+
+    return ApiKeyRepository(get_settings().table_name, container.cipher())
+
+
+@lru_cache(maxsize=1)
+def policy_store() -> PolicyStore:
+    return PolicyStore(get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
+def access() -> Authorizer:
+    return Authorizer(policy_store(), AuditLog(get_settings().table_name))
+
+
+@lru_cache(maxsize=1)
+def rate_limiter() -> RateLimiter:
+    return RateLimiter()
+
+
+@lru_cache(maxsize=1)
+def signatures() -> SignatureVerifier:
+    return SignatureVerifier()
+
+
+def limits() -> dict[str, Limit]:
+    settings = get_settings()
+    return {
+        "default": Limit.parse(settings.rate_limit_default),
+        "strict": Limit.parse(settings.rate_limit_strict),
+        "api_key": Limit.parse(settings.rate_limit_api_key),
+    }
+
+
+def reset() -> None:
+    for cached in (revocations, token_validator, api_keys, policy_store, access, rate_limiter, signatures):
+        cached.cache_clear()
