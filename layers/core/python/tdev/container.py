@@ -45,3 +45,6 @@ def reset() -> None:
     executions.cache_clear()
     agents.cache_clear()
     cipher.cache_clear()
+    from tdev.sessions import service as session_service
+
+    session_service.reset()

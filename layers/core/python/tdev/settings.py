@@ -21,6 +21,10 @@ class Settings(BaseModel):
     kms_key_id: str | None = Field(default=None, alias="KMS_KEY_ID")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60, alias="TDEV_IDEMPOTENCY_TTL_SECONDS")
+    # Sessions (tdev.sessions): encrypted checkpoints' bucket and the concurrency limits.
+    checkpoint_bucket: str | None = Field(default=None, alias="CHECKPOINT_BUCKET")
+    max_sessions_per_user: int = Field(default=5, ge=1, alias="TDEV_MAX_SESSIONS_PER_USER")
+    max_sessions_global: int = Field(default=100, ge=1, alias="TDEV_MAX_SESSIONS_GLOBAL")
 
 
 @lru_cache(maxsize=1)
