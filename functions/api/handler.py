@@ -17,7 +17,13 @@ from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, Re
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
 
+try:  # the package (tests, local runtime) ...
+    from . import sessions
+except ImportError:  # ... or deployed, where this folder is the code root
+    import sessions  # type: ignore[no-redef]
+
 app = APIGatewayRestResolver(enable_validation=True)
+app.include_router(sessions.router)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -40,9 +46,13 @@ def _correlation_id() -> str:
 def create_request(
     body: Annotated[RequestIn, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[RequestAccepted]:
+    if body.session_id:
+        sessions.require_active(body.session_id)
     accepted, created = workflow.submit_request(
         body, principal=_principal(), idempotency_key=idempotency_key, correlation_id=_correlation_id()
     )
+    if body.session_id and created:
+        sessions.attach_request(body.session_id, accepted.execution_id)
     return Response(
         status_code=int(HTTPStatus.ACCEPTED if created else HTTPStatus.OK),
         content_type=content_types.APPLICATION_JSON,

@@ -52,7 +52,7 @@ class SquadAgent(Agent):
             description += f"\nConversation so far:\n{history}"
         if self.context:
             description += "\nRelevant context from this session:\n" + "\n".join(
-                f"- {c}" for c in self.context
+                f"- {c[:300]}" for c in self.context
             )
         task = AgentTask(task_id="chat-turn", agent=self.spec.name, intent="chat", description=description)
         run = await asyncio.to_thread(

@@ -136,6 +136,12 @@ class SessionService:
 
     def resume(self, session_id: str) -> Session:
         """paused -> resuming -> (workspace rebuilt from the latest valid checkpoint) -> active."""
+        session = self.repo.get(session_id)
+        if session.status is not SessionStatus.PAUSED:
+            raise ConflictError(
+                f"only a paused session can be resumed; session {session_id} is {session.status}",
+                field="status",
+            )
         self.repo.transition(session_id, SessionStatus.RESUMING)
         self._workspaces.pop(session_id, None)
         self.workspace(session_id)
