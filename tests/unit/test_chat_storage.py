@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 from typing import Any
@@ -69,7 +70,7 @@ def test_thousand_turns_by_two_concurrent_writers_lose_nothing(runtime: Any) -> 
     # Windowed reads: the newest messages only, in order, repeats of a role merged (never dropped).
     window = asyncio.run(storage.fetch_chat("u", "s", "CodeAgent", max_history_size=20))
     assert 0 < len(window) <= 20
-    assert all(a.role != b.role for a, b in zip(window, window[1:], strict=False))
+    assert all(a.role != b.role for a, b in itertools.pairwise(window))
     everything = asyncio.run(storage.fetch_chat("u", "s", "CodeAgent"))
     assert sum(len(m.content) for m in everything) == 2000
 
