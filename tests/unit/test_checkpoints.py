@@ -109,11 +109,12 @@ def test_latest_valid_skips_corrupt_newer_checkpoints(store: CheckpointStore) ->
     good = store.save("ses-1", {"n": 1}, CheckpointKind.AUTO, now_ms=1_000_000)
     bad = store.save("ses-1", {"n": 2}, CheckpointKind.AUTO, now_ms=2_000_000)
     _replace_object(bad, b"garbage")
-    found = store.latest_valid("ses-1")
-    assert found is not None
-    meta, state, skipped = found
+    meta, state, skipped = store.latest_valid("ses-1")
     assert meta.checkpoint_id == good.checkpoint_id and state == {"n": 1}
     assert len(skipped) == 1 and bad.checkpoint_id in skipped[0]
+    _replace_object(good, b"garbage too")
+    with pytest.raises(CheckpointCorruptError, match=r"no valid checkpoint among 2: .*checksum mismatch"):
+        store.latest_valid("ses-1")
 
 
 def test_retention_keeps_the_last_five_and_one_per_hour(store: CheckpointStore) -> None:

@@ -228,12 +228,21 @@ class CheckpointStore:
                 return checkpoint
         raise NotFoundError(f"session {session_id} has no checkpoint {checkpoint_id}", field="checkpoint_id")
 
-    def latest_valid(self, session_id: str) -> tuple[CheckpointMeta, dict[str, Any], list[str]] | None:
-        """The newest checkpoint that validates, its state, and why newer ones were skipped."""
+    def latest_valid(self, session_id: str) -> tuple[CheckpointMeta, dict[str, Any], list[str]]:
+        """The newest checkpoint that validates, its state, and why newer ones were skipped.
+
+        NotFoundError when the session has no checkpoint; CheckpointCorruptError (with every reason)
+        when none of them validates.
+        """
         skipped: list[str] = []
-        for checkpoint in self.list_for(session_id):
+        checkpoints = self.list_for(session_id)
+        if not checkpoints:
+            raise NotFoundError(f"session {session_id} has no checkpoint", field="session_id")
+        for checkpoint in checkpoints:
             try:
                 return checkpoint, self.load(checkpoint), skipped
             except CheckpointCorruptError as exc:
                 skipped.append(exc.message)
-        return None
+        raise CheckpointCorruptError(
+            f"no valid checkpoint among {len(checkpoints)}: " + "; ".join(skipped), field="session_id"
+        )

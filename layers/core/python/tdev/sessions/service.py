@@ -256,12 +256,7 @@ class SessionService:
         space = self._workspaces.get(session_id)
         if space is not None:
             return space
-        found = self.checkpoints.latest_valid(session_id)
-        if found is None:
-            raise ConflictError(
-                f"session {session_id} has no valid checkpoint to resume from", field="session_id"
-            )
-        meta, state, skipped = found
+        meta, state, skipped = self.checkpoints.latest_valid(session_id)
         for message in skipped:
             logger.warning("skipped an unusable checkpoint", extra={"reason": message})
         space = self._new_workspace(session_id)
