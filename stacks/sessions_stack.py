@@ -22,7 +22,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks import acknowledge, as_nag_prints
+from stacks import acknowledge
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -57,7 +57,6 @@ def session_environment(
 
 def grant_checkpoints(function: lambda_.Function, key: kms.IKey, settings: EnvironmentSettings) -> None:
     """Read, write and delete checkpoint objects (only under sessions/) and seal them with the key."""
-    stack = Stack.of(function)
     objects = f"arn:{Aws.PARTITION}:s3:::{checkpoint_bucket_name(settings)}/{CHECKPOINT_PREFIX}*"
     function.add_to_role_policy(
         iam.PolicyStatement(
@@ -72,11 +71,9 @@ def grant_checkpoints(function: lambda_.Function, key: kms.IKey, settings: Envir
     assert function.role is not None
     acknowledge(
         function.role,
-        as_nag_prints(
-            stack,
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{settings.prefix}-checkpoints-"
-            "{account}-{region}/sessions/*]",
-        ),
+        # The name uses the pseudo parameters (not the stack's account/region), which cdk-nag prints so.
+        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{settings.prefix}-checkpoints-"
+        "<AWS::AccountId>-<AWS::Region>/sessions/*]",
         "Checkpoint object keys are sessions/<session id>/checkpoints/<time>-<id>.tdc, created at run "
         "time: the grant is limited to that prefix and to get/put/delete.",
     )

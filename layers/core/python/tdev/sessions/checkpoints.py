@@ -159,6 +159,19 @@ class CheckpointStore:
             for i in items
         ]
 
+    def latest_id(self, session_id: str) -> str | None:
+        """The newest checkpoint's id (one small query), to tell whether a cached workspace is current."""
+        response = self.table.query(
+            KeyConditionExpression=Key("PK").eq(f"SESSION#{session_id}")
+            & Key("SK").begins_with("CHECKPOINT#"),
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+            ProjectionExpression="checkpoint_id",
+        )
+        items = response.get("Items", [])
+        return str(items[0]["checkpoint_id"]) if items else None
+
     def retained(self, checkpoints: list[CheckpointMeta]) -> set[str]:
         """Ids to keep from a newest-first list: the newest `keep_latest` and the newest of each hour."""
         keep = {c.checkpoint_id for c in checkpoints[: self.keep_latest]}

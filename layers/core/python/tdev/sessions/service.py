@@ -29,7 +29,7 @@ from tdev.models import AgentSpec
 from tdev.observability import NAMESPACE, logger
 from tdev.sessions.checkpoints import CheckpointKind, CheckpointMeta, CheckpointStore
 from tdev.sessions.heartbeat import Heartbeats
-from tdev.sessions.lifecycle import CHECKPOINT_INTERVAL_SECONDS, SessionStatus
+from tdev.sessions.lifecycle import SessionStatus
 from tdev.sessions.limits import SessionLimits
 from tdev.sessions.repository import Session, SessionRepository
 
@@ -45,6 +45,7 @@ class Workspace:
     memory: HierarchicalMemory
     context: ContextManager
     restored_from: str | None = None
+    checkpoint_id: str | None = None  # the latest checkpoint this workspace is (or was saved as)
     turns: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -114,9 +115,9 @@ class SessionService:
             self.repo.transition(session.session_id, SessionStatus.TERMINATING, reason="limit reached")
             self.repo.transition(session.session_id, SessionStatus.COMPLETED)
             raise
-        self.heartbeats.beat(session.session_id)
         self._workspaces[session.session_id] = self._new_workspace(session.session_id)
         self.checkpoint(session.session_id, CheckpointKind.AUTO)
+        self.heartbeats.detach(session.session_id, idle_timeout_seconds)
         _metric("SessionsOpened", 1)
         _metric("SessionAgentCount", len(names))
         return self.repo.get(session.session_id)
@@ -145,7 +146,7 @@ class SessionService:
         self.repo.transition(session_id, SessionStatus.RESUMING)
         self._workspaces.pop(session_id, None)
         self.workspace(session_id)
-        self.heartbeats.beat(session_id)
+        self.heartbeats.detach(session_id, session.idle_timeout_seconds)
         return self.repo.transition(session_id, SessionStatus.ACTIVE, recovery_attempts=0)
 
     def terminate(self, session_id: str, reason: str = "terminated by the user") -> Session:
@@ -183,11 +184,9 @@ class SessionService:
     # ------------------------------------------------------------------------------- use
     def attach_request(self, session_id: str, execution_id: str) -> None:
         self.repo.attach_request(session_id, execution_id)
-        self.heartbeats.beat(session_id)
 
     def chat(self, session_id: str, text: str) -> dict[str, Any]:
         session = self.require_active(session_id)
-        self.heartbeats.beat(session_id)
         space = self.workspace(session_id)
         context = [s.entry.text for s in space.context.top_k(text, CONTEXT_TOP_K)]
         specs = [self.agent_specs[name] for name in session.agents]
@@ -224,8 +223,10 @@ class SessionService:
                 metadata={"agent": str(result.agent)},
             )
         )
-        if now - session.last_checkpoint_at >= CHECKPOINT_INTERVAL_SECONDS:
-            self.checkpoint(session_id, CheckpointKind.AUTO)
+        # A turn is a significant change: checkpoint it before answering, so a crash after this point
+        # loses nothing the user has seen (the 5-minute interval is the bound for long-running work).
+        self.checkpoint(session_id, CheckpointKind.AUTO)
+        self.heartbeats.detach(session_id, session.idle_timeout_seconds)
         return {
             "session_id": session_id,
             "agent": result.agent,
@@ -235,13 +236,15 @@ class SessionService:
         }
 
     def remember(self, session_id: str, content: str, importance: float = 0.5, critical: bool = False) -> str:
-        self.require_active(session_id)
+        session = self.require_active(session_id)
         space = self.workspace(session_id)
         item_id = f"note-{int(time.time() * 1000)}"
         space.memory.store(
             MemoryItem(item_id=item_id, content=content, importance=importance, critical=critical)
         )
         space.context.add(content, importance=importance, kind="note")
+        self.checkpoint(session_id, CheckpointKind.AUTO)
+        self.heartbeats.detach(session_id, session.idle_timeout_seconds)
         return item_id
 
     # ---------------------------------------------------------------------- workspace + checkpoints
@@ -254,8 +257,8 @@ class SessionService:
     def workspace(self, session_id: str) -> Workspace:
         """This process's workspace for the session, rebuilt from the latest valid checkpoint if absent."""
         space = self._workspaces.get(session_id)
-        if space is not None:
-            return space
+        if space is not None and space.checkpoint_id == self.checkpoints.latest_id(session_id):
+            return space  # nobody (another container or process) checkpointed it since
         meta, state, skipped = self.checkpoints.latest_valid(session_id)
         for message in skipped:
             logger.warning("skipped an unusable checkpoint", extra={"reason": message})
@@ -263,7 +266,7 @@ class SessionService:
         space.memory.restore(state.get("memory", {}))
         space.context.restore(state.get("context", []))
         space.turns = int(state.get("turns", 0))
-        space.restored_from = meta.checkpoint_id
+        space.restored_from = space.checkpoint_id = meta.checkpoint_id
         space.notes = skipped
         self._workspaces[session_id] = space
         return space
@@ -291,6 +294,7 @@ class SessionService:
             "messages": session.messages,
         }
         meta = self.checkpoints.save(session_id, state, kind)
+        space.checkpoint_id = meta.checkpoint_id
         self.repo.set_fields(session_id, last_checkpoint_at=meta.created_ms / 1000)
         self.repo.touch(session_id, checkpoints=1)
         _metric("SessionCheckpoints", 1)
@@ -308,7 +312,7 @@ class SessionService:
         space.memory.restore(state.get("memory", {}))
         space.context.restore(state.get("context", []))
         space.turns = int(state.get("turns", 0))
-        space.restored_from = meta.checkpoint_id
+        space.restored_from = space.checkpoint_id = meta.checkpoint_id
         self._workspaces[session_id] = space
         return space
 
@@ -345,7 +349,7 @@ class SessionService:
                     raise ConfigurationError(f"agent {name} of the session is no longer registered")
                 build_agent(spec, self.model_name)
             self.checkpoint(session_id, CheckpointKind.RECOVERY)
-            self.heartbeats.beat(session_id, "recovery")
+            self.heartbeats.detach(session_id, session.idle_timeout_seconds)  # the next worker attaches
             self.repo.transition(
                 session_id,
                 SessionStatus.ACTIVE,
