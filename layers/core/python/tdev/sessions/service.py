@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -102,12 +103,15 @@ class SessionService:
         if unknown:
             known = ", ".join(self.agent_specs)
             raise ValidationError(f"unknown agents {', '.join(unknown)}; known: {known}", field="agents")
+        session_id = f"ses-{uuid.uuid4().hex[:20]}"
+        self.heartbeats.beat(session_id, "open")  # attached before the sweeper can see the session
         session = self.repo.create(
             user_id,
             project_id,
             names,
             max_duration_seconds=max_duration_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
+            session_id=session_id,
         )
         try:
             self.limits.acquire(user_id, session.session_id)
