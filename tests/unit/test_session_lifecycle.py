@@ -11,7 +11,7 @@ from tdev.errors import ConflictError
 from tdev.sessions.lifecycle import TRANSITIONS, SessionStatus, check_transition
 from tdev.sessions.limits import SessionLimitError, SessionLimits
 
-LEGAL = [(a, b) for a, targets in TRANSITIONS.items() for b in targets]
+LEGAL = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]  # stable order for xdist
 ILLEGAL = [(a, b) for a in SessionStatus for b in SessionStatus if b not in TRANSITIONS[a]]
 
 
