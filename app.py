@@ -37,6 +37,7 @@ from stacks.cache_stack import CacheStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.security_stack import SecurityStack  # noqa: E402
+from stacks.sessions_stack import SessionsStack, serve_sessions  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
 
 
@@ -47,10 +48,11 @@ class TDeveloperStacks:
     orchestration: OrchestrationStack
     api: ApiStack
     security: SecurityStack
+    sessions: SessionsStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
-        return (self.data, self.cache, self.orchestration, self.api, self.security)
+        return (self.data, self.cache, self.orchestration, self.api, self.security, self.sessions)
 
 
 def add_environment(
@@ -114,10 +116,26 @@ def add_environment(
         description=f"T-Developer {settings.name}: REST API",
         **common,
     )
-    for stack in (data, cache, orchestration, security, api):
+    sessions = SessionsStack(
+        scope,
+        f"{settings.prefix}-sessions",
+        settings=settings,
+        table=data.table,
+        key=data.key,
+        alarm_topic=orchestration.alarm_topic,
+        core_layer_path=str(core_layer_path),
+        dependencies_layer_path=str(dependencies_layer_path),
+        network=cache.network,
+        description=f"T-Developer {settings.name}: session checkpoints, sweeper, session alarms",
+        **common,
+    )
+    serve_sessions(api.function, data.key, settings)
+    for stack in (data, cache, orchestration, security, api, sessions):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
-    return TDeveloperStacks(data=data, cache=cache, orchestration=orchestration, api=api, security=security)
+    return TDeveloperStacks(
+        data=data, cache=cache, orchestration=orchestration, api=api, security=security, sessions=sessions
+    )
 
 
 def check_with_cdk_nag(app: cdk.App) -> None:

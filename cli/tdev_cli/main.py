@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--full", action="store_true", help="print each task's whole output")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the workflow")
     run.add_argument("--log-dir", default=".tdev/logs", help="where the functions' JSON logs and metrics go")
+    run.add_argument("--session", help="attach the request to an open session (needs `tdev session backend`)")
 
     agents = commands.add_parser("agents", help="list the registered agents")
     agents.add_argument("--json", action="store_true")
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
     serve.register(commands)
     token_cmd.register(commands)
+
+    from tdev_cli import session_cmd
+
+    session_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):
@@ -96,13 +101,20 @@ def _run(args: argparse.Namespace) -> int:
         from tdev_cli.runtime import LocalRuntime
 
         try:
-            runtime = stack.enter_context(
-                LocalRuntime(default_model=args.model) if args.model else LocalRuntime()
-            )
+            if args.session:  # a session outlives this command: use the running session backend
+                from tdev_cli.session_cmd import STATE_FILE, BackendClient
+
+                runtime = stack.enter_context(BackendClient.connect(STATE_FILE))
+            else:
+                runtime = stack.enter_context(
+                    LocalRuntime(default_model=args.model) if args.model else LocalRuntime()
+                )
         except RuntimeError as exc:  # e.g. a bedrock: model without AWS credentials
             console.print(f"[red]{exc}[/red]")
             return EXIT_USAGE
         fields: dict[str, Any] = {"project_id": args.project}
+        if args.session:
+            fields["session_id"] = args.session
         if args.model:
             fields["model"] = args.model
         status, body = runtime.api("POST", "/v1/requests", {"request": args.request, **fields})

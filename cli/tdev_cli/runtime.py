@@ -35,7 +35,16 @@ ACCOUNT = "123456789012"  # moto's fixed emulated account, not a real one
 TABLE_NAME = "tdev-local"
 EVENT_BUS = "t-developer"
 STATE_MACHINE = "tdev-request-workflow"
-FUNCTIONS = ("api", "plan_request", "run_agent", "record_task_failure", "aggregate_results", "compensate")
+FUNCTIONS = (
+    "api",
+    "plan_request",
+    "run_agent",
+    "record_task_failure",
+    "aggregate_results",
+    "compensate",
+    "session_sweeper",
+)
+CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 
 LOCAL_USER = "local-developer"
 # The local runtime follows executions by polling (5 requests a second); `tdev serve` applies the spec's
@@ -136,6 +145,7 @@ class LocalRuntime:
             "REDIS_URL": self._redis_url(),
             "KMS_KEY_ID": "",  # set once the emulated key exists (_create_resources)
             **self._security_environment(),
+            "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
         }
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
@@ -234,6 +244,7 @@ class LocalRuntime:
             "KeyMetadata"
         ]["KeyId"]
         os.environ["KMS_KEY_ID"] = key_id
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=CHECKPOINT_BUCKET)
         events = boto3.client("events", region_name=REGION)
         events.create_event_bus(Name=EVENT_BUS)
         sqs = boto3.client("sqs", region_name=REGION)

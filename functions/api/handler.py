@@ -11,7 +11,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.api import security
 from tdev import container
 from tdev.errors import RateLimitError, TDevError
 from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
@@ -22,6 +21,12 @@ from tdev.security.ownership import ProjectOwners
 from tdev.security.rbac import SHARED_PROJECT
 from tdev.settings import get_settings
 
+try:  # the package (tests, local runtime) ...
+    from . import security, sessions
+except ImportError:  # ... or deployed, where this folder is the code root
+    import security  # type: ignore[no-redef]
+    import sessions  # type: ignore[no-redef]
+
 _origins = cors_origins()
 app = APIGatewayRestResolver(
     enable_validation=True,
@@ -29,6 +34,7 @@ app = APIGatewayRestResolver(
 )
 app.use(middlewares=[security.body_limit])
 app.include_router(security.router)
+app.include_router(sessions.router)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -58,9 +64,13 @@ def create_request(
     )
     attributes = {"owner": owner} if owner else {}
     security.authorize(app, identity, f"project/{body.project_id}", "execute", attributes)
+    if body.session_id:
+        sessions.require_active(body.session_id)
     accepted, created = workflow.submit_request(
         body, principal=_principal(), idempotency_key=idempotency_key, correlation_id=_correlation_id()
     )
+    if body.session_id and created:
+        sessions.attach_request(body.session_id, accepted.execution_id)
     return Response(
         status_code=int(HTTPStatus.ACCEPTED if created else HTTPStatus.OK),
         content_type=content_types.APPLICATION_JSON,

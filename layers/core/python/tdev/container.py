@@ -49,3 +49,6 @@ def reset() -> None:
     from tdev.security import services as security_services
 
     security_services.reset()
+    from tdev.sessions import service as session_service
+
+    session_service.reset()

@@ -75,6 +75,11 @@ class RequestIn(BaseModel):
     model: ModelName | None = Field(
         default=None, description="Model for every agent, as provider:model-id (default: the deployment's)."
     )
+    session_id: str | None = Field(
+        default=None,
+        pattern=r"^ses-[a-f0-9]{1,40}$",
+        description="An open session to attach the request to (POST /v1/sessions).",
+    )
 
 
 class RequestAccepted(BaseModel):

@@ -30,6 +30,10 @@ class Settings(BaseModel):
     rate_limit_strict: str = Field(default="10/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_STRICT")
     rate_limit_api_key: str = Field(default="60/60", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_API_KEY")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, alias="TDEV_MAX_BODY_BYTES")
+    # Sessions (tdev.sessions): encrypted checkpoints' bucket and the concurrency limits.
+    checkpoint_bucket: str | None = Field(default=None, alias="CHECKPOINT_BUCKET")
+    max_sessions_per_user: int = Field(default=5, ge=1, alias="TDEV_MAX_SESSIONS_PER_USER")
+    max_sessions_global: int = Field(default=100, ge=1, alias="TDEV_MAX_SESSIONS_GLOBAL")
 
 
 @lru_cache(maxsize=1)

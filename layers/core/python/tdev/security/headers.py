@@ -23,12 +23,25 @@ def cors_origins() -> list[str]:
 
 
 def with_security_headers(response: dict[str, object]) -> dict[str, object]:
-    """Add the security headers to an API Gateway proxy response (both header maps), keeping others."""
+    """Add the security headers to an API Gateway proxy response, keeping the others.
+
+    Both header maps end up complete: `headers` also carries what the resolver put only in
+    `multiValueHeaders` (Location, Retry-After ...), so a reader of either map sees every header.
+    """
     headers = dict(response.get("headers") or {})  # type: ignore[call-overload]
     multi = response.get("multiValueHeaders")
+    if isinstance(multi, dict):
+        for name, values in multi.items():
+            if values:
+                headers.setdefault(name, values[-1])
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
         if isinstance(multi, dict):
             multi.setdefault(name, [value])
+    response["headers"] = headers
+    return response
+    headers = dict(response.get("headers") or {})  # type: ignore[call-overload]
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
     response["headers"] = headers
     return response
