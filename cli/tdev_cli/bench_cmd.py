@@ -33,16 +33,26 @@ def register(commands: Any) -> None:
     )
     bench.add_argument("benchmark", choices=[*BENCHMARKS, "all"], help="which benchmark, or all of them")
     bench.add_argument("--json", action="store_true", help="print the results as JSON (headlines to stderr)")
-    bench.add_argument("--out", default="bench-results", help="directory for the reports (default: %(default)s)")
-    bench.add_argument("--quick", action="store_true", help="small counts: checks the harness, not the figures")
+    bench.add_argument(
+        "--out", default="bench-results", help="directory for the reports (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="small counts: checks the harness, not the figures"
+    )
     load_options = bench.add_argument_group("load")
     mode = load_options.add_mutually_exclusive_group()
     mode.add_argument("--stress", action="store_true", help="step the rate up until error rate or p99 breaks")
     mode.add_argument("--spike", action="store_true", help="a base rate, a 10x spike, then recovery")
-    mode.add_argument("--soak", type=parse_duration, metavar="DURATION", help="a fixed rate for DURATION (e.g. 5m)")
+    mode.add_argument(
+        "--soak", type=parse_duration, metavar="DURATION", help="a fixed rate for DURATION (e.g. 5m)"
+    )
     load_options.add_argument("--port", type=int, default=0, help="port for tdev serve (default: a free one)")
-    load_options.add_argument("--p99-ms", type=float, default=1000.0, help="p99 threshold in ms (default 1000)")
-    load_options.add_argument("--max-error-rate", type=float, default=0.01, help="error-rate threshold (0.01)")
+    load_options.add_argument(
+        "--p99-ms", type=float, default=1000.0, help="p99 threshold in ms (default 1000)"
+    )
+    load_options.add_argument(
+        "--max-error-rate", type=float, default=0.01, help="error-rate threshold (0.01)"
+    )
     bench.set_defaults(func=run_command)
 
 
@@ -68,7 +78,12 @@ def run_one(name: str, options: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = module.run(**kwargs)
         result.setdefault("status", "ok")
     except BenchmarkUnavailable as exc:
-        result = {"name": name, "status": "unavailable", "headline": f"{name}: not available: {exc}", "figures": {}}
+        result = {
+            "name": name,
+            "status": "unavailable",
+            "headline": f"{name}: not available: {exc}",
+            "figures": {},
+        }
     except Exception as exc:  # a failing benchmark must not hide the others' figures
         result = {
             "name": name,

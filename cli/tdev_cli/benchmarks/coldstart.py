@@ -110,7 +110,9 @@ def _installed_bytes(distributions: set[str]) -> int:
 
 def _tree_bytes(root: Path) -> int:
     return sum(
-        p.stat().st_size for p in root.rglob("*") if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts
+        p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix != ".pyc" and "__pycache__" not in p.parts
     )
 
 
@@ -130,7 +132,11 @@ def measure(body: str, runs: int, env: dict[str, str], paths: list[str]) -> dict
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-X", "frozen_modules=on", "-c", script],
-            capture_output=True, text=True, env=env, timeout=120, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
         )
         wall = (time.perf_counter() - started) * 1000
         if done.returncode != 0:
@@ -173,7 +179,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     squad = measured["agent-squad orchestrator"]["init_ms_median"]
     ratio = ours[slowest]["init_ms_median"] / squad
     rows = [
-        [n, m["init_ms_median"], m["init_ms_min"], m["process_ms_median"], m["modules_loaded"], m["package_mib"]]
+        [
+            n,
+            m["init_ms_median"],
+            m["init_ms_min"],
+            m["process_ms_median"],
+            m["modules_loaded"],
+            m["package_mib"],
+        ]
         for n, m in measured.items()
     ]
     return {
@@ -182,7 +195,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"coldstart: slowest handler {slowest} {fmt(ours[slowest]['init_ms_median'])} ms vs Agent Squad "
             f"orchestrator {fmt(squad)} ms = x{ratio:.2f} (init, median of {runs} fresh interpreters)"
         ),
-        "figures": {"runs": runs, "slowest_handler": slowest, "slowest_over_agent_squad": ratio, "subjects": measured},
+        "figures": {
+            "runs": runs,
+            "slowest_handler": slowest,
+            "slowest_over_agent_squad": ratio,
+            "subjects": measured,
+        },
         "tables": [
             {
                 "title": f"Cold start (median of {runs} fresh interpreters)",
@@ -196,7 +214,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "kind": "bar",
                 "x_label": "subject",
                 "y_label": "ms",
-                "series": {"init ms": [[r[0], r[1]] for r in rows], "process ms": [[r[0], r[3]] for r in rows]},
+                "series": {
+                    "init ms": [[r[0], r[1]] for r in rows],
+                    "process ms": [[r[0], r[3]] for r in rows],
+                },
             },
             {
                 "title": "Package size",
@@ -207,7 +228,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             },
         ],
         "notes": [
-            f"Python {sys.version.split()[0]} on this machine, not Lambda's 3.12 arm64; the ratio is the figure "
+            f"Python {sys.version.split()[0]} on this machine, not Lambda's 3.12 arm64; the ratio is the "
+            "figure "
             "to read, the absolute times will differ.",
             "Package sizes are installed sizes of this machine's wheels (x86_64) without .pyc; `make layer` "
             "builds the arm64 layer that is deployed.",

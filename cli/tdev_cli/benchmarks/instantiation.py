@@ -94,7 +94,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {
         "name": NAME,
         "headline": (
-            f"instantiation: ours {fmt(ours['time_us']['mean'])} us / {fmt(ours['memory_kib']['mean'])} KiB vs "
+            f"instantiation: ours {fmt(ours['time_us']['mean'])} us / "
+            f"{fmt(ours['memory_kib']['mean'])} KiB vs "
             f"agno {fmt(agno['time_us']['mean'])} us / {fmt(agno['memory_kib']['mean'])} KiB: "
             f"time x{time_ratio:.2f}, memory x{memory_ratio:.2f} (spec target 3 us, 6.5 KB; n={iterations})"
         ),

@@ -108,7 +108,16 @@ def run(quick: bool = False) -> dict[str, Any]:
             {
                 "title": "Plan latency (us)",
                 "columns": ["plans", "mean", "p50", "p95", "p99", "max"],
-                "rows": [[len(latencies_us), stats["mean"], stats["median"], stats["p95"], stats["p99"], stats["max"]]],
+                "rows": [
+                    [
+                        len(latencies_us),
+                        stats["mean"],
+                        stats["median"],
+                        stats["p95"],
+                        stats["p99"],
+                        stats["max"],
+                    ]
+                ],
             }
         ],
         "charts": [

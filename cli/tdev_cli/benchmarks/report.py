@@ -114,7 +114,9 @@ def svg_chart(chart: dict[str, Any]) -> str:
 
         for tick in x_ticks:
             x = x_pos(tick)
-            parts.append(f'<text x="{x:.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">{_nice(tick)}</text>')
+            parts.append(
+                f'<text x="{x:.1f}" y="{TOP + plot_h + 16}" text-anchor="middle">{_nice(tick)}</text>'
+            )
         for s_index, (_label, points) in enumerate(series.items()):
             colour = COLOURS[s_index % len(COLOURS)]
             coords = " ".join(
@@ -133,7 +135,8 @@ def svg_chart(chart: dict[str, Any]) -> str:
         f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{TOP + plot_h}" y2="{TOP + plot_h}" stroke="#333"/>'
         f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle">'
         f"{html.escape(str(chart.get('x_label', '')))}</text>"
-        f'<text x="14" y="{TOP + plot_h / 2}" text-anchor="middle" transform="rotate(-90 14 {TOP + plot_h / 2})">'
+        f'<text x="14" y="{TOP + plot_h / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {TOP + plot_h / 2})">'
         f"{html.escape(str(chart.get('y_label', '')))}</text>"
     )
     for s_index, label in enumerate(series):
@@ -149,7 +152,7 @@ def svg_chart(chart: dict[str, Any]) -> str:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return _nice(value) if abs(value) >= 0.001 or value == 0 else f"{value:.3g}"
-    return "–" if value is None else str(value)
+    return "-" if value is None else str(value)
 
 
 def _flat(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -203,7 +206,8 @@ def html_page(results: Sequence[dict[str, Any]], machine: dict[str, Any]) -> str
         f"<p>Machine: {html.escape(_machine_line(machine))}</p><ul>",
     ]
     body += [
-        f"<li><a href='#{html.escape(r['name'])}'>{html.escape(r['name'])}</a>: {html.escape(r['headline'])}</li>"
+        f"<li><a href='#{html.escape(r['name'])}'>{html.escape(r['name'])}</a>: "
+        f"{html.escape(r['headline'])}</li>"
         for r in results
     ]
     body.append("</ul>")
