@@ -152,6 +152,8 @@ def svg_chart(chart: dict[str, Any]) -> str:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return _nice(value) if abs(value) >= 0.001 or value == 0 else f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
     return "-" if value is None else str(value)
 
 
