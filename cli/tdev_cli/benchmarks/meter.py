@@ -68,7 +68,7 @@ class AwsMeter:
         self._lock = threading.Lock()
         self._ignored = threading.local()
         self.paused = False  # nothing is counted while True (e.g. set-up and warm-up)
-        self._pending: dict[int, list[tuple[str, dict[str, Any], int, float]]] = {}
+        self._pending: dict[int, list[tuple[str, dict[str, Any]]]] = {}
 
     # ------------------------------------------------------------------------------- installation
     @contextmanager
@@ -86,11 +86,11 @@ class AwsMeter:
             client.meta.events.register("after-call-error", meter._after_error)
             return client
 
-        ClientCreator.create_client = create_client  # type: ignore[method-assign]
+        ClientCreator.create_client = create_client
         try:
             yield self
         finally:
-            ClientCreator.create_client = original  # type: ignore[method-assign]
+            ClientCreator.create_client = original
 
     @contextmanager
     def pause(self) -> Iterator[None]:
@@ -131,8 +131,8 @@ class AwsMeter:
     def _after_call(self, model: Any, http_response: Any = None, parsed: Any = None, **_: Any) -> None:
         if not self._counting() or model.service_model.service_name != "dynamodb":
             return
-        pending = self._pending.get(threading.get_ident()) or [("", {}, 0, 1.0)]
-        operation, body, _, _ = pending.pop()
+        pending = self._pending.get(threading.get_ident()) or [("", {})]
+        operation, body = pending.pop()
         try:
             response = json.loads(http_response.content) if http_response is not None else {}
         except ValueError:
@@ -156,16 +156,13 @@ class AwsMeter:
         except (ValueError, TypeError):
             return {}
 
-    def _writes_before(
-        self, operation: str, params: dict[str, Any]
-    ) -> tuple[str, dict[str, Any], int, float]:
+    def _writes_before(self, operation: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The request and, for writes, the sizes of the items it will overwrite (read before it runs)."""
         body = self._body(params)
-        return (
-            operation,
-            {**body, "_before": [self._stored(t, k) for t, k in self._written_keys(operation, body)]},
-            0,
-            1.0,
-        )
+        return operation, {
+            **body,
+            "_before": [self._stored(t, k) for t, k in self._written_keys(operation, body)],
+        }
 
     def _written_keys(self, operation: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if operation in _WRITES:
@@ -228,7 +225,7 @@ class AwsMeter:
         return int(item.size()) if item is not None else 0
 
     def _account(self, operation: str, body: dict[str, Any], response: dict[str, Any]) -> None:
-        wru = rru = 0.0
+        wru, rru = 0.0, 0.0
         written = 0
         if operation in _WRITES or operation in ("TransactWriteItems", "BatchWriteItem"):
             factor = 2 if operation == "TransactWriteItems" else 1
@@ -250,7 +247,7 @@ class AwsMeter:
             else:
                 sizes = [item_size(r.get("Item") or {}) for r in response.get("Responses", [])]
             factor = 2.0 if operation == "TransactGetItems" else 1.0 if consistent else 0.5
-            rru = sum(factor * max(1, math.ceil(size / 4096)) for size in sizes)
+            rru = sum((factor * max(1, math.ceil(size / 4096)) for size in sizes), 0.0)
         with self._lock:
             self.write_units += wru
             self.read_units += rru

@@ -51,7 +51,7 @@ def message_text(turn: int, role: str) -> str:
 
 def _ours(table_name: str) -> tuple[Any, str | None]:
     try:
-        from tdev.chat.storage import TableChatStorage  # type: ignore[import-not-found]
+        from tdev.chat.storage import TableChatStorage
     except ImportError as exc:
         return None, f"ours: not available ({type(exc).__name__}: {exc})"
     return TableChatStorage(table_name=table_name), None
