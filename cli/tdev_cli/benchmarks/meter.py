@@ -246,8 +246,8 @@ class AwsMeter:
                 sizes = [item_size(i) for items in response.get("Responses", {}).values() for i in items]
             else:
                 sizes = [item_size(r.get("Item") or {}) for r in response.get("Responses", [])]
-            factor = 2.0 if operation == "TransactGetItems" else 1.0 if consistent else 0.5
-            rru = sum((factor * max(1, math.ceil(size / 4096)) for size in sizes), 0.0)
+            read_factor = 2.0 if operation == "TransactGetItems" else 1.0 if consistent else 0.5
+            rru = sum((read_factor * max(1, math.ceil(size / 4096)) for size in sizes), 0.0)
         with self._lock:
             self.write_units += wru
             self.read_units += rru
