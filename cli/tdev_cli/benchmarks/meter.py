@@ -129,10 +129,18 @@ class AwsMeter:
             self._pending.setdefault(threading.get_ident(), []).append(self._writes_before(operation, params))
 
     def _after_call(self, model: Any, http_response: Any = None, parsed: Any = None, **_: Any) -> None:
-        if not self._counting() or model.service_model.service_name != "dynamodb":
+        if not self._counting():
+            return
+        failed = http_response is not None and http_response.status_code >= 300
+        if failed:  # an error answer (4xx/5xx) arrives here too, not at after-call-error
+            with self._lock:
+                self.errors[f"{model.service_model.service_name}.{model.name}"] += 1
+        if model.service_model.service_name != "dynamodb":
             return
         pending = self._pending.get(threading.get_ident()) or [("", {})]
         operation, body = pending.pop()
+        if failed:  # nothing was written or read
+            return
         try:
             response = json.loads(http_response.content) if http_response is not None else {}
         except ValueError:
