@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tdev_cli.benchmarks import BENCHMARKS, BenchmarkUnavailable, load
+from tdev_cli.benchmarks import BENCHMARKS, BenchmarkUnavailable, get
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -70,7 +70,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_one(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Run benchmark `name` with the options its run() accepts; unavailable/failed become results too."""
-    module = load(name)
+    module = get(name)
     accepted = inspect.signature(module.run).parameters
     kwargs = {key: value for key, value in options.items() if key in accepted}
     started = time.monotonic()

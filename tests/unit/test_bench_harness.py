@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from tdev.data.schema import create_table_kwargs
 from tdev_cli import bench_cmd
-from tdev_cli.benchmarks import BENCHMARKS, load, report
+from tdev_cli.benchmarks import BENCHMARKS, get, report
 from tdev_cli.benchmarks.common import histogram, percentile, summary
 from tdev_cli.benchmarks.loadgen import parse_schedule
 from tdev_cli.benchmarks.meter import AwsMeter, item_size
@@ -44,11 +44,11 @@ def test_item_size_follows_the_dynamodb_rules() -> None:
 
 def test_every_registered_benchmark_is_a_module_with_name_and_run() -> None:
     for name in BENCHMARKS:
-        module = load(name)
+        module = get(name)
         assert name == module.NAME
         assert callable(module.run) and module.DESCRIPTION
     with pytest.raises(ValueError, match="unknown benchmark"):
-        load("nope")
+        get("nope")
 
 
 def test_the_planning_corpus_has_at_least_200_distinct_varied_requests() -> None:

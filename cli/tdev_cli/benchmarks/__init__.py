@@ -20,7 +20,7 @@ class BenchmarkUnavailable(RuntimeError):
     """What a benchmark measures does not exist here (e.g. `tdev serve` before the security layer)."""
 
 
-def load(name: str) -> ModuleType:
+def get(name: str) -> ModuleType:
     """The benchmark module called `name`; ValueError for a name not in BENCHMARKS."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)} or all")

@@ -210,7 +210,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     figures = {
         "checkpoints": list(checkpoints),
         "ours": "not available" if ours_result is None else "TableChatStorage",
-        **{name: {k: v for k, v in r.items() if k != "per_turn"} for name, r in results.items()},
+        **{
+            name: {
+                **{k: v for k, v in r.items() if k != "per_turn"},
+                "bytes_per_turn": [t["bytes"] for t in r["per_turn"]],
+            }
+            for name, r in results.items()
+        },
     }
     return {
         "name": NAME,
