@@ -1,10 +1,10 @@
 """`tdev bench`: benchmarks that print figures (not timed tests).
 
-A benchmark is a module of this package with `NAME`, `DESCRIPTION` and `run(quick: bool = False, ...)`
-returning a dict with at least `name`, `headline` (one line, printed last) and `figures` (numbers a
-reader compares), optionally `charts` (see report.py), `tables` and `notes`. Adding one is one line in
-BENCHMARKS below. A benchmark whose subject is missing on this branch raises BenchmarkUnavailable
-(it says what is missing) instead of printing figures it did not measure.
+A benchmark is a module of this package with `NAME`, `run(quick: bool = False, ...)` and optionally
+`DESCRIPTION`; run() returns a dict with at least `name`, `headline` (one line, printed last) and
+`figures` (numbers a reader compares), optionally `charts` (see report.py), `tables` and `notes`.
+Adding one is one line in BENCHMARKS below. A benchmark whose subject is missing on this branch raises
+BenchmarkUnavailable (it says what is missing) instead of printing figures it did not measure.
 """
 
 from __future__ import annotations
