@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ def prices() -> dict[str, Any]:
 
 def _memory_by_function(environment: str) -> tuple[dict[str, int], str]:
     """Configured memory per function, from stacks/settings.py (run_agent gets the agents' memory)."""
+    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")  # as the Makefile does
     from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS
 
     settings = ENVIRONMENTS[environment]

@@ -240,7 +240,7 @@ def _throughput_chart(result: dict[str, Any]) -> dict[str, Any]:
 def _rates(
     base: str, headers: dict[str, str], quick: bool, p99_ms: float, max_error_rate: float
 ) -> dict[str, Any]:
-    rates, seconds = ((1.0, 2.0), 5.0) if quick else ((0.5, 1.0, 2.0, 4.0), 30.0)
+    rates, seconds = ((1.0, 2.0), 5.0) if quick else ((0.5, 1.0, 2.0, 4.0), 20.0)
     steps = [_step(base, headers, rate, seconds) for rate in rates]
     return _steps_result("rates", steps, p99_ms, max_error_rate, {"step_seconds": seconds})
 
