@@ -49,10 +49,8 @@ def _memory_by_function(environment: str) -> tuple[dict[str, int], str]:
     return memory, settings.default_model or DEFAULT_MODEL
 
 
-def _redis_commands(url: str) -> Counter[str]:
-    import redis
-
-    stats = redis.Redis.from_url(url, decode_responses=True).info("commandstats")
+def _redis_commands(client: Any) -> Counter[str]:
+    stats = client.info("commandstats")
     return Counter({name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()})
 
 
@@ -101,14 +99,20 @@ def measure_request(
 
         runtime.invoke = timed_invoke  # type: ignore[method-assign]
         assert runtime.redis_url
+        import redis
+
+        # One connection for both snapshots: its handshake (HELLO, CLIENT SETINFO) precedes "before".
+        redis_probe = stack.enter_context(
+            redis.Redis.from_url(runtime.redis_url, single_connection_client=True)
+        )
         with meter.ignored():
-            redis_before = _redis_commands(runtime.redis_url)
+            redis_before = _redis_commands(redis_probe)
         execution_id = runtime.submit(request)  # counted: API call, execution record, StartExecution
         with meter.ignored():  # the benchmark's own polling is not part of the request
             _wait(runtime, execution_id, timeout)
         status, view = runtime.api("GET", f"/v1/executions/{execution_id}")  # counted: the client's one read
         with meter.ignored():
-            redis_after = _redis_commands(runtime.redis_url)
+            redis_after = _redis_commands(redis_probe)
             arn = f"arn:aws:states:{REGION}:{ACCOUNT}:execution:{STATE_MACHINE}:{execution_id}"
             history = boto3.client("stepfunctions", region_name=REGION).get_execution_history(
                 executionArn=arn, maxResults=1000
