@@ -163,3 +163,21 @@ def test_the_meter_doubles_transactions_and_records_errors(table: str) -> None:
             )
     assert meter.write_units == 3 * 2
     assert meter.errors == {"dynamodb.PutItem": 1}
+
+
+def _step(rate: float, ok_per_s: float, p95: float) -> dict[str, Any]:
+    return {"phases": [{"rate": rate}], "throughput_ok_per_s": ok_per_s, "latency_ms": {"p95": p95}}
+
+
+def test_load_recommendations_flag_slow_p95_saturation_and_memory_growth() -> None:
+    from tdev_cli.benchmarks.load import recommendations
+
+    healthy = [_step(1, 1.0, 50), _step(2, 2.0, 60), _step(4, 3.9, 80)]
+    assert recommendations(healthy, [[0, 100.0], [1, 101.0], [2, 100.5], [3, 101.0]]) == []
+    saturated = [_step(1, 1.0, 50), _step(2, 2.0, 400), _step(4, 2.1, 1500)]
+    advice = recommendations(saturated)
+    assert len(advice) == 2
+    assert advice[0].startswith("p95 is 1,500 ms at 4 req/s")
+    assert "degrades by 48% from 2 to 4 req/s" in advice[1]
+    leaking = recommendations(healthy, [[t, 100.0 + 10 * t] for t in range(8)])
+    assert len(leaking) == 1 and "possible leak" in leaking[0]

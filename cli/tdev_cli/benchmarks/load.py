@@ -8,6 +8,7 @@ duration: latency and server memory drift). Everything is bounded in requests an
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import subprocess
@@ -151,6 +152,39 @@ def run(
         return _rates(base, headers, quick, p99_threshold_ms, max_error_rate)
 
 
+def recommendations(steps: list[dict[str, Any]], rss_mib: list[list[float]] | None = None) -> list[str]:
+    """SPEC 1.18's flags: p95 over 1 s, throughput scaling worse by > 20 %, memory that keeps growing."""
+    advice = []
+    for step in steps:
+        rate = step["phases"][0]["rate"]
+        p95 = step.get("latency_ms", {}).get("p95")
+        if p95 is not None and p95 > 1000:
+            advice.append(
+                f"p95 is {p95:,.0f} ms at {rate:g} req/s offered (> 1,000 ms): find the bottleneck first."
+            )
+            break
+    for previous, step in itertools.pairwise(steps):
+        before = previous["throughput_ok_per_s"] / previous["phases"][0]["rate"]
+        after = step["throughput_ok_per_s"] / step["phases"][0]["rate"]
+        if before > 0 and after < before * 0.8:
+            advice.append(
+                f"scalability degrades by {(1 - after / before) * 100:.0f}% from "
+                f"{previous['phases'][0]['rate']:g} to {step['phases'][0]['rate']:g} req/s offered (> 20 %): "
+                "the server saturates there."
+            )
+            break
+    if rss_mib and len(rss_mib) >= 4:
+        quarter = len(rss_mib) // 4
+        early = sum(v for _, v in rss_mib[:quarter]) / quarter
+        late = sum(v for _, v in rss_mib[-quarter:]) / quarter
+        if late > early * 1.1:
+            advice.append(
+                f"server memory grew {late - early:,.1f} MiB ({(late / early - 1) * 100:.0f}%) over the "
+                "soak: a possible leak; profile it with tracemalloc snapshots."
+            )
+    return advice
+
+
 def _step_rows(steps: list[dict[str, Any]]) -> list[list[Any]]:
     return [
         [s["phases"][0]["rate"], s["sent"], s["throughput_ok_per_s"], s["error_rate"] * 100,
@@ -217,7 +251,9 @@ def _steps_result(
             },
             _throughput_chart(steps[-1]),
         ],
+        "recommendations": recommendations(steps),
         "notes": [
+            *recommendations(steps),
             "Each accepted POST starts a whole workflow inside the serve process (local runtime, offline "
             "model), so the sustained rate is the local runtime's, not API Gateway's or Lambda's.",
         ],
@@ -382,5 +418,9 @@ def _soak(
                 "series": {"RSS MiB": samples},
             },
         ],
-        "notes": [f"The server process is sampled every {max(1.0, seconds / 60):g} s from /proc."],
+        "recommendations": recommendations([result], samples),
+        "notes": [
+            *recommendations([result], samples),
+            f"The server process is sampled every {max(1.0, seconds / 60):g} s from /proc.",
+        ],
     }
