@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import boto3
 import pytest
@@ -112,6 +113,9 @@ def test_reports_are_written_as_json_markdown_and_self_contained_html(tmp_path: 
     assert page.count("<svg") == 2 and "<polyline" in page and "<rect" in page
     assert "<script" not in page and "src=" not in page  # nothing loaded from anywhere
     assert re.findall(r"https?://[^\s\"']+", page) == ["http://www.w3.org/2000/svg"] * 2  # only the namespace
+    for chart in result["charts"]:  # well-formed SVG, also with no data at all
+        ElementTree.fromstring(report.svg_chart(chart))
+    ElementTree.fromstring(report.svg_chart({"title": "<empty & odd>", "series": {}}))
     markdown = (tmp_path / "demo.md").read_text()
     assert "**demo: 42 things/s**" in markdown and "| nested.p99 | 1.5 |" in markdown
 
