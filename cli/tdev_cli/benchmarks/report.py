@@ -19,7 +19,7 @@ from typing import Any
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 WIDTH, HEIGHT = 720, 340
-LEFT, RIGHT, TOP, BOTTOM = 70, 20, 36, 70
+LEFT, RIGHT, TOP, BOTTOM = 70, 20, 52, 70
 
 
 def _nice(value: float) -> str:
@@ -41,10 +41,10 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(step))
     step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= step), default=step)
     start = math.floor(low / step) * step
-    ticks, value = [], start
-    while value <= high + step * 0.001:
-        ticks.append(round(value, 10))
+    ticks, value = [round(start, 10)], start
+    while ticks[-1] < high - step * 1e-9:  # the last tick is at or above the highest value
         value += step
+        ticks.append(round(value, 10))
     return ticks
 
 
@@ -140,10 +140,10 @@ def svg_chart(chart: dict[str, Any]) -> str:
         f"{html.escape(str(chart.get('y_label', '')))}</text>"
     )
     for s_index, label in enumerate(series):
-        x = LEFT + 10 + s_index * 150
+        x = LEFT + 10 + s_index * 230
         parts.append(
-            f'<rect x="{x}" y="26" width="10" height="10" fill="{COLOURS[s_index % len(COLOURS)]}"/>'
-            f'<text x="{x + 14}" y="35">{html.escape(str(label)[:22])}</text>'
+            f'<rect x="{x}" y="28" width="10" height="10" fill="{COLOURS[s_index % len(COLOURS)]}"/>'
+            f'<text x="{x + 14}" y="37">{html.escape(str(label)[:34])}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
