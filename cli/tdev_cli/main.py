@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tdev_cli import bench_cmd, serve, session_cmd, token_cmd
+
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
 
@@ -34,14 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     agents.add_argument("--json", action="store_true")
 
     commands.add_parser("openapi", help="print the API's OpenAPI schema (generated from the pydantic models)")
-    from tdev_cli import serve, token_cmd
 
     serve.register(commands)
     token_cmd.register(commands)
-
-    from tdev_cli import session_cmd
-
     session_cmd.register(commands)
+    bench_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):

@@ -40,7 +40,7 @@ def with_security_headers(response: dict[str, object]) -> dict[str, object]:
             multi.setdefault(name, [value])
     response["headers"] = headers
     return response
-    headers = dict(response.get("headers") or {})  # type: ignore[call-overload]
+    headers = dict(response.get("headers") or {})
     for name, value in SECURITY_HEADERS.items():
         headers.setdefault(name, value)
     response["headers"] = headers
