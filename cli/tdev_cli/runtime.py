@@ -89,8 +89,10 @@ class LocalRuntime:
         max_transient_retries: int = 3,
         fault_hook: FaultHook | None = None,
         redis_url: str | None = None,
+        fallback_models: tuple[str, ...] = (),
     ) -> None:
         self.default_model = default_model
+        self.fallback_models = fallback_models  # models a request may fall back to (Bedrock stays real)
         self.substitutions = local_substitutions(retry_interval_seconds, max_transient_retries)
         self.fault_hook = fault_hook
         # The shared Redis: the one given, else REDIS_URL from the environment, else a private server.
@@ -108,7 +110,8 @@ class LocalRuntime:
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
         # A Bedrock model stays real: take the user's credentials before the emulation replaces them.
-        bedrock_session = _real_aws_session() if self.default_model.startswith("bedrock:") else None
+        uses_bedrock = any(m.startswith("bedrock:") for m in (self.default_model, *self.fallback_models))
+        bedrock_session = _real_aws_session() if uses_bedrock else None
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",

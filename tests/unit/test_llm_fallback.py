@@ -51,9 +51,7 @@ def chat_completion(text: str = "def add(a, b):\n    return a + b") -> dict[str,
         "object": "chat.completion",
         "created": 0,
         "model": "gpt-4o-mini",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 2000, "completion_tokens": 500, "total_tokens": 2500},
     }
 
@@ -165,7 +163,9 @@ def test_a_transient_http_error_moves_on_to_bedrock(failure: httpx.Response | Ex
 )
 def test_a_permanent_bedrock_error_surfaces_without_trying_the_fallback(code: str, status: int) -> None:
     client, stub = bedrock_client()
-    stub.add_client_error("converse", service_error_code=code, service_message="nope", http_status_code=status)
+    stub.add_client_error(
+        "converse", service_error_code=code, service_message="nope", http_status_code=status
+    )
     http = Http()  # any request would fail the test: the script is empty
     with stub, pytest.raises(AgentError) as raised:
         run_chain(SPEC, [NOVA, GPT], PROMPT, resolve=resolver(client, http))
@@ -180,7 +180,9 @@ def test_a_permanent_bedrock_error_surfaces_without_trying_the_fallback(code: st
     [
         error_json(400, "Invalid value for 'messages'", "invalid_request_error"),
         error_json(401, "Incorrect API key provided", "invalid_request_error"),
-        error_json(400, "The response was filtered due to the prompt triggering content filter", "content_filter"),
+        error_json(
+            400, "The response was filtered due to the prompt triggering content filter", "content_filter"
+        ),
     ],
     ids=["bad-request", "auth", "content-filter"],
 )

@@ -103,7 +103,9 @@ def test_breakers_are_per_model(r: redis.Redis) -> None:
     assert not b.acquire(MODEL).allowed
 
 
-def _probe_in_process(url: str, now: float, barrier: multiprocessing.synchronize.Barrier, out: object) -> None:
+def _probe_in_process(
+    url: str, now: float, barrier: multiprocessing.synchronize.Barrier, out: object
+) -> None:
     client = redis.Redis.from_url(url, decode_responses=True)
     b = CircuitBreakers(client, reset_timeout=30, probe_ttl=60, clock=lambda: now)
     barrier.wait()

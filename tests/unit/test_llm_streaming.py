@@ -66,7 +66,9 @@ def sse(*pieces: str, usage: tuple[int, int] = (30, 4)) -> httpx.Response:
     usage_body = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
     events.append(chunk({}, None, usage=usage_body))
     events.append("data: [DONE]\n\n")
-    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content="".join(events).encode())
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content="".join(events).encode()
+    )
 
 
 def resolver(bedrock: Any, responses: list[httpx.Response]) -> Any:
@@ -99,7 +101,9 @@ def test_bedrock_converse_stream_is_streamed_piece_by_piece_with_usage_and_cost(
 
 def test_an_openai_compatible_sse_stream_is_streamed_with_usage() -> None:
     result = StreamResult()
-    pieces = list(stream_chain([GPT], "Say hello", resolve=resolver(None, [sse("Hi", " there")]), result=result))
+    pieces = list(
+        stream_chain([GPT], "Say hello", resolve=resolver(None, [sse("Hi", " there")]), result=result)
+    )
 
     assert pieces == ["Hi", " there"]
     assert (result.model, result.input_tokens, result.output_tokens) == (GPT, 30, 4)
@@ -113,7 +117,11 @@ def test_a_stream_that_is_throttled_before_its_first_piece_falls_back(redis_url:
     with stub:
         text = "".join(
             stream_chain(
-                [NOVA, GPT], "Say hello", guards=guards, resolve=resolver(client, [sse("fallback")]), result=result
+                [NOVA, GPT],
+                "Say hello",
+                guards=guards,
+                resolve=resolver(client, [sse("fallback")]),
+                result=result,
             )
         )
 
@@ -123,7 +131,9 @@ def test_a_stream_that_is_throttled_before_its_first_piece_falls_back(redis_url:
 
 
 def test_a_permanent_stream_error_surfaces() -> None:
-    bad = httpx.Response(401, json={"error": {"message": "Incorrect API key", "type": "invalid_request_error"}})
+    bad = httpx.Response(
+        401, json={"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}
+    )
     with pytest.raises(AgentError) as raised:
         list(stream_chain([GPT, NOVA], "Say hello", resolve=resolver(None, [bad])))
     assert not isinstance(raised.value, TransientError)

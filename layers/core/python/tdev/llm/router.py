@@ -3,12 +3,13 @@
 Hard constraints first (context window, capabilities, language, latency tier, maximum cost, allowed
 providers); every model that passes is scored as the spec says:
 
-    score = 0.3 specialty + 0.2 (1 − cost / maxCost) + 0.3 history + 0.2 availability
+    score = 0.3 specialty + 0.2 (1 - cost / maxCost) + 0.3 history + 0.2 availability
 
 - specialty: 1.0 when the task type is one of the model's specialties, 0.6 for a generalist, 0.2 otherwise;
 - cost: the estimated cost of this call (context tokens in + expected tokens out) against `max_cost_usd`,
-  or, without one, against the dearest candidate's (so the cheapest scores 1.0 and the dearest 0.0);
-- history: the live success rate (EWMA, shared by every instance through Redis) × a latency factor; a model
+  or, without one, against the dearest candidate's (so the cheapest scores 1.0 and the dearest 0.0); a
+  model without a per-token price (self-hosted) scores 0.5;
+- history: the live success rate (EWMA, shared by every instance through Redis) * a latency factor; a model
   with no history yet scores a neutral 0.5;
 - availability: 1.0 with a closed breaker, 0.5 half-open, 0.0 open, times the headroom under its
   per-minute limits (a model at ≥ 80 % of its limit is unavailable, as the fallback chain skips it).
@@ -88,7 +89,12 @@ class RouteDecision:
             "reasoning": self.reasoning,
             "estimated_cost_usd": self.estimated_cost_usd,
             "ranking": [
-                {"model": s.model, "score": s.score, "parts": s.parts, "estimated_cost_usd": s.estimated_cost_usd}
+                {
+                    "model": s.model,
+                    "score": s.score,
+                    "parts": s.parts,
+                    "estimated_cost_usd": s.estimated_cost_usd,
+                }
                 for s in self.ranking
             ],
             "rejected": self.rejected,
@@ -96,15 +102,16 @@ class RouteDecision:
 
 
 def estimated_cost(model: ModelInfo, criteria: Criteria) -> float:
-    return (
-        criteria.context_tokens / 1000 * (model.input_per_1k or 0.0)
-        + criteria.expected_output_tokens / 1000 * (model.output_per_1k or 0.0)
-    )
+    return criteria.context_tokens / 1000 * (
+        model.input_per_1k or 0.0
+    ) + criteria.expected_output_tokens / 1000 * (model.output_per_1k or 0.0)
 
 
 def _rejection(model: ModelInfo, criteria: Criteria) -> str | None:
     if criteria.providers is not None and model.provider not in criteria.providers:
         return "provider not allowed"
+    if criteria.providers is None and model.provider == "offline":
+        return "the offline template model is chosen only when asked for (providers={'offline'})"
     needed = criteria.context_tokens + criteria.expected_output_tokens
     if model.context_window < needed:
         return f"context window {model.context_window:,} < {needed:,} tokens"
@@ -113,11 +120,20 @@ def _rejection(model: ModelInfo, criteria: Criteria) -> str | None:
         return f"lacks {', '.join(sorted(missing))}"
     if criteria.language not in model.languages:
         return f"does not support language {criteria.language!r}"
-    if criteria.latency_tier is not None and _TIER_RANK[model.latency_tier] > _TIER_RANK[criteria.latency_tier]:
+    if (
+        criteria.latency_tier is not None
+        and _TIER_RANK[model.latency_tier] > _TIER_RANK[criteria.latency_tier]
+    ):
         return f"latency tier {model.latency_tier} is slower than {criteria.latency_tier}"
     if criteria.max_cost_usd is not None and estimated_cost(model, criteria) > criteria.max_cost_usd:
         return f"estimated ${estimated_cost(model, criteria):.6f} > max ${criteria.max_cost_usd:.6f}"
     return None
+
+
+def _cost_score(model: ModelInfo, cost: float, ceiling: float) -> float:
+    if model.input_per_1k is None or model.output_per_1k is None:
+        return 0.5  # no per-token price (self-hosted, credits): neither cheap nor dear
+    return round(1.0 - cost / ceiling, 6) if ceiling > 0 else 1.0
 
 
 def specialty_score(model: ModelInfo, task_type: str) -> float:
@@ -165,7 +181,7 @@ def route(
         state = health(model.name)
         parts = {
             "specialty": specialty_score(model, criteria.task_type),
-            "cost": round(1.0 - costs[model.name] / ceiling, 6) if ceiling > 0 else 1.0,
+            "cost": _cost_score(model, costs[model.name], ceiling),
             "history": history_score(state.history),
             "availability": availability_score(state),
         }
@@ -186,9 +202,9 @@ def route(
     best = ranking[0]
     runner_up = f"; runner-up {ranking[1].model} at {ranking[1].score:.3f}" if len(ranking) > 1 else ""
     reasoning = (
-        f"{best.model} scored {best.score:.3f} = 0.3×specialty {best.parts['specialty']:.2f} "
-        f"+ 0.2×cost {best.parts['cost']:.2f} + 0.3×history {best.parts['history']:.2f} "
-        f"+ 0.2×availability {best.parts['availability']:.2f} for a {criteria.task_type} task "
+        f"{best.model} scored {best.score:.3f} = 0.3*specialty {best.parts['specialty']:.2f} "
+        f"+ 0.2*cost {best.parts['cost']:.2f} + 0.3*history {best.parts['history']:.2f} "
+        f"+ 0.2*availability {best.parts['availability']:.2f} for a {criteria.task_type} task "
         f"(≈${best.estimated_cost_usd:.6f}); {len(ranking)} of {len(ranking) + len(rejected)} models "
         f"qualified{runner_up}"
     )
@@ -207,4 +223,3 @@ def live_health(guards: object | None) -> Callable[[str], Health]:
         return Health(g.breakers.state(name), g.limits.usage(name), g.history.get(name))
 
     return read
-
