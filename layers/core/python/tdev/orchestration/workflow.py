@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
 
 from tdev import aws, container
-from tdev.errors import AgentError, TDevError, TransientError
+from tdev.errors import AgentError, TDevError, TransientError, UnknownModelProviderError
 from tdev.models import (
     AgentResult,
     AgentSpec,
@@ -54,9 +54,12 @@ def submit_request(
     """
     from tdev.llm.catalog import check_model_name
 
-    for name in (body.model, *body.fallback_models):
-        if name:
-            check_model_name(name)
+    for field, names in (("model", [body.model] if body.model else []), ("fallback_models", body.fallback_models)):
+        for name in names:
+            try:
+                check_model_name(name)
+            except UnknownModelProviderError as exc:
+                raise UnknownModelProviderError(str(exc), field=field) from None
     now = utc_now()
     execution = Execution(
         execution_id=str(uuid.uuid4()),
