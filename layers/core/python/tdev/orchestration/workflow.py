@@ -54,7 +54,8 @@ def submit_request(
     """
     from tdev.llm.catalog import check_model_name
 
-    for field, names in (("model", [body.model] if body.model else []), ("fallback_models", body.fallback_models)):
+    requested = [body.model] if body.model else []
+    for field, names in (("model", requested), ("fallback_models", body.fallback_models)):
         for name in names:
             try:
                 check_model_name(name)
