@@ -106,7 +106,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     def resolve(name: str) -> Any:
         model = resolve_model(name)
-        model.client = client
+        model.client = client  # type: ignore[attr-defined]  # AwsBedrock has one
         return model
 
     def agno_model() -> Any:
