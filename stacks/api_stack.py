@@ -28,6 +28,8 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/requests"),
     ("GET", "/v1/executions/{execution_id}"),
     ("GET", "/v1/agents"),
+    ("GET", "/v1/models"),
+    ("POST", "/v1/models/route"),
 )
 OPTIONAL_HEADERS = ("Idempotency-Key", "X-Correlation-Id")
 

@@ -17,7 +17,13 @@ from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, Re
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
 
+try:  # the repository (tests, local runtime) imports this package as functions.api
+    from functions.api import model_routes
+except ImportError:  # the Lambda package: the handler's folder is the root
+    import model_routes  # type: ignore[no-redef]
+
 app = APIGatewayRestResolver(enable_validation=True)
+app.include_router(model_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,
