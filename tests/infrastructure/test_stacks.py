@@ -396,14 +396,16 @@ def test_the_api_serves_the_handler_routes_through_a_request_validator(dev: Synt
     validators = resources(template, "AWS::ApiGateway::RequestValidator")
     assert [v["Properties"]["ValidateRequestParameters"] for v in validators.values()] == [True]
     methods = resources(template, "AWS::ApiGateway::Method").values()
-    assert sorted(m["Properties"]["HttpMethod"] for m in methods) == ["GET", "GET", "GET", "POST"]
+    assert sorted(m["Properties"]["HttpMethod"] for m in methods) == ["GET"] * 4 + ["POST"] * 2
     for method in methods:
         assert method["Properties"]["RequestValidatorId"] == {"Ref": next(iter(validators))}
         assert method["Properties"]["Integration"]["Type"] == "AWS_PROXY"
     path_parts = {
         r["Properties"]["PathPart"] for r in resources(template, "AWS::ApiGateway::Resource").values()
     }
-    assert path_parts == {"health", "v1", "requests", "executions", "{execution_id}", "agents"}
+    assert path_parts == {
+        "health", "v1", "requests", "executions", "{execution_id}", "agents", "models", "route"
+    }
 
 
 @pytest.mark.slow
