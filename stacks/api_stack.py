@@ -39,6 +39,15 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("POST", "/v1/principals/{principal}/disable"),
     ("PUT", "/v1/roles/{name}"),
     ("GET", "/v1/audit/{principal}"),
+    # Sessions (functions/api/sessions.py): lifecycle, chat turns, memory, checkpoints, heartbeats.
+    ("POST", "/v1/sessions"),
+    ("GET", "/v1/sessions/{session_id}"),
+    *(("POST", f"/v1/sessions/{{session_id}}/{verb}") for verb in (
+        "pause", "resume", "terminate", "heartbeat", "messages", "memory", "checkpoints"
+    )),
+    # Models (functions/api/model_routes.py): the catalog and the router's choice.
+    ("GET", "/v1/models"),
+    ("POST", "/v1/models/route"),
 )
 PUBLIC_ROUTES = frozenset({("GET", "/health")})
 OPTIONAL_HEADERS = (

@@ -57,7 +57,7 @@ def plan_table(view: dict[str, Any]) -> Table:
 
 def progress_view(view: dict[str, Any]) -> Group:
     table = Table(title_justify="left")
-    for column in ("task", "agent", "status", "attempts", "tokens", "cost $"):
+    for column in ("task", "agent", "status", "model", "attempts", "tokens", "cost $"):
         table.add_column(column, justify="right" if column in ("attempts", "tokens", "cost $") else "left")
     for task_id in [t for level in view.get("levels", []) for t in level]:
         state = view["tasks"][task_id]
@@ -67,6 +67,7 @@ def progress_view(view: dict[str, Any]) -> Group:
             task_id,
             state["agent"],
             f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+            escape(state.get("model") or ""),
             str(state.get("attempts", 0)),
             str(usage.get("input_tokens", 0) + usage.get("output_tokens", 0)),
             f"{usage.get('cost_usd', 0.0):.6f}",
@@ -87,6 +88,10 @@ def results(console: Console, view: dict[str, Any], *, full: bool) -> None:
             f"${usage.get('cost_usd', 0.0):.6f}"
         )
         text = result.get("output") or result.get("error") or ""
+        skipped = [h for h in result.get("hops", []) if h.get("outcome") != "succeeded"]
+        if skipped:
+            tried = ", ".join(f"{h['model']} ({h['outcome']})" for h in skipped)
+            text = f"[fell back from {tried}]\n{text}"
         lines = text.splitlines()
         if not full and len(lines) > PREVIEW_LINES:
             text = "\n".join(lines[:PREVIEW_LINES]) + f"\n… {len(lines) - PREVIEW_LINES} more lines (--full)"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tdev_cli import bench_cmd, serve, session_cmd, token_cmd
+from tdev_cli import bench_cmd, models_cmd, serve, session_cmd, token_cmd
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
@@ -25,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run one request through the whole pipeline locally")
     run.add_argument("request", help='what to build, e.g. "Design and implement a REST API for todo items"')
     run.add_argument("--model", help="provider:model-id for every agent (default: the offline model)")
+    run.add_argument(
+        "--fallback",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a model to try when the previous one fails transiently (repeatable, in order)",
+    )
     run.add_argument("--project", default="default", help="project id the execution belongs to")
     run.add_argument("--json", action="store_true", help="print the final execution as JSON only")
     run.add_argument("--full", action="store_true", help="print each task's whole output")
@@ -37,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("openapi", help="print the API's OpenAPI schema (generated from the pydantic models)")
 
+    models_cmd.register(commands)
     serve.register(commands)
     token_cmd.register(commands)
     session_cmd.register(commands)
@@ -78,9 +86,18 @@ def _functions_output(log_dir: str, name: str) -> Iterator[Path]:
         logging.root.handlers = [logging.StreamHandler(sink)]
         handlers = [h for h in functions_logger.handlers if isinstance(h, logging.StreamHandler)]
         previous = [h.setStream(sink) for h in handlers]
+        # Agno's loggers do not propagate and print through their own rich handlers (e.g. a throttled
+        # model's error before the fallback answers): to the file too.
+        names = [name for name in list(logging.root.manager.loggerDict) if name.startswith("agno")]
+        agno_loggers = [logging.getLogger(name) for name in names]
+        agno_handlers = [(lg, lg.handlers[:]) for lg in agno_loggers]
+        for lg in agno_loggers:
+            lg.handlers = [logging.StreamHandler(sink)]
         try:
             yield path
         finally:
+            for lg, saved_agno in agno_handlers:
+                lg.handlers = saved_agno
             sys.stdout = saved
             logging.root.handlers = saved_handlers
             for handler, stream in zip(handlers, previous, strict=True):
@@ -92,9 +109,10 @@ def _run(args: argparse.Namespace) -> int:
     from tdev_cli import display
 
     console = _console()
-    if args.model is not None and ":" not in args.model:
-        console.print(f"[red]--model must look like provider:model-id (got {args.model!r})[/red]")
-        return EXIT_USAGE
+    for option, name in [("--model", args.model), *(("--fallback", f) for f in args.fallback)]:
+        if name is not None and ":" not in name:
+            console.print(f"[red]{option} must look like provider:model-id (got {name!r})[/red]")
+            return EXIT_USAGE
     os.environ.setdefault("AGNO_TELEMETRY", "false")
     with _functions_output(args.log_dir, "run") as log_path, contextlib.ExitStack() as stack:
         from tdev_cli.runtime import LocalRuntime
@@ -106,7 +124,9 @@ def _run(args: argparse.Namespace) -> int:
                 runtime = stack.enter_context(BackendClient.connect(STATE_FILE))
             else:
                 runtime = stack.enter_context(
-                    LocalRuntime(default_model=args.model) if args.model else LocalRuntime()
+                    LocalRuntime(default_model=args.model, fallback_models=tuple(args.fallback))
+                    if args.model
+                    else LocalRuntime(fallback_models=tuple(args.fallback))
                 )
         except RuntimeError as exc:  # e.g. a bedrock: model without AWS credentials
             console.print(f"[red]{exc}[/red]")
@@ -116,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
             fields["session_id"] = args.session
         if args.model:
             fields["model"] = args.model
+        if args.fallback:
+            fields["fallback_models"] = args.fallback
         status, body = runtime.api("POST", "/v1/requests", {"request": args.request, **fields})
         if status not in (200, 202):
             display.rejected(console, status, body)

@@ -105,8 +105,10 @@ class LocalRuntime:
         redis_url: str | None = None,
         keys_dir: Path | str | None = None,
         rate_limit_default: str | None = LOCAL_RATE_LIMIT,
+        fallback_models: tuple[str, ...] = (),
     ) -> None:
         self.default_model = default_model
+        self.fallback_models = fallback_models  # models a request may fall back to (Bedrock stays real)
         self.substitutions = local_substitutions(retry_interval_seconds, max_transient_retries)
         self.fault_hook = fault_hook
         # The shared Redis: the one given, else REDIS_URL from the environment, else a private server.
@@ -124,11 +126,13 @@ class LocalRuntime:
         self.keys_dir = Path(keys_dir) if keys_dir is not None else None
         self.rate_limit_default = rate_limit_default
         self.issuer: Any = None
+        self.default_identity: tuple[str, tuple[str, ...]] = (LOCAL_USER, ("developer",))
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
         # A Bedrock model stays real: take the user's credentials before the emulation replaces them.
-        bedrock_session = _real_aws_session() if self.default_model.startswith("bedrock:") else None
+        uses_bedrock = any(m.startswith("bedrock:") for m in (self.default_model, *self.fallback_models))
+        bedrock_session = _real_aws_session() if uses_bedrock else None
         env = {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -211,6 +215,11 @@ class LocalRuntime:
     ) -> str:
         """A bearer token of the local issuer (what `tdev token` prints)."""
         return str(self.issuer.issue(user, roles, ttl_seconds=ttl_seconds)[0])
+
+    def as_principal(self, user: str, roles: tuple[str, ...] = ("developer",)) -> LocalRuntime:
+        """Send later `api()` calls without their own credentials as `user` with `roles`."""
+        self.default_identity = (user, roles)
+        return self
 
     def _redis_url(self) -> str:
         if not self.redis_url:
@@ -343,7 +352,8 @@ class LocalRuntime:
         `authenticate=False` (a request with no identity)."""
         headers = dict(headers or {})
         if authenticate and not {h.lower() for h in headers} & {"authorization", "x-api-key"}:
-            headers["Authorization"] = f"Bearer {self.token()}"
+            user, roles = self.default_identity
+            headers["Authorization"] = f"Bearer {self.token(user, roles)}"
         response = self.http(method, path, headers, raw_body if raw_body is not None else (
             json.dumps(body) if body is not None else None))
         payload = response.get("body") or "null"

@@ -195,6 +195,8 @@ def _client_class() -> type:
 
         def __init__(self, settings: dict[str, str]) -> None:
             super().__init__(redis_url=settings["REDIS_URL"])
+            # The operator of a local backend administers it: sessions of any --user are theirs to act on.
+            self.as_principal("local-admin", ("admin",))
             self.backend_settings = settings
             self.state_machine_arn = settings["STATE_MACHINE_ARN"]
 

@@ -22,8 +22,9 @@ from tdev.security.rbac import SHARED_PROJECT
 from tdev.settings import get_settings
 
 try:  # the package (tests, local runtime) ...
-    from . import security, sessions
+    from functions.api import model_routes, security, sessions
 except ImportError:  # ... or deployed, where this folder is the code root
+    import model_routes  # type: ignore[no-redef]
     import security  # type: ignore[no-redef]
     import sessions  # type: ignore[no-redef]
 
@@ -35,6 +36,7 @@ app = APIGatewayRestResolver(
 app.use(middlewares=[security.body_limit])
 app.include_router(security.router)
 app.include_router(sessions.router)
+app.include_router(model_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,

@@ -9,25 +9,52 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
+from tdev.errors import AuthorizationError
 from tdev.sessions.checkpoints import CheckpointKind
 from tdev.sessions.models import CheckpointIn, MemoryIn, MessageIn, SessionIn
 from tdev.sessions.service import service
+
+try:  # the package (tests, local runtime) ...
+    from functions.api import security
+except ImportError:  # ... or deployed, where this folder is the code root
+    import security  # type: ignore[no-redef]
 
 router = Router()
 
 SessionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^ses-[a-f0-9]{1,40}$")]
 
 
+def _session_resource(app: Any) -> str:
+    parts = app.current_event.path.strip("/").split("/")
+    return f"session/{parts[2]}" if len(parts) > 2 else "session/new"
+
+
+def _guard(action: str) -> Any:
+    """Authenticated, rate-limited, RBAC-allowed (`session/<id>` resources), and owned by the caller."""
+
+    def owned(app: Any, next_middleware: Any) -> Any:
+        identity = security.identity_of(app)
+        resource = _session_resource(app)
+        if resource != "session/new" and "admin" not in identity.roles:
+            owner = service().get(resource.split("/", 1)[1]).get("user_id")
+            if owner != identity.principal:
+                raise AuthorizationError(f"{identity.principal} may not {action} {resource}: not its owner")
+        return next_middleware(app)
+
+    return [security.guard(_session_resource, action), owned]
+
+
 def _principal() -> str:
-    event: Any = router.current_event  # an APIGatewayProxyEvent (the app is a REST resolver)
-    authorizer = event.request_context.authorizer
-    return str(authorizer.principal_id or authorizer.claims.get("sub") or "anonymous")
+    return security.identity_of(router).principal
 
 
-@router.post("/v1/sessions")
+@router.post("/v1/sessions", middlewares=_guard("create"))
 def open_session(body: Annotated[SessionIn, Body()]) -> Response[dict[str, Any]]:
+    principal = _principal()
+    if body.user_id and body.user_id != principal and "admin" not in security.identity_of(router).roles:
+        raise AuthorizationError(f"{principal} may not open a session for {body.user_id}")
     session = service().open(
-        body.user_id or _principal(),
+        body.user_id or principal,
         body.project_id,
         body.agents,
         max_duration_seconds=body.max_duration_seconds,
@@ -41,44 +68,44 @@ def open_session(body: Annotated[SessionIn, Body()]) -> Response[dict[str, Any]]
     )
 
 
-@router.get("/v1/sessions/<session_id>")
+@router.get("/v1/sessions/<session_id>", middlewares=_guard("read"))
 def get_session(session_id: SessionId) -> dict[str, Any]:
     return service().get(session_id)
 
 
-@router.post("/v1/sessions/<session_id>/pause")
+@router.post("/v1/sessions/<session_id>/pause", middlewares=_guard("update"))
 def pause_session(session_id: SessionId) -> dict[str, Any]:
     return service().pause(session_id).view()
 
 
-@router.post("/v1/sessions/<session_id>/resume")
+@router.post("/v1/sessions/<session_id>/resume", middlewares=_guard("update"))
 def resume_session(session_id: SessionId) -> dict[str, Any]:
     return service().resume(session_id).view()
 
 
-@router.post("/v1/sessions/<session_id>/terminate")
+@router.post("/v1/sessions/<session_id>/terminate", middlewares=_guard("update"))
 def terminate_session(session_id: SessionId) -> dict[str, Any]:
     return service().terminate(session_id).view()
 
 
-@router.post("/v1/sessions/<session_id>/heartbeat")
+@router.post("/v1/sessions/<session_id>/heartbeat", middlewares=_guard("update"))
 def heartbeat(session_id: SessionId) -> dict[str, Any]:
     service().heartbeat(session_id)
     return {"session_id": session_id, "alive": True}
 
 
-@router.post("/v1/sessions/<session_id>/messages")
+@router.post("/v1/sessions/<session_id>/messages", middlewares=_guard("update"))
 def post_message(session_id: SessionId, body: Annotated[MessageIn, Body()]) -> dict[str, Any]:
     return service().chat(session_id, body.text)
 
 
-@router.post("/v1/sessions/<session_id>/memory")
+@router.post("/v1/sessions/<session_id>/memory", middlewares=_guard("update"))
 def remember(session_id: SessionId, body: Annotated[MemoryIn, Body()]) -> dict[str, Any]:
     item_id = service().remember(session_id, body.content, body.importance, body.critical)
     return {"session_id": session_id, "item_id": item_id}
 
 
-@router.post("/v1/sessions/<session_id>/checkpoints")
+@router.post("/v1/sessions/<session_id>/checkpoints", middlewares=_guard("update"))
 def checkpoint(session_id: SessionId, body: Annotated[CheckpointIn, Body()]) -> Response[dict[str, Any]]:
     meta = service().checkpoint(session_id, CheckpointKind(body.kind))
     return Response(

@@ -449,7 +449,8 @@ def test_the_api_serves_the_handler_routes_through_a_request_validator(dev: Synt
         r["Properties"]["PathPart"] for r in resources(template, "AWS::ApiGateway::Resource").values()
     }
     assert path_parts == {p for _, path in ROUTES for p in path.strip("/").split("/")}
-    assert {"health", "requests", "{execution_id}", "agents", "api-keys", "revoke"} <= path_parts
+    expected = {"health", "requests", "{execution_id}", "agents", "api-keys", "revoke", "models", "route"}
+    assert expected | {"sessions", "{session_id}", "messages"} <= path_parts
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def test_an_already_resolved_model_is_used_as_given() -> None:
 
 def test_an_unknown_provider_fails_before_any_agent_exists() -> None:
     with pytest.raises(UnknownModelProviderError):
-        build_agent(SPEC, "openai:gpt-4o")
+        build_agent(SPEC, "nosuchvendor:gpt-4o")
 
 
 # ------------------------------------------------------------------------------------------ prompt

@@ -13,6 +13,11 @@ from tdev.sessions.service import MAX_RECOVERY_ATTEMPTS, service
 from tdev_cli.runtime import CHECKPOINT_BUCKET
 
 
+@pytest.fixture(autouse=True)
+def _as_dana(runtime: Any) -> None:
+    runtime.as_principal("dana")  # the owner of the sessions these tests open
+
+
 def _open(runtime: Any, **body: Any) -> str:
     status, view = runtime.api("POST", "/v1/sessions", {"user_id": "dana", "project_id": "todo", **body})
     assert status == 201, view
@@ -40,8 +45,21 @@ def test_lifecycle_through_the_api_with_illegal_moves_refused(runtime: Any) -> N
     assert service().limits.open_count("dana") == 0
 
 
+def test_only_the_owner_acts_on_a_session(runtime: Any) -> None:
+    sid = _open(runtime)
+    runtime.as_principal("erin")
+    status, body = runtime.api("POST", f"/v1/sessions/{sid}/pause")
+    assert status == 403 and "not its owner" in body["message"]
+    assert runtime.api("GET", f"/v1/sessions/{sid}")[0] == 403
+    assert runtime.api("POST", "/v1/sessions", {"user_id": "dana", "project_id": "todo"})[0] == 403
+    runtime.as_principal("viewer-vic", ("viewer",))
+    assert runtime.api("POST", "/v1/sessions", {"project_id": "todo"})[0] == 403  # viewers may not open
+    runtime.as_principal("root", ("admin",))
+    assert runtime.api("POST", f"/v1/sessions/{sid}/pause")[0] == 200  # admins may
+
+
 def test_bad_input_names_the_field(runtime: Any) -> None:
-    status, body = runtime.api("POST", "/v1/sessions", {"user_id": "x", "agents": []})
+    status, body = runtime.api("POST", "/v1/sessions", {"user_id": "dana", "agents": []})
     assert status == 400 and body["field"] == "agents"
     status, body = runtime.api("POST", "/v1/sessions", {"idle_timeout_seconds": 5})
     assert status == 400 and body["field"] == "idle_timeout_seconds"

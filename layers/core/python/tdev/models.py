@@ -73,7 +73,14 @@ class RequestIn(BaseModel):
         default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
     )
     model: ModelName | None = Field(
-        default=None, description="Model for every agent, as provider:model-id (default: the deployment's)."
+        default=None,
+        description="Model for every agent, as provider:model-id (default: each agent's own, else the "
+        "deployment's).",
+    )
+    fallback_models: list[ModelName] = Field(
+        default_factory=list,
+        max_length=5,
+        description="Models tried in order when the model fails transiently (throttling, timeout, 5xx).",
     )
     session_id: str | None = Field(
         default=None,
@@ -109,6 +116,7 @@ class AgentSpec(BaseModel):
     keywords: list[str] = Field(default_factory=list, description="Words that route a request to this agent.")
     instructions: list[str] = Field(default_factory=list)
     model: ModelName | None = None
+    fallback_models: list[ModelName] = Field(default_factory=list, max_length=5)
     max_concurrent: int = Field(default=10, ge=1, le=1000)
     timeout_seconds: int = Field(default=300, ge=1, le=900)
 
@@ -175,6 +183,15 @@ class Usage(BaseModel):
         )
 
 
+class ModelHop(BaseModel):
+    """One model tried for a task: which, how it went (succeeded, transient, failed, breaker_open, ...)."""
+
+    model: str
+    outcome: str
+    reason: str = ""
+    duration_ms: int = 0
+
+
 class AgentResult(BaseModel):
     task_id: str
     agent: str
@@ -185,6 +202,7 @@ class AgentResult(BaseModel):
     duration_ms: int = 0
     attempts: int = 1
     error: str | None = None
+    hops: list[ModelHop] = Field(default_factory=list, description="The models tried, in order.")
 
 
 class TaskState(BaseModel):
@@ -196,6 +214,7 @@ class TaskState(BaseModel):
     attempts: int = 0
     usage: Usage = Field(default_factory=Usage)
     error: str | None = None
+    model: str | None = Field(default=None, description="The model that answered (after any fallback).")
 
 
 class Execution(BaseModel):
@@ -203,7 +222,8 @@ class Execution(BaseModel):
     request: str
     project_id: str
     principal: str
-    model: str
+    model: str | None = Field(default=None, description="The requested model; None: each agent's own.")
+    fallback_models: list[str] = Field(default_factory=list)
     status: ExecutionStatus
     created_at: datetime
     updated_at: datetime
@@ -235,7 +255,8 @@ class ExecutionView(BaseModel):
     status: ExecutionStatus
     request: str
     project_id: str
-    model: str
+    model: str | None = None
+    fallback_models: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
     progress: float

@@ -209,6 +209,7 @@ class ExecutionRepository:
             request=execution.request,
             project_id=execution.project_id,
             model=execution.model,
+            fallback_models=execution.fallback_models,
             created_at=execution.created_at,
             updated_at=execution.updated_at,
             progress=execution.progress,
@@ -332,6 +333,7 @@ class ExecutionRepository:
             "attempts": result.attempts,
             "usage": result.usage.model_dump(mode="json"),
             "error": result.error,
+            "model": result.model or None,
         }
         task_key = {"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{result.task_id}"}
         try:

@@ -21,11 +21,11 @@ from agno.exceptions import (
 
 from tdev.errors import AgentError, TDevError, TransientError, UnknownModelProviderError
 from tdev.llm.offline import OfflineModel
+from tdev.llm.providers import SUPPORTED_PROVIDERS, build_model
 
 if TYPE_CHECKING:
     from agno.models.base import Model
 
-SUPPORTED_PROVIDERS = ("offline", "bedrock")
 _EXAMPLES = "e.g. offline:tdev-offline-1 or bedrock:amazon.nova-lite-v1:0"
 
 
@@ -68,23 +68,22 @@ def use_bedrock_session(session: Any) -> None:
     _bedrock_session = session
 
 
-def resolve_model(name: str) -> Model:
-    """A fresh Agno model for `name`. Bedrock's module is imported here only: offline cold starts skip it."""
+def resolve_model(name: str, **options: Any) -> Model:
+    """A fresh Agno model for `name` (see tdev.llm.providers); a provider's SDK is imported on first use.
+
+    `options` reach the Agno class when it accepts them (e.g. an httpx `http_client` in tests).
+    """
     provider, model_id = parse_model_name(name)
+    check_model_name(name)
     if provider == "offline":
         return OfflineModel(id=model_id)
     if provider == "bedrock":
-        from agno.models.aws.bedrock import AwsBedrock
-
         if _bedrock_session is not None:
-            return AwsBedrock(id=model_id, session=_bedrock_session)
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return AwsBedrock(id=model_id, aws_region=region)
-    raise UnknownModelProviderError(
-        f"unknown model provider {provider!r} in {name!r}; "
-        f"supported providers: {', '.join(SUPPORTED_PROVIDERS)} ({_EXAMPLES})",
-        field="model",
-    )
+            options.setdefault("session", _bedrock_session)
+        else:
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            options.setdefault("aws_region", region)
+    return build_model(provider, model_id, **options)
 
 
 # ------------------------------------------------------------------------------------------ prices
@@ -96,9 +95,10 @@ class Price:
     output_per_1k: float
 
 
-# Amazon Bedrock on-demand prices, US East (N. Virginia), from https://aws.amazon.com/bedrock/pricing/ as
-# published in mid-2025 (transcribed 2025-06; check the page before using these numbers for billing).
-# Batch, provisioned throughput, prompt caching and long-context surcharges are not modelled.
+# Amazon Bedrock on-demand prices, US East (N. Virginia), as https://aws.amazon.com/bedrock/pricing/
+# showed them in mid-2025 -- written FROM MEMORY, not transcribed from the live page: check it before using
+# them for billing. Batch, provisioned throughput, prompt caching and long-context surcharges are not
+# modelled. Other providers' prices are in tdev.llm.models_data (same caveat); this table wins over it.
 PRICES: dict[str, Price] = {
     "offline:tdev-offline-1": Price(0.0, 0.0),
     "bedrock:amazon.nova-micro-v1:0": Price(0.000035, 0.00014),
@@ -132,7 +132,15 @@ def price_of(model_name: str) -> Price | None:
         return PRICES["offline:tdev-offline-1"]  # every offline model is free
     if provider == "bedrock":
         model_id = _INFERENCE_PROFILE.sub("", model_id)
-    return PRICES.get(f"{provider}:{model_id}")
+    known = PRICES.get(f"{provider}:{model_id}")
+    if known is not None:
+        return known
+    from tdev.llm.models_data import info
+
+    model = info(f"{provider}:{model_id}")
+    if model is None or model.input_per_1k is None or model.output_per_1k is None:
+        return None
+    return Price(model.input_per_1k, model.output_per_1k)
 
 
 def price_known(model_name: str) -> bool:

@@ -17,11 +17,13 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
 
 from tdev import aws, container
-from tdev.errors import AgentError, TDevError, TransientError
+from tdev.errors import AgentError, TDevError, TransientError, UnknownModelProviderError
 from tdev.models import (
     AgentResult,
+    AgentSpec,
     Execution,
     ExecutionStatus,
+    ModelHop,
     Plan,
     RequestAccepted,
     RequestIn,
@@ -52,16 +54,21 @@ def submit_request(
     """
     from tdev.llm.catalog import check_model_name
 
-    settings = get_settings()
-    if body.model:
-        check_model_name(body.model)
+    requested = [body.model] if body.model else []
+    for field, names in (("model", requested), ("fallback_models", body.fallback_models)):
+        for name in names:
+            try:
+                check_model_name(name)
+            except UnknownModelProviderError as exc:
+                raise UnknownModelProviderError(str(exc), field=field) from None
     now = utc_now()
     execution = Execution(
         execution_id=str(uuid.uuid4()),
         request=body.request,
         project_id=body.project_id,
         principal=principal,
-        model=body.model or settings.default_model,
+        model=body.model,  # None: each agent's own model, else the deployment default, chosen at run time
+        fallback_models=list(body.fallback_models),
         status=ExecutionStatus.PENDING,
         created_at=now,
         updated_at=now,
@@ -148,8 +155,9 @@ def step_levels(plan: Plan) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------- run agent
 @tracer.capture_method
 def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
-    """Run one agent task on its model and store the result (exactly once per task)."""
-    from tdev.agents.runtime import compose_prompt, run_agent
+    """Run one agent task on its model chain and store the result (exactly once per task)."""
+    from tdev.agents.runtime import compose_prompt
+    from tdev.llm.fallback import run_chain, shared_guards
 
     executions = container.executions()
     already = executions.stored_success(execution_id, task_id)
@@ -159,14 +167,17 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     plan = executions.get_plan(execution_id)
     task = plan.task(task_id)
     spec = container.agents().get(task.agent)
-    model_name = execution.model if execution.model else (spec.model or get_settings().default_model)
+    chain = model_chain(execution, spec)
+    model_name = chain[0]
     executions.mark_task_running(execution_id, task_id, attempt + 1)
     upstream = executions.get_results(execution_id, [d.task_id for d in task.depends_on])
     tracer.put_annotation("agent", task.agent)
     tracer.put_annotation("model", model_name)
     started = time.perf_counter()
     try:
-        run = run_agent(spec, model_name, compose_prompt(execution.request, task, upstream))
+        chained = run_chain(
+            spec, chain, compose_prompt(execution.request, task, upstream), guards=shared_guards()
+        )
     except TDevError as exc:
         duration_ms = int((time.perf_counter() - started) * 1000)
         _record_agent_metrics(
@@ -179,6 +190,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
         if not isinstance(exc, TransientError):
             container.agents().record_run(task.agent, succeeded=False, duration_ms=duration_ms)
         raise
+    run = chained.run
     result = AgentResult(
         task_id=task_id,
         agent=task.agent,
@@ -188,6 +200,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
         usage=run.usage,
         duration_ms=run.duration_ms,
         attempts=attempt + 1,
+        hops=[ModelHop(**hop.as_dict()) for hop in chained.hops],
     )
     stored = executions.save_result(execution_id, result)
     container.agents().record_run(task.agent, succeeded=True, duration_ms=run.duration_ms)
@@ -202,9 +215,23 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
             "output_tokens": run.usage.output_tokens,
             "cost_usd": run.usage.cost_usd,
             "duration_ms": run.duration_ms,
+            "hops": [hop.describe() for hop in chained.hops],
         },
     )
     return stored
+
+
+def model_chain(execution: Execution, spec: AgentSpec) -> list[str]:
+    """The models a task tries in order: the request's, else the agent spec's, else the deployment default."""
+    from tdev.llm.fallback import chain_for
+
+    return chain_for(
+        request_model=execution.model,
+        request_fallbacks=execution.fallback_models,
+        spec_model=spec.model,
+        spec_fallbacks=spec.fallback_models,
+        default_model=get_settings().default_model,
+    )
 
 
 def _record_agent_metrics(agent: str, model: str, status: str, duration_ms: int, usage: Usage) -> None:
@@ -256,7 +283,7 @@ def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] |
     result = AgentResult(
         task_id=task_id,
         agent=task.agent,
-        model=executions.get(execution_id).model,
+        model=" → ".join(model_chain(executions.get(execution_id), container.agents().get(task.agent))),
         status=TaskStatus.FAILED,
         error=message,
         attempts=0,

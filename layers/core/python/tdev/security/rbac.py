@@ -180,6 +180,8 @@ BUILTIN_ROLES: dict[str, Role] = {
             Permission("developer-shared-project", f"project/{SHARED_PROJECT}", "execute"),
             Permission("developer-agents-execute", "agent/*", "execute"),
             Permission("developer-agents-monitor", "agent/*", "monitor"),
+            # Sessions: the API lets a developer act only on sessions it opened (ownership checked there).
+            Permission("developer-sessions", "session/*", "*"),
         ),
     ),
     "admin": Role("admin", permissions=(Permission("admin-all", "*", "*"),)),

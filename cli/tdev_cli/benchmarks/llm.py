@@ -1,0 +1,163 @@
+"""LLM layer benchmark: the layer's overhead per call, and router decisions per second.
+
+Overhead: the same stubbed Bedrock Converse response (botocore Stubber, no network) is fetched N times by
+calling the boto3 client directly, and N times through the layer (`run_chain`: Agno agent, error
+classification, cost, hops, metrics; once without and once with the shared Redis breakers, rate counters
+and history). The ratio layer/direct is measured in one run, on this machine, so it is comparable only
+within that run. Router: decisions per second over the whole model table, with neutral health and with
+live health read from Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+NAME = "llm"
+MODEL = "bedrock:amazon.nova-lite-v1:0"
+RESPONSE = {
+    "output": {"message": {"role": "assistant", "content": [{"text": "def add(a, b):\n    return a + b\n"}]}},
+    "stopReason": "end_turn",
+    "usage": {"inputTokens": 120, "outputTokens": 16, "totalTokens": 136},
+    "metrics": {"latencyMs": 1},
+}
+
+
+def _client() -> tuple[Any, Any]:
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client(
+        "bedrock-runtime", region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench"
+    )
+    return client, Stubber(client)
+
+
+def _per_call_us(calls: int, call: Callable[[], Any], prepare: Callable[[int], None]) -> float:
+    prepare(calls)
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1e6
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Powertools prints EMF metrics and JSON logs for every call: not part of a benchmark's output."""
+    saved = os.environ.get("POWERTOOLS_METRICS_DISABLED")
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    logging.disable(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+        if saved is None:
+            os.environ.pop("POWERTOOLS_METRICS_DISABLED", None)
+        else:
+            os.environ["POWERTOOLS_METRICS_DISABLED"] = saved
+
+
+@contextlib.contextmanager
+def _redis() -> Iterator[Any]:
+    import redis
+
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield redis.Redis.from_url(url, decode_responses=True)
+        return
+    from tdev_cli.redis_server import RedisServer
+
+    with RedisServer() as server:
+        yield redis.Redis.from_url(server.url, decode_responses=True)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    os.environ.setdefault("AGNO_TELEMETRY", "false")
+    from agno.models.message import Message
+
+    from tdev.llm.catalog import resolve_model
+    from tdev.llm.fallback import Guards, run_chain
+    from tdev.llm.router import Criteria, live_health, route
+    from tdev.models import AgentSpec
+
+    calls = 30 if quick else 200
+    spec = AgentSpec(name="CodeAgent", role="Writes code.", description="d", capabilities=["code"])
+    prompt = "Write a function that adds two numbers."
+    client, stub = _client()
+    stub.activate()
+
+    def queue(n: int) -> None:
+        for _ in range(n):
+            stub.add_response("converse", RESPONSE)
+
+    def direct() -> Any:
+        return client.converse(
+            modelId="amazon.nova-lite-v1:0", messages=[{"role": "user", "content": [{"text": prompt}]}]
+        )
+
+    def resolve(name: str) -> Any:
+        model = resolve_model(name)
+        model.client = client  # type: ignore[attr-defined]  # AwsBedrock has one
+        return model
+
+    def agno_model() -> Any:
+        return resolve(MODEL).response(messages=[Message(role="user", content=prompt)])
+
+    figures: dict[str, Any] = {"calls": calls}
+    with _quiet(), _redis() as redis_client:
+        guards = Guards.from_redis(redis_client)
+        for key in redis_client.scan_iter(f"tdev:llm:*{MODEL}*"):
+            redis_client.delete(key)
+        _per_call_us(5, direct, queue)  # warm-up: imports, botocore loaders
+        _per_call_us(5, lambda: run_chain(spec, [MODEL], prompt, resolve=resolve), queue)
+        figures["direct_client_us"] = round(_per_call_us(calls, direct, queue), 1)
+        figures["agno_model_us"] = round(_per_call_us(calls, agno_model, queue), 1)
+        figures["layer_us"] = round(
+            _per_call_us(calls, lambda: run_chain(spec, [MODEL], prompt, resolve=resolve), queue), 1
+        )
+        figures["layer_with_redis_us"] = round(
+            _per_call_us(
+                calls, lambda: run_chain(spec, [MODEL], prompt, guards=guards, resolve=resolve), queue
+            ),
+            1,
+        )
+        criteria = Criteria(task_type="code", context_tokens=20_000, capabilities=frozenset({"tools"}))
+        decisions = 50 if quick else 500
+        started = time.perf_counter()
+        for _ in range(decisions):
+            route(criteria)
+        figures["router_decisions_per_s"] = round(decisions / (time.perf_counter() - started), 1)
+        health = live_health(guards)
+        live = 5 if quick else 30
+        started = time.perf_counter()
+        for _ in range(live):
+            route(criteria, health=health)
+        figures["router_live_redis_decisions_per_s"] = round(live / (time.perf_counter() - started), 1)
+    stub.deactivate()
+    figures["overhead_ratio"] = round(figures["layer_us"] / figures["direct_client_us"], 2)
+    figures["overhead_ratio_with_redis"] = round(
+        figures["layer_with_redis_us"] / figures["direct_client_us"], 2
+    )
+    figures["overhead_per_call_us"] = round(figures["layer_with_redis_us"] - figures["direct_client_us"], 1)
+    headline = (
+        f"layer {figures['layer_with_redis_us']:.0f} us/call with Redis guards vs "
+        f"{figures['direct_client_us']:.0f} us "
+        f"direct ({figures['overhead_ratio_with_redis']}x, +{figures['overhead_per_call_us']:.0f} us); "
+        f"router {figures['router_decisions_per_s']:.0f} decisions/s"
+    )
+    return {"name": NAME, "headline": headline, "figures": figures}
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick=False), indent=2))

@@ -1,0 +1,301 @@
+"""Fallback chains: try each model in turn, skipping unhealthy or saturated ones, until one answers.
+
+A transient failure (throttling, timeout, 5xx, rate limit) moves on down the chain; a permanent one (bad
+request, auth, content filter, missing SDK) surfaces at once. A model whose shared circuit breaker is open,
+or that is at ≥ 80 % of its requests/tokens per minute, is skipped. Every hop is logged, annotated on the
+trace and counted (metric `LLMCalls` by model and outcome). When no model answers, the error is a
+TransientError listing each hop, so the state machine retries the task later with backoff.
+
+The chain for a task is: the request's model and fallbacks, else the agent spec's, else the deployment's
+default (see `chain_for`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from tdev.errors import AgentError, TDevError, TransientError
+from tdev.llm.breaker import BreakerState, CircuitBreakers
+from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
+from tdev.llm.limits import History, RateLimits, estimate_tokens
+from tdev.observability import NAMESPACE, logger, tracer
+
+if TYPE_CHECKING:
+    from agno.models.base import Model
+
+    from tdev.agents.runtime import AgentRun
+    from tdev.models import AgentSpec
+
+MAX_CHAIN = 6
+
+
+# ------------------------------------------------------------------------------------------- chain
+def chain_for(
+    *,
+    request_model: str | None,
+    request_fallbacks: Sequence[str] = (),
+    spec_model: str | None = None,
+    spec_fallbacks: Sequence[str] = (),
+    default_model: str,
+) -> list[str]:
+    """The models to try, in order, without duplicates: request → agent spec → deployment default."""
+    if request_model:
+        chain = [request_model, *request_fallbacks]
+    elif spec_model:
+        chain = [spec_model, *(request_fallbacks or spec_fallbacks)]
+    else:
+        chain = [default_model, *(request_fallbacks or spec_fallbacks)]
+    seen: list[str] = []
+    for name in chain:
+        if name not in seen:
+            seen.append(name)
+    return seen[:MAX_CHAIN]
+
+
+# ------------------------------------------------------------------------------------------ guards
+@dataclass
+class Guards:
+    """The shared health state of every model: breakers, rate counters, history (all in one Redis)."""
+
+    breakers: CircuitBreakers
+    limits: RateLimits
+    history: History
+
+    @classmethod
+    def from_redis(cls, redis: Any, **breaker_options: Any) -> Guards:
+        return cls(CircuitBreakers(redis, **breaker_options), RateLimits(redis), History(redis))
+
+
+def shared_guards() -> Guards | None:
+    """Guards on the deployment's Redis (REDIS_URL), or None when this deployment has no Redis."""
+    from tdev.settings import get_settings
+
+    if not get_settings().redis_url:
+        return None
+    from tdev.cache import redis_client
+
+    return Guards.from_redis(redis_client())
+
+
+# -------------------------------------------------------------------------------------------- hops
+@dataclass
+class Hop:
+    model: str
+    outcome: str  # succeeded | transient | failed | breaker_open | rate_limited
+    reason: str = ""
+    duration_ms: int = 0
+
+    def describe(self) -> str:
+        return f"{self.model}: {self.outcome}" + (f" ({self.reason})" if self.reason else "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass
+class ChainRun:
+    run: AgentRun
+    hops: list[Hop] = field(default_factory=list)
+
+
+class ChainExhaustedError(TransientError):
+    """No model in the chain answered; every failure was transient (or a skip): try again later."""
+
+    def __init__(self, hops: Sequence[Hop]) -> None:
+        super().__init__("no model in the chain answered: " + "; ".join(h.describe() for h in hops))
+        self.hops = list(hops)
+
+
+def _count(hop: Hop) -> None:
+    with single_metric(name="LLMCalls", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
+        metric.add_dimension(name="model", value=hop.model)
+        metric.add_dimension(name="outcome", value=hop.outcome)
+    if hop.outcome in {"succeeded", "transient"}:
+        with single_metric(
+            name="LLMLatency", unit=MetricUnit.Milliseconds, value=hop.duration_ms, namespace=NAMESPACE
+        ) as metric:
+            metric.add_dimension(name="model", value=hop.model)
+
+
+def _note(hops: list[Hop], hop: Hop) -> None:
+    hops.append(hop)
+    tracer.put_annotation(key=f"llm_hop_{len(hops)}", value=f"{hop.model} {hop.outcome}")
+    level = logger.info if hop.outcome == "succeeded" else logger.warning
+    level("model call", extra={"hop": len(hops), **hop.as_dict()})
+    _count(hop)
+
+
+class _Admission:
+    """Breaker + rate limit for one model; a Redis outage means 'no shared state', never a failure."""
+
+    def __init__(self, guards: Guards | None) -> None:
+        self.guards = guards
+
+    def check(self, model: str, estimated_tokens: int) -> Hop | None:
+        if self.guards is None:
+            return None
+        try:
+            admission = self.guards.breakers.acquire(model)
+            if not admission.allowed:
+                return Hop(model, "breaker_open", f"circuit breaker {admission.state.value}")
+            rate = self.guards.limits.admit(model, estimated_tokens)
+            if not rate.admitted:
+                if admission.state is BreakerState.HALF_OPEN:
+                    self.guards.breakers.release_probe(model)
+                return Hop(model, "rate_limited", f"at {rate.usage:.0%} of its per-minute limit")
+        except Exception as exc:  # redis.RedisError and friends: the call itself may still succeed
+            logger.warning("shared model state unavailable; calling without it", extra={"error": str(exc)})
+            self.guards = None
+        return None
+
+    def settle(
+        self, model: str, *, succeeded: bool, transient: bool, latency_ms: int, est: int, used: int
+    ) -> None:
+        if self.guards is None:
+            return
+        try:
+            if succeeded:
+                self.guards.breakers.record_success(model)
+                self.guards.limits.settle(model, est, used)
+            elif transient:
+                self.guards.breakers.record_failure(model)
+            else:
+                self.guards.breakers.release_probe(model)
+            self.guards.history.record(model, succeeded=succeeded, latency_ms=latency_ms)
+        except Exception as exc:
+            logger.warning("could not record the model call's outcome", extra={"error": str(exc)})
+
+
+# --------------------------------------------------------------------------------------------- run
+@tracer.capture_method(capture_response=False)
+def run_chain(
+    spec: AgentSpec,
+    chain: Sequence[str],
+    prompt: str,
+    *,
+    guards: Guards | None = None,
+    resolve: Callable[[str], Model] = resolve_model,
+) -> ChainRun:
+    """Run the agent on the first model of `chain` that is admitted and answers."""
+    from tdev.agents.runtime import run_agent
+
+    if not chain:
+        raise AgentError("empty model chain")
+    admission = _Admission(guards)
+    estimated = estimate_tokens(prompt)
+    hops: list[Hop] = []
+    for name in chain:
+        skipped = admission.check(name, estimated)
+        if skipped is not None:
+            _note(hops, skipped)
+            continue
+        started = time.perf_counter()
+        try:
+            run = run_agent(spec, name, prompt, model=resolve(name))
+        except TDevError as exc:
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            transient = isinstance(exc, TransientError)
+            admission.settle(
+                name, succeeded=False, transient=transient, latency_ms=duration_ms, est=0, used=0
+            )
+            _note(hops, Hop(name, "transient" if transient else "failed", str(exc), duration_ms))
+            if not transient:
+                raise  # bad request, auth, content filter: another model would not make it right
+            continue
+        used = run.usage.input_tokens + run.usage.output_tokens
+        admission.settle(
+            name, succeeded=True, transient=False, latency_ms=run.duration_ms, est=estimated, used=used
+        )
+        _note(hops, Hop(name, "succeeded", "", run.duration_ms))
+        return ChainRun(run=run, hops=hops)
+    raise ChainExhaustedError(hops)
+
+
+# ------------------------------------------------------------------------------------------ stream
+@dataclass
+class StreamResult:
+    """Filled in while the stream is consumed: which model answered, hops, tokens and cost."""
+
+    model: str = ""
+    hops: list[Hop] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    text: str = ""
+
+
+def stream_chain(
+    chain: Sequence[str],
+    prompt: str,
+    *,
+    system: str | None = None,
+    guards: Guards | None = None,
+    resolve: Callable[[str], Model] = resolve_model,
+    result: StreamResult | None = None,
+) -> Iterator[str]:
+    """Stream text from the first model of `chain` that answers, through Agno's `response_stream`.
+
+    Falling back is only possible before the first chunk: once text has reached the caller, a failure
+    surfaces (TransientError or AgentError) instead of splicing two models' answers together.
+    """
+    from agno.models.message import Message
+
+    out = result if result is not None else StreamResult()
+    admission = _Admission(guards)
+    estimated = estimate_tokens(prompt)
+    for name in chain:
+        skipped = admission.check(name, estimated)
+        if skipped is not None:
+            _note(out.hops, skipped)
+            continue
+        messages = [Message(role="system", content=system)] if system else []
+        messages.append(Message(role="user", content=prompt))
+        started = time.perf_counter()
+        emitted = False
+        try:
+            model = resolve(name)
+            for chunk in model.response_stream(messages=messages):
+                text = getattr(chunk, "content", None)
+                if isinstance(text, str) and text:
+                    emitted = True
+                    out.text += text
+                    yield text
+        except Exception as exc:
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            kind = classify_provider_error(exc)
+            transient = kind is TransientError
+            admission.settle(
+                name, succeeded=False, transient=transient, latency_ms=duration_ms, est=0, used=0
+            )
+            reason = provider_error_reason(exc)
+            _note(out.hops, Hop(name, "transient" if transient else "failed", reason, duration_ms))
+            if not transient or emitted:
+                raise kind(f"streaming from {name} failed: {reason}") from exc
+            continue
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        metrics = messages[-1].metrics if messages[-1].role == "assistant" else None
+        out.input_tokens = int(getattr(metrics, "input_tokens", 0) or 0)
+        out.output_tokens = int(getattr(metrics, "output_tokens", 0) or 0)
+        out.cost_usd = cost_usd(name, out.input_tokens, out.output_tokens)
+        out.model = name
+        admission.settle(
+            name,
+            succeeded=True,
+            transient=False,
+            latency_ms=duration_ms,
+            est=estimated,
+            used=out.input_tokens + out.output_tokens,
+        )
+        _note(out.hops, Hop(name, "succeeded", "", duration_ms))
+        return
+    raise ChainExhaustedError(out.hops)

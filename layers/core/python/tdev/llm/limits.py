@@ -1,0 +1,135 @@
+"""Shared requests-per-minute and tokens-per-minute counters per model, and live call history, in Redis.
+
+Rate limits: one hash per model and minute (`requests`, `tokens`), expiring after two minutes. `admit` is a
+Lua script that refuses a call when the model is at ≥ 80 % of either configured limit and otherwise counts
+the request (and the prompt's estimated tokens) in the same step, so concurrent callers cannot all slip in
+under the threshold. After the call, `settle` adds the difference between actual and estimated tokens.
+
+History: one hash per model with exponentially weighted success rate and latency, updated atomically by
+every instance: the router's live view of which models answer, and how fast.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tdev.llm.models_data import limits_of
+
+RATE_PREFIX = "tdev:llm:rate:"
+HISTORY_PREFIX = "tdev:llm:history:"
+SKIP_AT = 0.8  # of the configured RPM or TPM
+
+# KEYS[1] = this minute's hash; ARGV = rpm, tpm, estimated tokens, threshold → {admitted 0|1, usage x1000}
+_ADMIT = """
+local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
+local requests = tonumber(redis.call('HGET', KEYS[1], 'requests') or '0')
+local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '0')
+local usage = 0
+if rpm > 0 then usage = math.max(usage, requests / rpm) end
+if tpm > 0 then usage = math.max(usage, tokens / tpm) end
+if usage >= tonumber(ARGV[4]) then return {0, math.floor(usage * 1000)} end
+redis.call('HINCRBY', KEYS[1], 'requests', 1)
+redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[3])
+redis.call('EXPIRE', KEYS[1], 120)
+return {1, math.floor(usage * 1000)}
+"""
+
+# KEYS[1] = history hash; ARGV = success 0|1, latency_ms, alpha → calls
+_HISTORY = """
+local alpha = tonumber(ARGV[3])
+local calls = redis.call('HINCRBY', KEYS[1], 'calls', 1)
+local ok = tonumber(ARGV[1])
+local rate = tonumber(redis.call('HGET', KEYS[1], 'success_rate') or tostring(ok))
+if calls > 1 then rate = rate * (1 - alpha) + ok * alpha end
+redis.call('HSET', KEYS[1], 'success_rate', tostring(rate))
+if ok == 1 then
+  local latency = tonumber(ARGV[2])
+  local previous = redis.call('HGET', KEYS[1], 'latency_ms')
+  if previous then latency = tonumber(previous) * (1 - alpha) + latency * alpha end
+  redis.call('HSET', KEYS[1], 'latency_ms', tostring(latency))
+end
+redis.call('EXPIRE', KEYS[1], 604800)
+return calls
+"""
+
+
+@dataclass(frozen=True)
+class RateAdmission:
+    admitted: bool
+    usage: float  # the larger of requests/RPM and tokens/TPM this minute, before this call
+
+
+@dataclass(frozen=True)
+class ModelHistory:
+    calls: int = 0
+    success_rate: float = 1.0
+    latency_ms: float | None = None
+
+
+def estimate_tokens(text: str) -> int:
+    """~4 characters a token for English and code: good enough to count a prompt against a TPM budget."""
+    return max(1, len(text) // 4)
+
+
+class RateLimits:
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        skip_at: float = SKIP_AT,
+        clock: Callable[[], float] = time.time,
+        limits: Callable[[str], tuple[int, int]] = limits_of,
+    ) -> None:
+        self.redis = redis
+        self.skip_at = skip_at
+        self.clock = clock
+        self.limits = limits
+        self._admit = redis.register_script(_ADMIT)
+
+    def key(self, model: str) -> str:
+        return f"{RATE_PREFIX}{model}:{int(self.clock() // 60)}"
+
+    def admit(self, model: str, estimated_tokens: int = 0) -> RateAdmission:
+        rpm, tpm = self.limits(model)
+        admitted, usage = self._admit(keys=[self.key(model)], args=[rpm, tpm, estimated_tokens, self.skip_at])
+        return RateAdmission(bool(int(admitted)), int(usage) / 1000)
+
+    def settle(self, model: str, estimated_tokens: int, actual_tokens: int) -> None:
+        """Replace the admission's estimate by the tokens the call really used."""
+        if actual_tokens != estimated_tokens:
+            self.redis.hincrby(self.key(model), "tokens", actual_tokens - estimated_tokens)
+
+    def usage(self, model: str) -> float:
+        rpm, tpm = self.limits(model)
+        values = self.redis.hmget(self.key(model), "requests", "tokens")
+        requests, tokens = (int(v or 0) for v in values)
+        return max(requests / rpm if rpm else 0.0, tokens / tpm if tpm else 0.0)
+
+
+class History:
+    def __init__(self, redis: Any, *, alpha: float = 0.2) -> None:
+        self.redis = redis
+        self.alpha = alpha
+        self._record = redis.register_script(_HISTORY)
+
+    def record(self, model: str, *, succeeded: bool, latency_ms: float) -> None:
+        self._record(keys=[HISTORY_PREFIX + model], args=[1 if succeeded else 0, latency_ms, self.alpha])
+
+    def get(self, model: str) -> ModelHistory:
+        fields = self.redis.hgetall(HISTORY_PREFIX + model)
+        if not fields:
+            return ModelHistory()
+        fields = {_text(k): _text(v) for k, v in fields.items()}
+        latency = fields.get("latency_ms")
+        return ModelHistory(
+            calls=int(fields.get("calls", 0)),
+            success_rate=float(fields.get("success_rate", 1.0)),
+            latency_ms=float(latency) if latency is not None else None,
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

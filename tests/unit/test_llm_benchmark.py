@@ -1,0 +1,16 @@
+"""The LLM benchmark runs and reports its figures (what they are is printed, never asserted on)."""
+
+from __future__ import annotations
+
+from tdev_cli.benchmarks import llm
+
+
+def test_the_llm_benchmark_reports_overhead_and_router_throughput(redis_url: str) -> None:
+    report = llm.run(quick=True)
+
+    assert report["name"] == llm.NAME == "llm"
+    figures = report["figures"]
+    for key in ("direct_client_us", "layer_us", "layer_with_redis_us", "router_decisions_per_s"):
+        assert figures[key] > 0, key
+    assert figures["overhead_ratio"] == round(figures["layer_us"] / figures["direct_client_us"], 2)
+    assert "decisions/s" in report["headline"]
