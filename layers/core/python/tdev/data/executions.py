@@ -105,7 +105,15 @@ class ExecutionRepository:
                     "Item": _ser(item),
                     "ConditionExpression": "attribute_not_exists(PK)",
                 }
-            }
+            },
+            # Transactional outbox: the event exists if and only if the execution does.
+            self._outbox(
+                execution.execution_id,
+                "ExecutionAccepted",
+                ("accepted",),
+                {"executionId": execution.execution_id, "projectId": execution.project_id},
+                correlation_id=execution.correlation_id,
+            ),
         ]
         if idempotency_key:
             writes.append(
@@ -304,8 +312,37 @@ class ExecutionRepository:
     def mark_task_running(self, execution_id: str, task_id: str, attempt: int) -> None:
         self._update_task(execution_id, task_id, {"status": TaskStatus.RUNNING.value, "attempts": attempt})
 
-    def save_result(self, execution_id: str, result: AgentResult) -> AgentResult:
-        """Store a task's result exactly once: a retried invocation keeps the first stored success."""
+    def _outbox(
+        self,
+        execution_id: str,
+        detail_type: str,
+        fact: tuple[str, ...],
+        data: dict[str, Any],
+        *,
+        correlation_id: str | None,
+    ) -> dict[str, Any]:
+        from tdev.messaging.envelope import deterministic_event_id
+        from tdev.messaging.outbox import outbox_put
+
+        return outbox_put(
+            self._table_name,
+            source="t-developer.executions",
+            detail_type=detail_type,
+            data=data,
+            partition_key=f"EXECUTION#{execution_id}",
+            event_id=deterministic_event_id(execution_id, *fact),
+            correlation_id=correlation_id or execution_id,
+            causation_id=execution_id,
+        )
+
+    def save_result(
+        self, execution_id: str, result: AgentResult, *, correlation_id: str | None = None
+    ) -> AgentResult:
+        """Store a task's result exactly once: a retried invocation keeps the first stored success.
+
+        The TaskCompleted event goes into the outbox in the same transaction (its id is fixed per
+        task and status, so rewriting a FAILED result does not make a second event).
+        """
         task_state = {
             "status": result.status.value,
             "attempts": result.attempts,
@@ -334,6 +371,18 @@ class ExecutionRepository:
                         }
                     },
                     {"Update": self._task_update_request(execution_id, result.task_id, task_state)},
+                    self._outbox(
+                        execution_id,
+                        "TaskCompleted",
+                        ("task", result.task_id, result.status.value),
+                        {
+                            "executionId": execution_id,
+                            "taskId": result.task_id,
+                            "agent": result.agent,
+                            "status": result.status.value,
+                        },
+                        correlation_id=correlation_id,
+                    ),
                 ]
             )
         except ClientError as exc:

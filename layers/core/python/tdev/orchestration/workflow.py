@@ -189,7 +189,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
         duration_ms=run.duration_ms,
         attempts=attempt + 1,
     )
-    stored = executions.save_result(execution_id, result)
+    stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
     container.agents().record_run(task.agent, succeeded=True, duration_ms=run.duration_ms)
     _record_agent_metrics(task.agent, run.model, "succeeded", run.duration_ms, run.usage)
     logger.info(
@@ -253,15 +253,16 @@ def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] |
     plan = executions.get_plan(execution_id)
     task = plan.task(task_id)
     message = error_message(error)
+    execution = executions.get(execution_id)
     result = AgentResult(
         task_id=task_id,
         agent=task.agent,
-        model=executions.get(execution_id).model,
+        model=execution.model,
         status=TaskStatus.FAILED,
         error=message,
         attempts=0,
     )
-    stored = executions.save_result(execution_id, result)
+    stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
     logger.warning(
         "task failed",
         extra={
