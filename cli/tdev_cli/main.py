@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tdev_cli import chaos, dlq
+
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
 
@@ -33,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     agents.add_argument("--json", action="store_true")
 
     commands.add_parser("openapi", help="print the API's OpenAPI schema (generated from the pydantic models)")
+    chaos.register(commands)
+    dlq.register(commands)
 
     args = parser.parse_args(argv)
+    if hasattr(args, "func"):
+        return int(args.func(args))
     if args.command == "run":
         return _run(args)
     if args.command == "openapi":

@@ -254,8 +254,9 @@ class LocalRuntime:
         self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name=STATE_MACHINE, definition=render_definition(self.substitutions), roleArn=role_arn
         )["stateMachineArn"]
-        from tdev_cli.local_messaging import LocalMessaging
+        from tdev_cli.local_messaging import LocalMessaging, share_stream_in_transaction_snapshots
 
+        self._stack.append(share_stream_in_transaction_snapshots())
         self.messaging = LocalMessaging(TABLE_NAME, self._dispatch_messaging).create()
 
     def _dispatch_messaging(self, name: str, event: dict[str, Any]) -> Any:
