@@ -33,6 +33,7 @@ from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
 from stacks.api_stack import ApiStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
+from stacks.messaging_stack import MessagingStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
 
@@ -42,10 +43,11 @@ class TDeveloperStacks:
     data: DataStack
     orchestration: OrchestrationStack
     api: ApiStack
+    messaging: MessagingStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
-        return (self.data, self.orchestration, self.api)
+        return (self.data, self.orchestration, self.api, self.messaging)
 
 
 def add_environment(
@@ -89,10 +91,23 @@ def add_environment(
         description=f"T-Developer {settings.name}: REST API",
         **common,
     )
-    for stack in (data, orchestration, api):
+    messaging = MessagingStack(
+        scope,
+        f"{settings.prefix}-messaging",
+        settings=settings,
+        table=data.table,
+        table_key=data.key,
+        event_bus=orchestration.event_bus,
+        alarm_topic=orchestration.alarm_topic,
+        core_layer_path=str(core_layer_path),
+        dependencies_layer_path=str(dependencies_layer_path),
+        description=f"T-Developer {settings.name}: outbox publisher, queues, consumers, routing rules",
+        **common,
+    )
+    for stack in (data, orchestration, api, messaging):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
-    return TDeveloperStacks(data, orchestration, api)
+    return TDeveloperStacks(data, orchestration, api, messaging)
 
 
 def check_with_cdk_nag(app: cdk.App) -> None:
