@@ -310,7 +310,9 @@ class ExecutionRepository:
             raise
 
     def mark_task_running(self, execution_id: str, task_id: str, attempt: int) -> None:
-        self._update_task(execution_id, task_id, {"status": TaskStatus.RUNNING.value, "attempts": attempt})
+        self._update_task(
+            execution_id, task_id, {"status": TaskStatus.RUNNING.value, "attempts": attempt}, open_only=True
+        )
 
     def _outbox(
         self,
@@ -370,7 +372,9 @@ class ExecutionRepository:
                             "ExpressionAttributeValues": _ser({":succeeded": TaskStatus.SUCCEEDED.value}),
                         }
                     },
-                    {"Update": self._task_update_request(execution_id, result.task_id, task_state)},
+                    # A late task (a sibling failed and the saga already finished the execution) must
+                    # not reopen a compensated execution: only an open execution takes task results.
+                    {"Update": self._task_update_request(execution_id, result.task_id, task_state, open_only=True)},
                     self._outbox(
                         execution_id,
                         "TaskCompleted",
@@ -392,6 +396,8 @@ class ExecutionRepository:
             stored = self.get_results(execution_id, [result.task_id])
             if stored and stored[0].status == TaskStatus.SUCCEEDED:
                 return stored[0]
+            if self.get(execution_id).status.terminal:
+                raise ConflictError(f"execution {execution_id} already finished; task {result.task_id} is too late")
             raise TransientError(f"task {result.task_id}: result write was cancelled; retry") from exc
         return result
 
@@ -407,9 +413,17 @@ class ExecutionRepository:
             fields["error"] = error
         self._update_task(execution_id, task_id, fields)
 
-    def _task_update_request(self, execution_id: str, task_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _task_update_request(
+        self, execution_id: str, task_id: str, fields: dict[str, Any], *, open_only: bool = False
+    ) -> dict[str, Any]:
         names = {"#tasks": "tasks", "#tid": task_id}
         values: dict[str, Any] = {":now": utc_now().isoformat(), ":one": 1}
+        condition = "attribute_exists(#tasks.#tid)"
+        if open_only:
+            names["#xstatus"] = "status"
+            terminal = [s.value for s in ExecutionStatus if s.terminal]
+            values.update({f":term{i}": v for i, v in enumerate(terminal)})
+            condition += " AND NOT #xstatus IN (" + ", ".join(f":term{i}" for i in range(len(terminal))) + ")"
         sets = ["updated_at = :now"]
         for i, (name, value) in enumerate(fields.items()):
             names[f"#f{i}"] = name
@@ -419,14 +433,18 @@ class ExecutionRepository:
             "TableName": self._table_name,
             "Key": _ser(execution_key(execution_id)),
             "UpdateExpression": "SET " + ", ".join(sets) + " ADD version :one",
-            "ConditionExpression": "attribute_exists(#tasks.#tid)",
+            "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _ser(values, drop_none=False),
         }
 
-    def _update_task(self, execution_id: str, task_id: str, fields: dict[str, Any]) -> None:
+    def _update_task(
+        self, execution_id: str, task_id: str, fields: dict[str, Any], *, open_only: bool = False
+    ) -> None:
         try:
-            aws.client("dynamodb").update_item(**self._task_update_request(execution_id, task_id, fields))
+            aws.client("dynamodb").update_item(
+                **self._task_update_request(execution_id, task_id, fields, open_only=open_only)
+            )
         except ClientError as exc:
             _raise_transient(exc)
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
