@@ -77,7 +77,9 @@ class MessagingStack(Stack):
             dlq = self._queue(f"{spec.dlq_name}", spec, dead_letter=None)
             self.dead_letter_queues[spec.name] = dlq
             self.queues[spec.name] = self._queue(
-                spec.name, spec, dead_letter=sqs.DeadLetterQueue(queue=dlq, max_receive_count=spec.max_receive_count)
+                spec.name,
+                spec,
+                dead_letter=sqs.DeadLetterQueue(queue=dlq, max_receive_count=spec.max_receive_count),
             )
         self.outbox_failures = self._plain_queue(q.OUTBOX_FAILURES, "stream batches the publisher gave up on")
         self.target_failures = self._plain_queue("event-targets-dlq", "events a rule could not deliver")
@@ -105,7 +107,9 @@ class MessagingStack(Stack):
             )
 
         # 4. The functions: the outbox publisher and one consumer per consumed queue.
-        layers = TdevLayers(self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path)
+        layers = TdevLayers(
+            self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
+        )
         environment = {
             "TABLE_NAME": table.table_name,
             "EVENT_BUS_NAME": event_bus.event_bus_name,
@@ -142,8 +146,12 @@ class MessagingStack(Stack):
                 # Only new outbox items reach the publisher.
                 filters=[
                     lambda_.FilterCriteria.filter(
-                        {"eventName": lambda_.FilterRule.is_equal("INSERT"),
-                         "dynamodb": {"NewImage": {"entity": {"S": lambda_.FilterRule.is_equal("OUTBOX")}}}}
+                        {
+                            "eventName": lambda_.FilterRule.is_equal("INSERT"),
+                            "dynamodb": {
+                                "NewImage": {"entity": {"S": lambda_.FilterRule.is_equal("OUTBOX")}}
+                            },
+                        }
                     )
                 ],
             )
@@ -201,8 +209,11 @@ class MessagingStack(Stack):
             self.rules[spec.name] = rule
 
         # 6. Anything dead-lettered raises an alarm.
-        for name, dlq in [*self.dead_letter_queues.items(), (q.OUTBOX_FAILURES, self.outbox_failures),
-                          ("event-targets", self.target_failures)]:
+        for name, dlq in [
+            *self.dead_letter_queues.items(),
+            (q.OUTBOX_FAILURES, self.outbox_failures),
+            ("event-targets", self.target_failures),
+        ]:
             alarm = cloudwatch.Alarm(
                 self,
                 f"DeadLetters{''.join(p.title() for p in name.replace('.', '-').split('-'))}",
@@ -224,12 +235,16 @@ class MessagingStack(Stack):
             fifo=spec.fifo or None,
             content_based_deduplication=(spec.content_based_deduplication or None) if spec.fifo else None,
             visibility_timeout=Duration.seconds(spec.visibility_seconds),
-            retention_period=DLQ_RETENTION if dead_letter is None else Duration.seconds(spec.retention_seconds),
+            retention_period=DLQ_RETENTION
+            if dead_letter is None
+            else Duration.seconds(spec.retention_seconds),
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=self.key,
             enforce_ssl=True,
             dead_letter_queue=dead_letter,
-            removal_policy=RemovalPolicy.DESTROY if self.settings.removal_policy == RemovalPolicy.DESTROY else RemovalPolicy.RETAIN,
+            removal_policy=RemovalPolicy.DESTROY
+            if self.settings.removal_policy == RemovalPolicy.DESTROY
+            else RemovalPolicy.RETAIN,
         )
         if dead_letter is None:
             acknowledge(queue, "AwsSolutions-SQS3", "This is a dead-letter queue; it has no DLQ of its own.")
@@ -257,5 +272,5 @@ def _fields(spec: q.RuleSpec) -> dict[str, str]:
     template = spec.input_template
     fields: dict[str, str] = {}
     for name, value in json.loads(re.sub(r'"<(\w+)>"', r'"\1"', template)).items():
-        fields[name] = spec.input_paths[value] if value in spec.input_paths else value
+        fields[name] = spec.input_paths.get(value, value)
     return fields

@@ -124,7 +124,7 @@ class ChaosInjector:
             client.meta.events.register_first("before-send", injector.aws_error)
             return client
 
-        botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
+        botocore.session.Session.create_client = create_client
         self._undo.append(lambda: setattr(botocore.session.Session, "create_client", original_create))
         aws.reset_clients()  # the functions' cached clients are made again, with the hook
 
@@ -138,7 +138,9 @@ class ChaosInjector:
     def before_invocation(self, name: str, event: dict[str, Any]) -> None:
         if name != "api" and self.plan.roll(self.plan.before, f"{name}:exception-before"):
             raise injected_timeout(name)
-        if name in self.WORKFLOW_STEPS - {"compensate"} and self.plan.roll(self.plan.hard, f"{name}:hard-error"):
+        if name in self.WORKFLOW_STEPS - {"compensate"} and self.plan.roll(
+            self.plan.hard, f"{name}:hard-error"
+        ):
             raise InjectedHardError(f"injected: {name} failed for good")
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
@@ -182,7 +184,7 @@ def _error_response(request: Any, service: str, code: str) -> Any:
 
     headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-query-error": f"{code};Sender"}
     response = AWSResponse(request.url, status, headers, _Raw())
-    response._content = body  # type: ignore[attr-defined]
+    response._content = body
     return response
 
 
@@ -213,9 +215,7 @@ class ChaosReport:
         )
 
 
-def submit_with_retries(
-    invoke_api: Any, plan: FaultPlan, request: str, attempts: int = 10
-) -> str:
+def submit_with_retries(invoke_api: Any, plan: FaultPlan, request: str, attempts: int = 10) -> str:
     """A well-behaved client: one Idempotency-Key per request, retried on 5xx and on lost responses."""
     key = str(uuid.uuid4())
     execution_ids: set[str] = set()
@@ -326,10 +326,7 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> None:
     statuses: Counter[str] = Counter()
     succeeded_results: Counter[str] = Counter()
     for execution_id in accepted:
-        items = [
-            from_item(i)
-            for i in _query_all(table, Key("PK").eq(f"EXECUTION#{execution_id}"))
-        ]
+        items = [from_item(i) for i in _query_all(table, Key("PK").eq(f"EXECUTION#{execution_id}"))]
         head = next((i for i in items if i["SK"] == "EXECUTION"), None)
         if head is None:
             report.lost += 1
@@ -369,7 +366,11 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> None:
                 report.lost += missing_activity - dead_for_execution
                 report.problems.append(f"{execution_id}: {missing_activity} task activities missing")
         if status == "FAILED":
-            open_tasks = [t for t, s in head.get("tasks", {}).items() if s["status"] in {"SUCCEEDED", "RUNNING", "PENDING"}]
+            open_tasks = [
+                t
+                for t, s in head.get("tasks", {}).items()
+                if s["status"] in {"SUCCEEDED", "RUNNING", "PENDING"}
+            ]
             if open_tasks:
                 report.half_done += 1
                 report.lost += 1
@@ -419,7 +420,10 @@ def _dead_letter_bodies(runtime: Any) -> dict[str, list[dict[str, Any]]]:
                 if "dynamodb" in body:  # a stream record the publisher gave up on
                     image = body["dynamodb"].get("NewImage", {})
                     detail = json.loads(image.get("detail", {}).get("S", "{}"))
-                    body = {"eventId": detail.get("eventId"), "executionId": detail.get("data", {}).get("executionId")}
+                    body = {
+                        "eventId": detail.get("eventId"),
+                        "executionId": detail.get("data", {}).get("executionId"),
+                    }
                 bodies.append(body)
         for handle in handles:
             sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)

@@ -67,7 +67,7 @@ class DeadLetters:
                     send["MessageGroupId"] = attributes.get("MessageGroupId", "redrive")
                     send["MessageDeduplicationId"] = message["MessageId"]
                 self.sqs.send_message(**send)
-                # Deleted only once it is safely on the source queue: a crash in between duplicates, never loses.
+                # Deleted only once safely on the source queue: a crash in between duplicates, never loses.
                 self.sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
                 moved += 1
 
@@ -76,9 +76,9 @@ class DeadLetters:
         dlq = self._url(spec.dlq_name)
         deleted = 0
         while True:
-            messages = self.sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=60).get(
-                "Messages", []
-            )
+            messages = self.sqs.receive_message(
+                QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=60
+            ).get("Messages", [])
             if not messages:
                 return deleted
             for message in messages:
@@ -99,14 +99,19 @@ def _command(args: argparse.Namespace) -> int:
     import boto3
 
     if args.action != "list" and not args.queue:
-        print(f"tdev dlq {args.action}: name the queue ({', '.join(s.name for s in q.QUEUES)})", file=sys.stderr)
+        print(
+            f"tdev dlq {args.action}: name the queue ({', '.join(s.name for s in q.QUEUES)})", file=sys.stderr
+        )
         return EXIT_USAGE
     spec: q.QueueSpec | None = None
     if args.queue:
         try:
             spec = q.queue(args.queue)
         except KeyError:
-            print(f"tdev dlq: unknown queue {args.queue!r}; one of {', '.join(s.name for s in q.QUEUES)}", file=sys.stderr)
+            print(
+                f"tdev dlq: unknown queue {args.queue!r}; one of {', '.join(s.name for s in q.QUEUES)}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
     return run(DeadLetters(boto3.client("sqs", region_name=args.region), args.prefix), args.action, spec)
 
@@ -119,7 +124,10 @@ def run(dead_letters: DeadLetters, action: str, spec: q.QueueSpec | None) -> int
                 print(f"{row.dead_letter_queue:28} {row.messages:6d}")
             print(f"total={sum(r.messages for r in rows)}")
         elif action == "redrive" and spec is not None:
-            print(f"redriven={dead_letters.redrive(spec)} queue={spec.name} remaining={dead_letters.count(spec)}")
+            print(
+                f"redriven={dead_letters.redrive(spec)} queue={spec.name} "
+                f"remaining={dead_letters.count(spec)}"
+            )
         elif spec is not None:
             print(f"purged={dead_letters.purge(spec)} queue={spec.name} remaining={dead_letters.count(spec)}")
     except Exception as exc:  # no credentials, missing queue: a message, not a stack trace

@@ -272,7 +272,7 @@ def share_stream_in_transaction_snapshots() -> Callable[[], None]:
     original_transact = DynamoDBBackend.transact_write_items
 
     def shard_deepcopy(self: StreamShard, memo: dict[int, Any]) -> StreamShard:
-        clone = StreamShard.__new__(StreamShard)
+        clone: Any = StreamShard.__new__(StreamShard)
         memo[id(self)] = clone
         clone.__dict__.update(self.__dict__)
         clone.table = copy.deepcopy(self.table, memo)

@@ -27,7 +27,9 @@ def test_a_small_chaos_run_loses_and_duplicates_nothing(capsys: pytest.CaptureFi
     assert any(line.startswith("injected: ") and "=" in line for line in lines)
 
 
-def test_the_count_of_duplicated_effects_sees_a_consumer_without_idempotency(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_count_of_duplicated_effects_sees_a_consumer_without_idempotency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from functions.notifications_consumer import handler
     from tdev.data.store import transact_write
     from tdev.messaging import consumers
@@ -44,7 +46,9 @@ def test_the_count_of_duplicated_effects_sees_a_consumer_without_idempotency(mon
     assert report.lost == 0 and report.terminal == 2
 
 
-def test_the_count_of_lost_messages_sees_a_publisher_that_drops_events(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_count_of_lost_messages_sees_a_publisher_that_drops_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from tdev.messaging.publisher import OutboxPublisher
 
     original = OutboxPublisher.handle

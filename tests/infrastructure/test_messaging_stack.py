@@ -14,14 +14,16 @@ if TYPE_CHECKING:
     from conftest import Synthesized
 
 
-
 def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
 
 
 def queues_by_name(dev: Synthesized) -> dict[str, dict[str, Any]]:
     found = resources(dev.template_json(dev.stacks.messaging), "AWS::SQS::Queue")
-    return {v["Properties"]["QueueName"].removeprefix("tdev-dev-"): {"id": k, **v["Properties"]} for k, v in found.items()}
+    return {
+        v["Properties"]["QueueName"].removeprefix("tdev-dev-"): {"id": k, **v["Properties"]}
+        for k, v in found.items()
+    }
 
 
 @pytest.mark.slow
@@ -37,7 +39,10 @@ def test_queues_have_the_specified_timeouts_retention_and_dlqs(dev: Synthesized)
     fifo = queues["agent-execution.fifo"]
     assert fifo["FifoQueue"] is True and fifo["ContentBasedDeduplication"] is True
     assert queues["agent-execution-dlq.fifo"]["FifoQueue"] is True
-    assert (queues["agent-execution.fifo"]["VisibilityTimeout"], queues["project-build"]["VisibilityTimeout"]) == (300, 600)
+    assert (
+        queues["agent-execution.fifo"]["VisibilityTimeout"],
+        queues["project-build"]["VisibilityTimeout"],
+    ) == (300, 600)
     assert queues["notifications"]["MessageRetentionPeriod"] == 3600
 
 
@@ -52,7 +57,9 @@ def test_every_queue_is_kms_encrypted_and_refuses_plain_http(dev: Synthesized) -
     protected: set[str] = set()
     for policy in resources(template, "AWS::SQS::QueuePolicy").values():
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            if statement["Effect"] == "Deny" and statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+            if statement["Effect"] == "Deny" and statement.get("Condition") == {
+                "Bool": {"aws:SecureTransport": "false"}
+            }:
                 protected.update(ref["Ref"] for ref in policy["Properties"]["Queues"])
     assert protected == set(queues)
     key = resources(template, "AWS::KMS::Key")[key_id]["Properties"]
@@ -79,13 +86,18 @@ def test_the_outbox_publisher_reads_only_new_outbox_items_from_the_stream(dev: S
             "DestinationConfig": {"OnFailure": {"Destination": Match.any_value()}},
             "FilterCriteria": {
                 "Filters": [
-                    {"Pattern": Match.serialized_json({"eventName": ["INSERT"], "dynamodb": {"NewImage": {"entity": {"S": ["OUTBOX"]}}}})}
+                    {
+                        "Pattern": Match.serialized_json(
+                            {"eventName": ["INSERT"], "dynamodb": {"NewImage": {"entity": {"S": ["OUTBOX"]}}}}
+                        )
+                    }
                 ]
             },
         },
     )
     publisher_policies = [
-        p for p in resources(dev.template_json(dev.stacks.messaging), "AWS::IAM::Policy").values()
+        p
+        for p in resources(dev.template_json(dev.stacks.messaging), "AWS::IAM::Policy").values()
         if any("events:PutEvents" in str(s["Action"]) for s in p["Properties"]["PolicyDocument"]["Statement"])
     ]
     assert len(publisher_policies) == 1
@@ -95,22 +107,30 @@ def test_the_outbox_publisher_reads_only_new_outbox_items_from_the_stream(dev: S
 def test_consumers_report_partial_batch_failures_and_use_idempotency(dev: Synthesized) -> None:
     template = dev.template_json(dev.stacks.messaging)
     sqs_mappings = [
-        m["Properties"] for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
+        m["Properties"]
+        for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
         if "StartingPosition" not in m["Properties"]
     ]
     assert len(sqs_mappings) == 2
-    assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and m["BatchSize"] == 10 for m in sqs_mappings)
+    assert all(
+        m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and m["BatchSize"] == 10
+        for m in sqs_mappings
+    )
     functions = resources(template, "AWS::Lambda::Function")
     for function in functions.values():
         variables = function["Properties"]["Environment"]["Variables"]
         assert {"TABLE_NAME", "EVENT_BUS_NAME", "IDEMPOTENCY_TABLE_NAME"} <= set(variables)
         assert function["Properties"]["Architectures"] == ["arm64"]
     idempotency = resources(template, "AWS::DynamoDB::Table")
-    assert [t["Properties"]["TimeToLiveSpecification"]["AttributeName"] for t in idempotency.values()] == ["expiration"]
+    assert [t["Properties"]["TimeToLiveSpecification"]["AttributeName"] for t in idempotency.values()] == [
+        "expiration"
+    ]
 
 
 @pytest.mark.slow
-def test_rules_route_by_source_type_and_content_to_queues_with_dlq_retries_and_transformers(dev: Synthesized) -> None:
+def test_rules_route_by_source_type_and_content_to_queues_with_dlq_retries_and_transformers(
+    dev: Synthesized,
+) -> None:
     rules = resources(dev.template_json(dev.stacks.messaging), "AWS::Events::Rule")
     assert len(rules) == len(q.RULES)
     by_type = {tuple(r["Properties"]["EventPattern"]["detail-type"]): r["Properties"] for r in rules.values()}
@@ -124,7 +144,10 @@ def test_rules_route_by_source_type_and_content_to_queues_with_dlq_retries_and_t
         assert "InputTemplate" in target["InputTransformer"]
     (fifo_target,) = by_type[("TaskCompleted",)]["Targets"]
     assert fifo_target["SqsParameters"] == {"MessageGroupId": "task-activity"}
-    assert fifo_target["InputTransformer"]["InputPathsMap"]["detail-data-executionId"] == "$.detail.data.executionId"
+    assert (
+        fifo_target["InputTransformer"]["InputPathsMap"]["detail-data-executionId"]
+        == "$.detail.data.executionId"
+    )
 
 
 @pytest.mark.slow

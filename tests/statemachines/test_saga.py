@@ -38,7 +38,9 @@ def test_a_crash_mid_compensation_resumes_and_leaves_nothing_half_done(runtime: 
 
             execution = container.executions().get(event["execution_id"])
             first = execution.levels[-1][-1]
-            container.executions().record_compensation(event["execution_id"], first, "withdrew the task's published result")
+            container.executions().record_compensation(
+                event["execution_id"], first, "withdrew the task's published result"
+            )
             raise TransientError("crashed in the middle of compensating")
         return original_invoke(name, event)
 
@@ -70,5 +72,9 @@ def test_a_failing_task_is_compensated_with_its_completed_predecessors(runtime: 
     assert view["status"] == "FAILED"
     assert any(s["status"] == "COMPENSATED" for s in view["tasks"].values())
     states = {t: s["status"] for t, s in view["tasks"].items()}
-    assert "SUCCEEDED" not in states.values() and "RUNNING" not in states.values() and "PENDING" not in states.values()
+    assert (
+        "SUCCEEDED" not in states.values()
+        and "RUNNING" not in states.values()
+        and "PENDING" not in states.values()
+    )
     assert set(view["compensations"]) == {t for t, s in states.items() if s == "COMPENSATED"}

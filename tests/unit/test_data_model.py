@@ -67,9 +67,16 @@ def test_user_by_id_and_by_email_through_the_sparse_lookup_index(table: Any) -> 
 def test_projects_by_user_newest_first_paged(table: Any) -> None:
     for day in range(1, 8):
         created = f"2026-01-0{day}T00:00:00Z"
-        put(table, "PROJECT", schema.project_key(f"p{day}"), schema.by_user("u1", "PROJECT", created, f"p{day}"))
+        put(
+            table,
+            "PROJECT",
+            schema.project_key(f"p{day}"),
+            schema.by_user("u1", "PROJECT", created, f"p{day}"),
+        )
     put(table, "PROJECT", schema.project_key("other"), schema.by_user("u2", "PROJECT", "2026-01-09", "other"))
-    first = query_page(TABLE, ("GSI3PK", "USER#u1"), index_name="GSI3", sort_prefix="PROJECT#", newest_first=True, limit=3)
+    first = query_page(
+        TABLE, ("GSI3PK", "USER#u1"), index_name="GSI3", sort_prefix="PROJECT#", newest_first=True, limit=3
+    )
     assert [i["PK"] for i in first.items] == ["PROJECT#p7", "PROJECT#p6", "PROJECT#p5"]
     assert first.cursor is not None
     items, pages = all_pages(
@@ -81,7 +88,12 @@ def test_projects_by_user_newest_first_paged(table: Any) -> None:
 def test_executions_by_project_newest_first_within_a_date_range(table: Any) -> None:
     for day in range(1, 10):
         created = f"2026-02-0{day}T10:00:00Z"
-        put(table, "EXECUTION", schema.execution_key(f"e{day}"), schema.by_project("todo", "EXECUTION", created, f"e{day}"))
+        put(
+            table,
+            "EXECUTION",
+            schema.execution_key(f"e{day}"),
+            schema.by_project("todo", "EXECUTION", created, f"e{day}"),
+        )
     page = query_page(
         TABLE,
         ("GSI2PK", "PROJECT#todo"),
@@ -117,11 +129,25 @@ def test_agents_listed_through_gsi1(table: Any) -> None:
 
 
 def test_session_by_id_and_a_users_sessions(table: Any) -> None:
-    put(table, "SESSION", schema.session_key("s1"), schema.by_user("u1", "SESSION", "2026-03-01", "s1"), state="ACTIVE")
-    put(table, "SESSION", schema.session_key("s2"), schema.by_user("u1", "SESSION", "2026-03-02", "s2"), state="ACTIVE")
+    put(
+        table,
+        "SESSION",
+        schema.session_key("s1"),
+        schema.by_user("u1", "SESSION", "2026-03-01", "s1"),
+        state="ACTIVE",
+    )
+    put(
+        table,
+        "SESSION",
+        schema.session_key("s2"),
+        schema.by_user("u1", "SESSION", "2026-03-02", "s2"),
+        state="ACTIVE",
+    )
     put(table, "PROJECT", schema.project_key("p"), schema.by_user("u1", "PROJECT", "2026-03-03", "p"))
     assert table.get_item(Key=schema.session_key("s1"))["Item"]["state"] == "ACTIVE"
-    page = query_page(TABLE, ("GSI3PK", "USER#u1"), index_name="GSI3", sort_prefix="SESSION#", newest_first=True)
+    page = query_page(
+        TABLE, ("GSI3PK", "USER#u1"), index_name="GSI3", sort_prefix="SESSION#", newest_first=True
+    )
     assert [i["PK"] for i in page.items] == ["SESSION#s2", "SESSION#s1"]
 
 
@@ -190,7 +216,9 @@ def test_optimistic_locking_gives_up_after_three_retries(table: Any) -> None:
 # ---------------------------------------------------------------------------------- transactions
 def test_a_project_and_its_components_are_written_atomically_up_to_100_items(table: Any) -> None:
     def put_action(i: int) -> dict[str, Any]:
-        return {"Put": {"TableName": TABLE, "Item": serialize({"PK": "PROJECT#big", "SK": f"COMPONENT#{i:03d}"})}}
+        return {
+            "Put": {"TableName": TABLE, "Item": serialize({"PK": "PROJECT#big", "SK": f"COMPONENT#{i:03d}"})}
+        }
 
     transact_write([put_action(i) for i in range(100)])
     assert len(query_page(TABLE, ("PK", "PROJECT#big"), limit=100).items) == 100
@@ -253,7 +281,11 @@ def test_history_appends_conditionally_and_replay_rebuilds_the_state(table: Any)
     store.append("x", 4, "ExecutionFinished", {"status": "FAILED"})
     state, last = store.replay("x", execution_reducer)
     assert last == 5
-    assert state == {"status": "FAILED", "request": "build it", "tasks": {"design": "COMPENSATED", "code": "PENDING"}}
+    assert state == {
+        "status": "FAILED",
+        "request": "build it",
+        "tasks": {"design": "COMPENSATED", "code": "PENDING"},
+    }
 
 
 def test_history_is_read_page_by_page(table: Any) -> None:

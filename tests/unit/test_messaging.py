@@ -1,4 +1,4 @@
-"""The transactional outbox, its publisher, the idempotent consumers and the DLQ tool, in the local runtime."""
+"""The transactional outbox, its publisher, idempotent consumers and the DLQ tool, in the local runtime."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def stream_records(runtime: Any) -> list[dict[str, Any]]:
     return [_plain({**r, "eventSourceARN": arn}) for r in records]
 
 
-def test_state_changes_reach_the_bus_in_the_envelope_and_each_consumer_applies_them_once(runtime: Any) -> None:
+def test_state_changes_reach_the_bus_in_the_envelope_and_each_consumer_applies_them_once(
+    runtime: Any,
+) -> None:
     view = runtime.run(REQUEST)
     runtime.published_events()  # drop what the workflow announced directly
     runtime.drain_messaging()
@@ -68,7 +70,7 @@ def test_the_publisher_holds_back_later_events_of_a_partition_whose_earlier_even
     sent: list[str] = []
 
     class Events:
-        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
             event_id = json.loads(Entries[0]["Detail"])["eventId"]
             if event_id == "a1":
                 return {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure"}]}
@@ -105,17 +107,32 @@ def test_the_publisher_holds_back_later_events_of_a_partition_whose_earlier_even
 
 def test_a_consumer_reports_only_the_bad_message_as_failed(runtime: Any) -> None:
     view = runtime.run(REQUEST)
-    good = {"eventId": "e-good", "type": "RequestCompleted", "executionId": view["execution_id"], "status": "SUCCEEDED"}
+    good = {
+        "eventId": "e-good",
+        "type": "RequestCompleted",
+        "executionId": view["execution_id"],
+        "status": "SUCCEEDED",
+    }
     bad = {"eventId": "e-bad", "type": "RequestCompleted", "executionId": "", "status": "SUCCEEDED"}
     records = [
-        {"messageId": name, "receiptHandle": name, "body": json.dumps(body), "attributes": {}, "messageAttributes": {},
-         "md5OfBody": "", "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:notifications",
-         "awsRegion": "us-east-1"}
+        {
+            "messageId": name,
+            "receiptHandle": name,
+            "body": json.dumps(body),
+            "attributes": {},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:notifications",
+            "awsRegion": "us-east-1",
+        }
         for name, body in (("m-good", good), ("m-bad", bad))
     ]
     response = runtime.invoke("notifications_consumer", {"Records": records})
     assert response == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
-    again = runtime.invoke("notifications_consumer", {"Records": records[:1]})  # redelivered: answered, not reapplied
+    again = runtime.invoke(
+        "notifications_consumer", {"Records": records[:1]}
+    )  # redelivered: answered, not reapplied
     assert again == {"batchItemFailures": []}
     assert int(execution_item(view["execution_id"])["notifications_sent"]) == 1
 
@@ -130,7 +147,9 @@ def test_a_poison_message_is_dead_lettered_and_the_dlq_tool_counts_redrives_and_
     sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"eventId": "poison", "type": "X"}))
     runtime.drain_messaging()
     tool = DeadLetters(sqs)
-    assert {c.queue: c.messages for c in tool.list()} == {spec.name: (1 if spec is q.NOTIFICATIONS else 0) for spec in q.QUEUES}
+    assert {c.queue: c.messages for c in tool.list()} == {
+        spec.name: (1 if spec is q.NOTIFICATIONS else 0) for spec in q.QUEUES
+    }
     assert run(tool, "list", None) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "total=1"
     assert run(tool, "redrive", q.NOTIFICATIONS) == 0

@@ -374,7 +374,11 @@ class ExecutionRepository:
                     },
                     # A late task (a sibling failed and the saga already finished the execution) must
                     # not reopen a compensated execution: only an open execution takes task results.
-                    {"Update": self._task_update_request(execution_id, result.task_id, task_state, open_only=True)},
+                    {
+                        "Update": self._task_update_request(
+                            execution_id, result.task_id, task_state, open_only=True
+                        )
+                    },
                     self._outbox(
                         execution_id,
                         "TaskCompleted",
@@ -397,7 +401,9 @@ class ExecutionRepository:
             if stored and stored[0].status == TaskStatus.SUCCEEDED:
                 return stored[0]
             if self.get(execution_id).status.terminal:
-                raise ConflictError(f"execution {execution_id} already finished; task {result.task_id} is too late")
+                raise ConflictError(
+                    f"execution {execution_id} already finished; task {result.task_id} is too late"
+                ) from exc
             raise TransientError(f"task {result.task_id}: result write was cancelled; retry") from exc
         return result
 

@@ -77,12 +77,16 @@ class EventStore:
                 self.table_name, ("PK", partition), sort_between=(start, end), limit=100, cursor=cursor
             )
             for item in page.items:
-                yield StoredEvent(int(item["sequence"]), str(item["type"]), dict(item.get("data") or {}), item["at"])
+                yield StoredEvent(
+                    int(item["sequence"]), str(item["type"]), dict(item.get("data") or {}), item["at"]
+                )
             if page.cursor is None:
                 return
             cursor = page.cursor
 
-    def replay(self, aggregate_id: str, reducer: Reducer, initial: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
+    def replay(
+        self, aggregate_id: str, reducer: Reducer, initial: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], int]:
         """(state rebuilt from every event, last sequence)."""
         state: dict[str, Any] = dict(initial or {})
         last = 0

@@ -71,7 +71,7 @@ def key_attributes() -> list[str]:
 
 
 def create_table_kwargs(table_name: str) -> dict[str, object]:
-    """`CreateTable` arguments for the emulated table (on-demand, same keys, indexes and stream as deployed)."""
+    """`CreateTable` arguments for the emulated table (same keys, indexes and stream as deployed)."""
     return {
         "TableName": table_name,
         "BillingMode": "PAY_PER_REQUEST",
@@ -125,7 +125,10 @@ def task_key(execution_id: str, task_id: str) -> dict[str, str]:
 
 
 def event_key(aggregate_type: str, aggregate_id: str, sequence: int) -> dict[str, str]:
-    return {"PK": aggregate_partition(aggregate_type, aggregate_id), "SK": f"EVENT#{sequence:0{SEQUENCE_DIGITS}d}"}
+    return {
+        "PK": aggregate_partition(aggregate_type, aggregate_id),
+        "SK": f"EVENT#{sequence:0{SEQUENCE_DIGITS}d}",
+    }
 
 
 def aggregate_partition(aggregate_type: str, aggregate_id: str) -> str:
@@ -156,7 +159,9 @@ def lookup(kind: str, value: str, entity: str) -> dict[str, str]:
     return {"GSI4PK": f"LOOKUP#{kind}#{value}", "GSI4SK": entity}
 
 
-def entity_item(entity: str, key: dict[str, str], *indexes: dict[str, str], **attributes: Any) -> dict[str, Any]:
+def entity_item(
+    entity: str, key: dict[str, str], *indexes: dict[str, str], **attributes: Any
+) -> dict[str, Any]:
     """One item: its key, its index attributes (only those given: GSIs stay sparse) and its data."""
     item: dict[str, Any] = {**key, "entity": entity}
     for attrs in indexes:

@@ -198,9 +198,7 @@ def update_versioned(
         state = from_item(current) if current else {}
         version = int(state.get(schema.VERSION_ATTRIBUTE, 0))
         updated = {**change(dict(state)), **key, schema.VERSION_ATTRIBUTE: version + 1}
-        condition = (
-            "attribute_not_exists(PK)" if current is None else "#version = :expected"
-        )
+        condition = "attribute_not_exists(PK)" if current is None else "#version = :expected"
         kwargs: dict[str, Any] = {"Item": to_item(updated), "ConditionExpression": condition}
         if current is not None:
             kwargs["ExpressionAttributeNames"] = {"#version": schema.VERSION_ATTRIBUTE}

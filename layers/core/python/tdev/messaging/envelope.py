@@ -1,12 +1,12 @@
-"""The event envelope of the spec: {version, eventId, timestamp, correlationId, causationId, metadata, data}."""
+"""The spec's event envelope: {version, eventId, timestamp, correlationId, causationId, metadata, data}."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from tdev.models import utc_now
 from tdev.messaging.queues import SOURCE_PREFIX
+from tdev.models import utc_now
 
 ENVELOPE_VERSION = "1"
 

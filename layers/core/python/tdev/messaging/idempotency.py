@@ -23,7 +23,9 @@ def _persistence(table_name: str) -> DynamoDBPersistenceLayer:
     return DynamoDBPersistenceLayer(table_name=table_name)
 
 
-def idempotent(func: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def idempotent(
+    func: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """`func(message)` run at most once per `eventId` (the stored result answers repeats)."""
 
     def call(message: dict[str, Any]) -> dict[str, Any]:

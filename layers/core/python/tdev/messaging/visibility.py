@@ -11,14 +11,16 @@ from tdev.observability import logger
 
 def queue_url_from_arn(arn: str) -> str:
     """arn:aws:sqs:<region>:<account>:<name> -> the queue URL."""
-    _, _, _, region, account, name = arn.split(":", 5)
+    _, _, _, _region, account, name = arn.split(":", 5)
     return str(aws.client("sqs").get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
 
 
 class VisibilityExtender:
     """`with VisibilityExtender(url, receipt, visibility=300):` extends every `visibility/2` seconds."""
 
-    def __init__(self, queue_url: str, receipt_handle: str, *, visibility: int, interval: float | None = None):
+    def __init__(
+        self, queue_url: str, receipt_handle: str, *, visibility: int, interval: float | None = None
+    ):
         self.queue_url = queue_url
         self.receipt_handle = receipt_handle
         self.visibility = visibility
@@ -31,7 +33,9 @@ class VisibilityExtender:
         while not self._stop.wait(self.interval):
             try:
                 aws.client("sqs").change_message_visibility(
-                    QueueUrl=self.queue_url, ReceiptHandle=self.receipt_handle, VisibilityTimeout=self.visibility
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=self.receipt_handle,
+                    VisibilityTimeout=self.visibility,
                 )
                 self.extensions += 1
             except Exception as exc:  # the message stays with its current timeout; work goes on
