@@ -134,27 +134,36 @@ class MessagingStack(Stack):
 
         publisher = self.functions["outbox_publisher"].function
         event_bus.grant_put_events_to(publisher)
-        publisher.add_event_source(
-            sources.DynamoEventSource(
-                table,
-                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
-                batch_size=100,
-                bisect_batch_on_error=True,
-                retry_attempts=STREAM_MAX_RETRIES,
-                report_batch_item_failures=True,
-                on_failure=sources.SqsDlq(self.outbox_failures),
-                # Only new outbox items reach the publisher.
-                filters=[
-                    lambda_.FilterCriteria.filter(
-                        {
-                            "eventName": lambda_.FilterRule.is_equal("INSERT"),
-                            "dynamodb": {
-                                "NewImage": {"entity": {"S": lambda_.FilterRule.is_equal("OUTBOX")}}
-                            },
-                        }
-                    )
-                ],
+        # The mapping is written out (not DynamoEventSource) so the role reads exactly this table's stream:
+        # DynamoEventSource also grants dynamodb:ListStreams on "*", which the mapping does not need.
+        publisher.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadTheTableStream",
+                actions=["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+                resources=[table.table_stream_arn or f"{table.table_arn}/stream/*"],
             )
+        )
+        table_key.grant_decrypt(publisher)
+        lambda_.EventSourceMapping(
+            self,
+            "OutboxStream",
+            target=publisher,
+            event_source_arn=table.table_stream_arn,
+            starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+            batch_size=100,
+            bisect_batch_on_error=True,
+            retry_attempts=STREAM_MAX_RETRIES,
+            report_batch_item_failures=True,
+            on_failure=sources.SqsDlq(self.outbox_failures),
+            # Only new outbox items reach the publisher.
+            filters=[
+                lambda_.FilterCriteria.filter(
+                    {
+                        "eventName": lambda_.FilterRule.is_equal("INSERT"),
+                        "dynamodb": {"NewImage": {"entity": {"S": lambda_.FilterRule.is_equal("OUTBOX")}}},
+                    }
+                )
+            ],
         )
         for queue_name, function_name in CONSUMERS.items():
             consumer = self.functions[function_name].function

@@ -265,11 +265,14 @@ def share_stream_in_transaction_snapshots() -> Callable[[], None]:
     no stream record), at a fraction of the cost. Returns the function that undoes the patch.
     """
     import copy
+    import threading
 
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard
 
     original_transact = DynamoDBBackend.transact_write_items
+    # DynamoDB isolates transactions from each other; moto does not (threads interleave inside one).
+    isolation = threading.Lock()
 
     def shard_deepcopy(self: StreamShard, memo: dict[int, Any]) -> StreamShard:
         clone: Any = StreamShard.__new__(StreamShard)
@@ -280,13 +283,14 @@ def share_stream_in_transaction_snapshots() -> Callable[[], None]:
         return clone
 
     def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
-        lengths = {
+        lengths = {  # read before the lock: only this call's own appends are truncated below
             name: len(table.stream_shard.items)
             for name, table in self.tables.items()
             if table.stream_shard is not None
         }
         try:
-            original_transact(self, transact_items)
+            with isolation:
+                original_transact(self, transact_items)
         except Exception:
             for name, length in lengths.items():
                 shard = self.tables[name].stream_shard

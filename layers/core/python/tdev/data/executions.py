@@ -116,7 +116,9 @@ class ExecutionRepository:
             ),
         ]
         if idempotency_key:
-            writes.append(
+            # First: the contended item is checked and written before anything else in the transaction.
+            writes.insert(
+                0,
                 {
                     "Put": {
                         "TableName": self._table_name,
