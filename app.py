@@ -35,6 +35,7 @@ from cdk_nag import AwsSolutionsChecks  # noqa: E402
 from stacks.api_stack import ApiStack  # noqa: E402
 from stacks.cache_stack import CacheStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
+from stacks.messaging_stack import MessagingStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.sessions_stack import SessionsStack, serve_sessions  # noqa: E402
@@ -49,10 +50,13 @@ class TDeveloperStacks:
     api: ApiStack
     security: SecurityStack
     sessions: SessionsStack
+    messaging: MessagingStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
-        return (self.data, self.cache, self.orchestration, self.api, self.security, self.sessions)
+        return (
+            self.data, self.cache, self.orchestration, self.api, self.security, self.sessions, self.messaging
+        )
 
 
 def add_environment(
@@ -130,11 +134,30 @@ def add_environment(
         **common,
     )
     serve_sessions(api.function, data.key, settings)
-    for stack in (data, cache, orchestration, security, api, sessions):
+    messaging = MessagingStack(
+        scope,
+        f"{settings.prefix}-messaging",
+        settings=settings,
+        table=data.table,
+        table_key=data.key,
+        event_bus=orchestration.event_bus,
+        alarm_topic=orchestration.alarm_topic,
+        core_layer_path=str(core_layer_path),
+        dependencies_layer_path=str(dependencies_layer_path),
+        description=f"T-Developer {settings.name}: outbox publisher, queues, consumers, routing rules",
+        **common,
+    )
+    for stack in (data, cache, orchestration, security, api, sessions, messaging):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
     return TDeveloperStacks(
-        data=data, cache=cache, orchestration=orchestration, api=api, security=security, sessions=sessions
+        data=data,
+        cache=cache,
+        orchestration=orchestration,
+        api=api,
+        security=security,
+        sessions=sessions,
+        messaging=messaging,
     )
 
 

@@ -44,6 +44,8 @@ class DataStack(Stack):
             encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
             encryption_key=self.key,
             time_to_live_attribute=schema.TTL_ATTRIBUTE,
+            # New outbox items reach the publisher through the stream (messaging stack).
+            stream=dynamodb.StreamViewType(schema.STREAM_VIEW_TYPE),
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=settings.point_in_time_recovery
             ),

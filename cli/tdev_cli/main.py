@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tdev_cli import bench_cmd, models_cmd, serve, session_cmd, token_cmd
+from tdev_cli import bench_cmd, chaos, dlq, models_cmd, serve, session_cmd, token_cmd
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     agents.add_argument("--json", action="store_true")
 
     commands.add_parser("openapi", help="print the API's OpenAPI schema (generated from the pydantic models)")
+    chaos.register(commands)
+    dlq.register(commands)
 
     models_cmd.register(commands)
     serve.register(commands)

@@ -44,6 +44,8 @@ FUNCTIONS = (
     "compensate",
     "session_sweeper",
 )
+# Functions behind event source mappings (stream, queues): driven by LocalRuntime.drain_messaging().
+MESSAGING_FUNCTIONS = ("outbox_publisher", "notifications_consumer", "task_activity_consumer")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 
 LOCAL_USER = "local-developer"
@@ -127,6 +129,7 @@ class LocalRuntime:
         self.rate_limit_default = rate_limit_default
         self.issuer: Any = None
         self.default_identity: tuple[str, tuple[str, ...]] = (LOCAL_USER, ("developer",))
+        self.messaging: Any = None  # tdev_cli.local_messaging.LocalMessaging, made with the resources
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -305,6 +308,26 @@ class LocalRuntime:
         self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name=STATE_MACHINE, definition=render_definition(self.substitutions), roleArn=role_arn
         )["stateMachineArn"]
+        from tdev_cli.local_messaging import LocalMessaging, share_stream_in_transaction_snapshots
+
+        self._stack.append(share_stream_in_transaction_snapshots())
+        self.messaging = LocalMessaging(TABLE_NAME, self._dispatch_messaging).create()
+
+    def _dispatch_messaging(self, name: str, event: dict[str, Any]) -> Any:
+        """An event source mapping's invocation: through the fault hook, then the real handler."""
+        try:
+            if self.fault_hook is not None:
+                self.fault_hook(name, event)
+            result = self.invoke(name, event)
+        except Exception as exc:
+            self.invocations.append((name, type(exc).__name__))
+            raise
+        self.invocations.append((name, "ok"))
+        return result
+
+    def drain_messaging(self) -> int:
+        """Deliver everything pending: outbox stream -> bus -> queues -> consumers, until quiet."""
+        return int(self.messaging.drain())
 
     # ------------------------------------------------------------------------------------ dispatch
     def _dispatch(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
@@ -329,7 +352,7 @@ class LocalRuntime:
 
     def invoke(self, function: str, event: dict[str, Any]) -> Any:
         """Call a function's real handler with an event, as Lambda would."""
-        if function not in (*FUNCTIONS, "authorizer"):
+        if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
         with self._invocation_lock:

@@ -199,3 +199,32 @@ def test_workflow_handlers_reject_malformed_events(runtime: Any) -> None:
 
     with pytest.raises(ValidationError):
         runtime.invoke("run_agent", {"execution_id": EXECUTION_ID})
+
+
+# --- messaging functions (event source mappings: the table's stream, the queues) -------------------------
+def test_every_messaging_function_has_a_sample_event() -> None:
+    from tdev_cli.runtime import MESSAGING_FUNCTIONS
+
+    names = {p.stem for p in EVENTS.glob("*.json")}
+    assert set(MESSAGING_FUNCTIONS) <= names
+
+
+def test_outbox_publisher_publishes_the_sample_stream_record(runtime: Any) -> None:
+    assert runtime.invoke("outbox_publisher", load_event("outbox_publisher")) == {"batchItemFailures": []}
+    (event,) = runtime.published_events()
+    assert (event["source"], event["detail-type"]) == ("t-developer.executions", "ExecutionAccepted")
+    assert event["detail"]["eventId"] == "6be1048e-75c0-5adb-92c5-16025ea9c698"
+
+
+@pytest.mark.parametrize(
+    ("function", "counter"),
+    [("notifications_consumer", "notifications_sent"), ("task_activity_consumer", "tasks_announced")],
+)
+def test_consumers_apply_the_sample_message_once(stored: Any, function: str, counter: str) -> None:
+    event = load_event(function)
+    if function == "task_activity_consumer":  # the FIFO consumer extends visibility: the queue must exist
+        event["Records"][0]["eventSourceARN"] = stored.messaging.queue_arns["agent-execution.fifo"]
+    for _ in range(2):  # delivered twice
+        assert stored.invoke(function, event) == {"batchItemFailures": []}
+    item = container.executions()._table.get_item(Key={"PK": f"EXECUTION#{EXECUTION_ID}", "SK": "EXECUTION"})
+    assert int(item["Item"][counter]) == 1

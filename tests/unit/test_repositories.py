@@ -257,10 +257,13 @@ def test_agent_registry_keeps_an_operators_edit(table: str) -> None:
 def test_agent_history_needs_enough_runs(table: str) -> None:
     repo = AgentRepository(table, DEFAULT_AGENTS)
     for i in range(4):
-        repo.record_run("CodeAgent", succeeded=i != 0, duration_ms=10)
+        assert repo.record_run("CodeAgent", f"e#{i}", succeeded=i != 0, duration_ms=10)
 
     assert repo.history(["CodeAgent", "TestAgent"]).success_rate("CodeAgent") is None
-    repo.record_run("CodeAgent", succeeded=True, duration_ms=10)
+    # The same run reported again (a redelivery, a retry after a crash) counts nothing.
+    assert not repo.record_run("CodeAgent", "e#3", succeeded=True, duration_ms=10)
+    assert repo.history(["CodeAgent"]).success_rate("CodeAgent") is None
+    repo.record_run("CodeAgent", "e#4", succeeded=True, duration_ms=10)
     history = repo.history(["CodeAgent", "TestAgent"])
     assert history.success_rate("CodeAgent") == pytest.approx(4 / 5)
     assert history.success_rate("TestAgent") is None

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# Run order of `tdev bench all`: cheap first. Issue 3 adds "llm" here.
-BENCHMARKS: tuple[str, ...] = ("planning", "instantiation", "coldstart", "cost", "storage", "load")
+# Run order of `tdev bench all`: cheap first.
+BENCHMARKS: tuple[str, ...] = ("planning", "llm", "instantiation", "coldstart", "cost", "storage", "load")
 
 
 class BenchmarkUnavailable(RuntimeError):

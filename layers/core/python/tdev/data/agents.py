@@ -9,6 +9,7 @@ operator is never overwritten by a later deploy or a cold start.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from tdev import aws
 from tdev.data.executions import from_item, to_item
 from tdev.errors import UnknownAgentError
 from tdev.models import AgentSpec
+
+# Run markers only need to outlive redeliveries and retries of the same step.
+RUN_MARKER_TTL_SECONDS = 7 * 86_400
 
 
 class AgentRepository:
@@ -69,17 +73,50 @@ class AgentRepository:
             return self._defaults[name]
         raise UnknownAgentError(f"no agent named {name} in the registry", field="agent")
 
-    def record_run(self, name: str, *, succeeded: bool, duration_ms: int) -> None:
-        self._table.update_item(
-            Key={"PK": f"AGENT#{name}", "SK": "STATS"},
-            UpdateExpression="ADD runs :one, successes :ok, failures :ko, total_duration_ms :ms",
-            ExpressionAttributeValues={
-                ":one": 1,
-                ":ok": 1 if succeeded else 0,
-                ":ko": 0 if succeeded else 1,
-                ":ms": duration_ms,
-            },
-        )
+    def record_run(self, name: str, run_id: str, *, succeeded: bool, duration_ms: int) -> bool:
+        """Count one run of `name` exactly once per `run_id` (e.g. "<execution>#<task>#SUCCEEDED").
+
+        The counters and a marker item keyed by the run id change in one transaction, conditional on the
+        marker not existing: a redelivered or retried step counts nothing twice. False when already counted.
+        """
+        client = aws.table(self._table_name).meta.client
+        try:
+            client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self._table_name,
+                            "Item": {
+                                "PK": f"AGENT#{name}",
+                                "SK": f"RUN#{run_id}",
+                                "expires_at": int(time.time()) + RUN_MARKER_TTL_SECONDS,
+                            },
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table_name,
+                            "Key": {"PK": f"AGENT#{name}", "SK": "STATS"},
+                            "UpdateExpression": (
+                                "ADD runs :one, successes :ok, failures :ko, total_duration_ms :ms"
+                            ),
+                            "ExpressionAttributeValues": {
+                                ":one": 1,
+                                ":ok": 1 if succeeded else 0,
+                                ":ko": 0 if succeeded else 1,
+                                ":ms": duration_ms,
+                            },
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
 
     def history(self, names: Iterable[str]) -> StoredHistory:
         """Every named agent's counters in one BatchGetItem, for the decision engine."""

@@ -116,10 +116,20 @@ class ExecutionRepository:
                     "Item": _ser(item),
                     "ConditionExpression": "attribute_not_exists(PK)",
                 }
-            }
+            },
+            # Transactional outbox: the event exists if and only if the execution does.
+            self._outbox(
+                execution.execution_id,
+                "ExecutionAccepted",
+                ("accepted",),
+                {"executionId": execution.execution_id, "projectId": execution.project_id},
+                correlation_id=execution.correlation_id,
+            ),
         ]
         if idempotency_key:
-            writes.append(
+            # First: the contended item is checked and written before anything else in the transaction.
+            writes.insert(
+                0,
                 {
                     "Put": {
                         "TableName": self._table_name,
@@ -324,10 +334,41 @@ class ExecutionRepository:
             raise
 
     def mark_task_running(self, execution_id: str, task_id: str, attempt: int) -> None:
-        self._update_task(execution_id, task_id, {"status": TaskStatus.RUNNING.value, "attempts": attempt})
+        self._update_task(
+            execution_id, task_id, {"status": TaskStatus.RUNNING.value, "attempts": attempt}, open_only=True
+        )
 
-    def save_result(self, execution_id: str, result: AgentResult) -> AgentResult:
-        """Store a task's result exactly once: a retried invocation keeps the first stored success."""
+    def _outbox(
+        self,
+        execution_id: str,
+        detail_type: str,
+        fact: tuple[str, ...],
+        data: dict[str, Any],
+        *,
+        correlation_id: str | None,
+    ) -> dict[str, Any]:
+        from tdev.messaging.envelope import deterministic_event_id
+        from tdev.messaging.outbox import outbox_put
+
+        return outbox_put(
+            self._table_name,
+            source="t-developer.executions",
+            detail_type=detail_type,
+            data=data,
+            partition_key=f"EXECUTION#{execution_id}",
+            event_id=deterministic_event_id(execution_id, *fact),
+            correlation_id=correlation_id or execution_id,
+            causation_id=execution_id,
+        )
+
+    def save_result(
+        self, execution_id: str, result: AgentResult, *, correlation_id: str | None = None
+    ) -> AgentResult:
+        """Store a task's result exactly once: a retried invocation keeps the first stored success.
+
+        The TaskCompleted event goes into the outbox in the same transaction (its id is fixed per
+        task and status, so rewriting a FAILED result does not make a second event).
+        """
         task_state = {
             "status": result.status.value,
             "attempts": result.attempts,
@@ -360,7 +401,25 @@ class ExecutionRepository:
                             "ExpressionAttributeValues": _ser({":succeeded": TaskStatus.SUCCEEDED.value}),
                         }
                     },
-                    {"Update": self._task_update_request(execution_id, result.task_id, task_state)},
+                    # A late task (a sibling failed and the saga already finished the execution) must
+                    # not reopen a compensated execution: only an open execution takes task results.
+                    {
+                        "Update": self._task_update_request(
+                            execution_id, result.task_id, task_state, open_only=True
+                        )
+                    },
+                    self._outbox(
+                        execution_id,
+                        "TaskCompleted",
+                        ("task", result.task_id, result.status.value),
+                        {
+                            "executionId": execution_id,
+                            "taskId": result.task_id,
+                            "agent": result.agent,
+                            "status": result.status.value,
+                        },
+                        correlation_id=correlation_id,
+                    ),
                 ]
             )
         except ClientError as exc:
@@ -370,6 +429,10 @@ class ExecutionRepository:
             stored = self.get_results(execution_id, [result.task_id])
             if stored and stored[0].status == TaskStatus.SUCCEEDED:
                 return stored[0]
+            if self.get(execution_id).status.terminal:
+                raise ConflictError(
+                    f"execution {execution_id} already finished; task {result.task_id} is too late"
+                ) from exc
             raise TransientError(f"task {result.task_id}: result write was cancelled; retry") from exc
         return result
 
@@ -385,9 +448,17 @@ class ExecutionRepository:
             fields["error"] = error
         self._update_task(execution_id, task_id, fields)
 
-    def _task_update_request(self, execution_id: str, task_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _task_update_request(
+        self, execution_id: str, task_id: str, fields: dict[str, Any], *, open_only: bool = False
+    ) -> dict[str, Any]:
         names = {"#tasks": "tasks", "#tid": task_id}
         values: dict[str, Any] = {":now": utc_now().isoformat(), ":one": 1}
+        condition = "attribute_exists(#tasks.#tid)"
+        if open_only:
+            names["#xstatus"] = "status"
+            terminal = [s.value for s in ExecutionStatus if s.terminal]
+            values.update({f":term{i}": v for i, v in enumerate(terminal)})
+            condition += " AND NOT #xstatus IN (" + ", ".join(f":term{i}" for i in range(len(terminal))) + ")"
         sets = ["updated_at = :now"]
         for i, (name, value) in enumerate(fields.items()):
             names[f"#f{i}"] = name
@@ -397,14 +468,18 @@ class ExecutionRepository:
             "TableName": self._table_name,
             "Key": _ser(execution_key(execution_id)),
             "UpdateExpression": "SET " + ", ".join(sets) + " ADD version :one",
-            "ConditionExpression": "attribute_exists(#tasks.#tid)",
+            "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _ser(values, drop_none=False),
         }
 
-    def _update_task(self, execution_id: str, task_id: str, fields: dict[str, Any]) -> None:
+    def _update_task(
+        self, execution_id: str, task_id: str, fields: dict[str, Any], *, open_only: bool = False
+    ) -> None:
         try:
-            aws.client("dynamodb").update_item(**self._task_update_request(execution_id, task_id, fields))
+            aws.client("dynamodb").update_item(
+                **self._task_update_request(execution_id, task_id, fields, open_only=open_only)
+            )
         except ClientError as exc:
             _raise_transient(exc)
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":

@@ -1,16 +1,38 @@
-"""The single table's shape, in one place.
+"""The single table's shape, in one place: indexes, stream, and one key builder per entity.
 
 The CDK data stack and the local runtime both build the table from these definitions, so the
-deployed table and the emulated one cannot drift apart.
+deployed table and the emulated one cannot drift apart. Repositories build keys only through the
+functions below (docs/data-model.md lists every access pattern and the test that exercises it).
+
+Entities (PK / SK):
+    USER        USER#<id>                    PROFILE
+    PROJECT     PROJECT#<id>                 PROJECT
+    AGENT       AGENT#<name>                 SPEC | STATS
+    SESSION     SESSION#<id>                 SESSION
+    EXECUTION   EXECUTION#<id>               EXECUTION | PLAN | TASK#<task> | COMPENSATION#<task>
+    TASK        EXECUTION#<id>               TASK#<task_id>   (in its execution's partition)
+    EVENT       AGGREGATE#<type>#<id>        EVENT#<sequence, 12 digits>
+    LOCK        LOCK#<name>                  LOCK
+    OUTBOX      OUTBOX#<partition key>       EVENT#<event id>
+Indexes:
+    GSI1  by status      STATUS#<status> -> <created_at>#<id>     (and AGENT -> <name>)
+    GSI2  by project     PROJECT#<id>    -> <ENTITY>#<created_at>#<id>   (time-ordered)
+    GSI3  by user        USER#<id>       -> <ENTITY>#<created_at>#<id>   (time-ordered)
+    GSI4  sparse lookup  LOOKUP#<kind>#<value> -> <ENTITY>   (only items that have a lookup carry it)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 PARTITION_KEY = "PK"
 SORT_KEY = "SK"
 TTL_ATTRIBUTE = "expires_at"
+VERSION_ATTRIBUTE = "version"
+# The outbox publisher reads new items from the table's stream.
+STREAM_VIEW_TYPE = "NEW_IMAGE"
+SEQUENCE_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -26,21 +48,30 @@ GLOBAL_INDEXES: tuple[GlobalIndex, ...] = (
         "GSI1", "GSI1PK", "GSI1SK", "by status: STATUS#<status> -> <created_at>#<id>; agents: AGENT -> name"
     ),
     GlobalIndex(
-        "GSI2", "GSI2PK", "GSI2SK", "by project, time-ordered: PROJECT#<id> -> EXECUTION#<created_at>"
+        "GSI2", "GSI2PK", "GSI2SK", "by project, time-ordered: PROJECT#<id> -> <ENTITY>#<created_at>#<id>"
     ),
+    GlobalIndex("GSI3", "GSI3PK", "GSI3SK", "by user, time-ordered: USER#<id> -> <ENTITY>#<created_at>#<id>"),
+    GlobalIndex("GSI4", "GSI4PK", "GSI4SK", "sparse lookups: LOOKUP#<kind>#<value> -> <ENTITY>"),
 )
+
+
+def index(name: str) -> GlobalIndex:
+    for candidate in GLOBAL_INDEXES:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(name)
 
 
 def key_attributes() -> list[str]:
     """Every attribute used in a key schema (all strings)."""
     names = [PARTITION_KEY, SORT_KEY]
-    for index in GLOBAL_INDEXES:
-        names += [index.partition_key, index.sort_key]
+    for gsi in GLOBAL_INDEXES:
+        names += [gsi.partition_key, gsi.sort_key]
     return names
 
 
 def create_table_kwargs(table_name: str) -> dict[str, object]:
-    """`CreateTable` arguments for the emulated table (on-demand, same keys and indexes as deployed)."""
+    """`CreateTable` arguments for the emulated table (same keys, indexes and stream as deployed)."""
     return {
         "TableName": table_name,
         "BillingMode": "PAY_PER_REQUEST",
@@ -51,13 +82,89 @@ def create_table_kwargs(table_name: str) -> dict[str, object]:
         ],
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": index.name,
+                "IndexName": gsi.name,
                 "KeySchema": [
-                    {"AttributeName": index.partition_key, "KeyType": "HASH"},
-                    {"AttributeName": index.sort_key, "KeyType": "RANGE"},
+                    {"AttributeName": gsi.partition_key, "KeyType": "HASH"},
+                    {"AttributeName": gsi.sort_key, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             }
-            for index in GLOBAL_INDEXES
+            for gsi in GLOBAL_INDEXES
         ],
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": STREAM_VIEW_TYPE},
     }
+
+
+# ------------------------------------------------------------------------------------ key builders
+def user_key(user_id: str) -> dict[str, str]:
+    return {"PK": f"USER#{user_id}", "SK": "PROFILE"}
+
+
+def user_email_lookup(email: str) -> dict[str, str]:
+    return {"GSI4PK": f"LOOKUP#EMAIL#{email.strip().lower()}", "GSI4SK": "USER"}
+
+
+def project_key(project_id: str) -> dict[str, str]:
+    return {"PK": f"PROJECT#{project_id}", "SK": "PROJECT"}
+
+
+def agent_key(name: str, sort: str = "SPEC") -> dict[str, str]:
+    return {"PK": f"AGENT#{name}", "SK": sort}
+
+
+def session_key(session_id: str) -> dict[str, str]:
+    return {"PK": f"SESSION#{session_id}", "SK": "SESSION"}
+
+
+def execution_key(execution_id: str) -> dict[str, str]:
+    return {"PK": f"EXECUTION#{execution_id}", "SK": "EXECUTION"}
+
+
+def task_key(execution_id: str, task_id: str) -> dict[str, str]:
+    return {"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{task_id}"}
+
+
+def event_key(aggregate_type: str, aggregate_id: str, sequence: int) -> dict[str, str]:
+    return {
+        "PK": aggregate_partition(aggregate_type, aggregate_id),
+        "SK": f"EVENT#{sequence:0{SEQUENCE_DIGITS}d}",
+    }
+
+
+def aggregate_partition(aggregate_type: str, aggregate_id: str) -> str:
+    return f"AGGREGATE#{aggregate_type}#{aggregate_id}"
+
+
+def lock_key(name: str) -> dict[str, str]:
+    return {"PK": f"LOCK#{name}", "SK": "LOCK"}
+
+
+def outbox_key(partition_key: str, event_id: str) -> dict[str, str]:
+    return {"PK": f"OUTBOX#{partition_key}", "SK": f"EVENT#{event_id}"}
+
+
+def by_status(status: str, created_at: str, item_id: str) -> dict[str, str]:
+    return {"GSI1PK": f"STATUS#{status}", "GSI1SK": f"{created_at}#{item_id}"}
+
+
+def by_project(project_id: str, entity: str, created_at: str, item_id: str) -> dict[str, str]:
+    return {"GSI2PK": f"PROJECT#{project_id}", "GSI2SK": f"{entity}#{created_at}#{item_id}"}
+
+
+def by_user(user_id: str, entity: str, created_at: str, item_id: str) -> dict[str, str]:
+    return {"GSI3PK": f"USER#{user_id}", "GSI3SK": f"{entity}#{created_at}#{item_id}"}
+
+
+def lookup(kind: str, value: str, entity: str) -> dict[str, str]:
+    return {"GSI4PK": f"LOOKUP#{kind}#{value}", "GSI4SK": entity}
+
+
+def entity_item(
+    entity: str, key: dict[str, str], *indexes: dict[str, str], **attributes: Any
+) -> dict[str, Any]:
+    """One item: its key, its index attributes (only those given: GSIs stay sparse) and its data."""
+    item: dict[str, Any] = {**key, "entity": entity}
+    for attrs in indexes:
+        item.update(attrs)
+    item.update(attributes)
+    return item

@@ -162,6 +162,9 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     executions = container.executions()
     already = executions.stored_success(execution_id, task_id)
     if already is not None:  # a redelivered invocation: the work is done, do not pay for it twice
+        # ... but count it, once: the first invocation may have stopped between the result and the count.
+        run_id = f"{execution_id}#{task_id}#SUCCEEDED"
+        container.agents().record_run(already.agent, run_id, succeeded=True, duration_ms=already.duration_ms)
         return already
     execution = executions.get(execution_id)
     plan = executions.get_plan(execution_id)
@@ -188,7 +191,9 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
             Usage(),
         )
         if not isinstance(exc, TransientError):
-            container.agents().record_run(task.agent, succeeded=False, duration_ms=duration_ms)
+            container.agents().record_run(
+                task.agent, f"{execution_id}#{task_id}#FAILED", succeeded=False, duration_ms=duration_ms
+            )
         raise
     run = chained.run
     result = AgentResult(
@@ -202,8 +207,10 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
         attempts=attempt + 1,
         hops=[ModelHop(**hop.as_dict()) for hop in chained.hops],
     )
-    stored = executions.save_result(execution_id, result)
-    container.agents().record_run(task.agent, succeeded=True, duration_ms=run.duration_ms)
+    stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
+    container.agents().record_run(
+        task.agent, f"{execution_id}#{task_id}#SUCCEEDED", succeeded=True, duration_ms=run.duration_ms
+    )
     _record_agent_metrics(task.agent, run.model, "succeeded", run.duration_ms, run.usage)
     logger.info(
         "agent finished",
@@ -280,15 +287,16 @@ def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] |
     plan = executions.get_plan(execution_id)
     task = plan.task(task_id)
     message = error_message(error)
+    execution = executions.get(execution_id)
     result = AgentResult(
         task_id=task_id,
         agent=task.agent,
-        model=" → ".join(model_chain(executions.get(execution_id), container.agents().get(task.agent))),
+        model=" → ".join(model_chain(execution, container.agents().get(task.agent))),
         status=TaskStatus.FAILED,
         error=message,
         attempts=0,
     )
-    stored = executions.save_result(execution_id, result)
+    stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
     logger.warning(
         "task failed",
         extra={

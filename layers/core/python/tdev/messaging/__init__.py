@@ -1,0 +1,1 @@
+"""Reliable messaging: the transactional outbox, its publisher, queue definitions and idempotent consumers."""

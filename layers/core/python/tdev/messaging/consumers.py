@@ -1,0 +1,99 @@
+"""Idempotent consumers: each message's effect is applied exactly once, by a conditional transaction.
+
+Powertools idempotency (in the handlers) answers a redelivered message from its stored result; the
+guarantee itself comes from here: the effect and an `APPLIED#<consumer>#<event id>` marker are
+written in one TransactWriteItems whose marker put is conditional, so a duplicate delivery, a retry
+after a crash between the effect and the acknowledgment, or two concurrent deliveries cannot apply
+it twice (the Corrections: a conditional write, not check-then-insert).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tdev.data import schema
+from tdev.data.store import cancellation_codes, error_code, serialize, transact_write
+from tdev.errors import NotFoundError, ValidationError
+from tdev.settings import get_settings
+
+APPLIED_RETENTION_SECONDS = 7 * 86_400
+
+
+def applied_key(consumer: str, event_id: str) -> dict[str, str]:
+    return {"PK": f"APPLIED#{consumer}#{event_id}", "SK": "APPLIED"}
+
+
+def apply_once(consumer: str, event_id: str, effect: dict[str, Any]) -> bool:
+    """Apply `effect` (one transaction action) unless this consumer already applied this event.
+
+    Returns True when applied now, False when it had been applied before.
+    """
+    table_name = get_settings().table_name
+    marker = {
+        "Put": {
+            "TableName": table_name,
+            "Item": serialize(
+                {
+                    **applied_key(consumer, event_id),
+                    "entity": "APPLIED",
+                    "consumer": consumer,
+                    "event_id": event_id,
+                    "expires_at": int(time.time()) + APPLIED_RETENTION_SECONDS,
+                }
+            ),
+            "ConditionExpression": "attribute_not_exists(PK)",
+        }
+    }
+    try:
+        transact_write([marker, effect])
+        return True
+    except ClientError as exc:
+        if error_code(exc) != "TransactionCanceledException":
+            raise
+        codes = cancellation_codes(exc)
+        if codes and codes[0] == "ConditionalCheckFailed":
+            return False
+        if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
+            raise NotFoundError("the message refers to an execution that does not exist") from exc
+        raise
+
+
+def _required(message: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if not message.get(name):
+            raise ValidationError(f"message has no {name}", field=name)
+
+
+def notify(message: dict[str, Any]) -> dict[str, Any]:
+    """A request's outcome notification: counted on the execution once per event."""
+    _required(message, "eventId", "executionId", "type")
+    effect = {
+        "Update": {
+            "TableName": get_settings().table_name,
+            "Key": serialize(schema.execution_key(message["executionId"])),
+            "UpdateExpression": "ADD notifications_sent :one SET last_notification = :type",
+            "ConditionExpression": "attribute_exists(PK)",
+            "ExpressionAttributeValues": serialize({":one": 1, ":type": message["type"]}),
+        }
+    }
+    applied = apply_once("notifications", message["eventId"], effect)
+    return {"eventId": message["eventId"], "applied": applied}
+
+
+def record_task_activity(message: dict[str, Any]) -> dict[str, Any]:
+    """A task completion from the outbox, recorded on its execution's activity once per event."""
+    _required(message, "eventId", "executionId", "taskId", "status")
+    effect = {
+        "Update": {
+            "TableName": get_settings().table_name,
+            "Key": serialize(schema.execution_key(message["executionId"])),
+            "UpdateExpression": "ADD tasks_announced :one SET last_announced_task = :task",
+            "ConditionExpression": "attribute_exists(PK)",
+            "ExpressionAttributeValues": serialize({":one": 1, ":task": message["taskId"]}),
+        }
+    }
+    applied = apply_once("task-activity", message["eventId"], effect)
+    return {"eventId": message["eventId"], "applied": applied}
