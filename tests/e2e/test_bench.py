@@ -85,6 +85,7 @@ def test_cost_counts_one_request_only_and_prices_it(redis_url: str) -> None:
     assert "dynamodb.CreateTable" not in figures["calls"]  # the runtime's set-up is not the request's
     assert dict(figures["lambda_invocations"]) == {
         "api": 2,  # submit + the client's one read of the result
+        "authorizer": 2,  # API Gateway asks it before each (no result caching: revocation is immediate)
         "plan_request": 1,
         "run_agent": 5,
         "aggregate_results": 1,

@@ -42,9 +42,10 @@ def _memory_by_function(environment: str) -> tuple[dict[str, int], str]:
     from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS
 
     settings = ENVIRONMENTS[environment]
-    from tdev_cli.runtime import FUNCTIONS
+    from tdev_cli.runtime import FUNCTIONS, MESSAGING_FUNCTIONS
 
-    memory = {name: settings.lambda_memory_mb for name in FUNCTIONS}
+    # Every function but the agents runs at the default size (stacks/constructs: TdevFunction).
+    memory = {name: settings.lambda_memory_mb for name in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer")}
     memory["run_agent"] = settings.agent_memory_mb
     return memory, settings.default_model or DEFAULT_MODEL
 
