@@ -23,6 +23,7 @@ DESCRIPTION = (
     "limit is hit."
 )
 CHECKPOINTS = (1, 50, 200, 1000)
+HISTORY_WINDOW = 20  # messages an agent reads back per turn (both stores are asked for the same window)
 QUICK_CHECKPOINTS = (1, 5, 20)
 
 _TOPICS = (
@@ -74,7 +75,10 @@ def converse(
             try:
                 for role in (ParticipantRole.USER.value, ParticipantRole.ASSISTANT.value):
                     message = ConversationMessage(role=role, content=[{"text": message_text(turn, role)}])
-                    await store.save_chat_message(user, "session-1", "CodeAgent", message)
+                    # As an agent with a history window uses it: the window bounds what each save returns.
+                    await store.save_chat_message(
+                        user, "session-1", "CodeAgent", message, max_history_size=HISTORY_WINDOW
+                    )
             except Exception as exc:
                 if "size" in str(exc).lower():
                     limit_turn = turn
