@@ -18,12 +18,13 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from stacks import acknowledge
+from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from tdev.security.headers import SECURITY_HEADERS
+from tdev.security.usageplans import ENV_TAG
 
 # (method, path): the routes `functions/api/handler.py` serves. Anything else never reaches the function.
 ROUTES: tuple[tuple[str, str], ...] = (
@@ -188,6 +189,8 @@ class ApiStack(Stack):
             rest_api_name=f"t-developer-{settings.name}",
             description="T-Developer: submit requests, follow executions, list agents",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # Usage plans meter the key the authorizer names (usageIdentifierKey), never a client header.
+            api_key_source_type=apigw.ApiKeySourceType.AUTHORIZER,
             # API Gateway writes execution logs through one role per account and region (see below); it is
             # kept when this stack goes, since other APIs in the account may rely on it.
             cloud_watch_role=True,
@@ -224,6 +227,7 @@ class ApiStack(Stack):
                 request_parameters=parameters,
                 authorizer=None if public else self.authorizer,
                 authorization_type=apigw.AuthorizationType.NONE if public else apigw.AuthorizationType.CUSTOM,
+                api_key_required=not public,  # the authorizer always names one: see _add_usage_plans
             )
             if public:
                 acknowledge(
@@ -252,6 +256,7 @@ class ApiStack(Stack):
             )
         self.api_url = self.api.url
 
+        self._add_usage_plans(settings)
         self._own_execution_log_group(settings, key)
         if settings.api_waf:
             self._protect_with_waf(settings)
@@ -275,6 +280,101 @@ class ApiStack(Stack):
         )
         server_errors.add_alarm_action(cloudwatch_actions.SnsAction(alarm_topic))
         CfnOutput(self, "ApiUrl", value=self.api.url)
+
+    def _add_usage_plans(self, settings: EnvironmentSettings) -> None:
+        """Usage plans (tdev.security.usageplans): one for machine clients, where every API key created
+        through the API gets its own API Gateway key (throttle and daily quota per key), and one for
+        interactive users, who share one key (their per-user limits are the application limiter's)."""
+        stage = apigw.UsagePlanPerApiStage(api=self.api, stage=self.api.deployment_stage)
+        self.interactive_key = apigw.ApiKey(
+            self,
+            "InteractiveKey",
+            api_key_name=f"t-developer-{settings.name}-interactive",
+            description="Shared usage-plan key the authorizer names for JWT users (authenticates nothing)",
+            enabled=True,
+        )
+        interactive = self.api.add_usage_plan(
+            "InteractivePlan",
+            name=f"t-developer-{settings.name}-interactive",
+            description="Users signed in with a JWT, all together",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=settings.api_throttle_rate_limit, burst_limit=settings.api_throttle_burst_limit
+            ),
+            api_stages=[stage],
+        )
+        interactive.add_api_key(self.interactive_key)
+        self.machine_plan_name = f"t-developer-{settings.name}-machine-clients"
+        self.api.add_usage_plan(
+            "MachinePlan",
+            name=self.machine_plan_name,
+            description="API keys created through POST /v1/api-keys, each metered on its own",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=settings.usage_plan_rate_limit, burst_limit=settings.usage_plan_burst_limit
+            ),
+            quota=apigw.QuotaSettings(limit=settings.usage_plan_daily_quota, period=apigw.Period.DAY),
+            api_stages=[stage],
+        )
+
+        # The authorizer reads the interactive key's value (once per container) to name JWT users.
+        self.authorizer_function.add_environment("TDEV_INTERACTIVE_API_KEY_ID", self.interactive_key.key_id)
+        apikeys = f"arn:{self.partition}:apigateway:{self.region}::/apikeys"
+        self.authorizer_function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadInteractiveKey",
+                actions=["apigateway:GET"],
+                resources=[f"{apikeys}/{self.interactive_key.key_id}"],
+            )
+        )
+        # The API function registers each new API key in the machine plan, found by name: passing its id
+        # would make the function depend on the stage, which depends on the function (a cycle). Keys it
+        # creates carry the environment's tag, and it may only change or delete keys that carry it.
+        self.function.add_environment("TDEV_USAGE_PLAN_NAME", self.machine_plan_name)
+        env_tag = f"aws:ResourceTag/{ENV_TAG}"
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="FindUsagePlans",
+                actions=["apigateway:GET"],
+                resources=[f"arn:{self.partition}:apigateway:{self.region}::/usageplans"],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="CreateTaggedApiKeys",
+                actions=["apigateway:POST"],
+                resources=[apikeys],
+                conditions={"StringEquals": {f"aws:RequestTag/{ENV_TAG}": settings.name}},
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ChangeOwnApiKeys",
+                actions=["apigateway:PATCH", "apigateway:DELETE"],
+                resources=[f"{apikeys}/*"],
+                conditions={"StringEquals": {env_tag: settings.name}},
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="AttachKeysToPlans",
+                actions=["apigateway:POST", "apigateway:DELETE"],
+                resources=[
+                    f"arn:{self.partition}:apigateway:{self.region}::/usageplans/*/keys",
+                    f"arn:{self.partition}:apigateway:{self.region}::/usageplans/*/keys/*",
+                ],
+            )
+        )
+        reasons = {
+            "/apikeys/*": "API keys are created at run time, so their ids are unknown here; the statement "
+            "is conditioned on this environment's tag, so only keys this function created can change.",
+            "/usageplans/*/keys": "The machine plan's id cannot be named here without a dependency cycle "
+            "(plan -> stage -> deployment -> method -> this function); the function finds it by name.",
+            "/usageplans/*/keys/*": "Detaching a key it failed to store, from the plan found by name (the "
+            "plan id cannot be named here: see /usageplans/*/keys).",
+        }
+        gateway_arn = "arn:{partition}:apigateway:{region}::"
+        for path, reason in reasons.items():
+            finding = as_nag_prints(self, f"AwsSolutions-IAM5[Resource::{gateway_arn}{path}]")
+            acknowledge(self.function.role, finding, reason)  # type: ignore[arg-type]
 
     def _own_execution_log_group(self, settings: EnvironmentSettings, key: kms.IKey) -> None:
         """API Gateway creates the execution log group on first use, unencrypted and kept forever; create it

@@ -47,7 +47,10 @@ class EnvironmentSettings:
     require_mfa: bool = True
     # Browser origins allowed by CORS (none: the API is for CLIs and services unless listed).
     cors_origins: tuple[str, ...] = ()
-    # API Gateway usage plan for machine clients (API Gateway API keys): requests per day.
+    # API Gateway usage plan for machine clients (each API key): 1 request/s on average (the spec's 60 per
+    # minute), bursts of 10, and requests per day. Interactive users share the stage's limits in theirs.
+    usage_plan_rate_limit: float = 1.0
+    usage_plan_burst_limit: int = 10
     usage_plan_daily_quota: int = 10_000
 
     @property

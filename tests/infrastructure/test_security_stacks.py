@@ -58,6 +58,50 @@ def test_every_route_but_health_goes_through_the_lambda_authorizer(dev: Any) -> 
     assert len(guarded) == len(methods) - 1 >= 10
 
 
+def test_usage_plans_meter_the_key_the_authorizer_names(dev: Any) -> None:
+    template = dev.template_json(dev.stacks.api)
+    (api,) = resources(template, "AWS::ApiGateway::RestApi").values()
+    assert api["Properties"]["ApiKeySourceType"] == "AUTHORIZER"  # never a client-sent header
+    for method in resources(template, "AWS::ApiGateway::Method").values():
+        props = method["Properties"]
+        assert props.get("ApiKeyRequired", False) is (props["AuthorizationType"] == "CUSTOM")
+    plans = {
+        p["Properties"]["UsagePlanName"]: p
+        for p in resources(template, "AWS::ApiGateway::UsagePlan").values()
+    }
+    machine, interactive = plans["t-developer-dev-machine-clients"], plans["t-developer-dev-interactive"]
+    assert machine["Properties"]["Throttle"] == {"RateLimit": 1, "BurstLimit": 10}  # 60 per minute per key
+    assert machine["Properties"]["Quota"] == {"Limit": 10_000, "Period": "DAY"}
+    for plan in (machine, interactive):
+        (stage,) = plan["Properties"]["ApiStages"]
+        assert stage["Stage"] == {"Ref": next(iter(resources(template, "AWS::ApiGateway::Stage")))}
+    ((key_id, _),) = resources(template, "AWS::ApiGateway::ApiKey").items()
+    (plan_key,) = resources(template, "AWS::ApiGateway::UsagePlanKey").values()
+    assert plan_key["Properties"]["KeyId"] == {"Ref": key_id}
+
+    def function_named(name: str) -> dict[str, Any]:
+        return next(
+            f
+            for f in resources(template, "AWS::Lambda::Function").values()
+            if f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == name
+        )
+
+    authorizer_env = function_named("authorizer")["Properties"]["Environment"]["Variables"]
+    assert authorizer_env["TDEV_INTERACTIVE_API_KEY_ID"] == {"Ref": key_id}
+    api_env = function_named("api")["Properties"]["Environment"]["Variables"]
+    assert api_env["TDEV_USAGE_PLAN_NAME"] == "t-developer-dev-machine-clients"
+    by_sid = {s.get("Sid"): s for s in statements(template)}
+    assert by_sid["ReadInteractiveKey"]["Action"] == "apigateway:GET"
+    assert json.dumps({"Ref": key_id}) in json.dumps(by_sid["ReadInteractiveKey"]["Resource"])
+    # the API function creates only keys tagged with its environment and changes only those
+    assert by_sid["CreateTaggedApiKeys"]["Condition"] == {
+        "StringEquals": {"aws:RequestTag/t-developer-env": "dev"}
+    }
+    assert by_sid["ChangeOwnApiKeys"]["Condition"] == {
+        "StringEquals": {"aws:ResourceTag/t-developer-env": "dev"}
+    }
+
+
 def test_the_authorizer_validates_the_user_pools_tokens_and_only_reads(dev: Any) -> None:
     template = dev.template_json(dev.stacks.api)
     function = next(

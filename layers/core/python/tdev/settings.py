@@ -30,6 +30,9 @@ class Settings(BaseModel):
     rate_limit_strict: str = Field(default="10/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_STRICT")
     rate_limit_api_key: str = Field(default="60/60", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_API_KEY")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, alias="TDEV_MAX_BODY_BYTES")
+    # API Gateway usage plans (tdev.security.usageplans): unset locally, where no gateway meters keys.
+    usage_plan_name: str | None = Field(default=None, alias="TDEV_USAGE_PLAN_NAME")
+    interactive_api_key_id: str | None = Field(default=None, alias="TDEV_INTERACTIVE_API_KEY_ID")
     # Sessions (tdev.sessions): encrypted checkpoints' bucket and the concurrency limits.
     checkpoint_bucket: str | None = Field(default=None, alias="CHECKPOINT_BUCKET")
     max_sessions_per_user: int = Field(default=5, ge=1, alias="TDEV_MAX_SESSIONS_PER_USER")

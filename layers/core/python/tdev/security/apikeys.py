@@ -4,7 +4,9 @@ after 365 days by default, revocable, each with its own rate limit and, optional
     key       tdk_<key id: 16 hex>_<secret: 43 url-safe chars (256 bits)>
     item      PK=APIKEY#<id> SK=APIKEY  hash, roles, owner, created_at, expires_at (also the table TTL),
               revoked, rate_limit, signing_required, metadata (envelope-encrypted: name, description and
-              the HMAC signing secret; encryption context bound to the item key)
+              the HMAC signing secret; encryption context bound to the item key), and where API Gateway
+              meters keys, gateway_key_id + usage_key (its twin in the machine usage plan; names the
+              caller to API Gateway, authenticates nothing)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tdev import aws
 from tdev.crypto import EnvelopeCipher
 from tdev.errors import AuthenticationError, NotFoundError
 from tdev.security.tokens import Identity
+from tdev.security.usageplans import UsagePlans
 
 KEY_PATTERN = re.compile(r"^tdk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 DEFAULT_EXPIRY_DAYS = 365
@@ -40,8 +43,10 @@ def _hash(api_key: str) -> str:
 
 
 class ApiKeyRepository:
-    def __init__(self, table_name: str, cipher: EnvelopeCipher) -> None:
-        self.table_name, self.cipher = table_name, cipher
+    def __init__(
+        self, table_name: str, cipher: EnvelopeCipher, *, usage_plans: UsagePlans | None = None
+    ) -> None:
+        self.table_name, self.cipher, self.usage_plans = table_name, cipher, usage_plans
 
     def _table(self) -> Any:
         return aws.table(self.table_name)
@@ -70,22 +75,30 @@ class ApiKeyRepository:
         now = int(time.time())
         expires_at = now + expires_in_days * 86_400
         metadata = json.dumps({"name": name, "description": description, "signing_secret": signing_secret})
-        self._table().put_item(
-            Item={
-                **self._key(key_id),
-                "key_id": key_id,
-                "hash": _hash(api_key),
-                "roles": roles,
-                "owner": owner,
-                "created_at": now,
-                "expires_at": expires_at,
-                "revoked": False,
-                "rate_limit": rate_limit,
-                "signing_required": signing_required,
-                "metadata": self.cipher.encrypt_text(metadata, self._context(key_id)),
-            },
-            ConditionExpression="attribute_not_exists(PK)",
-        )
+        item: dict[str, Any] = {
+            **self._key(key_id),
+            "key_id": key_id,
+            "hash": _hash(api_key),
+            "roles": roles,
+            "owner": owner,
+            "created_at": now,
+            "expires_at": expires_at,
+            "revoked": False,
+            "rate_limit": rate_limit,
+            "signing_required": signing_required,
+            "metadata": self.cipher.encrypt_text(metadata, self._context(key_id)),
+        }
+        # Deployed, the key's twin in API Gateway's machine usage plan comes first: a key is never stored
+        # without it (API Gateway would refuse its requests), and a twin whose item failed is deleted.
+        gateway = self.usage_plans.register(key_id) if self.usage_plans else None
+        if gateway:
+            item.update(gateway_key_id=gateway.key_id, usage_key=gateway.value)
+        try:
+            self._table().put_item(Item=item, ConditionExpression="attribute_not_exists(PK)")
+        except Exception:
+            if gateway and self.usage_plans:
+                self.usage_plans.delete(gateway.key_id)
+            raise
         return CreatedKey(key_id, api_key, signing_secret, expires_at)
 
     def _item(self, key_id: str) -> dict[str, Any] | None:
@@ -113,6 +126,7 @@ class ApiKeyRepository:
             api_key_id=str(item["key_id"]),
             expires_at=int(item["expires_at"]),
             signing_required=bool(item.get("signing_required")),
+            usage_key=str(item["usage_key"]) if item.get("usage_key") else None,
         )
 
     def metadata(self, key_id: str) -> dict[str, Any]:
@@ -140,6 +154,9 @@ class ApiKeyRepository:
             )
         except self._table().meta.client.exceptions.ConditionalCheckFailedException as exc:
             raise NotFoundError(f"no API key {key_id}", field="key_id") from exc
+        item = self._item(key_id)
+        if self.usage_plans and item and item.get("gateway_key_id"):
+            self.usage_plans.disable(str(item["gateway_key_id"]))
 
     def list(self) -> list[dict[str, Any]]:
         """Every key without secrets: id, name, roles, owner, dates, state."""

@@ -3,6 +3,8 @@
 API Gateway caches the answer per identity source, so the policy allows the whole stage (`*/*`); what the
 caller may do on each route is decided by RBAC in the API function, from the context returned here
 (principal, roles, source, jti, api_key_id, signing_required — strings, as API Gateway requires).
+Deployed, the answer also names the caller's usage-plan key (`usageIdentifierKey`, tdev.security.usageplans),
+which API Gateway throttles and meters before the function runs.
 """
 
 from __future__ import annotations
@@ -43,8 +45,17 @@ def context_of(identity: Identity) -> dict[str, str]:
     }
 
 
+def usage_key_of(identity: Identity) -> str | None:
+    """What API Gateway meters this caller as (`usageIdentifierKey`): an API key's twin in the machine usage
+    plan; for users (and keys created before metering) the interactive plan's shared key; None locally."""
+    if identity.usage_key:
+        return identity.usage_key
+    plans = services.usage_plans()
+    return plans.interactive_value() if plans else None
+
+
 def policy(identity: Identity, method_arn: str, effect: str = "Allow") -> dict[str, Any]:
-    return {
+    answer: dict[str, Any] = {
         "principalId": identity.principal,
         "policyDocument": {
             "Version": "2012-10-17",
@@ -54,6 +65,10 @@ def policy(identity: Identity, method_arn: str, effect: str = "Allow") -> dict[s
         },
         "context": context_of(identity),
     }
+    usage_key = usage_key_of(identity)
+    if usage_key:
+        answer["usageIdentifierKey"] = usage_key
+    return answer
 
 
 def identity_from_context(context: dict[str, Any] | None) -> Identity | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from tdev.errors import ConfigurationError
 from tdev.security.apikeys import ApiKeyRepository
@@ -11,6 +12,7 @@ from tdev.security.rbac import AuditLog, Authorizer, PolicyStore
 from tdev.security.revocation import RevocationStore
 from tdev.security.signing import SignatureVerifier
 from tdev.security.tokens import JwksCache, TokenValidator, fetch_jwks
+from tdev.security.usageplans import UsagePlans
 from tdev.settings import get_settings
 
 
@@ -35,10 +37,19 @@ def token_validator() -> TokenValidator:
 
 
 @lru_cache(maxsize=1)
+def usage_plans() -> UsagePlans | None:
+    """This deployment's API Gateway usage plans, or None where no gateway meters keys (locally)."""
+    settings = get_settings()
+    if not settings.usage_plan_name and not settings.interactive_api_key_id:
+        return None
+    return UsagePlans(settings.usage_plan_name or "", settings.interactive_api_key_id, settings.environment)
+
+
+@lru_cache(maxsize=1)
 def api_keys() -> ApiKeyRepository:
     from tdev import container
 
-    return ApiKeyRepository(get_settings().table_name, container.cipher())
+    return ApiKeyRepository(get_settings().table_name, container.cipher(), usage_plans=usage_plans())
 
 
 @lru_cache(maxsize=1)
@@ -71,5 +82,8 @@ def limits() -> dict[str, Limit]:
 
 
 def reset() -> None:
-    for cached in (revocations, token_validator, api_keys, policy_store, access, rate_limiter, signatures):
-        cached.cache_clear()
+    cached: tuple[Any, ...] = (
+        revocations, token_validator, usage_plans, api_keys, policy_store, access, rate_limiter, signatures
+    )
+    for service in cached:
+        service.cache_clear()

@@ -37,6 +37,7 @@ class Identity:
     expires_at: int | None = None
     api_key_id: str | None = None
     signing_required: bool = False
+    usage_key: str | None = None  # an API key's twin in API Gateway's usage plan (deployed only)
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
