@@ -7,7 +7,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tdev.models import StepEvent
 from tdev.observability import logger, metrics, tracer
-from tdev.orchestration import workflow
+from tdev.orchestration import planner, workflow
+
+# The supervisor and Agent Squad load at init (cold start), not during the first request.
+_ = planner.Supervisor
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import EVENTS, load_event
 from tdev import container
 from tdev.models import RequestIn
+
+# (not imported from conftest: with several test directories, `conftest` may name another one's)
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return dict(json.loads((EVENTS / f"{name}.json").read_text()))
 
 EXECUTION_ID = "0b9e4c1e-5f7a-4d43-9a55-3f1d8c2a7e10"
 

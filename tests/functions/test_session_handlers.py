@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from conftest import load_event
 from tdev.sessions.lifecycle import SessionStatus
 from tdev.sessions.service import service
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return dict(json.loads((EVENTS / f"{name}.json").read_text()))
 
 
 def test_session_sweeper_with_its_sample_event(runtime: Any) -> None:

@@ -32,7 +32,6 @@ from tdev.models import (
     utc_now,
 )
 from tdev.observability import NAMESPACE, logger, metrics, tracer
-from tdev.orchestration.planner import Supervisor
 from tdev.settings import get_settings
 
 SOURCE = "t-developer.orchestrator"
@@ -119,6 +118,11 @@ def _start_workflow(execution: Execution) -> None:
 @tracer.capture_method
 def plan_execution(execution_id: str) -> dict[str, Any]:
     """Plan the request into a DAG of agent tasks; returns the levels the state machine maps over."""
+    # Imported here, not with this module: the planner loads Agent Squad (and, through its agents package,
+    # the Anthropic and OpenAI SDKs), which the API function, which also imports this module, never needs.
+    # The plan function imports it at its own init instead (functions/plan_request/handler.py).
+    from tdev.orchestration.planner import Supervisor
+
     executions = container.executions()
     registry = container.agents()
     execution = executions.get(execution_id)

@@ -15,12 +15,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from tdev.chat.storage import TableChatStorage
-from tdev.chat.turns import TurnResult, chat_turn
 from tdev.crypto import EnvelopeCipher
 from tdev.errors import ConfigurationError, ConflictError, TDevError, ValidationError
 from tdev.memory.context import ContextManager
@@ -33,6 +32,9 @@ from tdev.sessions.heartbeat import Heartbeats
 from tdev.sessions.lifecycle import SessionStatus
 from tdev.sessions.limits import SessionLimits
 from tdev.sessions.repository import Session, SessionRepository
+
+if TYPE_CHECKING:
+    from tdev.chat.turns import TurnResult
 
 MAX_RECOVERY_ATTEMPTS = 3
 RECOVERY_BACKOFF_SECONDS = 30.0  # 30 s, 60 s, 120 s between sweeper attempts
@@ -194,6 +196,10 @@ class SessionService:
         space = self.workspace(session_id)
         context = [s.entry.text for s in space.context.top_k(text, CONTEXT_TOP_K)]
         specs = [self.agent_specs[name] for name in session.agents]
+        # Agent Squad's orchestrator and the agents load on the first chat turn: the API function serves
+        # every route, and the others should not pay for them at its cold start.
+        from tdev.chat.turns import chat_turn
+
         try:
             result: TurnResult = chat_turn(
                 self.chats,
