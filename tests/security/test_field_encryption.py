@@ -23,10 +23,13 @@ def test_request_and_outputs_are_stored_encrypted_and_read_back_in_clear(secured
         ExpressionAttributeValues={":pk": f"EXECUTION#{view['execution_id']}"},
     )["Items"]
     head = next(i for i in items if i["SK"] == "EXECUTION")
+    plan = next(i for i in items if i["SK"] == "PLAN")
     tasks = [i for i in items if i["SK"].startswith("TASK#")]
-    # (the PLAN item's task descriptions quote the request: not encrypted yet, see the README)
-    assert head["request"].startswith("tde1:") and "BLUEBIRD" not in repr([head, *tasks])
+    # the plan's task descriptions quote the request: sealed too
+    assert head["request"].startswith("tde1:") and plan["plan"].startswith("tde1:")
+    assert "BLUEBIRD" not in repr(items)
     assert tasks and all(t["result"]["output"].startswith("tde1:") for t in tasks)
+    assert view["plan"] and any("BLUEBIRD" in t["description"] for t in view["plan"]["tasks"])
 
 
 def test_a_sealed_request_moved_to_another_execution_does_not_open(secured: Any) -> None:

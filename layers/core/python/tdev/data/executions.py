@@ -210,7 +210,7 @@ class ExecutionRepository:
         order = [task_id for level in execution.levels for task_id in level]
         results.sort(key=lambda r: order.index(r.task_id) if r.task_id in order else len(order))
         plan_item = next((i for i in items if i["SK"] == "PLAN"), None)
-        plan = Plan.model_validate(from_item(plan_item)["plan"]) if plan_item else None
+        plan = self._plan(plan_item) if plan_item else None
         live_usage = Usage.total(t.usage for t in execution.tasks.values())
         usage = execution.usage if execution.status.terminal else live_usage
         return ExecutionView(
@@ -260,7 +260,14 @@ class ExecutionRepository:
         )
         if "Item" not in item:
             raise NotFoundError(f"execution {execution_id} has no plan yet", field="execution_id")
-        return Plan.model_validate(from_item(item["Item"])["plan"])
+        return self._plan(item["Item"])
+
+    def _plan(self, item: dict[str, Any]) -> Plan:
+        """The stored plan: a sealed JSON document (its task descriptions quote the request)."""
+        stored = from_item(item)["plan"]
+        if isinstance(stored, dict):  # stored before plans were sealed
+            return Plan.model_validate(stored)
+        return Plan.model_validate_json(self._fields.open(stored, {"PK": item["PK"], "SK": "PLAN"}, "plan"))
 
     def get_results(self, execution_id: str, task_ids: list[str]) -> list[AgentResult]:
         results = []
@@ -292,7 +299,12 @@ class ExecutionRepository:
                                     "PK": f"EXECUTION#{execution_id}",
                                     "SK": "PLAN",
                                     "entity": "PLAN",
-                                    "plan": plan.model_dump(mode="json"),
+                                    # Sealed like the request it quotes (levels are on the EXECUTION item).
+                                    "plan": self._fields.seal(
+                                        plan.model_dump_json(),
+                                        {"PK": f"EXECUTION#{execution_id}", "SK": "PLAN"},
+                                        "plan",
+                                    ),
                                     "expires_at": int(time.time()) + self._retention_seconds,
                                 }
                             ),
