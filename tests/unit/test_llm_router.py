@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import redis
 
@@ -125,3 +127,33 @@ def test_the_real_table_routes_a_long_code_task_to_a_large_context_coder() -> No
     decision = route(Criteria(task_type="code", context_tokens=500_000, capabilities=frozenset({"tools"})))
     assert decision.model in {m.name for m in MODELS if m.context_window >= 501_000}
     assert all(s.score <= decision.score for s in decision.ranking)
+
+
+class _Counting:
+    """A Redis client that counts the calls made on it (a pipeline's commands go in one `execute`)."""
+
+    def __init__(self, inner: redis.Redis) -> None:
+        self.inner, self.calls = inner, Counter[str]()
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+def test_a_live_decision_reads_every_candidates_health_in_one_round_trip(redis_url: str) -> None:
+    client = _Counting(redis.Redis.from_url(redis_url, decode_responses=True))
+    guards = Guards.from_redis(client)
+    for _ in range(5):
+        guards.breakers.record_failure("openai:gpt-4.1-mini")
+    client.calls.clear()
+    decision = route(Criteria(task_type="code"), health=live_health(guards), models=MODELS)
+    assert client.calls == Counter({"pipeline": 1})  # not three commands per model
+    assert len(decision.ranking) + len(decision.rejected) == len(MODELS) > 25
+    assert "openai:gpt-4.1-mini" in decision.rejected  # the pipelined read still sees the open breaker

@@ -144,7 +144,10 @@ class CircuitBreakers:
 
     def state(self, model: str) -> BreakerState:
         """The stored state; an open breaker whose timeout passed reads as half-open (as acquire sees it)."""
-        fields = self.redis.hgetall(self.key(model))
+        return self.state_of(self.redis.hgetall(self.key(model)))
+
+    def state_of(self, fields: dict[Any, Any]) -> BreakerState:
+        """The state a breaker hash (as HGETALL returns it) stands for."""
         if not fields:
             return BreakerState.CLOSED
         fields = {_text(k): _text(v) for k, v in fields.items()}

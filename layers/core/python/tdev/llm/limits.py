@@ -12,7 +12,7 @@ every instance: the router's live view of which models answer, and how fast.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,8 @@ def estimate_tokens(text: str) -> int:
 
 
 class RateLimits:
+    FIELDS = ("requests", "tokens")  # of a model's per-minute counter hash
+
     def __init__(
         self,
         redis: Any,
@@ -103,8 +105,11 @@ class RateLimits:
             self.redis.hincrby(self.key(model), "tokens", actual_tokens - estimated_tokens)
 
     def usage(self, model: str) -> float:
+        return self.usage_of(model, self.redis.hmget(self.key(model), *self.FIELDS))
+
+    def usage_of(self, model: str, values: Sequence[Any]) -> float:
+        """The fraction of its limits `model` used this minute, from HMGET of FIELDS on its counter."""
         rpm, tpm = self.limits(model)
-        values = self.redis.hmget(self.key(model), "requests", "tokens")
         requests, tokens = (int(v or 0) for v in values)
         return max(requests / rpm if rpm else 0.0, tokens / tpm if tpm else 0.0)
 
@@ -116,10 +121,18 @@ class History:
         self._record = redis.register_script(_HISTORY)
 
     def record(self, model: str, *, succeeded: bool, latency_ms: float) -> None:
-        self._record(keys=[HISTORY_PREFIX + model], args=[1 if succeeded else 0, latency_ms, self.alpha])
+        self._record(keys=[self.key(model)], args=[1 if succeeded else 0, latency_ms, self.alpha])
+
+    @staticmethod
+    def key(model: str) -> str:
+        return HISTORY_PREFIX + model
 
     def get(self, model: str) -> ModelHistory:
-        fields = self.redis.hgetall(HISTORY_PREFIX + model)
+        return self.history_of(self.redis.hgetall(self.key(model)))
+
+    @staticmethod
+    def history_of(fields: dict[Any, Any]) -> ModelHistory:
+        """The history a history hash (as HGETALL returns it) stands for."""
         if not fields:
             return ModelHistory()
         fields = {_text(k): _text(v) for k, v in fields.items()}

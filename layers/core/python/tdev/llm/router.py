@@ -19,13 +19,17 @@ A model with availability 0 is never chosen. The decision carries its reasoning 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tdev.errors import ValidationError
 from tdev.llm.breaker import BreakerState
 from tdev.llm.limits import SKIP_AT, ModelHistory
 from tdev.llm.models_data import LATENCY_TIERS, MODELS, TASK_TYPES, ModelInfo
+
+if TYPE_CHECKING:
+    from tdev.llm.fallback import Guards
 
 WEIGHTS = {"specialty": 0.3, "cost": 0.2, "history": 0.3, "availability": 0.2}
 _TIER_RANK = {tier: i for i, tier in enumerate(LATENCY_TIERS)}
@@ -177,8 +181,10 @@ def route(
     costs = {m.name: estimated_cost(m, criteria) for m in candidates}
     ceiling = criteria.max_cost_usd if criteria.max_cost_usd is not None else max(costs.values(), default=0.0)
     ranking: list[Scored] = []
+    many = getattr(health, "many", None)  # a LiveHealth reads every candidate in one round trip
+    states = many([m.name for m in candidates]) if many else {m.name: health(m.name) for m in candidates}
     for model in candidates:
-        state = health(model.name)
+        state = states[model.name]
         parts = {
             "specialty": specialty_score(model, criteria.task_type),
             "cost": _cost_score(model, costs[model.name], ceiling),
@@ -211,15 +217,38 @@ def route(
     return RouteDecision(best.model, best.score, reasoning, best.estimated_cost_usd, ranking, rejected)
 
 
+class LiveHealth:
+    """Every model's health from the shared Redis (breakers, rate counters, history). `route` asks for all
+    its candidates at once (`many`): one pipelined round trip per decision, not three per model."""
+
+    def __init__(self, guards: Guards) -> None:
+        self.guards = guards
+
+    def __call__(self, name: str) -> Health:
+        return self.many([name])[name]
+
+    def many(self, names: Sequence[str]) -> dict[str, Health]:
+        g = self.guards
+        pipe = g.breakers.redis.pipeline(transaction=False)  # one Redis holds all three (Guards)
+        for name in names:
+            pipe.hgetall(g.breakers.key(name))
+            pipe.hmget(g.limits.key(name), *g.limits.FIELDS)
+            pipe.hgetall(g.history.key(name))
+        values = pipe.execute()
+        return {
+            name: Health(
+                g.breakers.state_of(values[3 * i]),
+                g.limits.usage_of(name, values[3 * i + 1]),
+                g.history.history_of(values[3 * i + 2]),
+            )
+            for i, name in enumerate(names)
+        }
+
+
 def live_health(guards: object | None) -> Callable[[str], Health]:
     """Health from the shared Redis (breakers, rate counters, history); neutral without Redis."""
     from tdev.llm.fallback import Guards
 
     if not isinstance(guards, Guards):
         return lambda _name: Health()
-    g = guards
-
-    def read(name: str) -> Health:
-        return Health(g.breakers.state(name), g.limits.usage(name), g.history.get(name))
-
-    return read
+    return LiveHealth(guards)
