@@ -98,6 +98,17 @@ def secured(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         redis_url=redis_server, keys_dir=tmp_path_factory.mktemp("keys"), rate_limit_default="100/900"
     ) as rt:
         yield rt
+        # Accepted requests start workflows; let them end here, or their threads would run on into the next
+        # module's emulation (moto's backends are process-wide) and announce events there.
+        import time
+
+        import boto3
+
+        sfn = boto3.client("stepfunctions", region_name="us-east-1")
+        deadline = time.monotonic() + 180
+        while sfn.list_executions(stateMachineArn=rt.state_machine_arn, statusFilter="RUNNING")["executions"]:
+            assert time.monotonic() < deadline, "workflows started by the security tests did not finish"
+            time.sleep(0.5)
 
 
 @pytest.fixture
