@@ -195,6 +195,10 @@ class LocalRuntime:
         container.reset()
         self._create_resources()
         container.reset()  # settings re-read with the resources' ids (KMS_KEY_ID)
+        # Every function's init (its module-level imports) before the first request, as each Lambda
+        # function's happens at its own cold start, not inside another function's invocation.
+        for name in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
+            importlib.import_module(f"functions.{name}.handler")
         return self
 
     def _security_environment(self) -> dict[str, str]:
