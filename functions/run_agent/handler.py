@@ -5,9 +5,13 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev.agents import runtime
 from tdev.models import RunAgentEvent
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
+
+# Agno and the agent runtime load at init (cold start), not during the first task.
+_ = runtime.run_agent
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id")
