@@ -256,7 +256,8 @@ class LocalMessaging:
 
 
 def share_stream_in_transaction_snapshots() -> Callable[[], None]:
-    """Make moto's transaction snapshots O(table items) instead of O(items + whole stream history).
+    """Make moto's transactions isolated from concurrent writes, and their snapshots O(table items)
+    instead of O(items + whole stream history).
 
     moto deep-copies a table before each TransactWriteItems to roll it back on cancellation; with a
     stream enabled that copy includes every stream record ever written, so each transaction gets
@@ -270,9 +271,12 @@ def share_stream_in_transaction_snapshots() -> Callable[[], None]:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard
 
+    originals = {name: getattr(DynamoDBBackend, name) for name in ("put_item", "update_item", "delete_item")}
     original_transact = DynamoDBBackend.transact_write_items
-    # DynamoDB isolates transactions from each other; moto does not (threads interleave inside one).
-    isolation = threading.Lock()
+    # DynamoDB isolates transactions from other writes; moto does not: a cancelled transaction puts back
+    # whole-table snapshots taken when it began, so a write another thread made meanwhile would vanish
+    # with it. Every write takes this lock (re-entrant: a transaction's own puts go through it too).
+    isolation = threading.RLock()
 
     def shard_deepcopy(self: StreamShard, memo: dict[int, Any]) -> StreamShard:
         clone: Any = StreamShard.__new__(StreamShard)
@@ -282,27 +286,38 @@ def share_stream_in_transaction_snapshots() -> Callable[[], None]:
         clone.items = self.items  # shared: truncated below if the transaction is cancelled
         return clone
 
-    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
-        lengths = {  # read before the lock: only this call's own appends are truncated below
-            name: len(table.stream_shard.items)
-            for name, table in self.tables.items()
-            if table.stream_shard is not None
-        }
-        try:
+    def isolated(method: Callable[..., Any]) -> Callable[..., Any]:
+        def write(self: DynamoDBBackend, *args: Any, **kwargs: Any) -> Any:
             with isolation:
+                return method(self, *args, **kwargs)
+
+        return write
+
+    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        with isolation:  # no other write can append to a stream until this one has ended
+            lengths = {
+                name: len(table.stream_shard.items)
+                for name, table in self.tables.items()
+                if table.stream_shard is not None
+            }
+            try:
                 original_transact(self, transact_items)
-        except Exception:
-            for name, length in lengths.items():
-                shard = self.tables[name].stream_shard
-                if shard is not None:
-                    del shard.items[length:]
-            raise
+            except Exception:
+                for name, length in lengths.items():  # only this transaction's own records
+                    shard = self.tables[name].stream_shard
+                    if shard is not None:
+                        del shard.items[length:]
+                raise
 
     StreamShard.__deepcopy__ = shard_deepcopy  # type: ignore[attr-defined]
+    for name, method in originals.items():
+        setattr(DynamoDBBackend, name, isolated(method))
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
     def undo() -> None:
         del StreamShard.__deepcopy__  # type: ignore[attr-defined]
+        for name, method in originals.items():
+            setattr(DynamoDBBackend, name, method)
         DynamoDBBackend.transact_write_items = original_transact  # type: ignore[method-assign]
 
     return undo
