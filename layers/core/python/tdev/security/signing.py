@@ -57,7 +57,11 @@ class SignatureVerifier:
                 "this API key requires signed requests (X-Tdev-Timestamp, -Nonce, -Signature)"
             )
         # ASCII digits only: str.isdigit() also accepts superscripts and other scripts' digits.
-        if not TIMESTAMP_PATTERN.fullmatch(timestamp) or abs(int(time.time()) - int(timestamp)) > self.window:
+        if not TIMESTAMP_PATTERN.fullmatch(timestamp):
+            raise AuthenticationError(
+                "request timestamp must be epoch seconds in ASCII digits", field="X-Tdev-Timestamp"
+            )
+        if abs(int(time.time()) - int(timestamp)) > self.window:
             raise AuthenticationError(
                 f"request timestamp is outside ±{self.window} s", field="X-Tdev-Timestamp"
             )
