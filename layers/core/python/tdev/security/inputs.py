@@ -97,5 +97,5 @@ def bounded(value: object, limit: int = 64) -> str:
     text = value if isinstance(value, str) else repr(value)
     shown = ascii(text[: limit + 1])[1:-1]  # ascii() escapes \n, \x1b, non-ASCII ...; [1:-1] drops quotes
     if len(text) > limit or len(shown) > limit:
-        return f"{shown[:limit]}…({len(text)} chars)"
+        return f"{shown[:limit]}...({len(text)} chars)"
     return shown
