@@ -28,8 +28,8 @@ HISTORY_TTL_SECONDS = 7 * 86_400
 # Lua functions shared by the single-purpose scripts below and the per-call scripts of tdev.llm.guards.
 LUA_FUNCTIONS = """
 local function rate_admit(key, rpm, tpm, estimated, threshold)
-  local requests = tonumber(redis.call('HGET', key, 'requests') or '0')
-  local tokens = tonumber(redis.call('HGET', key, 'tokens') or '0')
+  local counts = redis.call('HMGET', key, 'requests', 'tokens')
+  local requests, tokens = tonumber(counts[1] or '0'), tonumber(counts[2] or '0')
   local usage = 0
   if rpm > 0 then usage = math.max(usage, requests / rpm) end
   if tpm > 0 then usage = math.max(usage, tokens / tpm) end
@@ -41,14 +41,15 @@ local function rate_admit(key, rpm, tpm, estimated, threshold)
 end
 
 local function history_record(key, ok, latency, alpha, ttl)
-  local calls = redis.call('HINCRBY', key, 'calls', 1)
-  local rate = tonumber(redis.call('HGET', key, 'success_rate') or tostring(ok))
-  if calls > 1 then rate = rate * (1 - alpha) + ok * alpha end
-  redis.call('HSET', key, 'success_rate', tostring(rate))
+  local h = redis.call('HMGET', key, 'calls', 'success_rate', 'latency_ms')
+  local calls = tonumber(h[1] or '0') + 1
+  local rate = ok
+  if calls > 1 and h[2] then rate = tonumber(h[2]) * (1 - alpha) + ok * alpha end
   if ok == 1 then
-    local previous = redis.call('HGET', key, 'latency_ms')
-    if previous then latency = tonumber(previous) * (1 - alpha) + latency * alpha end
-    redis.call('HSET', key, 'latency_ms', tostring(latency))
+    if h[3] then latency = tonumber(h[3]) * (1 - alpha) + latency * alpha end
+    redis.call('HSET', key, 'calls', calls, 'success_rate', tostring(rate), 'latency_ms', tostring(latency))
+  else
+    redis.call('HSET', key, 'calls', calls, 'success_rate', tostring(rate))
   end
   redis.call('EXPIRE', key, ttl)
   return calls
