@@ -395,7 +395,8 @@ class LocalRuntime:
 
         Returns the proxy response (statusCode, headers, body). A failed authorizer answers 401 and a
         Deny policy 403, with the JSON bodies the API stack configures as gateway responses."""
-        event = api_event(method, path, headers=headers, raw_body=body)
+        path, _, query = path.partition("?")  # API Gateway hands the handler the query string parsed
+        event = api_event(method, path, headers=headers, raw_body=body, query=query)
         context = event["requestContext"]
         context["identity"] = {**context.get("identity", {}), "sourceIp": source_ip}
         if path.rstrip("/") != "/health":
@@ -519,9 +520,15 @@ def api_event(
     body: Any = None,
     headers: dict[str, str] | None = None,
     raw_body: str | None = None,
+    query: str = "",
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event, built from the sample in events/ so tests and runtime agree."""
+    from urllib.parse import parse_qsl
+
     template = json.loads((REPO_ROOT / "events" / "api_post_request.json").read_text())
+    multi_query: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
+        multi_query.setdefault(name, []).append(value)
     request_id = str(uuid.uuid4())
     all_headers = {"Content-Type": "application/json", "Host": "localhost", **(headers or {})}
     template.update(
@@ -532,6 +539,8 @@ def api_event(
             "headers": all_headers,
             "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
             "pathParameters": {"proxy": path.lstrip("/")},
+            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
             "body": raw_body if raw_body is not None else (json.dumps(body) if body is not None else None),
             "isBase64Encoded": False,
         }
