@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tdev_cli import watchdog
+
 
 def redis_server_binary() -> str:
     try:
@@ -64,6 +66,8 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             env={**os.environ},
         )
+        watchdog.guard_process(self._process.pid)  # stopped even if this process is SIGKILLed
+        watchdog.guard_directory(self._directory.name)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -86,9 +90,11 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            watchdog.release_process(self._process.pid)
             self._process = None
         if self._directory is not None:
             self._directory.cleanup()
+            watchdog.release_directory(self._directory.name)
             self._directory = None
 
     def __enter__(self) -> RedisServer:

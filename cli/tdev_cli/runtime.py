@@ -208,8 +208,11 @@ class LocalRuntime:
         if self.keys_dir is None:
             import tempfile
 
+            from tdev_cli import watchdog
+
             folder = tempfile.TemporaryDirectory(prefix="tdev-keys-")
-            self._stack.append(folder.cleanup)
+            watchdog.guard_directory(folder.name)  # the signing key goes even if we are SIGKILLed
+            self._stack.append(lambda: (folder.cleanup(), watchdog.release_directory(folder.name)))
             self.keys_dir = Path(folder.name)
         self.issuer = LocalIssuer(self.keys_dir)
         env = self.issuer.environment()
