@@ -182,3 +182,52 @@ def test_long_work_keeps_its_message_invisible(runtime: Any) -> None:
         time.sleep(1.5)  # longer than the original timeout
         assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=1).get("Messages", []) == []
     assert extender.extensions >= 3
+
+
+def test_a_consumer_whose_idempotency_record_write_was_throttled_after_it_was_stored_still_applies(
+    runtime: Any,
+) -> None:
+    """Where seed 7's task activities went: the in-progress record's PutItem was stored, then answered
+    with an error; the SDK's retry met that record and every delivery answered "already in progress"
+    until the message was dead-lettered. The conditional marker now decides instead."""
+    from tdev.messaging.idempotency import _persistence
+    from tdev.messaging.queues import idempotency_table_name
+    from tdev_cli.chaos import _error_response
+
+    view = runtime.run(REQUEST)
+    runtime.drain_messaging()
+    message = {
+        "eventId": "e-throttled",
+        "type": "RequestCompleted",
+        "executionId": view["execution_id"],
+        "status": "SUCCEEDED",
+    }
+    record = {
+        "messageId": "m-1",
+        "receiptHandle": "m-1",
+        "body": json.dumps(message),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:notifications",
+        "awsRegion": "us-east-1",
+    }
+    events = _persistence(idempotency_table_name()).client.meta.events
+    answered: list[str] = []
+
+    def stored_then_error(request: Any, **kwargs: Any) -> Any:
+        if answered:
+            return None
+        answered.append(str(kwargs.get("event_name")))
+        return _error_response(request, "dynamodb", "InternalServerError")  # moto still stores it
+
+    events.register_first("before-send.dynamodb.PutItem", stored_then_error)
+    try:
+        first = runtime.invoke("notifications_consumer", {"Records": [record]})
+    finally:
+        events.unregister("before-send.dynamodb.PutItem", stored_then_error)
+    assert answered, "the idempotency record's PutItem was not made"
+    again = runtime.invoke("notifications_consumer", {"Records": [record]})
+    assert first == again == {"batchItemFailures": []}
+    assert int(execution_item(view["execution_id"])["notifications_sent"]) == 2  # the run's own + this one
