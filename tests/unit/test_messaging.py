@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -231,3 +232,42 @@ def test_a_consumer_whose_idempotency_record_write_was_throttled_after_it_was_st
     again = runtime.invoke("notifications_consumer", {"Records": [record]})
     assert first == again == {"batchItemFailures": []}
     assert int(execution_item(view["execution_id"])["notifications_sent"]) == 2  # the run's own + this one
+
+
+def test_dlq_command_without_a_region_prints_a_message_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tdev_cli.main import main
+
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert main(["dlq", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "tdev dlq list:" in err and "region" in err and "Traceback" not in err
+
+
+def test_dlq_command_local_reads_the_queues_of_a_local_emulation(capsys: pytest.CaptureFixture[str]) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from tdev_cli.main import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        sqs = boto3.client(
+            "sqs", region_name="us-east-1", endpoint_url=url, aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        for spec in q.QUEUES:
+            attributes = {"FifoQueue": "true"} if spec.fifo else {}
+            sqs.create_queue(QueueName=spec.dlq_name, Attributes=attributes)
+        dlq_url = sqs.get_queue_url(QueueName=q.NOTIFICATIONS.dlq_name)["QueueUrl"]
+        sqs.send_message(QueueUrl=dlq_url, MessageBody="{}")
+        assert main(["dlq", "list", "--local", "--endpoint-url", url]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-1] == "total=1"
+    finally:
+        server.stop()
