@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import threading
 import time
@@ -124,7 +125,7 @@ class _Current(threading.local):
     """The invocation running on this thread (a handler's AWS calls are named after it)."""
 
     def __init__(self) -> None:
-        self.steps: list[list[Any]] = []  # [step name, AWS calls made so far]
+        self.steps: list[list[Any]] = []  # [step name, Counter of AWS requests made so far, by kind]
 
 
 class ChaosInjector:
@@ -202,7 +203,7 @@ class ChaosInjector:
         duplicated = name != "api" and self.plan.roll(self.plan.duplicate, f"{name}:duplicate", step)
         result: Any = None
         for delivery in range(2 if duplicated else 1):
-            self.current.steps.append([f"{step}|d{delivery}", 0])
+            self.current.steps.append([f"{step}|d{delivery}", Counter()])
             try:
                 result = self._original_invoke(name, event)
             finally:
@@ -225,8 +226,11 @@ class ChaosInjector:
         if service is None:
             return None
         frame = self.current.steps[-1]
-        frame[1] += 1
-        step = f"{frame[0]}|{frame[1]}|{event_name.rsplit('.', 1)[-1]}"
+        # Named by what is asked (operation and the keys it touches), counted per kind of request: a
+        # call that a cache saved in one run (other requests warmed it) does not shift the others.
+        what = f"{event_name.rsplit('.', 1)[-1]}|{_request_shape(request)}"
+        frame[1][what] += 1
+        step = f"{frame[0]}|{what}|{frame[1][what]}"
         if not self.plan.roll(self.plan.aws_error, f"aws:{service}", step):
             return None
         if self.plan.roll(self.plan.aws_applied, f"aws:{service}:applied-then-error", step):
@@ -235,6 +239,31 @@ class ChaosInjector:
             request.tdev_rejected = True  # the emulation must not apply it
             code = self.plan.choice(THROTTLES[service], step)
         return _error_response(request, service, code)
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{6,}")
+_SHAPE_FIELDS = ("TableName", "Key", "QueueUrl", "EventBusName", "IndexName")
+
+
+def _request_shape(request: Any) -> str:
+    """The keys an AWS request touches, with ids and timestamps blanked (they differ between runs)."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except (TypeError, ValueError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts: list[Any] = [body.get(f) for f in _SHAPE_FIELDS if f in body]
+    item = body.get("Item")
+    if isinstance(item, dict):
+        parts.append({k: item.get(k) for k in ("PK", "SK", "id")})
+    for action in body.get("TransactItems", []) or []:
+        for operation in action.values():
+            key = operation.get("Key") or {k: operation.get("Item", {}).get(k) for k in ("PK", "SK")}
+            parts.append([operation.get("TableName"), key])
+    for entry in body.get("Entries", []) or []:
+        parts.append([entry.get("Source"), entry.get("DetailType")])
+    return _UUID.sub("<id>", json.dumps(parts, sort_keys=True, default=str))
 
 
 def _subject(name: str, event: dict[str, Any]) -> str:

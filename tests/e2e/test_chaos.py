@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from typing import Any
 
 import boto3
@@ -77,7 +78,7 @@ def test_an_injected_throttle_applies_the_write_only_when_it_says_so(
                 region_name="us-east-1",
                 config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
             )
-            injector.current.steps.append(["a handler", 0])  # as inside a function's invocation
+            injector.current.steps.append(["a handler", Counter()])  # as inside a function's invocation
             with pytest.raises(ClientError):
                 client.update_item(
                     TableName="t",
