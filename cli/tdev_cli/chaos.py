@@ -169,7 +169,7 @@ class ChaosInjector:
                 return None
             return original_stub(stubber, event_name, request, **kwargs)
 
-        BotocoreStubber.__call__ = stub  # type: ignore[method-assign]
+        BotocoreStubber.__call__ = stub  # type: ignore[method-assign,assignment]
         self._undo.append(lambda: setattr(BotocoreStubber, "__call__", original_stub))
         aws.reset_clients()  # the functions' cached clients are made again, with the hook
 
