@@ -208,7 +208,11 @@ class LocalRuntime:
         if self.keys_dir is None:
             import tempfile
 
+            from tdev_cli import watchdog
+
             folder = tempfile.TemporaryDirectory(prefix="tdev-keys-")
+            watchdog.guard_directory(folder.name)  # the signing key goes even if we are SIGKILLed
+            self._stack.append(lambda: watchdog.release_directory(folder.name))  # after the cleanup
             self._stack.append(folder.cleanup)
             self.keys_dir = Path(folder.name)
         self.issuer = LocalIssuer(self.keys_dir)
