@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from tdev_cli.aws_calls import CallRecorder, running
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The handlers (functions/) and the state machine definitions (statemachines/) live beside the CLI.
 if str(REPO_ROOT) not in sys.path:
@@ -130,6 +132,8 @@ class LocalRuntime:
         self.issuer: Any = None
         self.default_identity: tuple[str, tuple[str, ...]] = (LOCAL_USER, ("developer",))
         self.messaging: Any = None  # tdev_cli.local_messaging.LocalMessaging, made with the resources
+        # Every AWS call each function makes (permissions from evidence: tdev_cli.permissions).
+        self.aws_calls = CallRecorder()
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -174,6 +178,8 @@ class LocalRuntime:
         mocker = mock_aws(config=config)  # type: ignore[call-overload]
         mocker.start()
         self._stack.append(mocker.stop)
+        self.aws_calls.start()
+        self._stack.append(self.aws_calls.stop)
         if bedrock_session is not None:
             from tdev.llm.catalog import use_bedrock_session
 
@@ -359,7 +365,7 @@ class LocalRuntime:
         if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
-        with self._invocation_lock:
+        with self._invocation_lock, running(function):
             return module.lambda_handler(event, LambdaContext(function_name=function))
 
     # ------------------------------------------------------------------------------------- the API
