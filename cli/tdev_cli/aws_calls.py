@@ -110,11 +110,13 @@ def _request_path(model: Any, params: Any) -> str:
     """The operation's request URI with its path parameters filled (`/apikeys/{api_Key}` -> `/apikeys/k1`)."""
     path = str(model.http.get("requestUri", "/")).split("?", 1)[0]
     shape = model.input_shape
-    for member, member_shape in (shape.members.items() if shape is not None else ()):
+    for member, member_shape in shape.members.items() if shape is not None else ():
         serialization = member_shape.serialization
         if serialization.get("location") == "uri" and member in params:
             name = serialization.get("name", member)
-            path = path.replace(f"{{{name}+}}", str(params[member])).replace(f"{{{name}}}", str(params[member]))
+            path = path.replace(f"{{{name}+}}", str(params[member])).replace(
+                f"{{{name}}}", str(params[member])
+            )
     return path
 
 

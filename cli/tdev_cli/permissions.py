@@ -40,7 +40,12 @@ class Need:
 
 # ------------------------------------------------------------------------------- calls -> IAM needs
 # DynamoDB transactions and batches are authorised per item, as the single-item actions.
-_TRANSACT_WRITE = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+_TRANSACT_WRITE = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 # S3 operations whose IAM action has another name (all others: s3:<Operation>).
 _S3_ACTIONS = {
     "HeadObject": "GetObject",
@@ -103,7 +108,13 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
             context[f"aws:RequestTag/{tag}"] = str(value)
         for tag, value in ((call.context or {}).get("resource_tags") or {}).items():
             context[f"aws:ResourceTag/{tag}"] = str(value)
-        return [need(f"apigateway:{call.http_method}", f"arn:aws:apigateway:{region}::{call.request_path}", **context)]
+        return [
+            need(
+                f"apigateway:{call.http_method}",
+                f"arn:aws:apigateway:{region}::{call.request_path}",
+                **context,
+            )
+        ]
     return [need(f"{call.iam_prefix}:{op}", "*")]
 
 
@@ -119,7 +130,10 @@ def _dynamodb_needs(op: str, params: Mapping[str, Any], label: str, region: str,
                 found.append(Need(f"dynamodb:{_TRANSACT_WRITE[kind]}", table(body["TableName"]), label))
         return found
     if op == "TransactGetItems":
-        return [Need("dynamodb:GetItem", table(i["Get"]["TableName"]), label) for i in params.get("TransactItems", [])]
+        return [
+            Need("dynamodb:GetItem", table(i["Get"]["TableName"]), label)
+            for i in params.get("TransactItems", [])
+        ]
     if op in ("BatchGetItem", "BatchWriteItem"):
         return [Need(f"dynamodb:{op}", table(name), label) for name in params.get("RequestItems", {})]
     if "TableName" in params:
@@ -228,7 +242,9 @@ class RoleIndex:
     `Fn::ImportValue` by following the export into the stack that declares it. `renames` then maps deployed
     names to the local runtime's (bound through the environment variables both give the code)."""
 
-    def __init__(self, templates: Mapping[str, Mapping[str, Any]], region: str = REGION, account: str = ACCOUNT):
+    def __init__(
+        self, templates: Mapping[str, Mapping[str, Any]], region: str = REGION, account: str = ACCOUNT
+    ):
         self.templates = templates
         self.region = region
         self.account = account
@@ -249,7 +265,7 @@ class RoleIndex:
             return value
         if len(value) != 1:
             return {k: self.resolve(stack, v) for k, v in value.items()}
-        (function, argument), = value.items()
+        ((function, argument),) = value.items()
         if function == "Ref":
             return self._ref(stack, argument)
         if function == "Fn::GetAtt":
@@ -290,8 +306,18 @@ class RoleIndex:
     def _resource(self, stack: str, logical: str) -> Mapping[str, Any]:
         return dict(self.templates[stack]["Resources"][logical])
 
-    _NAME_PROPERTIES = ("TableName", "EventBusName", "QueueName", "BucketName", "FunctionName",
-                        "StateMachineName", "LogGroupName", "TopicName", "Name", "RoleName")
+    _NAME_PROPERTIES = (
+        "TableName",
+        "EventBusName",
+        "QueueName",
+        "BucketName",
+        "FunctionName",
+        "StateMachineName",
+        "LogGroupName",
+        "TopicName",
+        "Name",
+        "RoleName",
+    )
 
     def _name(self, stack: str, logical: str) -> str:
         properties = self._resource(stack, logical).get("Properties", {})
@@ -301,8 +327,14 @@ class RoleIndex:
         return logical
 
     def _ref(self, stack: str, name: str) -> str:
-        pseudo = {"AWS::Partition": "aws", "AWS::Region": self.region, "AWS::AccountId": self.account,
-                  "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": stack, "AWS::NoValue": ""}
+        pseudo = {
+            "AWS::Partition": "aws",
+            "AWS::Region": self.region,
+            "AWS::AccountId": self.account,
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": stack,
+            "AWS::NoValue": "",
+        }
         if name in pseudo:
             return pseudo[name]
         if name in self.templates[stack].get("Parameters", {}):
@@ -362,7 +394,7 @@ class RoleIndex:
         return found
 
     def policy(self, function: str, renames: Mapping[str, str] | None = None) -> Policy:
-        stack, role, _ = self.functions()[function]
+        _, role, _ = self.functions()[function]
         statements: list[Statement] = []
         managed: list[str] = []
         for source, template in self.templates.items():
@@ -391,7 +423,8 @@ class RoleIndex:
                     effect=statement.get("Effect", "Allow"),
                     actions=tuple(actions if isinstance(actions, list) else [actions]),
                     resources=tuple(
-                        rename(str(r), renames or {}) for r in (resources if isinstance(resources, list) else [resources])
+                        rename(str(r), renames or {})
+                        for r in (resources if isinstance(resources, list) else [resources])
                     ),
                     conditions={
                         operator: {

@@ -56,7 +56,9 @@ class FakeBedrock:
         self.calls.append(path)
         if path.endswith("/converse"):
             body: dict[str, Any] = {
-                "output": {"message": {"role": "assistant", "content": [{"text": "## Result\nDone (fake)."}]}},
+                "output": {
+                    "message": {"role": "assistant", "content": [{"text": "## Result\nDone (fake)."}]}
+                },
                 "stopReason": "end_turn",
                 "usage": {"inputTokens": 40, "outputTokens": 8, "totalTokens": 48},
                 "metrics": {"latencyMs": 5},
@@ -174,7 +176,9 @@ def _drive_every_path(rt: Any) -> None:
     assert rt.invoke("session_sweeper", {"time": "2026-11-29T03:00:00Z"})["recovered"] == [crashed]
     assert rt.api("POST", f"/v1/sessions/{sid}/terminate")[0] == 200
     # 4. Security routes: API keys (with their usage-plan twins), the authorizer on a key, revocations.
-    status, created = rt.api("POST", "/v1/api-keys", {"name": "evidence-bot", "roles": ["viewer"]}, headers=admin)
+    status, created = rt.api(
+        "POST", "/v1/api-keys", {"name": "evidence-bot", "roles": ["viewer"]}, headers=admin
+    )
     assert status == 201, created
     assert rt.api("GET", "/v1/agents", headers={"X-Api-Key": created["api_key"]})[0] == 200
     assert rt.api("GET", "/v1/api-keys", headers=admin)[0] == 200
@@ -271,8 +275,9 @@ def test_every_granted_action_is_used_or_has_a_reason(
             )
             if not used and not _justified(function, action):
                 unused.append(f"{function}: {action} on {', '.join(statement.resources)}")
-    assert not unused, "granted but never called, and not in stacks.permissions.NOT_CALLED_BY_CODE:\n" + "\n".join(
-        sorted(set(unused))
+    assert not unused, (
+        "granted but never called, and not in stacks.permissions.NOT_CALLED_BY_CODE:\n"
+        + "\n".join(sorted(set(unused)))
     )
 
 
