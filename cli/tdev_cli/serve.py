@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tdev_cli.runtime import API_GATEWAY_PAYLOAD_BYTES
+
 EXIT_OK, EXIT_USAGE = 0, 2
 STATE_FILE = Path(".tdev/serve.json")
 
@@ -57,6 +59,9 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
             if not length_header.isdigit():
                 return self._send(400, {"error": "ValidationError", "message": "invalid Content-Length"})
             length = int(length_header)
+            if length > API_GATEWAY_PAYLOAD_BYTES:  # API Gateway's own answer, before any function runs
+                self.close_connection = True
+                return self._send(413, {"message": "Request Too Long"})
             if length > max_body_bytes:  # refused before reading it
                 self.close_connection = True
                 return self._send(
