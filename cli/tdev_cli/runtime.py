@@ -385,7 +385,7 @@ class LocalRuntime:
         if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
-        request_bytes = len(json.dumps(event).encode())
+        request_bytes = _payload_bytes(event)
         if request_bytes > LAMBDA_SYNC_PAYLOAD_BYTES:
             raise RequestEntityTooLargeException(
                 f"{request_bytes} byte payload is too large for the RequestResponse invocation type "
@@ -393,7 +393,7 @@ class LocalRuntime:
             )
         with self._invocation_lock, running(function):
             result = module.lambda_handler(event, LambdaContext(function_name=function))
-        if len(json.dumps(result).encode()) > LAMBDA_SYNC_PAYLOAD_BYTES:
+        if _payload_bytes(result) > LAMBDA_SYNC_PAYLOAD_BYTES:
             raise ResponseSizeTooLarge(
                 "Response payload size exceeded maximum allowed payload size "
                 f"({LAMBDA_SYNC_PAYLOAD_BYTES} bytes)."
@@ -534,6 +534,17 @@ class LocalRuntime:
             for message in messages:
                 events.append(json.loads(message["Body"]))
                 sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _payload_bytes(value: Any) -> int:
+    """The size of a payload as Lambda receives it: JSON, binary values (stream records) base64-encoded."""
+
+    def encoded(item: Any) -> str:
+        if isinstance(item, bytes | bytearray):
+            return base64.b64encode(item).decode()
+        return str(item)
+
+    return len(json.dumps(value, default=encoded).encode())
 
 
 def _terminal_errors_escape_states_all() -> Callable[[], None]:
