@@ -579,7 +579,7 @@ def _terminal_errors_escape_states_all() -> Callable[[], None]:
 
     from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
 
-    patchers = [
+    patchers: list[Any] = [
         mock.patch.object(ErrorEqualsDecl, "_eval_body", eval_body),
         mock.patch.object(iteration_worker, "CustomErrorName", error_name_of),
     ]
