@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tdev_cli.runtime import API_GATEWAY_PAYLOAD_BYTES
+
 EXIT_OK, EXIT_USAGE = 0, 2
 STATE_FILE = Path(".tdev/serve.json")
 
@@ -49,6 +51,7 @@ def _is_loopback(host: str) -> bool:
 MAX_CHUNK_LINE_BYTES = 1024  # a chunk-size line or a trailer line
 MAX_TRAILERS = 100
 SUPPORTED = "GET, POST, PUT, DELETE, PATCH, OPTIONS"
+GATEWAY_TOO_LONG = "RequestTooLong"  # over API Gateway's 10 MB: refused by the gateway itself
 
 
 class Refused(Exception):
@@ -130,6 +133,8 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
                 if not re.fullmatch(r"[0-9]{1,18}", value):
                     raise Refused(400, "BadRequest", "Content-Length must be ASCII digits", "Content-Length")
                 length = int(value)
+                if length > API_GATEWAY_PAYLOAD_BYTES:  # API Gateway's own answer, before any function runs
+                    raise Refused(413, GATEWAY_TOO_LONG, "Request Too Long")
                 if length > max_body_bytes:  # refused before reading it
                     raise Refused(
                         413, "PayloadTooLarge", f"request body exceeds {max_body_bytes} bytes", "body"
@@ -175,6 +180,8 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
 
         def _refuse(self, refused: Refused) -> None:
             headers, raw = error_page(refused.status, refused.error, refused.message, refused.field)
+            if refused.error == GATEWAY_TOO_LONG:  # API Gateway's default body for it: {"message": ...}
+                raw = json.dumps({"message": refused.message}).encode()
             if refused.status == 405:
                 headers["Allow"] = SUPPORTED
             self._send_raw(refused.status, headers, raw)
