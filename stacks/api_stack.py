@@ -49,6 +49,10 @@ ROUTES: tuple[tuple[str, str], ...] = (
     # Models (functions/api/model_routes.py): the catalog and the router's choice.
     ("GET", "/v1/models"),
     ("POST", "/v1/models/route"),
+    # Artifacts (functions/api/artifacts.py): the files an execution's agents wrote.
+    ("GET", "/v1/executions/{execution_id}/artifacts"),
+    ("GET", "/v1/executions/{execution_id}/artifacts.zip"),
+    ("GET", "/v1/executions/{execution_id}/artifacts/{path+}"),
 )
 PUBLIC_ROUTES = frozenset({("GET", "/health")})
 OPTIONAL_HEADERS = (
@@ -189,6 +193,8 @@ class ApiStack(Stack):
             rest_api_name=f"t-developer-{settings.name}",
             description="T-Developer: submit requests, follow executions, list agents",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # The artifacts zip: the function answers base64, the gateway sends bytes (Accept: application/zip).
+            binary_media_types=["application/zip"],
             # Usage plans meter the key the authorizer names (usageIdentifierKey), never a client header.
             api_key_source_type=apigw.ApiKeySourceType.AUTHORIZER,
             # API Gateway writes execution logs through one role per account and region (see below); it is
@@ -461,4 +467,6 @@ class ApiStack(Stack):
 
 
 def _path_parameters(path: str) -> list[str]:
-    return [segment[1:-1] for segment in path.split("/") if segment.startswith("{") and segment.endswith("}")]
+    return [
+        segment[1:-1].rstrip("+") for segment in path.split("/") if segment.startswith("{") and segment.endswith("}")
+    ]

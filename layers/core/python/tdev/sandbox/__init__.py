@@ -200,6 +200,8 @@ def run_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
             )
         output = raw.decode("utf-8", "replace").replace(str(root) + "/", "")
         report = _parse_junit(report_file) if report_file.exists() else TestReport(outcome="error")
+        for failure in report.failures:  # paths relative to the project, not the temporary copy
+            failure["message"] = failure["message"].replace(str(root) + "/", "")
         report.exit_code = process.returncode
         report.duration_ms = int((time.perf_counter() - started) * 1000)
         report.output = tail(output)
