@@ -252,7 +252,7 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "TDeveloper"
         assert variables["AGNO_TELEMETRY"] == "false"
         assert variables["TDEV_ENV"] == "dev"
-        if variables["POWERTOOLS_SERVICE_NAME"] != "authorizer":  # it runs no model
+        if variables["POWERTOOLS_SERVICE_NAME"] not in ("authorizer", "sandbox"):  # they run no model
             assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
 
         # Every function runs in the cache's VPC, as a client of the cache, and knows where Redis is.
