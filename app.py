@@ -39,8 +39,8 @@ from stacks.messaging_stack import MessagingStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.sessions_stack import SessionsStack, serve_sessions  # noqa: E402
-from stacks.workspaces import serve_artifacts  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
+from stacks.workspaces import serve_artifacts  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -193,7 +193,7 @@ class ApiStack(Stack):
             rest_api_name=f"t-developer-{settings.name}",
             description="T-Developer: submit requests, follow executions, list agents",
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            # The artifacts zip: the function answers base64, the gateway sends bytes (Accept: application/zip).
+            # The artifacts zip: answered in base64, sent as bytes to clients that accept application/zip.
             binary_media_types=["application/zip"],
             # Usage plans meter the key the authorizer names (usageIdentifierKey), never a client header.
             api_key_source_type=apigw.ApiKeySourceType.AUTHORIZER,
@@ -468,5 +468,7 @@ class ApiStack(Stack):
 
 def _path_parameters(path: str) -> list[str]:
     return [
-        segment[1:-1].rstrip("+") for segment in path.split("/") if segment.startswith("{") and segment.endswith("}")
+        segment[1:-1].rstrip("+")  # {path+}: a greedy path parameter named `path`
+        for segment in path.split("/")
+        if segment.startswith("{") and segment.endswith("}")
     ]

@@ -33,7 +33,7 @@ SANDBOX_MEMORY_MB = 1024
 
 
 def workspace_bucket_name(settings: EnvironmentSettings) -> str:
-    """The bucket name, derived (not exported): the API stack uses it without depending on the bucket's stack."""
+    """The bucket name, derived (not exported): the API stack uses it without depending on this stack."""
     return f"{settings.prefix}-workspaces-{Aws.ACCOUNT_ID}-{Aws.REGION}"
 
 

@@ -87,8 +87,19 @@ VERIFY_STYLE = {"passed": "green", "failed": "red", "timeout": "red", "error": "
 def verify_table(iterations: list[dict[str, Any]]) -> Table:
     """The verify loop so far: one row per test run in the sandbox."""
     table = Table(title="Verify loop (tests run in the sandbox)", title_justify="left")
-    for column in ("iteration", "outcome", "passed", "failed", "files changed", "fixed by", "tokens", "cost $"):
-        table.add_column(column, justify="right" if column in ("passed", "failed", "tokens", "cost $") else "left")
+    for column in (
+        "iteration",
+        "outcome",
+        "passed",
+        "failed",
+        "files changed",
+        "fixed by",
+        "tokens",
+        "cost $",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("passed", "failed", "tokens", "cost $") else "left"
+        )
     for it in iterations:
         usage, tests = it.get("usage", {}), it.get("tests", {})
         changed = it.get("files_changed", [])

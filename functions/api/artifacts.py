@@ -31,7 +31,9 @@ def list_artifacts(execution_id: ExecutionId) -> dict[str, Any]:
     return artifacts.list_artifacts(execution_id)
 
 
-@router.get("/v1/executions/<execution_id>/artifacts.zip", middlewares=[security.guard(_execution_of, "read")])
+@router.get(
+    "/v1/executions/<execution_id>/artifacts.zip", middlewares=[security.guard(_execution_of, "read")]
+)
 # No return annotation on purpose: Powertools' response validation would serialize the zip's bytes as JSON.
 def download_artifacts(execution_id: ExecutionId):  # type: ignore[no-untyped-def]
     return Response(

@@ -44,7 +44,8 @@ def broken_project(runtime: Any) -> Any:
     workspace.write("csv_to_json/__init__.py", "def csv_to_json(text):\n    return '[]'\n")
     workspace.write(
         "tests/test_csv_to_json.py",
-        "from csv_to_json import csv_to_json\n\n\ndef test_rows():\n    assert csv_to_json('a\\n1\\n') != '[]'\n",
+        "from csv_to_json import csv_to_json\n\n\n"
+        "def test_rows():\n    assert csv_to_json('a\\n1\\n') != '[]'\n",
     )
     return runtime
 

@@ -12,8 +12,8 @@ from cfnlint.api import lint_file
 
 import app as tdev_app
 from stacks.api_stack import ROUTES
-from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
 from stacks.orchestration_stack import AGENT_FUNCTIONS
+from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
 from statemachines.request_workflow import (
     DEFINITION_FILE,
     WORKFLOW_FUNCTIONS,
@@ -571,7 +571,7 @@ def test_cfn_lint_finds_no_errors(environment: str, request: pytest.FixtureReque
 def test_the_sandbox_has_no_network_path_and_no_permissions_beyond_its_logs(dev: Synthesized) -> None:
     template = dev.template_json(dev.stacks.orchestration)
     functions = resources(template, "AWS::Lambda::Function")
-    (sandbox_id, sandbox), *_ = [
+    (_sandbox_id, sandbox), *_ = [
         (i, f)
         for i, f in functions.items()
         if f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "sandbox"

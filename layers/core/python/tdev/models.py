@@ -103,7 +103,7 @@ class ErrorBody(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- agents
-# The workspace tools an agent may be given (tdev.agents.tools); each is confined to the execution's workspace.
+# The workspace tools an agent may be given (tdev.agents.tools), each confined to the execution's workspace.
 WorkspaceToolName = Literal["list_files", "read_file", "write_file", "patch_file", "search_text", "run_tests"]
 
 

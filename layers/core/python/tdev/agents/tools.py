@@ -109,7 +109,7 @@ class WorkspaceTools(Toolkit):
         return f"wrote {info.path} ({info.size} bytes, sha256 {info.sha256[:12]})"
 
     def patch_file(self, path: str, old: str, new: str) -> str:
-        """Replace the one occurrence of `old` in a file with `new` (refused when `old` is missing or repeated).
+        """Replace the one occurrence of `old` in a file with `new` (refused if `old` is missing or repeated).
 
         Args:
             path: the file's path relative to the project root.
@@ -120,7 +120,8 @@ class WorkspaceTools(Toolkit):
             text = self.workspace.read_text(path)
             count = text.count(old) if old else 0
             if count != 1:
-                return f"error: the text to replace occurs {count} times in {clean_path(path)}; it must occur once"
+                where = clean_path(path)
+                return f"error: the text to replace occurs {count} times in {where}; it must occur once"
             info = self.workspace.write(path, text.replace(old, new, 1))
         except WorkspaceError as exc:
             return f"error: {exc.message}"

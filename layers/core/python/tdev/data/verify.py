@@ -42,7 +42,8 @@ class VerifyRepository:
     def _partition(self, execution_id: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("PK").eq(f"EXECUTION#{execution_id}") & Key("SK").begins_with(prefix),
+            "KeyConditionExpression": Key("PK").eq(f"EXECUTION#{execution_id}")
+            & Key("SK").begins_with(prefix),
             "ConsistentRead": True,
         }
         while True:
@@ -74,7 +75,10 @@ class VerifyRepository:
             Item={
                 **fix_key(execution_id, fix.iteration),
                 **to_item(
-                    {"fix": fix.model_dump(mode="json"), "expires_at": int(time.time()) + self._retention_seconds}
+                    {
+                        "fix": fix.model_dump(mode="json"),
+                        "expires_at": int(time.time()) + self._retention_seconds,
+                    }
                 ),
             }
         )

@@ -259,7 +259,9 @@ def test_infer_types_turns_numbers_booleans_and_blanks_into_json_values() -> Non
     assert records == [{"n": 7, "x": 2.5, "ok": True, "missing": None, "word": "seven"}]
 
 
-@pytest.mark.parametrize(("cell", "value"), [("0", 0), ("-3", -3), ("1e3", 1000.0), ("False", False), (" ", None)])
+@pytest.mark.parametrize(
+    ("cell", "value"), [("0", 0), ("-3", -3), ("1e3", 1000.0), ("False", False), (" ", None)]
+)
 def test_parse_value(cell: str, value: object) -> None:
     assert parse_value(cell) == value
 
@@ -319,8 +321,11 @@ def _csv_to_json(request: str) -> Project:
     project = Project("cli", pkg, title, usage=usage)
     project.sources = {
         "pyproject.toml": _pyproject(pkg, "Convert CSV files to JSON arrays", f"{pkg}.cli:main"),
-        "README.md": _readme(title, "Reads a CSV table (header row first) and writes a JSON array of "
-                             "objects, one per row.", usage),
+        "README.md": _readme(
+            title,
+            "Reads a CSV table (header row first) and writes a JSON array of objects, one per row.",
+            usage,
+        ),
         f"{pkg}/__init__.py": _fill(_CSV_CORE),
         f"{pkg}/cli.py": _fill(_CSV_CLI, pkg=pkg, script=script),
         f"{pkg}/__main__.py": _fill(_MAIN, pkg=pkg),
@@ -340,8 +345,10 @@ def _csv_to_json(request: str) -> Project:
             "A ragged row is an error naming its line: silently padding would corrupt data.",
             "Exit codes: 0 converted, 1 cannot read the input, 2 the input is not a valid table.",
         ],
-        ["header mapping, quoting, type inference, blank lines, ragged rows, delimiters",
-         "the CLI end to end: file to file, stdin to stdout, error exit codes"],
+        [
+            "header mapping, quoting, type inference, blank lines, ragged rows, delimiters",
+            "the CLI end to end: file to file, stdin to stdout, error exit codes",
+        ],
     )
     return project
 
@@ -454,18 +461,22 @@ def _text_stats(request: str) -> Project:
     project = Project("cli", pkg, title, usage=usage)
     project.sources = {
         "pyproject.toml": _pyproject(pkg, "Text statistics on the command line", f"{pkg}.cli:main"),
-        "README.md": _readme(title, "Counts lines, words and characters and lists the most common words.",
-                             usage),
+        "README.md": _readme(
+            title, "Counts lines, words and characters and lists the most common words.", usage
+        ),
         f"{pkg}/__init__.py": _fill(_STATS_CORE),
         f"{pkg}/cli.py": _fill(_STATS_CLI, pkg=pkg, script=script),
         f"{pkg}/__main__.py": _fill(_MAIN, pkg=pkg),
     }
     project.tests = {f"tests/test_{pkg}.py": _fill(_STATS_TESTS, pkg=pkg)}
     project.design = _design_doc(
-        title, request,
+        title,
+        request,
         [f"`{pkg}/__init__.py`: `analyse(text)` (pure)", f"`{pkg}/cli.py`: arguments, input, output"],
-        ["The request named no specific job for the tool: a small, useful text tool stands in; say what "
-         "it should do and the next run builds that."],
+        [
+            "The request named no specific job for the tool: a small, useful text tool stands in; say what "
+            "it should do and the next run builds that."
+        ],
         ["counts, ranking, empty input", "the CLI: JSON output and a missing file"],
     )
     return project
@@ -710,7 +721,7 @@ def seed(app: Any, **fields: Any) -> dict[str, Any]:
 '''
 
 _API_TESTS = {
-    "create": '''
+    "create": """
 
 def test_create_returns_201_with_an_id_and_the_fields(app) -> None:
     status, created = call(app, "POST", "/__MANY__", {"__REQUIRED__": "  write the report "})
@@ -730,8 +741,8 @@ def test_create_refuses_a_missing_field_an_unknown_field_and_a_bad_body(app) -> 
 def test_a_body_over_the_limit_is_refused_with_413(app) -> None:
     status, _ = call(app, "POST", "/__MANY__", {"__REQUIRED__": "x" * (MAX_BODY_BYTES + 1)})
     assert status == 413
-''',
-    "list": '''
+""",
+    "list": """
 
 def test_list_pages_through___MANY___in_creation_order(app) -> None:
     for n in range(3):
@@ -740,15 +751,15 @@ def test_list_pages_through___MANY___in_creation_order(app) -> None:
     assert status == 200
     assert [i["__REQUIRED__"] for i in page["items"]] == ["n1", "n2"]
     assert call(app, "GET", "/__MANY__", query="limit=0")[0] == 400
-''',
-    "get": '''
+""",
+    "get": """
 
 def test_get_returns_one___ONE___or_404(app) -> None:
     created = seed(app)
     assert call(app, "GET", f"/__MANY__/{created['id']}") == (200, created)
     assert call(app, "GET", "/__MANY__/unknown-id")[0] == 404
-''',
-    "update": '''
+""",
+    "update": """
 
 def test_patch_changes_only_the_given_fields(app) -> None:
     created = seed(app)
@@ -756,22 +767,22 @@ def test_patch_changes_only_the_given_fields(app) -> None:
     assert status == 200 and updated["__REQUIRED__"] == "renamed" and updated["id"] == created["id"]
     assert call(app, "PATCH", f"/__MANY__/{created['id']}", {"id": "x"})[0] == 400
     assert call(app, "PATCH", "/__MANY__/unknown-id", {"__REQUIRED__": "x"})[0] == 404
-''',
-    "delete": '''
+""",
+    "delete": """
 
 def test_delete_removes_the___ONE__(app) -> None:
     created = seed(app)
     assert call(app, "DELETE", f"/__MANY__/{created['id']}") == (204, None)
     assert call(app, "DELETE", f"/__MANY__/{created['id']}")[0] == 404
-''',
+""",
 }
 
-_API_TESTS_TAIL = '''
+_API_TESTS_TAIL = """
 
 def test_unknown_routes_are_404_and_endpoints_not_offered_are_405(app) -> None:
     assert call(app, "GET", "/nothing-here")[0] == 404
     assert call(app, "PUT", "/__MANY__")[0] == 405
-'''
+"""
 
 
 def requested_operations(request: str, resource: str) -> tuple[str, ...]:
@@ -781,8 +792,13 @@ def requested_operations(request: str, resource: str) -> tuple[str, ...]:
     for method, path in _HTTP_ROUTE.findall(request):
         item = bool(re.search(r"/[^/]+/[{<:]", path)) or path.rstrip("/").count("/") >= 2
         named.add(
-            {"GET": "get" if item else "list", "POST": "create", "PUT": "update", "PATCH": "update",
-             "DELETE": "delete"}[method]
+            {
+                "GET": "get" if item else "list",
+                "POST": "create",
+                "PUT": "update",
+                "PATCH": "update",
+                "DELETE": "delete",
+            }[method]
         )
     if not named:
         words = set(re.findall(r"[a-z]+", request.lower()))
@@ -815,12 +831,13 @@ def _rest_api(request: str) -> Project:
     }
     values = {"pkg": pkg, "many": many, "one": resource, "required": required}
     title = f"{pkg}: a REST API for {many}"
-    usage = f"python -m {pkg}\ncurl -X POST localhost:8000/{many} -d '{{\"{required}\": \"first\"}}'"
+    usage = f'python -m {pkg}\ncurl -X POST localhost:8000/{many} -d \'{{"{required}": "first"}}\''
     project = Project("api", pkg, title, usage=usage)
     project.sources = {
         "pyproject.toml": _pyproject(pkg, f"A JSON REST API for {many}"),
-        "README.md": _readme(title, "Endpoints:\n\n" + "\n".join(f"- `{docs[op].strip()}`" for op in operations),
-                             usage),
+        "README.md": _readme(
+            title, "Endpoints:\n\n" + "\n".join(f"- `{docs[op].strip()}`" for op in operations), usage
+        ),
         f"{pkg}/__init__.py": f'"""A JSON REST API for {many}."""\n',
         f"{pkg}/app.py": _fill(
             _API_APP,
@@ -834,25 +851,34 @@ def _rest_api(request: str) -> Project:
     tests = _fill(_API_TESTS_HEAD, **values) + "".join(_fill(_API_TESTS[op], **values) for op in operations)
     tests += _fill(_API_TESTS_TAIL, **values)
     if "delete" not in operations:
-        tests += _fill('''
+        tests += _fill(
+            """
 
 def test_delete_is_not_an_endpoint(app) -> None:
     created = seed(app)
     assert call(app, "DELETE", f"/__MANY__/{created['id']}")[0] == 405
-''', **values)
+""",
+            **values,
+        )
     project.tests = {f"tests/test_{pkg}.py": tests}
     project.design = _design_doc(
         title,
         request,
-        [f"`{pkg}/app.py`: routing, validation and an in-memory store behind `make_app()` (WSGI)",
-         f"`{pkg}/__main__.py`: a local server on 127.0.0.1:8000 (wsgiref)",
-         "Endpoints: " + "; ".join(docs[op].strip() for op in operations)],
-        ["WSGI and the standard library: runs anywhere, testable without a network.",
-         "Server-generated ids and timestamps; unknown fields are a 400, bodies are capped (413).",
-         "Bounded pagination (limit 1..100).",
-         "The store is an interface (create/list/get/update/delete): swap it for a database later."],
-        [f"each endpoint the request names ({', '.join(operations)}): success and failure cases",
-         "unknown routes (404) and endpoints not offered (405)"],
+        [
+            f"`{pkg}/app.py`: routing, validation and an in-memory store behind `make_app()` (WSGI)",
+            f"`{pkg}/__main__.py`: a local server on 127.0.0.1:8000 (wsgiref)",
+            "Endpoints: " + "; ".join(docs[op].strip() for op in operations),
+        ],
+        [
+            "WSGI and the standard library: runs anywhere, testable without a network.",
+            "Server-generated ids and timestamps; unknown fields are a 400, bodies are capped (413).",
+            "Bounded pagination (limit 1..100).",
+            "The store is an interface (create/list/get/update/delete): swap it for a database later.",
+        ],
+        [
+            f"each endpoint the request names ({', '.join(operations)}): success and failure cases",
+            "unknown routes (404) and endpoints not offered (405)",
+        ],
     )
     return project
 
@@ -1004,22 +1030,31 @@ def test_what_is_not_a_date_is_refused(text: str) -> None:
 def _date_parser(request: str) -> Project:
     pkg = "date_parser"
     title = "date_parser: parse dates written the ways people write them"
-    usage = '>>> from date_parser import parse_date\n>>> parse_date("March 15, 2024")\ndatetime.date(2024, 3, 15)'
+    usage = (
+        '>>> from date_parser import parse_date\n>>> parse_date("March 15, 2024")\ndatetime.date(2024, 3, 15)'
+    )
     project = Project("library", pkg, title, usage=usage)
     project.sources = {
         "pyproject.toml": _pyproject(pkg, "Parse human-written dates"),
-        "README.md": _readme(title, "ISO, numeric (day or month first), month names and relative dates "
-                             "(today, in 3 days, 2 weeks ago).", usage),
+        "README.md": _readme(
+            title,
+            "ISO, numeric (day or month first), month names and relative dates "
+            "(today, in 3 days, 2 weeks ago).",
+            usage,
+        ),
         f"{pkg}/__init__.py": _fill(_DATES_CORE),
     }
     project.tests = {f"tests/test_{pkg}.py": _fill(_DATES_TESTS, pkg=pkg)}
     project.design = _design_doc(
-        title, request,
+        title,
+        request,
         [f"`{pkg}/__init__.py`: `parse_date(text, today=None, day_first=True)` and `DateParseError`"],
-        ["One function, explicit formats (regular expressions) instead of guessing: predictable results.",
-         "Ambiguous numeric dates follow `day_first`; a first number over 12 is always a day.",
-         "Relative dates take `today` as a parameter so they are testable.",
-         "Invalid calendar dates (30 February) raise DateParseError, never roll over."],
+        [
+            "One function, explicit formats (regular expressions) instead of guessing: predictable results.",
+            "Ambiguous numeric dates follow `day_first`; a first number over 12 is always a day.",
+            "Relative dates take `today` as a parameter so they are testable.",
+            "Invalid calendar dates (30 February) raise DateParseError, never roll over.",
+        ],
         ["every supported format", "relative dates against a fixed today", "invalid input"],
     )
     return project
@@ -1074,7 +1109,7 @@ def test_separator_and_length() -> None:
 def _slugify(request: str) -> Project:
     pkg = "slugs"
     title = "slugs: text normalisation for URLs and file names"
-    usage = '>>> from slugs import slugify\n>>> slugify("Héllo, World!")\n\'hello-world\''
+    usage = ">>> from slugs import slugify\n>>> slugify(\"Héllo, World!\")\n'hello-world'"
     project = Project("library", pkg, title, usage=usage)
     project.sources = {
         "pyproject.toml": _pyproject(pkg, "Slugs for URLs and file names"),
@@ -1083,7 +1118,9 @@ def _slugify(request: str) -> Project:
     }
     project.tests = {f"tests/test_{pkg}.py": _fill(_SLUG_TESTS, pkg=pkg)}
     project.design = _design_doc(
-        title, request, [f"`{pkg}/__init__.py`: `slugify(text, separator, max_length)`"],
+        title,
+        request,
+        [f"`{pkg}/__init__.py`: `slugify(text, separator, max_length)`"],
         ["The request named no specific library job: a small text library stands in."],
         ["punctuation, accents, separators, length bound"],
     )

@@ -58,6 +58,7 @@ def failures_in(prompt: str) -> str | None:
 # ------------------------------------------------------------------------------------ role plans
 def plan_calls(role: str, turn: Turn, project: Project, tools: set[str]) -> list[dict[str, Any]]:
     """The tool calls for this round, or [] when it is time to answer."""
+
     def only(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [c for c in calls if c["function"]["name"] in tools]
 
@@ -113,15 +114,21 @@ _RULES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"pickle\.loads?\(|yaml\.load\("), "HIGH", "unsafe deserialisation of untrusted data"),
     (re.compile(r"shell=True|os\.system\("), "HIGH", "a shell command built from data (command injection)"),
     (re.compile(r"""make_server\(\s*["']0\.0\.0\.0"""), "MEDIUM", "the server listens on every interface"),
-    (re.compile(r"^def make_app\("), "MEDIUM",
-     "no authentication or authorisation: whoever reaches the server can read and change every item; "
-     "keep it on 127.0.0.1 or put it behind an authenticating proxy before exposing it"),
+    (
+        re.compile(r"^def make_app\("),
+        "MEDIUM",
+        "no authentication or authorisation: whoever reaches the server can read and change every item; "
+        "keep it on 127.0.0.1 or put it behind an authenticating proxy before exposing it",
+    ),
     (re.compile(r"^MAX_BODY_BYTES = "), "OK", "request bodies are capped (413 above the limit)"),
     (re.compile(r"^def validate\("), "OK", "types, lengths and allowed fields are validated at the boundary"),
     (re.compile(r"uuid\.uuid4\(\)"), "OK", "ids are random (uuid4), not guessable sequence numbers"),
-    (re.compile(r"\.read_text\(encoding="), "LOW",
-     "reads any path given on the command line with the caller's rights: fine for a local tool, do not "
-     "expose it as a service"),
+    (
+        re.compile(r"\.read_text\(encoding="),
+        "LOW",
+        "reads any path given on the command line with the caller's rights: fine for a local tool, do not "
+        "expose it as a service",
+    ),
     (re.compile(r"(?i)(password|secret|api_key|token)\s*=\s*[\"'][^\"']{6,}"), "HIGH", "a hard-coded secret"),
 ]
 

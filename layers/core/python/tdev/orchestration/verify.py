@@ -61,7 +61,9 @@ def run_project_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     record = VerifyIteration(
         iteration=number,
         outcome=report.outcome,
-        tests=TestCounts(passed=report.passed, failed=report.failed, errors=report.errors, skipped=report.skipped),
+        tests=TestCounts(
+            passed=report.passed, failed=report.failed, errors=report.errors, skipped=report.skipped
+        ),
         files_changed=changed,
         usage=usage,
         fixed_by=fixed_by,
@@ -75,7 +77,12 @@ def run_project_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     metrics.add_metric(name="VerifyIterations", unit=MetricUnit.Count, value=1)
     logger.info(
         "project tested",
-        extra={"iteration": number, "outcome": report.outcome, "passed": report.passed, "failed": report.failed},
+        extra={
+            "iteration": number,
+            "outcome": report.outcome,
+            "passed": report.passed,
+            "failed": report.failed,
+        },
     )
     return {"iteration": number, "outcome": report.outcome, "needs_fix": report.outcome in FIXABLE}
 
@@ -118,7 +125,9 @@ def fix_failing_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     records = container.verify_records()
     record = next((r for r in records.iterations(execution_id) if r.iteration == iteration), None)
     if record is None:
-        raise NotFoundError(f"execution {execution_id} has no verify iteration {iteration}", field="iteration")
+        raise NotFoundError(
+            f"execution {execution_id} has no verify iteration {iteration}", field="iteration"
+        )
     execution = container.executions().get(execution_id)
     spec = container.agents().get(FIXING_AGENT)
     workspace = open_workspace(execution_id)

@@ -17,7 +17,6 @@ Anything else (Node, Go, ...) is reported as `unsupported`, never run.
 from __future__ import annotations
 
 import os
-
 import shutil
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from typing import Any
 from tdev.workspace import MAX_FILE_BYTES, clean_path
 
 OUTPUT_TAIL_CHARS = 4_000  # what goes back to the agents and the execution record
-_SOCKET_GUARD = '''"""Installed by the T-Developer sandbox: the tests of this project may not use the network."""
+_SOCKET_GUARD = '''"""Installed by the T-Developer sandbox: this project's tests may not use the network."""
 import socket as _socket
 
 _Real = _socket.socket
@@ -52,6 +51,7 @@ _socket.create_connection = _refuse
 _socket.getaddrinfo = _refuse
 '''
 
+
 @dataclass(frozen=True)
 class Limits:
     timeout_seconds: int = 60
@@ -59,6 +59,7 @@ class Limits:
     memory_bytes: int = 1024 * 1024 * 1024
     file_bytes: int = 16 * 1024 * 1024
     open_files: int = 256
+
 
 @dataclass
 class TestReport:
@@ -94,14 +95,15 @@ class TestReport:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def summary(self) -> str:
-        return (
-            f"{self.outcome}: {self.passed} passed, {self.failed} failed, {self.errors} errors"
-            + (f", {self.skipped} skipped" if self.skipped else "")
+        return f"{self.outcome}: {self.passed} passed, {self.failed} failed, {self.errors} errors" + (
+            f", {self.skipped} skipped" if self.skipped else ""
         )
+
 
 def tail(text: str, limit: int = OUTPUT_TAIL_CHARS) -> str:
     """The end of `text` (where pytest puts its failures and summary), marked when cut."""
     return text if len(text) <= limit else "[... trimmed ...]\n" + text[-limit:]
+
 
 @cache
 def network_namespace_available() -> bool:
@@ -113,6 +115,7 @@ def network_namespace_available() -> bool:
         return subprocess.run([unshare, "-n", "true"], capture_output=True, timeout=5).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
 
 def _limit_child(limits: Limits) -> Any:
     def apply() -> None:
@@ -129,8 +132,10 @@ def _limit_child(limits: Limits) -> Any:
 
     return apply
 
+
 def is_python_project(files: dict[str, str]) -> bool:
     return any(path.endswith(".py") for path in files)
+
 
 def run_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
     """Run the project's pytest tests on a copy of `files` (path -> text) and report what happened."""
@@ -184,7 +189,7 @@ def run_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            preexec_fn=_limit_child(limits),  # noqa: PLW1509 (no threads hold locks the child needs)
+            preexec_fn=_limit_child(limits),
         )
         try:
             raw, _ = process.communicate(timeout=limits.timeout_seconds)
@@ -216,6 +221,7 @@ def run_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
             report.outcome = "error"
         return report
 
+
 def _parse_junit(path: Path) -> TestReport:
     report = TestReport(outcome="error")
     for case in ET.parse(path).getroot().iter("testcase"):
@@ -236,4 +242,3 @@ def _parse_junit(path: Path) -> TestReport:
             report.passed += 1
     report.failures = report.failures[:10]
     return report
-

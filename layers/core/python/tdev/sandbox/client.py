@@ -13,8 +13,10 @@ from tdev.errors import TransientError
 from tdev.sandbox import Limits, TestReport, run_tests
 from tdev.settings import get_settings
 
+DEFAULT_LIMITS = Limits()
 
-def run_project_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
+
+def run_project_tests(files: dict[str, str], limits: Limits = DEFAULT_LIMITS) -> TestReport:
     name = get_settings().sandbox_function_name
     if not name:
         return run_tests(files, limits)

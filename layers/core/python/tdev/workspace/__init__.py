@@ -115,7 +115,8 @@ class Workspace(ABC):
         data = content.encode("utf-8") if isinstance(content, str) else content
         if len(data) > MAX_FILE_BYTES:
             raise WorkspaceError(
-                f"{cleaned}: {len(data):,} bytes is over the {MAX_FILE_BYTES:,}-byte file limit", field="content"
+                f"{cleaned}: {len(data):,} bytes is over the {MAX_FILE_BYTES:,}-byte file limit",
+                field="content",
             )
         existing = {f.path: f for f in self.files()}
         if cleaned not in existing and len(existing) >= MAX_FILES:
