@@ -186,3 +186,26 @@ def test_the_api_offers_the_endpoints_the_request_names() -> None:
         "update",
         "delete",
     )
+
+
+def test_agents_use_the_tools_through_agnos_tool_calling(tmp_path: Path) -> None:
+    """The offline model answers with tool calls; Agno runs them on the workspace and feeds back results."""
+    from tdev.agents.catalog import CODE_AGENT, REVIEW_AGENT
+    from tdev.agents.runtime import build_agent, run_agent
+
+    workspace = LocalWorkspace(tmp_path, "exec-6")
+    request = "<request>\nBuild a Python library that parses dates, with tests\n</request>"
+    coder = WorkspaceTools(workspace, CODE_AGENT.tools)
+
+    run = run_agent(CODE_AGENT, "offline:tdev-offline-1", request, tools=[coder])
+
+    assert coder.changed == ["pyproject.toml", "README.md", "date_parser/__init__.py"]
+    assert "wrote date_parser/__init__.py" in run.output and run.usage.output_tokens > 0
+    reviewer = WorkspaceTools(workspace, REVIEW_AGENT.tools, test_runner=lambda files: run_tests(files))
+    assert (
+        "write_file"
+        not in build_agent(REVIEW_AGENT, "offline:tdev-offline-1", tools=[reviewer]).tools[0].functions
+    )
+    verdict = run_agent(REVIEW_AGENT, "offline:tdev-offline-1", request, tools=[reviewer]).output
+    assert len(reviewer.reports) == 1 and reviewer.reports[0].outcome == "no_tests"  # code only, no tests yet
+    assert "> tests no_tests" in verdict and "CHANGES REQUESTED" in verdict
