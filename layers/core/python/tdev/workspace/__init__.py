@@ -118,10 +118,10 @@ class Workspace(ABC):
                 f"{cleaned}: {len(data):,} bytes is over the {MAX_FILE_BYTES:,}-byte file limit",
                 field="content",
             )
-        existing = {f.path: f for f in self.files()}
+        existing = self.sizes()
         if cleaned not in existing and len(existing) >= MAX_FILES:
             raise WorkspaceError(f"the workspace already holds {MAX_FILES} files", field="path")
-        total = sum(f.size for p, f in existing.items() if p != cleaned) + len(data)
+        total = sum(size for p, size in existing.items() if p != cleaned) + len(data)
         if total > MAX_TOTAL_BYTES:
             raise WorkspaceError(
                 f"the workspace would hold {total:,} bytes, over {MAX_TOTAL_BYTES:,}", field="content"
@@ -135,6 +135,10 @@ class Workspace(ABC):
     def snapshot(self) -> dict[str, bytes]:
         """Every file's content (bounded by MAX_TOTAL_BYTES), e.g. for the sandbox or a zip."""
         return {f.path: self.read(f.path) for f in self.files()}
+
+    def sizes(self) -> dict[str, int]:
+        """Every file's size (stores that can list sizes without reading or hashing override this)."""
+        return {f.path: f.size for f in self.files()}
 
     def hashes(self) -> dict[str, str]:
         return {f.path: f.sha256 for f in self.files()}

@@ -45,6 +45,16 @@ class S3Workspace(Workspace):
     def _delete(self, path: str) -> None:
         aws.client("s3").delete_object(Bucket=self.bucket, Key=self.prefix + path)
 
+    def sizes(self) -> dict[str, int]:
+        """From the listing alone: a write checks the limits without a HEAD per file."""
+        found: dict[str, int] = {}
+        for page in (
+            aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        ):
+            for obj in page.get("Contents", []):
+                found[obj["Key"][len(self.prefix) :]] = int(obj["Size"])
+        return found
+
     def files(self) -> list[FileInfo]:
         s3 = aws.client("s3")
         found: list[FileInfo] = []
