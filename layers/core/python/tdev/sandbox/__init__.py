@@ -16,6 +16,7 @@ Anything else (Node, Go, ...) is reported as `unsupported`, never run.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from tdev.errors import ConfigurationError
 from tdev.workspace import MAX_FILE_BYTES, clean_path
 
 OUTPUT_TAIL_CHARS = 4_000  # what goes back to the agents and the execution record
@@ -143,6 +145,10 @@ def run_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
         return TestReport(outcome="no_tests", output="the workspace is empty")
     if not is_python_project(files):
         return TestReport(outcome="unsupported", output="only Python projects tested with pytest run here")
+    if importlib.util.find_spec("pytest") is None:
+        raise ConfigurationError(
+            "pytest is not installed where the test sandbox runs (package it with the function)"
+        )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tdev-sandbox-") as tmp:
         root = Path(tmp) / "project"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from tdev import aws
-from tdev.errors import TransientError
+from tdev.errors import ConfigurationError, TransientError
 from tdev.sandbox import Limits, TestReport, run_tests
 from tdev.settings import get_settings
 
@@ -26,5 +26,8 @@ def run_project_tests(files: dict[str, str], limits: Limits = DEFAULT_LIMITS) ->
     )
     payload = json.loads(response["Payload"].read() or b"{}")
     if response.get("FunctionError"):
-        raise TransientError(f"the test sandbox failed: {payload.get('errorMessage', 'unknown error')}")
+        message = f"the test sandbox failed: {payload.get('errorMessage', 'unknown error')}"
+        if payload.get("errorType") == "ConfigurationError":  # retrying would not help
+            raise ConfigurationError(message)
+        raise TransientError(message)  # e.g. the sandbox ran out of memory or time
     return TestReport.from_dict(payload)
