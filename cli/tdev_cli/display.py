@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group
@@ -155,7 +156,13 @@ def summary(console: Console, view: dict[str, Any], seconds: float) -> None:
 
 
 def follow(
-    console: Console, runtime: LocalRuntime, execution_id: str, *, timeout: float, full: bool
+    console: Console,
+    runtime: LocalRuntime,
+    execution_id: str,
+    *,
+    timeout: float,
+    full: bool,
+    note: Callable[[], str] | None = None,
 ) -> dict[str, Any]:
     """Show the plan once it exists, then a live progress view until the workflow ends."""
     started = time.monotonic()
@@ -171,5 +178,7 @@ def follow(
                 live.update(progress_view(view), refresh=True)
     console.print()
     results(console, view, full=full)
+    if note is not None:  # e.g. where the project was written; the status stays the last line
+        console.print(note())
     summary(console, view, time.monotonic() - started)
     return view

@@ -150,12 +150,17 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             view = runtime.wait(execution_id, timeout=args.timeout)
             print(json.dumps(view, indent=2), file=console.file)
+            _save_artifacts(runtime, execution_id, args.output)  # quietly: stdout is the JSON only
         else:
             console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
-            view = display.follow(console, runtime, execution_id, timeout=args.timeout, full=args.full)
-        artifacts = _save_artifacts(runtime, execution_id, args.output)
-    if artifacts and not args.json:
-        console.print(artifacts)
+            view = display.follow(
+                console,
+                runtime,
+                execution_id,
+                timeout=args.timeout,
+                full=args.full,
+                note=lambda: _save_artifacts(runtime, execution_id, args.output),
+            )
     final = view.get("status", "FAILED")
     return {"SUCCEEDED": EXIT_OK, "DEGRADED": EXIT_DEGRADED}.get(final, EXIT_FAILED)
 
