@@ -170,7 +170,8 @@ def _save_artifacts(runtime: Any, execution_id: str, output: str | None) -> str:
     from tdev_cli.artifacts_cmd import download, keep_copy
 
     def api(method: str, path: str) -> tuple[int, Any]:
-        return tuple(runtime.api(method, path))  # type: ignore[return-value]
+        status, body = runtime.api(method, path)
+        return int(status), body
 
     try:
         kept = keep_copy(api, execution_id)

@@ -35,7 +35,7 @@ def list_artifacts(execution_id: ExecutionId) -> dict[str, Any]:
     "/v1/executions/<execution_id>/artifacts.zip", middlewares=[security.guard(_execution_of, "read")]
 )
 # No return annotation on purpose: Powertools' response validation would serialize the zip's bytes as JSON.
-def download_artifacts(execution_id: ExecutionId):  # type: ignore[no-untyped-def]
+def download_artifacts(execution_id: ExecutionId):
     return Response(
         status_code=200,
         content_type="application/zip",

@@ -50,7 +50,7 @@ class WorkspaceTools(Toolkit):
         self.test_runner = test_runner or _default_runner
         self.changed: list[str] = []
         self.reports: list[TestReport] = []
-        available = {
+        available: dict[str, Callable[..., str]] = {
             "list_files": self.list_files,
             "read_file": self.read_file,
             "write_file": self.write_file,

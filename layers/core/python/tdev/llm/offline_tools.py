@@ -150,10 +150,10 @@ def _read_files(turn: Turn) -> dict[str, list[tuple[int, str]]]:
 def security_findings(project: Project, turn: Turn) -> str:
     files = _read_files(turn)
     findings: list[str] = []
-    for path, lines in files.items():
+    for path, numbered in files.items():
         if path.startswith("tests/"):
             continue  # test code is not deployed
-        for number, text in lines:
+        for number, text in numbered:
             for pattern, severity, message in _RULES:
                 if pattern.search(text):
                     findings.append(f"- [{severity}] {path}:{number}: {message}")
