@@ -33,6 +33,12 @@ API_HANDLER_DIR = Path(__file__).resolve().parents[1] / "functions" / "api"
 _ROUTE_VERBS = frozenset({"get", "post", "put", "delete", "patch"})
 
 
+def gateway_path(path: str) -> str:
+    """A resolver path in API Gateway's form: `<name>` → `{name}`, a trailing `/.+` → a greedy `{path+}`."""
+    path = re.sub(r"<(\w+)>", r"{\1}", path)
+    return re.sub(r"/\.\+$", "/{path+}", path)
+
+
 def handler_routes(folder: Path = API_HANDLER_DIR) -> tuple[tuple[str, str], ...]:
     """(method, path) of every route the API handler's resolver serves, in API Gateway's path form.
 
@@ -56,8 +62,7 @@ def handler_routes(folder: Path = API_HANDLER_DIR) -> tuple[tuple[str, str], ...
                     and isinstance(decorator.args[0], ast.Constant)
                     and isinstance(decorator.args[0].value, str)
                 ):
-                    path = re.sub(r"<(\w+)>", r"{\1}", decorator.args[0].value)
-                    routes.add((decorator.func.attr.upper(), path))
+                    routes.add((decorator.func.attr.upper(), gateway_path(decorator.args[0].value)))
     return tuple(sorted(routes, key=lambda route: (route[1], route[0])))
 
 
@@ -202,6 +207,8 @@ class ApiStack(Stack):
             rest_api_name=f"t-developer-{settings.name}",
             description="T-Developer: submit requests, follow executions, list agents",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # The artifacts zip: answered in base64, sent as bytes to clients that accept application/zip.
+            binary_media_types=["application/zip"],
             # Usage plans meter the key the authorizer names (usageIdentifierKey), never a client header.
             api_key_source_type=apigw.ApiKeySourceType.AUTHORIZER,
             # API Gateway writes execution logs through one role per account and region (see below); it is
@@ -474,4 +481,8 @@ class ApiStack(Stack):
 
 
 def _path_parameters(path: str) -> list[str]:
-    return [segment[1:-1] for segment in path.split("/") if segment.startswith("{") and segment.endswith("}")]
+    return [
+        segment[1:-1].rstrip("+")  # {path+}: a greedy path parameter named `path`
+        for segment in path.split("/")
+        if segment.startswith("{") and segment.endswith("}")
+    ]

@@ -23,6 +23,7 @@ from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
+from stacks.workspaces import TestSandbox, WorkspaceBucket, grant_workspaces
 from statemachines.request_workflow import (
     DEFINITION_FILE,
     WORKFLOW_FUNCTIONS,
@@ -31,6 +32,12 @@ from statemachines.request_workflow import (
 )
 
 EVENT_SOURCE_PREFIX = "t-developer"
+# Functions that run agents (models, tools): more memory and time, Bedrock access.
+AGENT_FUNCTIONS = ("run_agent", "fix_failing_tests")
+# Functions that work in the execution's workspace and call the test sandbox.
+WORKSPACE_FUNCTIONS = ("run_agent", "run_project_tests", "fix_failing_tests")
+# Steps that wait on something slow: the test run waits for the sandbox (its own timeout + margin).
+STEP_TIMEOUT_SECONDS = {"run_project_tests": 180}
 # Agents call Converse (authorised as InvokeModel); nothing streams (permissions from evidence).
 BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel"]
 
@@ -70,7 +77,7 @@ class OrchestrationStack(Stack):
         self.functions: dict[str, TdevFunction] = {}
         for name in WORKFLOW_FUNCTIONS:
             # Agents wait on models: more time and memory, and optionally a concurrency reservation.
-            agent = name == "run_agent"
+            agent = name in AGENT_FUNCTIONS
             self.functions[name] = TdevFunction(
                 self,
                 pascal(name),
@@ -80,12 +87,32 @@ class OrchestrationStack(Stack):
                 log_key=key,
                 environment=shared_environment,
                 memory_mb=settings.agent_memory_mb if agent else None,
-                timeout=Duration.seconds(settings.agent_timeout_seconds if agent else 60),
+                timeout=Duration.seconds(
+                    settings.agent_timeout_seconds if agent else STEP_TIMEOUT_SECONDS.get(name, 60)
+                ),
                 reserved_concurrency=settings.agent_reserved_concurrency if agent else None,
                 network=network,
             )
             grant_table_data_access(table, key, self.functions[name].function, name)
-        self._let_agents_call_bedrock(self.functions["run_agent"])
+        for name in AGENT_FUNCTIONS:
+            self._let_agents_call_bedrock(self.functions[name])
+
+        # 1b. Where the agents' projects live, and the sandbox that runs their tests (stacks/workspaces.py).
+        self.workspaces = WorkspaceBucket(self, "Workspaces", settings=settings, key=key).bucket
+        self.sandbox = TestSandbox(
+            self, "TestSandbox", settings=settings, key=key, layers=layers.all
+        ).function
+        for name in WORKSPACE_FUNCTIONS:
+            function = self.functions[name].function
+            grant_workspaces(function, key, settings, write=True)
+            function.add_environment("SANDBOX_FUNCTION_NAME", self.sandbox.function_name)
+            function.add_to_role_policy(  # the unqualified function only (grant_invoke adds ":*" too)
+                iam.PolicyStatement(
+                    sid="RunTestsInTheSandbox",
+                    actions=["lambda:InvokeFunction"],
+                    resources=[self.sandbox.function_arn],
+                )
+            )
 
         # 2. Where the workflow announces progress and outcomes.
         self.event_bus = events.EventBus(self, "EventBus", event_bus_name=f"t-developer-{settings.name}")

@@ -19,6 +19,9 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:UpdateItem",
     ),
     "run_agent": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # The verify loop: reads the execution and earlier iterations (one partition query), stores its own.
+    "run_project_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
+    "fix_failing_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
     "record_task_failure": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     "aggregate_results": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
     "compensate": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),

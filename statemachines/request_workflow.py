@@ -13,13 +13,22 @@ from pathlib import Path
 DEFINITION_FILE = Path(__file__).resolve().parent / "request_workflow.asl.json"
 
 # The functions the workflow calls, in the order it calls them (folder names under functions/).
-WORKFLOW_FUNCTIONS = ("plan_request", "run_agent", "record_task_failure", "aggregate_results", "compensate")
+WORKFLOW_FUNCTIONS = (
+    "plan_request",
+    "run_agent",
+    "run_project_tests",
+    "fix_failing_tests",
+    "record_task_failure",
+    "aggregate_results",
+    "compensate",
+)
 
 # Workflow tuning, substituted into the ASL as numbers (the placeholders are unquoted there).
 WORKFLOW_TUNING: Mapping[str, str] = {
     "MaxConcurrentTasks": "50",
     "RetryIntervalSeconds": "2",
     "MaxTransientRetries": "3",
+    "MaxVerifyIterations": "3",  # test runs of the verify loop (so at most 2 fixes by the code agent)
 }
 
 

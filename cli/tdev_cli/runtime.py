@@ -41,6 +41,9 @@ FUNCTIONS = (
     "api",
     "plan_request",
     "run_agent",
+    "run_project_tests",
+    "fix_failing_tests",
+    "sandbox",
     "record_task_failure",
     "aggregate_results",
     "compensate",
@@ -49,6 +52,8 @@ FUNCTIONS = (
 # Functions behind event source mappings (stream, queues): driven by LocalRuntime.drain_messaging().
 MESSAGING_FUNCTIONS = ("outbox_publisher", "notifications_consumer", "task_activity_consumer")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
+WORKSPACE_BUCKET = "tdev-local-workspaces"
+SANDBOX_FUNCTION = "sandbox"
 
 LOCAL_USER = "local-developer"
 # The local runtime follows executions by polling (5 requests a second); `tdev serve` applies the spec's
@@ -97,7 +102,10 @@ class LambdaContext:
 
 
 def local_substitutions(
-    retry_interval_seconds: int = 1, max_transient_retries: int = 3, max_concurrent_tasks: int = 50
+    retry_interval_seconds: int = 1,
+    max_transient_retries: int = 3,
+    max_concurrent_tasks: int = 50,
+    max_verify_iterations: int = 3,
 ) -> dict[str, str]:
     """The ASL placeholders filled through the stack's own function, with local ARNs and tuning."""
     from statemachines.request_workflow import workflow_substitutions
@@ -109,6 +117,7 @@ def local_substitutions(
             "MaxConcurrentTasks": str(max_concurrent_tasks),
             "RetryIntervalSeconds": str(retry_interval_seconds),
             "MaxTransientRetries": str(max_transient_retries),
+            "MaxVerifyIterations": str(max_verify_iterations),
         },
     )
 
@@ -128,11 +137,14 @@ class LocalRuntime:
         rate_limit_default: str | None = LOCAL_RATE_LIMIT,
         fallback_models: tuple[str, ...] = (),
         api_timeout_seconds: float = API_GATEWAY_TIMEOUT_SECONDS,
+        max_verify_iterations: int = 3,
     ) -> None:
         self.default_model = default_model
         self.fallback_models = fallback_models  # models a request may fall back to (Bedrock stays real)
         self.api_timeout_seconds = api_timeout_seconds  # API Gateway's integration timeout (tests shorten it)
-        self.substitutions = local_substitutions(retry_interval_seconds, max_transient_retries)
+        self.substitutions = local_substitutions(
+            retry_interval_seconds, max_transient_retries, max_verify_iterations=max_verify_iterations
+        )
         self.fault_hook = fault_hook
         # The shared Redis: the one given, else REDIS_URL from the environment, else a private server.
         self.redis_url = redis_url or os.environ.get("REDIS_URL")
@@ -176,6 +188,9 @@ class LocalRuntime:
             "KMS_KEY_ID": "",  # set once the emulated key exists (_create_resources)
             **self._security_environment(),
             "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
+            # Project workspaces in the emulated S3 bucket; tests run by the sandbox function.
+            "WORKSPACE_BUCKET": WORKSPACE_BUCKET,
+            "SANDBOX_FUNCTION_NAME": SANDBOX_FUNCTION,
         }
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
@@ -291,6 +306,7 @@ class LocalRuntime:
         ]["KeyId"]
         os.environ["KMS_KEY_ID"] = key_id
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=CHECKPOINT_BUCKET)
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=WORKSPACE_BUCKET)
         events = boto3.client("events", region_name=REGION)
         events.create_event_bus(Name=EVENT_BUS)
         sqs = boto3.client("sqs", region_name=REGION)

@@ -26,8 +26,9 @@ from tdev.security.rbac import SHARED_PROJECT
 from tdev.settings import get_settings
 
 try:  # the package (tests, local runtime) ...
-    from functions.api import model_routes, security, sessions
+    from functions.api import artifacts, model_routes, security, sessions
 except ImportError:  # ... or deployed, where this folder is the code root
+    import artifacts  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
     import security  # type: ignore[no-redef]
     import sessions  # type: ignore[no-redef]
@@ -43,6 +44,7 @@ security.checks_in_order(app)  # every guard before the body is read
 app.include_router(security.router)
 app.include_router(sessions.router)
 app.include_router(model_routes.router)
+app.include_router(artifacts.router)
 
 IdempotencyKey = Annotated[
     str | None,

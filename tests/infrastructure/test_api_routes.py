@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stacks.api_stack import PUBLIC_ROUTES, ROUTES, handler_routes
+from stacks.api_stack import PUBLIC_ROUTES, ROUTES, gateway_path, handler_routes
 
 VERBS = ("get", "post", "put", "delete", "patch")
 
@@ -16,7 +16,7 @@ def resolver_routes() -> set[tuple[str, str]]:
 
     schema = app.get_openapi_schema()
     return {
-        (verb.upper(), path)
+        (verb.upper(), gateway_path(path))
         for path, item in (schema.paths or {}).items()
         for verb in VERBS
         if getattr(item, verb, None) is not None

@@ -12,6 +12,7 @@ from cfnlint.api import lint_file
 
 import app as tdev_app
 from stacks.api_stack import ROUTES
+from stacks.orchestration_stack import AGENT_FUNCTIONS
 from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
 from statemachines.request_workflow import (
     DEFINITION_FILE,
@@ -233,7 +234,7 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
     functions = {}
     for stack in (dev.stacks.orchestration, dev.stacks.api):
         functions.update(resources(dev.template_json(stack), "AWS::Lambda::Function"))
-    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 2  # + api and its authorizer
+    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 3  # + the test sandbox, the api and its authorizer
 
     for logical_id, function in functions.items():
         props = function["Properties"]
@@ -245,11 +246,13 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         assert "Ref" in props["LoggingConfig"]["LogGroup"], logical_id  # the explicit log group
         assert len(props["Layers"]) == 2, logical_id
         variables = props["Environment"]["Variables"]
-        assert set(variables) >= COMMON_FUNCTION_ENV - {"TDEV_DEFAULT_MODEL"}, logical_id
+        # The test sandbox reads nothing but its payload: no table to name.
+        no_table = {"TABLE_NAME"} if variables["POWERTOOLS_SERVICE_NAME"] == "sandbox" else set()
+        assert set(variables) >= COMMON_FUNCTION_ENV - {"TDEV_DEFAULT_MODEL"} - no_table, logical_id
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "TDeveloper"
         assert variables["AGNO_TELEMETRY"] == "false"
         assert variables["TDEV_ENV"] == "dev"
-        if variables["POWERTOOLS_SERVICE_NAME"] != "authorizer":  # it runs no model
+        if variables["POWERTOOLS_SERVICE_NAME"] not in ("authorizer", "sandbox"):  # they run no model
             assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
 
         # Every function runs in the cache's VPC, as a client of the cache, and knows where Redis is.
@@ -274,11 +277,12 @@ def test_run_agent_has_time_memory_and_only_bedrock_invoke(dev: Synthesized) -> 
         for f in resources(template, "AWS::Lambda::Function").values()
     }
     agent = by_service["run_agent"]
-    assert agent["Timeout"] == 300
-    assert all(agent["MemorySize"] > p["MemorySize"] for name, p in by_service.items() if name != "run_agent")
+    assert agent["Timeout"] == 300 and by_service["fix_failing_tests"]["MemorySize"] == agent["MemorySize"]
+    others = {name: p for name, p in by_service.items() if name not in (*AGENT_FUNCTIONS, "sandbox")}
+    assert all(agent["MemorySize"] > p["MemorySize"] for p in others.values())
 
     bedrock = [s for s in statements(template) if any(a.startswith("bedrock:") for a in as_list(s["Action"]))]
-    assert len(bedrock) == 1
+    assert len(bedrock) == len(AGENT_FUNCTIONS)  # the plan's agents and the verify loop's fixer
     assert bedrock[0]["Action"] == "bedrock:InvokeModel"  # Converse; nothing streams (from evidence)
     rendered = json.dumps(bedrock[0]["Resource"])
     assert ":bedrock:*::foundation-model/*" in rendered and "inference-profile/*" in rendered
@@ -378,7 +382,11 @@ def test_the_state_machine_may_invoke_exactly_its_five_functions_and_announce_on
 
     invoke = [s for s in role_statements if "lambda:InvokeFunction" in as_list(s["Action"])]
     assert len(invoke) == 1
-    expected = [{"Fn::GetAtt": [logical_id, "Arn"]} for logical_id in _function_logical_ids(dev).values()]
+    expected = [
+        {"Fn::GetAtt": [logical_id, "Arn"]}
+        for name, logical_id in _function_logical_ids(dev).items()
+        if name in WORKFLOW_FUNCTIONS  # not the test sandbox: only the workflow's functions call it
+    ]
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
     assert "*" not in json.dumps(invoke[0]["Resource"])
 
@@ -556,3 +564,64 @@ def test_cfn_lint_finds_no_errors(environment: str, request: pytest.FixtureReque
             if m.rule.id not in ACCEPTED_CFN_LINT_RULES
         ]
         assert problems == [], f"{stack.stack_name}: {problems}"
+
+
+# --- Workspaces and the test sandbox ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_sandbox_has_no_network_path_and_no_permissions_beyond_its_logs(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    functions = resources(template, "AWS::Lambda::Function")
+    (_sandbox_id, sandbox), *_ = [
+        (i, f)
+        for i, f in functions.items()
+        if f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "sandbox"
+    ]
+    # In a VPC whose subnets are isolated (no NAT or internet gateway at all in this template) ...
+    assert "VpcConfig" in sandbox["Properties"]
+    assert not resources(template, "AWS::EC2::NatGateway") and not resources(
+        template, "AWS::EC2::InternetGateway"
+    )
+    assert not resources(template, "AWS::EC2::VPCEndpoint")
+    # ... with a security group that allows no egress (CDK's placeholder rule matches nothing)
+    (group,) = [
+        g
+        for g in resources(template, "AWS::EC2::SecurityGroup").values()
+        if "no outbound" in g["Properties"]["GroupDescription"]
+    ]
+    assert [rule["CidrIp"] for rule in group["Properties"]["SecurityGroupEgress"]] == ["255.255.255.255/32"]
+    # ... and a role that may write its logs, trace, and manage its network interfaces: nothing else
+    role_id = sandbox["Properties"]["Role"]["Fn::GetAtt"][0]
+    actions = {
+        action
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in as_list(statement["Action"])
+    }
+    assert not {
+        a for a in actions if a.split(":")[0] in {"dynamodb", "s3", "kms", "lambda", "bedrock", "states"}
+    }, actions
+    assert "SANDBOX_FUNCTION_NAME" not in sandbox["Properties"]["Environment"]["Variables"]
+    assert "WORKSPACE_BUCKET" not in sandbox["Properties"]["Environment"]["Variables"]
+
+
+@pytest.mark.slow
+def test_the_workspace_bucket_is_encrypted_private_and_expiring(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    (bucket,) = [
+        b
+        for b in resources(template, "AWS::S3::Bucket").values()
+        if "LifecycleConfiguration" in b["Properties"] and "LoggingConfiguration" in b["Properties"]
+    ]
+    props = bucket["Properties"]
+    assert (
+        props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
+            "SSEAlgorithm"
+        ]
+        == "aws:kms"
+    )
+    assert props["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert (rule["Prefix"], rule["ExpirationInDays"]) == ("workspaces/", 7)

@@ -211,6 +211,8 @@ class ExecutionRepository:
         results.sort(key=lambda r: order.index(r.task_id) if r.task_id in order else len(order))
         plan_item = next((i for i in items if i["SK"] == "PLAN"), None)
         plan = self._plan(plan_item) if plan_item else None
+        from tdev.data.verify import iterations_from_items
+
         live_usage = Usage.total(t.usage for t in execution.tasks.values())
         usage = execution.usage if execution.status.terminal else live_usage
         return ExecutionView(
@@ -230,6 +232,7 @@ class ExecutionRepository:
             usage=usage,
             error=execution.error,
             compensations=execution.compensations,
+            verify=iterations_from_items(items),
         )
 
     def _query_partition(self, execution_id: str) -> list[dict[str, Any]]:

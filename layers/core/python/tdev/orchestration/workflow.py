@@ -167,6 +167,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     """Run one agent task on its model chain and store the result (exactly once per task)."""
     from tdev.agents.runtime import compose_prompt
     from tdev.llm.fallback import run_chain, shared_guards
+    from tdev.orchestration.verify import agent_tools
 
     executions = container.executions()
     already = executions.stored_success(execution_id, task_id)
@@ -185,10 +186,15 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     upstream = executions.get_results(execution_id, [d.task_id for d in task.depends_on])
     tracer.put_annotation("agent", task.agent)
     tracer.put_annotation("model", model_name)
+    tools = agent_tools(spec, execution_id)  # the execution's workspace, when the role works on files
     started = time.perf_counter()
     try:
         chained = run_chain(
-            spec, chain, compose_prompt(execution.request, task, upstream), guards=shared_guards()
+            spec,
+            chain,
+            compose_prompt(execution.request, task, upstream),
+            guards=shared_guards(),
+            tools=[tools] if tools else [],
         )
     except TDevError as exc:
         duration_ms = int((time.perf_counter() - started) * 1000)
@@ -215,6 +221,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
         duration_ms=run.duration_ms,
         attempts=attempt + 1,
         hops=[ModelHop(**hop.as_dict()) for hop in chained.hops],
+        files_changed=tools.changed if tools else [],
     )
     stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
     container.agents().record_run(
@@ -326,7 +333,10 @@ def aggregate(execution_id: str) -> dict[str, Any]:
     tasks = executions.get(execution_id).tasks  # per-task usage is on the execution item: no outputs read
     failed = [t for t, s in tasks.items() if s.status == TaskStatus.FAILED]
     status = ExecutionStatus.DEGRADED if failed else ExecutionStatus.SUCCEEDED
-    execution = executions.finish(execution_id, status, Usage.total(s.usage for s in tasks.values()))
+    from tdev.orchestration.verify import fixes_usage  # not at import: the API function imports this module
+
+    usage = Usage.total(s.usage for s in tasks.values()) + fixes_usage(execution_id)  # + the verify loop's
+    execution = executions.finish(execution_id, status, usage)
     metrics.add_metric(name=f"Requests{status.value.title()}", unit=MetricUnit.Count, value=1)
     return {"detail_type": "RequestCompleted", "detail": _event_detail(execution, failed_tasks=failed)}
 
@@ -355,7 +365,9 @@ def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any
                 undone.append(task_id)
             elif state.status in {TaskStatus.PENDING, TaskStatus.RUNNING}:
                 executions.set_task_status(execution_id, task_id, TaskStatus.SKIPPED)
-    usage = Usage.total(state.usage for state in execution.tasks.values())
+    from tdev.orchestration.verify import fixes_usage
+
+    usage = Usage.total(state.usage for state in execution.tasks.values()) + fixes_usage(execution_id)
     finished = executions.finish(
         execution_id, ExecutionStatus.FAILED, usage, error=message, compensations=undone
     )
