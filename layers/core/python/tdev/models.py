@@ -233,6 +233,8 @@ class Execution(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     error: str | None = None
     compensations: list[str] = Field(default_factory=list)
+    # Set when the failure path itself failed for good: the request is FAILED, its compensation incomplete.
+    compensation_error: str | None = None
     version: int = 0
 
     @field_validator("created_at", "updated_at", mode="before")
@@ -267,6 +269,10 @@ class ExecutionView(BaseModel):
     usage: Usage
     error: str | None = None
     compensations: list[str] = Field(default_factory=list)
+    compensation_error: str | None = Field(
+        default=None,
+        description="Why compensating the failed request failed (its compensations are partial).",
+    )
 
 
 # ------------------------------------------------------------------ state machine step payloads
@@ -295,3 +301,16 @@ class TaskFailureEvent(StepEvent):
 
 class FailureEvent(StepEvent):
     error: dict[str, object] | None = None
+
+
+class CompensationFailureEvent(BaseModel):
+    """The last step of the failure path: compensation failed for good; record it.
+
+    Deliberately lenient beyond the execution id (no length limit on the correlation id): whatever made the
+    other steps reject their input must not stop the failure from being recorded.
+    """
+
+    execution_id: str = Field(min_length=1, max_length=80)
+    correlation_id: str | None = None
+    error: dict[str, object] | None = None
+    compensation_error: dict[str, object] | None = None

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -76,6 +78,39 @@ def _raise_transient(exc: ClientError) -> None:
 
 def execution_key(execution_id: str) -> dict[str, str]:
     return {"PK": f"EXECUTION#{execution_id}", "SK": "EXECUTION"}
+
+
+# The request's outcome (RequestCompleted / RequestFailed) is announced as the orchestrator's event.
+OUTCOME_SOURCE = "t-developer.orchestrator"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The event that announces a terminal status; written to the outbox with that status."""
+
+    detail_type: str
+    data: dict[str, Any]
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class OpenExecution:
+    """An execution not yet finished, as the reconciler sees it."""
+
+    execution_id: str
+    status: ExecutionStatus
+    created_at: str
+    correlation_id: str
+
+
+def fact_event_id(execution_id: str, *fact: str) -> str:
+    """The same fact about an execution always gets the same event id (consumers deduplicate on it)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "t-developer:" + ":".join((execution_id, *fact))))
+
+
+def outcome_event_id(execution_id: str, status: ExecutionStatus) -> str:
+    """The id of the event announcing that `execution_id` ended with `status` (one terminal status each)."""
+    return fact_event_id(execution_id, "outcome", status.value)
 
 
 class ExecutionRepository:
@@ -145,7 +180,7 @@ class ExecutionRepository:
                         ),
                         "ConditionExpression": "attribute_not_exists(PK)",
                     }
-                }
+                },
             )
         try:
             aws.client("dynamodb").transact_write_items(TransactItems=writes)
@@ -230,6 +265,7 @@ class ExecutionRepository:
             usage=usage,
             error=execution.error,
             compensations=execution.compensations,
+            compensation_error=execution.compensation_error,
         )
 
     def _query_partition(self, execution_id: str) -> list[dict[str, Any]]:
@@ -253,6 +289,32 @@ class ExecutionRepository:
             Limit=limit,
         )
         return [self._execution(i) for i in page.get("Items", [])]
+
+    def list_open_since_before(
+        self, status: ExecutionStatus, created_before: str, *, limit: int = 100
+    ) -> list[OpenExecution]:
+        """Executions in `status` created before `created_before` (oldest first), from the status index.
+
+        Only what reconciling needs is read (no request text, so nothing to decrypt).
+        """
+        page = self._table.query(
+            IndexName="GSI1",
+            KeyConditionExpression=Key("GSI1PK").eq(f"STATUS#{status.value}")
+            & Key("GSI1SK").lt(created_before),
+            ProjectionExpression="execution_id, #status, created_at, correlation_id",
+            ExpressionAttributeNames={"#status": "status"},
+            ScanIndexForward=True,
+            Limit=limit,
+        )
+        return [
+            OpenExecution(
+                execution_id=str(item["execution_id"]),
+                status=ExecutionStatus(str(item["status"])),
+                created_at=str(item["created_at"]),
+                correlation_id=str(item.get("correlation_id") or item["execution_id"]),
+            )
+            for item in page.get("Items", [])
+        ]
 
     def get_plan(self, execution_id: str) -> Plan:
         item = self._table.get_item(
@@ -358,17 +420,17 @@ class ExecutionRepository:
         data: dict[str, Any],
         *,
         correlation_id: str | None,
+        source: str = "t-developer.executions",
     ) -> dict[str, Any]:
-        from tdev.messaging.envelope import deterministic_event_id
         from tdev.messaging.outbox import outbox_put
 
         return outbox_put(
             self._table_name,
-            source="t-developer.executions",
+            source=source,
             detail_type=detail_type,
             data=data,
             partition_key=f"EXECUTION#{execution_id}",
-            event_id=deterministic_event_id(execution_id, *fact),
+            event_id=fact_event_id(execution_id, *fact),
             correlation_id=correlation_id or execution_id,
             causation_id=execution_id,
         )
@@ -506,9 +568,18 @@ class ExecutionRepository:
         *,
         error: str | None = None,
         compensations: list[str] | None = None,
+        compensation_error: str | None = None,
+        outcome: Outcome | None = None,
     ) -> Execution:
-        """Move to a terminal status once; finishing again with the same status is a no-op."""
+        """Move to a terminal status once; finishing again with the same status is a no-op.
+
+        The outcome event goes into the outbox in the same transaction as the terminal status, under an
+        id fixed by the execution and its status (`outcome_event_id`): a retried step rewrites the same
+        outbox item (a MODIFY on the stream, not a second event), and an event whose publishing fails
+        stays on the stream to be retried: announced exactly when the status is recorded, once.
+        """
         assert status.terminal
+        terminal = [s.value for s in ExecutionStatus if s.terminal]
         values: dict[str, Any] = {
             ":status": status.value,
             ":gsi": f"STATUS#{status.value}",
@@ -517,35 +588,58 @@ class ExecutionRepository:
             ":one": 1,
             ":error": error,
             ":comp": compensations or [],
-            ":terminal": [s.value for s in ExecutionStatus if s.terminal],
+            ":comp_error": compensation_error,
+            **{f":t{i}": v for i, v in enumerate(terminal)},
         }
-        try:
-            aws.client("dynamodb").update_item(
-                TableName=self._table_name,
-                Key=_ser(execution_key(execution_id)),
-                UpdateExpression=(
-                    "SET #status = :status, GSI1PK = :gsi, #usage = :usage, updated_at = :now, "
-                    "#error = :error, compensations = :comp ADD version :one"
-                ),
-                ConditionExpression=(
-                    "attribute_exists(PK) AND (NOT #status IN (:t0, :t1, :t2) OR #status = :status)"
-                ),
-                ExpressionAttributeNames={"#status": "status", "#usage": "usage", "#error": "error"},
-                ExpressionAttributeValues=_ser(
-                    {k: v for k, v in values.items() if k != ":terminal"}
-                    | {f":t{i}": v for i, v in enumerate(values[":terminal"])},
-                    drop_none=False,
-                ),
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table_name,
+                    "Key": _ser(execution_key(execution_id)),
+                    "UpdateExpression": (
+                        "SET #status = :status, GSI1PK = :gsi, #usage = :usage, updated_at = :now, "
+                        "#error = :error, compensations = :comp, compensation_error = :comp_error "
+                        "ADD version :one"
+                    ),
+                    "ConditionExpression": (
+                        "attribute_exists(PK) AND (NOT #status IN ("
+                        + ", ".join(f":t{i}" for i in range(len(terminal)))
+                        + ") OR #status = :status)"
+                    ),
+                    "ExpressionAttributeNames": {"#status": "status", "#usage": "usage", "#error": "error"},
+                    "ExpressionAttributeValues": _ser(values, drop_none=False),
+                }
+            }
+        ]
+        if outcome is not None:
+            writes.append(
+                self._outbox(
+                    execution_id,
+                    outcome.detail_type,
+                    ("outcome", status.value),
+                    outcome.data,
+                    correlation_id=outcome.correlation_id,
+                    source=OUTCOME_SOURCE,
+                )
             )
+        try:
+            aws.client("dynamodb").transact_write_items(TransactItems=writes)
         except ClientError as exc:
             _raise_transient(exc)
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                 current = self.get(execution_id)
                 raise ConflictError(
                     f"execution {execution_id} already finished as {current.status.value}"
                 ) from exc
             raise
         return self.get(execution_id)
+
+    def recorded_compensations(self, execution_id: str) -> list[str]:
+        """The tasks whose compensation was recorded (COMPENSATION items), in the order they were undone."""
+        items = [i for i in self._query_partition(execution_id) if i["SK"].startswith("COMPENSATION#")]
+        items.sort(key=lambda i: str(i.get("at", "")))
+        return [str(i["task_id"]) for i in items]
 
     def record_compensation(self, execution_id: str, task_id: str, action: str) -> bool:
         """Record one compensation; False when it was already recorded (the step is idempotent)."""
