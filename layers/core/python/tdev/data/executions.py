@@ -12,11 +12,9 @@ GSI1 lists executions by status (newest first), GSI2 by project (time-ordered).
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -24,6 +22,8 @@ from botocore.exceptions import ClientError
 
 from tdev import aws
 from tdev.crypto import EnvelopeCipher
+from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
+from tdev.data.store import transact_write
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
 from tdev.models import (
     AgentResult,
@@ -37,43 +37,6 @@ from tdev.models import (
     utc_now,
 )
 from tdev.security.fields import FieldSealer
-
-_TRANSIENT_CODES = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-}
-
-
-def to_item(data: dict[str, Any], *, drop_none: bool = True) -> dict[str, Any]:
-    """JSON-compatible dict -> DynamoDB item (floats become Decimals; top-level None dropped for items)."""
-    converted: dict[str, Any] = json.loads(json.dumps(data, default=str), parse_float=Decimal)
-    return {k: v for k, v in converted.items() if v is not None or not drop_none}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    """DynamoDB item -> plain JSON types (Decimals become int or float)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        return value
-
-    return {k: plain(v) for k, v in item.items()}
-
-
-def _raise_transient(exc: ClientError) -> None:
-    """Throttling and 5xx from DynamoDB become TransientError, which the workflow retries."""
-    code = exc.response.get("Error", {}).get("Code", "")
-    if code in _TRANSIENT_CODES:
-        raise TransientError(f"DynamoDB {code}: {exc}") from exc
 
 
 def execution_key(execution_id: str) -> dict[str, str]:
@@ -148,7 +111,7 @@ class ExecutionRepository:
             {
                 "Put": {
                     "TableName": self._table_name,
-                    "Item": _ser(item),
+                    "Item": serialize(item),
                     "ConditionExpression": "attribute_not_exists(PK)",
                 }
             },
@@ -168,7 +131,7 @@ class ExecutionRepository:
                 {
                     "Put": {
                         "TableName": self._table_name,
-                        "Item": _ser(
+                        "Item": serialize(
                             {
                                 "PK": f"IDEMPOTENCY#{execution.principal}#{idempotency_key}",
                                 "SK": "IDEMPOTENCY",
@@ -183,11 +146,11 @@ class ExecutionRepository:
                 },
             )
         try:
-            aws.client("dynamodb").transact_write_items(TransactItems=writes)
+            transact_write(writes)
             return execution, True
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException" or not idempotency_key:
-                _raise_transient(exc)
+                raise_if_transient(exc)
                 raise
         existing = self._table.get_item(
             Key={"PK": f"IDEMPOTENCY#{execution.principal}#{idempotency_key}", "SK": "IDEMPOTENCY"},
@@ -351,12 +314,12 @@ class ExecutionRepository:
         }
         now = utc_now().isoformat()
         try:
-            aws.client("dynamodb").transact_write_items(
-                TransactItems=[
+            transact_write(
+                [
                     {
                         "Put": {
                             "TableName": self._table_name,
-                            "Item": _ser(
+                            "Item": serialize(
                                 {
                                     "PK": f"EXECUTION#{execution_id}",
                                     "SK": "PLAN",
@@ -375,7 +338,7 @@ class ExecutionRepository:
                     {
                         "Update": {
                             "TableName": self._table_name,
-                            "Key": _ser(execution_key(execution_id)),
+                            "Key": serialize(execution_key(execution_id)),
                             "UpdateExpression": (
                                 "SET #status = :running, GSI1PK = :gsi, levels = :levels, tasks = :tasks, "
                                 "updated_at = :now ADD version :one"
@@ -385,7 +348,7 @@ class ExecutionRepository:
                                 "attribute_exists(PK) AND #status IN (:pending, :planning, :running)"
                             ),
                             "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _ser(
+                            "ExpressionAttributeValues": serialize(
                                 {
                                     ":running": ExecutionStatus.RUNNING.value,
                                     ":gsi": f"STATUS#{ExecutionStatus.RUNNING.value}",
@@ -402,7 +365,7 @@ class ExecutionRepository:
                 ]
             )
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 raise ConflictError(f"execution {execution_id} is missing or already finished") from exc
             raise
@@ -452,12 +415,12 @@ class ExecutionRepository:
         }
         task_key = {"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{result.task_id}"}
         try:
-            aws.client("dynamodb").transact_write_items(
-                TransactItems=[
+            transact_write(
+                [
                     {
                         "Put": {
                             "TableName": self._table_name,
-                            "Item": _ser(
+                            "Item": serialize(
                                 {
                                     "PK": f"EXECUTION#{execution_id}",
                                     "SK": f"TASK#{result.task_id}",
@@ -472,7 +435,9 @@ class ExecutionRepository:
                             ),
                             "ConditionExpression": "attribute_not_exists(PK) OR #status <> :succeeded",
                             "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _ser({":succeeded": TaskStatus.SUCCEEDED.value}),
+                            "ExpressionAttributeValues": serialize(
+                                {":succeeded": TaskStatus.SUCCEEDED.value}
+                            ),
                         }
                     },
                     # A late task (a sibling failed and the saga already finished the execution) must
@@ -497,7 +462,7 @@ class ExecutionRepository:
                 ]
             )
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
             stored = self.get_results(execution_id, [result.task_id])
@@ -540,11 +505,11 @@ class ExecutionRepository:
             sets.append(f"#tasks.#tid.#f{i} = :v{i}")
         return {
             "TableName": self._table_name,
-            "Key": _ser(execution_key(execution_id)),
+            "Key": serialize(execution_key(execution_id)),
             "UpdateExpression": "SET " + ", ".join(sets) + " ADD version :one",
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": _ser(values, drop_none=False),
+            "ExpressionAttributeValues": serialize(values, drop_none=False),
         }
 
     def _update_task(
@@ -555,7 +520,7 @@ class ExecutionRepository:
                 **self._task_update_request(execution_id, task_id, fields, open_only=open_only)
             )
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise NotFoundError(f"task {task_id} is not part of execution {execution_id}") from exc
             raise
@@ -595,7 +560,7 @@ class ExecutionRepository:
             {
                 "Update": {
                     "TableName": self._table_name,
-                    "Key": _ser(execution_key(execution_id)),
+                    "Key": serialize(execution_key(execution_id)),
                     "UpdateExpression": (
                         "SET #status = :status, GSI1PK = :gsi, #usage = :usage, updated_at = :now, "
                         "#error = :error, compensations = :comp, compensation_error = :comp_error "
@@ -607,7 +572,7 @@ class ExecutionRepository:
                         + ") OR #status = :status)"
                     ),
                     "ExpressionAttributeNames": {"#status": "status", "#usage": "usage", "#error": "error"},
-                    "ExpressionAttributeValues": _ser(values, drop_none=False),
+                    "ExpressionAttributeValues": serialize(values, drop_none=False),
                 }
             }
         ]
@@ -623,9 +588,9 @@ class ExecutionRepository:
                 )
             )
         try:
-            aws.client("dynamodb").transact_write_items(TransactItems=writes)
+            transact_write(writes)
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             reasons = exc.response.get("CancellationReasons") or []
             if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                 current = self.get(execution_id)
@@ -660,23 +625,7 @@ class ExecutionRepository:
             )
             return True
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
-
-
-_SERIALIZER: Any = None
-
-
-def _ser(data: dict[str, Any], *, drop_none: bool = True) -> dict[str, Any]:
-    """Plain dict -> low-level DynamoDB attribute values (for the client API used by transactions).
-
-    Items drop top-level None attributes; expression values keep them as NULL (`drop_none=False`).
-    """
-    global _SERIALIZER
-    if _SERIALIZER is None:
-        from boto3.dynamodb.types import TypeSerializer
-
-        _SERIALIZER = TypeSerializer()
-    return {k: _SERIALIZER.serialize(v) for k, v in to_item(data, drop_none=drop_none).items()}
