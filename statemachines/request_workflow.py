@@ -21,7 +21,13 @@ WORKFLOW_FUNCTIONS = (
     "record_task_failure",
     "aggregate_results",
     "compensate",
+    "record_compensation_failure",
 )
+# Steps that record a terminal status (a task's or the request's): every Task state's Catch leads to one.
+RECORDING_FUNCTIONS = ("record_task_failure", "compensate", "record_compensation_failure")
+# Fail states a Catch may end in although no step recorded the outcome: the scheduled reconciler
+# (tdev.orchestration.reconciler) records FAILED for any open execution whose workflow has ended.
+RECONCILED_FAILURES = ("OutcomeNotRecorded",)
 
 # Workflow tuning, substituted into the ASL as numbers (the placeholders are unquoted there).
 WORKFLOW_TUNING: Mapping[str, str] = {
@@ -43,15 +49,17 @@ def function_arn_placeholder(function_name: str) -> str:
 
 
 def workflow_substitutions(
-    *, function_arns: Mapping[str, str], event_bus_name: str, tuning: Mapping[str, str] = WORKFLOW_TUNING
+    *, function_arns: Mapping[str, str], tuning: Mapping[str, str] = WORKFLOW_TUNING
 ) -> dict[str, str]:
-    """Every `${Placeholder}` of the ASL file and its value: function ARNs by folder name, the bus, tuning."""
+    """Every `${Placeholder}` of the ASL file and its value: function ARNs by folder name, tuning.
+
+    No bus: the workflow announces nothing itself; outcomes go to the outbox with the terminal status.
+    """
     missing = set(WORKFLOW_FUNCTIONS) - set(function_arns)
     if missing:
         raise ValueError(f"no ARN for workflow functions: {sorted(missing)}")
     return {
         **{function_arn_placeholder(name): function_arns[name] for name in WORKFLOW_FUNCTIONS},
-        "EventBusName": event_bus_name,
         **tuning,
     }
 

@@ -47,7 +47,9 @@ FUNCTIONS = (
     "record_task_failure",
     "aggregate_results",
     "compensate",
+    "record_compensation_failure",
     "session_sweeper",
+    "reconcile_executions",
 )
 # Functions behind event source mappings (stream, queues): driven by LocalRuntime.drain_messaging().
 MESSAGING_FUNCTIONS = ("outbox_publisher", "notifications_consumer", "task_activity_consumer")
@@ -112,7 +114,6 @@ def local_substitutions(
 
     return workflow_substitutions(
         function_arns={name: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" for name in FUNCTIONS},
-        event_bus_name=EVENT_BUS,
         tuning={
             "MaxConcurrentTasks": str(max_concurrent_tasks),
             "RetryIntervalSeconds": str(retry_interval_seconds),
@@ -374,6 +375,12 @@ class LocalRuntime:
             raise
         self.invocations.append((name, "ok"))
         return result
+
+    def reconcile(self) -> dict[str, Any]:
+        """What the every-minute schedule does in AWS: one run of the execution reconciler."""
+        event = json.loads((REPO_ROOT / "events" / "reconcile_executions.json").read_text())
+        event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return dict(self.invoke("reconcile_executions", event))
 
     def drain_messaging(self) -> int:
         """Deliver everything pending: outbox stream -> bus -> queues -> consumers, until quiet."""

@@ -67,11 +67,11 @@ def as_list(value: Any) -> list[Any]:
 
 
 def test_substitutions_fill_exactly_the_asl_placeholders_and_yield_json() -> None:
-    # Given ARNs for every workflow function and a bus name
+    # Given ARNs for every workflow function
     arns = {name: f"arn:aws:lambda:eu-west-1:111111111111:function:{name}" for name in WORKFLOW_FUNCTIONS}
 
     # When the substitutions are built and applied to the ASL file
-    values = workflow_substitutions(function_arns=arns, event_bus_name="t-developer-test")
+    values = workflow_substitutions(function_arns=arns)
     text = DEFINITION_FILE.read_text()
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
@@ -90,7 +90,7 @@ def test_substitutions_fill_exactly_the_asl_placeholders_and_yield_json() -> Non
 
 def test_substitutions_refuse_a_missing_function() -> None:
     with pytest.raises(ValueError, match="run_agent"):
-        workflow_substitutions(function_arns={"plan_request": "arn"}, event_bus_name="bus")
+        workflow_substitutions(function_arns={"plan_request": "arn"})
 
 
 def test_placeholder_names_follow_the_function_folders() -> None:
@@ -234,7 +234,7 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
     functions = {}
     for stack in (dev.stacks.orchestration, dev.stacks.api):
         functions.update(resources(dev.template_json(stack), "AWS::Lambda::Function"))
-    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 3  # + the test sandbox, the api and its authorizer
+    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 4  # + the sandbox, the reconciler, api, authorizer
 
     for logical_id, function in functions.items():
         props = function["Properties"]
@@ -367,9 +367,7 @@ def test_the_state_machine_is_standard_logged_and_traced(dev: Synthesized) -> No
 
 
 @pytest.mark.slow
-def test_the_state_machine_may_invoke_exactly_its_five_functions_and_announce_on_its_bus(
-    dev: Synthesized,
-) -> None:
+def test_the_state_machine_may_invoke_exactly_its_functions_and_publishes_nothing(dev: Synthesized) -> None:
     template = dev.template_json(dev.stacks.orchestration)
     _, machine = _state_machine(dev)
     role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
@@ -390,17 +388,63 @@ def test_the_state_machine_may_invoke_exactly_its_five_functions_and_announce_on
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
     assert "*" not in json.dumps(invoke[0]["Resource"])
 
-    bus_id = next(iter(resources(template, "AWS::Events::EventBus")))
-    put_events = [s for s in role_statements if "events:PutEvents" in as_list(s["Action"])]
-    assert put_events == [
-        {
-            "Sid": "AnnounceOnTheBus",
-            "Action": "events:PutEvents",
-            "Effect": "Allow",
-            "Resource": {"Fn::GetAtt": [bus_id, "Arn"]},
-        }
+    # Outcomes go through the outbox (written with the terminal status): the workflow puts no events
+    assert [s for s in role_statements if "events:PutEvents" in as_list(s["Action"])] == []
+    assert "EventBusName" not in machine["Properties"]["DefinitionSubstitutions"]
+
+
+def _role_statements(template: dict[str, Any], function: dict[str, Any]) -> list[dict[str, Any]]:
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [
+        statement
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
-    assert machine["Properties"]["DefinitionSubstitutions"]["EventBusName"] == {"Ref": bus_id}
+
+
+@pytest.mark.slow
+def test_the_reconciler_runs_every_minute_alone_and_may_do_exactly_what_it_calls(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    ids = _function_logical_ids(dev)
+    reconciler_id = ids["reconcile_executions"]
+    function = template["Resources"][reconciler_id]
+    machine_id, _ = _state_machine(dev)
+
+    # Every minute, one run at a time, told which state machine to look at
+    rules = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"].get("ScheduleExpression")
+    ]
+    assert [(r["ScheduleExpression"], r["Targets"][0]["Arn"]) for r in rules] == [
+        ("rate(1 minute)", {"Fn::GetAtt": [reconciler_id, "Arn"]})
+    ]
+    assert function["Properties"]["ReservedConcurrentExecutions"] == 1
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["STATE_MACHINE_ARN"] == {"Ref": machine_id}
+
+    # Grants: the table and its status index (read, finish with the outbox item), the table's key,
+    # start the workflow, describe its executions; nothing else of DynamoDB or Step Functions
+    statements = _role_statements(template, function)
+    actions = {a for s in statements for a in as_list(s["Action"])}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+    }
+    assert {a for a in actions if a.startswith("states:")} == {
+        "states:StartExecution",
+        "states:DescribeExecution",
+    }
+    table_statement = next(s for s in statements if "dynamodb:Query" in as_list(s["Action"]))
+    assert len(as_list(table_statement["Resource"])) == 2  # the table and GSI1, no other index
+    assert "GSI1" in json.dumps(table_statement["Resource"]) and "GSI2" not in json.dumps(
+        table_statement["Resource"]
+    )
+    start = next(s for s in statements if "states:StartExecution" in as_list(s["Action"]))
+    assert start["Resource"] == {"Ref": machine_id}
 
 
 @pytest.mark.slow
@@ -492,8 +536,8 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
     ]
     metrics = [a["Properties"]["MetricName"] for a in alarms]
     assert "ExecutionsFailed" in metrics and "5XXError" in metrics
-    assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS)
-    assert metrics.count("Throttles") == len(WORKFLOW_FUNCTIONS)
+    assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS) + 1  # and the reconciler
+    assert metrics.count("Throttles") == len(WORKFLOW_FUNCTIONS) + 1
     for alarm in alarms:
         assert alarm["Properties"]["Threshold"] == 0
         assert alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"

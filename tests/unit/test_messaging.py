@@ -36,12 +36,17 @@ def test_state_changes_reach_the_bus_in_the_envelope_and_each_consumer_applies_t
     runtime: Any,
 ) -> None:
     view = runtime.run(REQUEST)
-    runtime.published_events()  # drop what the workflow announced directly
+    assert (
+        runtime.published_events() == []
+    )  # the workflow publishes nothing itself: everything is in the outbox
     runtime.drain_messaging()
     item = execution_item(view["execution_id"])
     assert int(item["notifications_sent"]) == 1
     assert int(item["tasks_announced"]) == len(view["results"]) > 0
-    events = [e for e in runtime.published_events() if e["source"] == "t-developer.executions"]
+    published = runtime.published_events()
+    outcomes = [e for e in published if e["source"] == "t-developer.orchestrator"]
+    assert [e["detail-type"] for e in outcomes] == ["RequestCompleted"]
+    events = [e for e in published if e["source"] == "t-developer.executions"]
     types = sorted(e["detail-type"] for e in events)
     assert types == ["ExecutionAccepted"] + ["TaskCompleted"] * len(view["results"])
     detail = events[0]["detail"]
@@ -63,6 +68,73 @@ def test_a_redelivered_stream_batch_publishes_again_but_changes_nothing_twice(ru
     assert len(republished) == 1 + len(view["results"])  # at-least-once: published a second time ...
     item = execution_item(view["execution_id"])
     assert int(item["tasks_announced"]) == len(view["results"])  # ... applied once
+
+
+def outcome_record(runtime: Any, execution_id: str) -> dict[str, Any]:
+    """The stream record of the outbox item that announces the execution's outcome."""
+    (record,) = [
+        r
+        for r in stream_records(runtime)
+        if r["eventName"] == "INSERT"
+        and r["dynamodb"]["NewImage"].get("entity") == {"S": "OUTBOX"}
+        and r["dynamodb"]["NewImage"]["detail_type"]["S"] in ("RequestCompleted", "RequestFailed")
+        and r["dynamodb"]["NewImage"]["partition_key"]["S"] == f"EXECUTION#{execution_id}"
+    ]
+    return record
+
+
+def test_re_publishing_one_outcome_notifies_once(runtime: Any) -> None:
+    # Given a finished request whose outcome was announced and notified
+    view = runtime.run(REQUEST)
+    runtime.drain_messaging()
+    assert int(execution_item(view["execution_id"])["notifications_sent"]) == 1
+    runtime.published_events()
+
+    # When the publisher puts the same outcome on the bus again (a redelivered stream record)
+    record = outcome_record(runtime, view["execution_id"])
+    assert runtime.invoke("outbox_publisher", {"Records": [record]}) == {"batchItemFailures": []}
+    runtime.drain_messaging()
+
+    # Then EventBridge carried it twice (a new EventBridge id each time), the notification went out once:
+    # the consumer deduplicates on the envelope's eventId, fixed by the execution and its outcome
+    again = [e for e in runtime.published_events() if e["source"] == "t-developer.orchestrator"]
+    assert [e["detail-type"] for e in again] == ["RequestCompleted"]
+    event_id = record["dynamodb"]["NewImage"]["event_id"]["S"]
+    assert again[0]["detail"]["eventId"] == event_id
+    assert int(execution_item(view["execution_id"])["notifications_sent"]) == 1
+
+
+def test_a_failed_announce_is_retried_from_the_outbox_not_lost(runtime: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    from tdev import aws
+
+    # Given EventBridge refuses the outcome event three times (beyond the SDK's own retries)
+    refused: list[str] = []
+
+    def refuse_outcomes(params: dict[str, Any], **_: Any) -> None:
+        entry = params["Entries"][0]
+        if entry["DetailType"] in ("RequestCompleted", "RequestFailed") and len(refused) < 3:
+            refused.append(entry["DetailType"])
+            raise ClientError({"Error": {"Code": "InternalFailure", "Message": "injected"}}, "PutEvents")
+
+    events = aws.client("events")
+    events.meta.events.register("before-parameter-build.eventbridge.PutEvents", refuse_outcomes, "refuse")
+    try:
+        view = runtime.run(REQUEST)
+        runtime.drain_messaging()
+    finally:
+        events.meta.events.unregister("before-parameter-build.eventbridge.PutEvents", unique_id="refuse")
+
+    # Then the publisher reported it failed, the stream handed it over again, and it got through once
+    assert refused == ["RequestCompleted"] * 3
+    assert [o for n, o in runtime.invocations if n == "outbox_publisher"].count("ok") >= 4
+    assert runtime.messaging.stream_dead_letters == 0
+    outcomes = [e for e in runtime.published_events() if e["source"] == "t-developer.orchestrator"]
+    assert [(e["detail-type"], e["detail"]["data"]["executionId"]) for e in outcomes] == [
+        ("RequestCompleted", view["execution_id"])
+    ]
+    assert int(execution_item(view["execution_id"])["notifications_sent"]) == 1
 
 
 def test_the_publisher_holds_back_later_events_of_a_partition_whose_earlier_event_failed(

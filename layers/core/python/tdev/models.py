@@ -274,6 +274,8 @@ class Execution(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     error: str | None = None
     compensations: list[str] = Field(default_factory=list)
+    # Set when the failure path itself failed for good: the request is FAILED, its compensation incomplete.
+    compensation_error: str | None = None
     version: int = 0
 
     @field_validator("created_at", "updated_at", mode="before")
@@ -310,6 +312,10 @@ class ExecutionView(BaseModel):
     compensations: list[str] = Field(default_factory=list)
     verify: list[VerifyIteration] = Field(
         default_factory=list, description="The verify loop's iterations: tests run, failures fixed."
+    )
+    compensation_error: str | None = Field(
+        default=None,
+        description="Why compensating the failed request failed (its compensations are partial).",
     )
 
 
@@ -352,3 +358,16 @@ class SandboxEvent(BaseModel):
 
     files: dict[str, str] = Field(max_length=200)
     timeout_seconds: int = Field(default=60, ge=1, le=600)
+
+
+class CompensationFailureEvent(BaseModel):
+    """The last step of the failure path: compensation failed for good; record it.
+
+    Deliberately lenient beyond the execution id (no length limit on the correlation id): whatever made the
+    other steps reject their input must not stop the failure from being recorded.
+    """
+
+    execution_id: str = Field(min_length=1, max_length=80)
+    correlation_id: str | None = None
+    error: dict[str, object] | None = None
+    compensation_error: dict[str, object] | None = None

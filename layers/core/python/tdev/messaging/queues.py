@@ -54,7 +54,9 @@ class RuleSpec:
     message_group_id: str | None = None
 
 
-# The orchestrator's outcome events become a small notification message (input transformer).
+# The orchestrator's outcome events (from the outbox, written with the terminal status) become a small
+# notification message (input transformer). The consumer deduplicates on the envelope's eventId, fixed
+# per execution and outcome, not on EventBridge's id, which is new at every publish.
 REQUEST_OUTCOMES = RuleSpec(
     name="request-outcomes-to-notifications",
     pattern={
@@ -64,7 +66,7 @@ REQUEST_OUTCOMES = RuleSpec(
     },
     queue=NOTIFICATIONS.name,
     input_paths={
-        "id": "$.id",
+        "id": "$.detail.eventId",
         "type": "$.detail-type",
         "execution": "$.detail.data.executionId",
         "status": "$.detail.data.status",
