@@ -31,7 +31,8 @@ from statemachines.request_workflow import (
 )
 
 EVENT_SOURCE_PREFIX = "t-developer"
-BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+# Agents call Converse (authorised as InvokeModel); nothing streams (permissions from evidence).
+BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel"]
 
 
 class OrchestrationStack(Stack):
@@ -83,7 +84,7 @@ class OrchestrationStack(Stack):
                 reserved_concurrency=settings.agent_reserved_concurrency if agent else None,
                 network=network,
             )
-            grant_table_data_access(table, key, self.functions[name].function)
+            grant_table_data_access(table, key, self.functions[name].function, name)
         self._let_agents_call_bedrock(self.functions["run_agent"])
 
         # 2. Where the workflow announces progress and outcomes.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -182,3 +183,91 @@ def test_long_work_keeps_its_message_invisible(runtime: Any) -> None:
         time.sleep(1.5)  # longer than the original timeout
         assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=1).get("Messages", []) == []
     assert extender.extensions >= 3
+
+
+def test_a_consumer_whose_idempotency_record_write_was_throttled_after_it_was_stored_still_applies(
+    runtime: Any,
+) -> None:
+    """Where seed 7's task activities went: the in-progress record's PutItem was stored, then answered
+    with an error; the SDK's retry met that record and every delivery answered "already in progress"
+    until the message was dead-lettered. The conditional marker now decides instead."""
+    from tdev.messaging.idempotency import _persistence
+    from tdev.messaging.queues import idempotency_table_name
+    from tdev_cli.chaos import _error_response
+
+    view = runtime.run(REQUEST)
+    runtime.drain_messaging()
+    message = {
+        "eventId": "e-throttled",
+        "type": "RequestCompleted",
+        "executionId": view["execution_id"],
+        "status": "SUCCEEDED",
+    }
+    record = {
+        "messageId": "m-1",
+        "receiptHandle": "m-1",
+        "body": json.dumps(message),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:notifications",
+        "awsRegion": "us-east-1",
+    }
+    events = _persistence(idempotency_table_name()).client.meta.events
+    answered: list[str] = []
+
+    def stored_then_error(request: Any, **kwargs: Any) -> Any:
+        if answered:
+            return None
+        answered.append(str(kwargs.get("event_name")))
+        return _error_response(request, "dynamodb", "InternalServerError")  # moto still stores it
+
+    events.register_first("before-send.dynamodb.PutItem", stored_then_error)
+    try:
+        first = runtime.invoke("notifications_consumer", {"Records": [record]})
+    finally:
+        events.unregister("before-send.dynamodb.PutItem", stored_then_error)
+    assert answered, "the idempotency record's PutItem was not made"
+    again = runtime.invoke("notifications_consumer", {"Records": [record]})
+    assert first == again == {"batchItemFailures": []}
+    assert int(execution_item(view["execution_id"])["notifications_sent"]) == 2  # the run's own + this one
+
+
+def test_dlq_command_without_a_region_prints_a_message_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tdev_cli.main import main
+
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert main(["dlq", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "tdev dlq list:" in err and "region" in err and "Traceback" not in err
+
+
+def test_dlq_command_local_reads_the_queues_of_a_local_emulation(capsys: pytest.CaptureFixture[str]) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from tdev_cli.main import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        sqs = boto3.client(
+            "sqs", region_name="us-east-1", endpoint_url=url, aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        for spec in q.QUEUES:
+            attributes = {"FifoQueue": "true"} if spec.fifo else {}
+            sqs.create_queue(QueueName=spec.dlq_name, Attributes=attributes)
+        dlq_url = sqs.get_queue_url(QueueName=q.NOTIFICATIONS.dlq_name)["QueueUrl"]
+        sqs.send_message(QueueUrl=dlq_url, MessageBody="{}")
+        assert main(["dlq", "list", "--local", "--endpoint-url", url]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-1] == "total=1"
+    finally:
+        server.stop()

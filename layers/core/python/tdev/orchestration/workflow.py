@@ -131,12 +131,17 @@ def plan_execution(execution_id: str) -> dict[str, Any]:
     plan = supervisor.plan(execution.request)
     executions.save_plan(execution_id, plan)
     metrics.add_metric(name="PlannedTasks", unit=MetricUnit.Count, value=len(plan.tasks))
+    # The request text is sealed at rest: the log says which agents were chosen and how sure the planner
+    # was, and how long the request is, never what it says (a decision's reasoning quotes the request).
     logger.info(
         "request planned",
         extra={
+            "request_chars": len(execution.request),
             "tasks": len(plan.tasks),
             "levels": plan.levels,
-            "decisions": [d.model_dump() for d in plan.decisions],
+            "decisions": [
+                {"intent": d.intent, "agent": d.agent, "confidence": d.confidence} for d in plan.decisions
+            ],
         },
     )
     return {"levels": step_levels(plan), "task_count": len(plan.tasks)}
