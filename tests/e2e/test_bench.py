@@ -98,10 +98,14 @@ def test_cost_counts_one_request_only_and_prices_it(redis_url: str) -> None:
     assert figures["state_transitions"] >= 10
     assert figures["dynamodb_write_units"] > 0 and figures["dynamodb_read_units"] > 0
     assert figures["eventbridge_events_delivered"] == 1 + 5 + 1
-    assert sum(figures["redis_commands"].values()) >= 0
+    redis_commands = sum(figures["redis_commands"].values())
+    assert redis_commands > 0  # the authorizer's revocation and rate-limit checks, the model guards
     priced = figures["priced"]
     assert priced["platform_usd_per_1000"] == pytest.approx(sum(priced["items_usd"].values()) * 1000)
     assert priced["model_usd_per_request"] > 0 and priced["platform_share_of_model"] > 0
+    assert priced["items_usd"]["redis"] == pytest.approx(
+        redis_commands * cost.prices()["elasticache_serverless_redis_ecpu"]
+    )
     assert "per 1,000 requests" in result["headline"] and priced["prices_as_of"] in result["headline"]
 
 
@@ -190,4 +194,10 @@ def test_the_load_benchmark_runs_against_tdev_serve_or_says_it_is_missing() -> N
         assert "`tdev serve` is missing" in result["headline"]
     else:
         assert result["status"] == "ok", result["headline"]
-        assert len(result["figures"]["steps"]) == 2 and result["figures"]["sustained_rps"] >= 0
+        steps = result["figures"]["steps"]
+        assert len(steps) == 2
+        for step in steps:  # never more than offered, never throttled by the per-principal rate limit
+            assert step["throughput_per_s"] <= step["phases"][0]["rate"]
+            assert "HTTP 429" not in step["phases"][0]["error_kinds"]
+            assert step["principals"] >= 1 and step["completed"] + step["timeouts"] == step["sent"]
+        assert "errors " in result["headline"]
