@@ -119,7 +119,7 @@ class ApiStack(Stack):
             "Api",
             name="api",
             settings=settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
             environment={
                 "TABLE_NAME": table.table_name,
@@ -142,7 +142,7 @@ class ApiStack(Stack):
             "AuthorizerFunction",
             name="authorizer",
             settings=settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
             environment={
                 "TABLE_NAME": table.table_name,

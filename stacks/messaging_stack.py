@@ -126,7 +126,7 @@ class MessagingStack(Stack):
                 "".join(part.title() for part in name.split("_")),
                 name=name,
                 settings=settings,
-                layers=layers.all,
+                layers=layers,
                 log_key=table_key,
                 environment=environment,
                 timeout=Duration.seconds(timeouts[name]),

@@ -75,7 +75,7 @@ class OrchestrationStack(Stack):
                 pascal(name),
                 name=name,
                 settings=settings,
-                layers=layers.all,
+                layers=layers,
                 log_key=key,
                 environment=shared_environment,
                 memory_mb=settings.agent_memory_mb if agent else None,

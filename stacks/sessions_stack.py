@@ -152,7 +152,7 @@ class SessionsStack(Stack):
             "SessionSweeper",
             name="session_sweeper",
             settings=settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
             environment={
                 "TABLE_NAME": table.table_name,

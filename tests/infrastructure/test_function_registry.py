@@ -1,0 +1,70 @@
+"""One registry of functions (functions/registry.py): the stacks deploy exactly its functions, each with
+exactly the environment variables of its typed contract (tdev.environment), and the local runtime and the
+state machine list the same functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from functions.registry import FUNCTIONS, functions_triggered_by, layers_of
+from statemachines.request_workflow import WORKFLOW_FUNCTIONS
+from tests.infrastructure.conftest import Synthesized
+from tdev.environment import Var
+from tdev_cli import runtime
+
+
+def deployed_functions(synth: Synthesized) -> dict[str, dict[str, Any]]:
+    """Our functions across every stack by name (the shared construct names the service after the folder)."""
+    found: dict[str, dict[str, Any]] = {}
+    for stack in synth.stacks.all:
+        for resource in synth.template_json(stack)["Resources"].values():
+            if resource["Type"] != "AWS::Lambda::Function":
+                continue
+            variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+            name = variables.get(Var.POWERTOOLS_SERVICE_NAME)
+            if name is not None:
+                assert name not in found, f"{name} is deployed twice"
+                found[name] = resource["Properties"]
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_the_stacks_deploy_exactly_the_registered_functions(
+    environment: str, request: pytest.FixtureRequest
+) -> None:
+    synth: Synthesized = request.getfixturevalue(environment)
+    assert set(deployed_functions(synth)) == set(FUNCTIONS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_each_function_gets_exactly_the_variables_of_its_contract(
+    environment: str, request: pytest.FixtureRequest
+) -> None:
+    synth: Synthesized = request.getfixturevalue(environment)
+    for name, properties in deployed_functions(synth).items():
+        contract = FUNCTIONS[name].environment
+        variables = set(properties["Environment"]["Variables"])
+        required = contract.variables() - contract.optional_in_stack
+        assert variables >= required, f"{name} lacks {sorted(required - variables)}"
+        assert variables <= contract.variables(), (
+            f"{name} sets {sorted(variables - contract.variables())}, which {contract.__name__} does not declare"
+        )
+
+
+@pytest.mark.slow
+def test_each_function_gets_exactly_its_layers(dev: Synthesized) -> None:
+    for name, properties in deployed_functions(dev).items():
+        # base .. its own layers, then core
+        assert len(properties["Layers"]) == len(layers_of(name)) + 1, name
+
+
+def test_the_local_runtime_and_the_workflow_list_the_registered_functions() -> None:
+    assert set(WORKFLOW_FUNCTIONS) == set(functions_triggered_by("workflow"))
+    local = {*runtime.FUNCTIONS, *runtime.MESSAGING_FUNCTIONS, "authorizer"}
+    assert local == set(FUNCTIONS)
+    for name, function in FUNCTIONS.items():
+        assert (function.code_dir / "handler.py").is_file(), name
