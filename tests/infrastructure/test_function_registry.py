@@ -10,9 +10,9 @@ import pytest
 
 from functions.registry import FUNCTIONS, functions_triggered_by, layers_of
 from statemachines.request_workflow import WORKFLOW_FUNCTIONS
-from tests.infrastructure.conftest import Synthesized
 from tdev.environment import Var
 from tdev_cli import runtime
+from tests.infrastructure.conftest import Synthesized
 
 
 def deployed_functions(synth: Synthesized) -> dict[str, dict[str, Any]]:
@@ -50,9 +50,8 @@ def test_each_function_gets_exactly_the_variables_of_its_contract(
         variables = set(properties["Environment"]["Variables"])
         required = contract.variables() - contract.optional_in_stack
         assert variables >= required, f"{name} lacks {sorted(required - variables)}"
-        assert variables <= contract.variables(), (
-            f"{name} sets {sorted(variables - contract.variables())}, which {contract.__name__} does not declare"
-        )
+        undeclared = sorted(variables - contract.variables())
+        assert not undeclared, f"{name} sets {undeclared}, which {contract.__name__} does not declare"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Each function's environment contract (tdev.environment): typed, validated at cold start, names in one place."""
+"""Each function's environment contract (tdev.environment): typed, validated at cold start, one place."""
 
 from __future__ import annotations
 
