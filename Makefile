@@ -78,7 +78,7 @@ $(SAM_VENV)/bin/sam:
 sam-validate: $(SAM_VENV)/bin/sam
 	@test -n "$$(ls cdk.out/*.template.json 2>/dev/null)" || { echo "run make synth first"; exit 1; }
 	for template in cdk.out/*.template.json; do \
-		$(SAM_VENV)/bin/sam validate --lint --region us-east-1 -t $$template || exit 1; \
+		SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1 -t $$template || exit 1; \
 	done
 
 lint: $(VENV)/.dev-deps

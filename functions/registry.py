@@ -28,6 +28,7 @@ from tdev.environment import (
     AuthorizerEnvironment,
     FunctionEnvironment,
     MessagingEnvironment,
+    ModelCallerEnvironment,
     SessionSweeperEnvironment,
     WorkflowEnvironment,
 )
@@ -119,7 +120,7 @@ FUNCTIONS: dict[str, Function] = {
             "run_agent",
             "workflow",
             ("agno",),
-            WorkflowEnvironment,
+            ModelCallerEnvironment,
             calls_models=True,
             lazy_imports=("tdev.llm.fallback", "tdev.llm.catalog", "tdev.cache"),
         ),
@@ -176,6 +177,11 @@ def secret_providers(providers: Sequence[str]) -> tuple[str, ...]:
     from tdev.llm.providers import PROVIDERS
 
     return tuple(p for p in providers if PROVIDERS[p].credentials.endswith("_API_KEY"))
+
+
+def provider_secret_name(prefix: str, provider: str) -> str:
+    """The secret holding one provider's API key: `tdev-dev/providers/openai` (derived, not exported)."""
+    return f"{prefix}/providers/{provider}"
 
 
 def all_layers(providers: Sequence[str]) -> dict[str, Layer]:

@@ -24,6 +24,7 @@ from stacks import acknowledge
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 from tdev.messaging import queues as q
 
 DLQ_RETENTION = Duration.days(14)
@@ -111,9 +112,9 @@ class MessagingStack(Stack):
             self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
         )
         environment = {
-            "TABLE_NAME": table.table_name,
-            "EVENT_BUS_NAME": event_bus.event_bus_name,
-            "IDEMPOTENCY_TABLE_NAME": self.idempotency_table.table_name,
+            Var.TABLE_NAME: table.table_name,
+            Var.EVENT_BUS_NAME: event_bus.event_bus_name,
+            Var.IDEMPOTENCY_TABLE_NAME: self.idempotency_table.table_name,
         }
         self.functions: dict[str, TdevFunction] = {}
         # A consumer never outlives its messages' visibility (SQS would hand them to another consumer).

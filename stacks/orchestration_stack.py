@@ -29,6 +29,7 @@ from statemachines.request_workflow import (
     pascal,
     workflow_substitutions,
 )
+from tdev.environment import Var
 
 EVENT_SOURCE_PREFIX = "t-developer"
 BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
@@ -62,9 +63,9 @@ class OrchestrationStack(Stack):
             self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
         )
         shared_environment = {
-            "TABLE_NAME": table.table_name,
-            "TDEV_DEFAULT_MODEL": settings.default_model,
-            "KMS_KEY_ID": key.key_arn,  # request texts and agent outputs are envelope-encrypted
+            Var.TABLE_NAME: table.table_name,
+            Var.TDEV_DEFAULT_MODEL: settings.default_model,
+            Var.KMS_KEY_ID: key.key_arn,  # request texts and agent outputs are envelope-encrypted
         }
         self.functions: dict[str, TdevFunction] = {}
         for name in WORKFLOW_FUNCTIONS:

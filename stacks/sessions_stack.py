@@ -27,6 +27,7 @@ from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 
 CHECKPOINT_PREFIX = "sessions/"
 CHECKPOINT_RETENTION_DAYS = 7
@@ -45,9 +46,9 @@ def checkpoint_bucket_name(settings: EnvironmentSettings) -> str:
 def session_environment(settings: EnvironmentSettings, key: kms.IKey) -> dict[str, str]:
     """What a function running sessions needs besides TABLE_NAME and REDIS_URL (its network gives that)."""
     return {
-        "CHECKPOINT_BUCKET": checkpoint_bucket_name(settings),
-        "KMS_KEY_ID": key.key_arn,
-        "TDEV_EMBEDDINGS": "bedrock",
+        Var.CHECKPOINT_BUCKET: checkpoint_bucket_name(settings),
+        Var.KMS_KEY_ID: key.key_arn,
+        Var.TDEV_EMBEDDINGS: "bedrock",
     }
 
 
@@ -155,8 +156,8 @@ class SessionsStack(Stack):
             layers=layers,
             log_key=key,
             environment={
-                "TABLE_NAME": table.table_name,
-                "TDEV_DEFAULT_MODEL": settings.default_model,
+                Var.TABLE_NAME: table.table_name,
+                Var.TDEV_DEFAULT_MODEL: settings.default_model,
                 **session_environment(settings, key),
             },
             network=network,

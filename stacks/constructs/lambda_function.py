@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from functions.registry import all_layers, layers_of
+from functions.registry import FUNCTIONS, all_layers, layers_of, provider_secret_name, secret_providers
 from stacks import acknowledge
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 
 if TYPE_CHECKING:
     from stacks.cache_stack import FunctionNetwork
@@ -135,15 +137,18 @@ class TdevFunction(Construct):
             vpc_subnets=network.subnets if network else None,
             security_groups=[network.security_group] if network else None,
             environment={
-                "POWERTOOLS_SERVICE_NAME": name,
-                "POWERTOOLS_METRICS_NAMESPACE": "TDeveloper",
-                "POWERTOOLS_LOG_LEVEL": settings.log_level,
-                "AGNO_TELEMETRY": "false",
-                "TDEV_ENV": settings.name,
-                **({"REDIS_URL": network.redis_url} if network else {}),
+                Var.POWERTOOLS_SERVICE_NAME: name,
+                Var.POWERTOOLS_METRICS_NAMESPACE: "TDeveloper",
+                Var.POWERTOOLS_LOG_LEVEL: settings.log_level,
+                Var.AGNO_TELEMETRY: "false",
+                Var.TDEV_ENV: settings.name,
+                **({Var.REDIS_URL: network.redis_url} if network else {}),
                 **(environment or {}),
             },
         )
+
+        if FUNCTIONS[name].calls_models:
+            self._read_provider_secrets(settings, log_key)
 
         acknowledge(
             self.function,
@@ -165,3 +170,37 @@ class TdevFunction(Construct):
                 "Added by CDK for functions in a VPC: ENI create/describe/delete, which Lambda needs to "
                 "attach the function to its subnets; the AWS-managed policy tracks Lambda's requirements.",
             )
+
+    def _read_provider_secrets(self, settings: EnvironmentSettings, key: kms.IKey) -> None:
+        """The API keys of the enabled providers (secrets of the data stack, by their derived names)."""
+        secrets = {p: provider_secret_name(settings.prefix, p) for p in secret_providers(settings.providers)}
+        if not secrets:
+            return
+        self.function.add_environment(Var.TDEV_PROVIDER_SECRETS, json.dumps(secrets, sort_keys=True))
+        stack = Stack.of(self)
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadProviderApiKeys",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[
+                    # Secrets Manager appends six random characters to a secret's name in its ARN.
+                    stack.format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name=f"{name}-??????",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                    for name in secrets.values()
+                ],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="DecryptProviderApiKeys",
+                actions=["kms:Decrypt"],
+                resources=[key.key_arn],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com"}
+                },
+            )
+        )

@@ -12,12 +12,13 @@ reads its settings through `tdev.settings`, validated on first use.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tdev.errors import ConfigurationError
 
@@ -46,6 +47,7 @@ class Var(StrEnum):
     TDEV_JWT_ROLES_CLAIM = "TDEV_JWT_ROLES_CLAIM"
     CHECKPOINT_BUCKET = "CHECKPOINT_BUCKET"
     TDEV_EMBEDDINGS = "TDEV_EMBEDDINGS"
+    TDEV_PROVIDER_SECRETS = "TDEV_PROVIDER_SECRETS"
     EVENT_BUS_NAME = "EVENT_BUS_NAME"
     IDEMPOTENCY_TABLE_NAME = "IDEMPOTENCY_TABLE_NAME"
 
@@ -106,7 +108,21 @@ class WorkflowEnvironment(_OnTheTable):
     default_model: str = Field(default="offline:tdev-offline-1", min_length=3, alias="TDEV_DEFAULT_MODEL")
 
 
-class _RunsSessions(WorkflowEnvironment):
+class ModelCallerEnvironment(WorkflowEnvironment):
+    """Functions that call models (run_agent; the API and the sweeper through sessions)."""
+
+    # Set only when an enabled provider authenticates with an API key (-c providers=bedrock,openai).
+    optional_in_stack: ClassVar[frozenset[str]] = frozenset({Var.REDIS_URL, Var.TDEV_PROVIDER_SECRETS})
+    # {"openai": "<secret name>", ...}: the enabled providers' API keys in Secrets Manager.
+    provider_secrets: dict[str, str] = Field(default_factory=dict, alias="TDEV_PROVIDER_SECRETS")
+
+    @field_validator("provider_secrets", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+
+class _RunsSessions(ModelCallerEnvironment):
     checkpoint_bucket: str | None = Field(default=None, min_length=3, alias="CHECKPOINT_BUCKET")
     embeddings: Literal["auto", "bedrock", "minilm", "hashing"] = Field(
         default="auto", alias="TDEV_EMBEDDINGS"
@@ -136,3 +152,15 @@ class MessagingEnvironment(FunctionEnvironment):
     table_name: str = Field(min_length=3, alias="TABLE_NAME")
     event_bus_name: str = Field(default="t-developer", min_length=1, alias="EVENT_BUS_NAME")
     idempotency_table_name: str = Field(default="", alias="IDEMPOTENCY_TABLE_NAME")
+
+
+def provider_secrets() -> dict[str, str]:
+    """TDEV_PROVIDER_SECRETS alone (model calls read it without the rest of their function's contract)."""
+    raw = os.environ.get(Var.TDEV_PROVIDER_SECRETS) or "{}"
+    try:
+        secrets = json.loads(raw)
+        if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+            raise TypeError("not an object of secret names")
+        return {str(k): v for k, v in secrets.items()}
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid environment variable: {Var.TDEV_PROVIDER_SECRETS}") from exc
