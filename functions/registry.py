@@ -81,9 +81,6 @@ class Function:
     calls_models: bool = False
     # Domain modules its paths import on first use (not at init): checked with its layers like the handler.
     lazy_imports: tuple[str, ...] = ()
-    memory_mb: int | None = None  # None: the environment's default
-    timeout_seconds: int | None = None  # None: the stack decides (queues' visibility, settings)
-    description: str = ""
 
     @property
     def code_dir(self) -> Path:
@@ -105,7 +102,6 @@ FUNCTIONS: dict[str, Function] = {
             calls_models=True,
             # Session chat (Agent Squad + Agno + the LLM layer) and model-name checks on submit.
             lazy_imports=("tdev.chat.turns", "tdev.llm.fallback", "tdev.llm.catalog"),
-            timeout_seconds=29,  # API Gateway's integration timeout
         ),
         Function(
             "authorizer",
@@ -113,9 +109,8 @@ FUNCTIONS: dict[str, Function] = {
             (),
             AuthorizerEnvironment,
             lazy_imports=("tdev.cache", "tdev.security.tokens"),
-            timeout_seconds=10,
         ),
-        Function("plan_request", "workflow", ("squad",), WorkflowEnvironment, timeout_seconds=60),
+        Function("plan_request", "workflow", ("squad",), WorkflowEnvironment),
         Function(
             "run_agent",
             "workflow",
@@ -124,9 +119,9 @@ FUNCTIONS: dict[str, Function] = {
             calls_models=True,
             lazy_imports=("tdev.llm.fallback", "tdev.llm.catalog", "tdev.cache"),
         ),
-        Function("record_task_failure", "workflow", (), WorkflowEnvironment, timeout_seconds=60),
-        Function("aggregate_results", "workflow", (), WorkflowEnvironment, timeout_seconds=60),
-        Function("compensate", "workflow", (), WorkflowEnvironment, timeout_seconds=60),
+        Function("record_task_failure", "workflow", (), WorkflowEnvironment),
+        Function("aggregate_results", "workflow", (), WorkflowEnvironment),
+        Function("compensate", "workflow", (), WorkflowEnvironment),
         Function(
             "session_sweeper",
             "schedule",
@@ -135,9 +130,8 @@ FUNCTIONS: dict[str, Function] = {
             calls_models=True,
             # Recovery rebuilds the session's agents.
             lazy_imports=("tdev.agents.runtime", "tdev.chat.turns", "tdev.cache"),
-            timeout_seconds=300,
         ),
-        Function("outbox_publisher", "stream", (), MessagingEnvironment, timeout_seconds=60),
+        Function("outbox_publisher", "stream", (), MessagingEnvironment),
         Function("notifications_consumer", "queue", (), MessagingEnvironment),
         Function("task_activity_consumer", "queue", (), MessagingEnvironment),
     )
