@@ -53,6 +53,7 @@ from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.sessions_stack import SessionsStack, serve_sessions  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
+from stacks.workspaces import serve_artifacts  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ def add_environment(
         **common,
     )
     serve_sessions(api.function, data.key, settings)
+    serve_artifacts(api.function, data.key, settings)
     messaging = MessagingStack(
         scope,
         f"{settings.prefix}-messaging",

@@ -24,13 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tdev.environment import (
+    AgentEnvironment,
     ApiEnvironment,
     AuthorizerEnvironment,
     FunctionEnvironment,
     MessagingEnvironment,
-    ModelCallerEnvironment,
+    ReconcilerEnvironment,
+    SandboxEnvironment,
     SessionSweeperEnvironment,
     WorkflowEnvironment,
+    WorkspaceEnvironment,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +77,7 @@ class Function:
     """One handler folder `functions/<name>/`."""
 
     name: str
-    trigger: str  # "api" | "authorizer" | "workflow" | "schedule" | "stream" | "queue"
+    trigger: str  # "api" | "authorizer" | "workflow" | "invoke" | "schedule" | "stream" | "queue"
     layers: tuple[str, ...]  # third-party layers besides `base` (which every function gets)
     environment: type[FunctionEnvironment]
     # Calls models: gets the enabled providers' SDK layer.
@@ -115,13 +118,25 @@ FUNCTIONS: dict[str, Function] = {
             "run_agent",
             "workflow",
             ("agno",),
-            ModelCallerEnvironment,
+            AgentEnvironment,
             calls_models=True,
             lazy_imports=("tdev.llm.fallback", "tdev.llm.catalog", "tdev.cache"),
         ),
+        # Runs the project's tests in the sandbox; Agno's tool types come with the workspace tools.
+        Function("run_project_tests", "workflow", ("agno",), WorkspaceEnvironment),
+        Function(
+            "fix_failing_tests",
+            "workflow",
+            ("agno",),
+            AgentEnvironment,
+            calls_models=True,
+            lazy_imports=("tdev.llm.fallback", "tdev.llm.catalog"),
+        ),
+        Function("sandbox", "invoke", (), SandboxEnvironment),
         Function("record_task_failure", "workflow", (), WorkflowEnvironment),
         Function("aggregate_results", "workflow", (), WorkflowEnvironment),
         Function("compensate", "workflow", (), WorkflowEnvironment),
+        Function("record_compensation_failure", "workflow", (), WorkflowEnvironment),
         Function(
             "session_sweeper",
             "schedule",
@@ -131,6 +146,7 @@ FUNCTIONS: dict[str, Function] = {
             # Recovery rebuilds the session's agents.
             lazy_imports=("tdev.agents.runtime", "tdev.chat.turns", "tdev.cache"),
         ),
+        Function("reconcile_executions", "schedule", (), ReconcilerEnvironment),
         Function("outbox_publisher", "stream", (), MessagingEnvironment),
         Function("notifications_consumer", "queue", (), MessagingEnvironment),
         Function("task_activity_consumer", "queue", (), MessagingEnvironment),

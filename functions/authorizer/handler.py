@@ -15,6 +15,7 @@ from tdev.environment import AuthorizerEnvironment
 from tdev.errors import AuthenticationError
 from tdev.observability import logger
 from tdev.security import authorizer
+from tdev.security.inputs import bounded
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
 environment = AuthorizerEnvironment.at_cold_start()
@@ -30,10 +31,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     try:
         identity = authorizer.authenticate(event.get("headers"))
     except AuthenticationError as exc:
-        source_ip = (event.get("requestContext") or {}).get("identity", {}).get("sourceIp")
+        source_ip = ((event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
+        # The reason quotes what the caller sent (a kid, an alg): bounded and escaped, never verbatim.
         logger.info(
             "authentication failed",
-            extra={"security_event": "authentication_failed", "reason": exc.message, "source_ip": source_ip},
+            extra={
+                "security_event": "authentication_failed",
+                "reason": bounded(exc.message, 200),
+                "source_ip": bounded(source_ip, 64) if source_ip else None,
+            },
         )
         raise Unauthorized() from None
     logger.debug(

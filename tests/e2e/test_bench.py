@@ -18,6 +18,7 @@ import pytest
 from tdev_cli.bench_cmd import run_one
 from tdev_cli.benchmarks import coldstart, cost, instantiation, load, planning, storage
 from tdev_cli.main import main
+from tdev_cli.runtime import MESSAGING_FUNCTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -83,16 +84,20 @@ def test_cost_counts_one_request_only_and_prices_it(redis_url: str) -> None:
     assert figures["status"] == "SUCCEEDED" and figures["tasks"] == 5 and figures["levels"] == 4
     assert figures["calls"]["stepfunctions.StartExecution"] == 1
     assert "dynamodb.CreateTable" not in figures["calls"]  # the runtime's set-up is not the request's
-    assert dict(figures["lambda_invocations"]) == {
+    invocations = dict(figures["lambda_invocations"])
+    messaging = {name: invocations.pop(name, 0) for name in MESSAGING_FUNCTIONS}
+    assert invocations == {
         "api": 2,  # submit + the client's one read of the result
         "authorizer": 2,  # API Gateway asks it before each (no result caching: revocation is immediate)
         "plan_request": 1,
         "run_agent": 5,
         "aggregate_results": 1,
     }
+    # The request's events go out through the outbox: accepted, one per task, the outcome
+    assert messaging["outbox_publisher"] >= 1 and messaging["notifications_consumer"] == 1
     assert figures["state_transitions"] >= 10
     assert figures["dynamodb_write_units"] > 0 and figures["dynamodb_read_units"] > 0
-    assert figures["eventbridge_events_delivered"] == 1
+    assert figures["eventbridge_events_delivered"] == 1 + 5 + 1
     assert sum(figures["redis_commands"].values()) >= 0
     priced = figures["priced"]
     assert priced["platform_usd_per_1000"] == pytest.approx(sum(priced["items_usd"].values()) * 1000)

@@ -48,6 +48,8 @@ class Var(StrEnum):
     CHECKPOINT_BUCKET = "CHECKPOINT_BUCKET"
     TDEV_EMBEDDINGS = "TDEV_EMBEDDINGS"
     TDEV_PROVIDER_SECRETS = "TDEV_PROVIDER_SECRETS"
+    WORKSPACE_BUCKET = "WORKSPACE_BUCKET"
+    SANDBOX_FUNCTION_NAME = "SANDBOX_FUNCTION_NAME"
     EVENT_BUS_NAME = "EVENT_BUS_NAME"
     IDEMPOTENCY_TABLE_NAME = "IDEMPOTENCY_TABLE_NAME"
 
@@ -122,6 +124,33 @@ class ModelCallerEnvironment(WorkflowEnvironment):
         return json.loads(value) if isinstance(value, str) else value
 
 
+class WorkspaceEnvironment(WorkflowEnvironment):
+    """run_project_tests: the execution's workspace and the test sandbox it invokes."""
+
+    workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
+    sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
+
+
+class AgentEnvironment(ModelCallerEnvironment):
+    """run_agent, fix_failing_tests: models, the workspace and the test sandbox."""
+
+    workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
+    sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
+
+
+class ReconcilerEnvironment(WorkflowEnvironment):
+    """reconcile_executions: starts workflows left unstarted."""
+
+    state_machine_arn: str | None = Field(default=None, pattern=r"^arn:", alias="STATE_MACHINE_ARN")
+
+
+class SandboxEnvironment(FunctionEnvironment):
+    """The test sandbox: reads nothing but its payload (isolated network; REDIS_URL is set empty)."""
+
+    optional_in_stack: ClassVar[frozenset[str]] = frozenset({Var.REDIS_URL})
+    redis_url: str = Field(default="", alias="REDIS_URL")
+
+
 class _RunsSessions(ModelCallerEnvironment):
     checkpoint_bucket: str | None = Field(default=None, min_length=3, alias="CHECKPOINT_BUCKET")
     embeddings: Literal["auto", "bedrock", "minilm", "hashing"] = Field(
@@ -130,6 +159,7 @@ class _RunsSessions(ModelCallerEnvironment):
 
 
 class ApiEnvironment(_RunsSessions):
+    workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
     state_machine_arn: str | None = Field(default=None, pattern=r"^arn:", alias="STATE_MACHINE_ARN")
     cors_origins: str = Field(default="", alias="TDEV_CORS_ORIGINS")
     usage_plan_name: str | None = Field(default=None, alias="TDEV_USAGE_PLAN_NAME")
