@@ -207,7 +207,7 @@ class OrchestrationStack(Stack):
             "ReconcileExecutions",
             name="reconcile_executions",
             settings=self.settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
             environment={**environment, Var.STATE_MACHINE_ARN: self.state_machine.state_machine_arn},
             timeout=Duration.minutes(2),
