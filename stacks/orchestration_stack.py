@@ -102,9 +102,7 @@ class OrchestrationStack(Stack):
 
         # 1b. Where the agents' projects live, and the sandbox that runs their tests (stacks/workspaces.py).
         self.workspaces = WorkspaceBucket(self, "Workspaces", settings=settings, key=key).bucket
-        self.sandbox = TestSandbox(
-            self, "TestSandbox", settings=settings, key=key, layers=layers
-        ).function
+        self.sandbox = TestSandbox(self, "TestSandbox", settings=settings, key=key, layers=layers).function
         for name in WORKSPACE_FUNCTIONS:
             function = self.functions[name].function
             grant_workspaces(function, key, settings, write=True)
