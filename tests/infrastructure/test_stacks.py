@@ -257,8 +257,12 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         if variables["POWERTOOLS_SERVICE_NAME"] not in ("authorizer", "sandbox"):  # they run no model
             assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
 
-        # Every function runs in the cache's VPC, as a client of the cache, and knows where Redis is.
+        # Every function runs in a VPC; all but the test sandbox (isolated subnets, no route to anything)
+        # as clients of the cache, knowing where Redis is.
         assert set(props["VpcConfig"]) == {"SecurityGroupIds", "SubnetIds"}, logical_id
+        if variables["POWERTOOLS_SERVICE_NAME"] == "sandbox":
+            assert not variables.get("REDIS_URL"), logical_id
+            continue
         assert "REDIS_URL" in variables, logical_id
         url = json.dumps(variables["REDIS_URL"])  # a Fn::Join of the serverless cache's endpoint
         assert "rediss://" in url and "?cluster=true" in url, logical_id  # TLS, cluster protocol
