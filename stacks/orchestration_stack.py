@@ -38,7 +38,8 @@ RECONCILE_EVERY = Duration.minutes(1)
 # Functions that run agents (models, tools): more memory and time, Bedrock access.
 AGENT_FUNCTIONS = ("run_agent", "fix_failing_tests")
 # Functions that work in the execution's workspace and call the test sandbox.
-WORKSPACE_FUNCTIONS = ("run_agent", "run_project_tests", "fix_failing_tests")
+# Functions on the project workspaces -> do they write to them (the test run only reads what it tests).
+WORKSPACE_FUNCTIONS = {"run_agent": True, "run_project_tests": False, "fix_failing_tests": True}
 # Steps that wait on something slow: the test run waits for the sandbox (its own timeout + margin).
 STEP_TIMEOUT_SECONDS = {"run_project_tests": 180}
 # Agents call Converse (authorised as InvokeModel); nothing streams (permissions from evidence).
@@ -103,9 +104,9 @@ class OrchestrationStack(Stack):
         # 1b. Where the agents' projects live, and the sandbox that runs their tests (stacks/workspaces.py).
         self.workspaces = WorkspaceBucket(self, "Workspaces", settings=settings, key=key).bucket
         self.sandbox = TestSandbox(self, "TestSandbox", settings=settings, key=key, layers=layers).function
-        for name in WORKSPACE_FUNCTIONS:
+        for name, writes in WORKSPACE_FUNCTIONS.items():
             function = self.functions[name].function
-            grant_workspaces(function, key, settings, write=True)
+            grant_workspaces(function, key, settings, write=writes)
             function.add_environment(Var.SANDBOX_FUNCTION_NAME, self.sandbox.function_name)
             function.add_to_role_policy(  # the unqualified function only (grant_invoke adds ":*" too)
                 iam.PolicyStatement(

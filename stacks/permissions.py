@@ -21,7 +21,7 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "run_agent": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     # The verify loop: reads the execution and earlier iterations (one partition query), stores its own.
     "run_project_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
-    "fix_failing_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+    "fix_failing_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
     # The failure path's last step: reads the execution, records FAILED with its outbox event (a transaction).
     "record_compensation_failure": (
         "dynamodb:GetItem",
@@ -30,8 +30,9 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:UpdateItem",
     ),
     "record_task_failure": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
-    "aggregate_results": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),  # + outbox item
-    "compensate": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # Both read the execution's partition (one query) and record the terminal status with its outbox item.
+    "aggregate_results": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+    "compensate": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
     "api": (
         "dynamodb:DeleteItem",
         "dynamodb:GetItem",

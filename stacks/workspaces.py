@@ -41,10 +41,12 @@ def workspace_bucket_name(settings: EnvironmentSettings) -> str:
 def grant_workspaces(
     function: lambda_.Function, key: kms.IKey, settings: EnvironmentSettings, *, write: bool
 ) -> None:
-    """List and read (and, with `write`, put and delete) objects under workspaces/, with the key."""
+    """List and read (and, with `write`, put) objects under workspaces/, with the key.
+
+    No DeleteObject: no product path removes a workspace file (permissions from evidence)."""
     name = workspace_bucket_name(settings)
     function.add_environment(Var.WORKSPACE_BUCKET, name)
-    actions = ["s3:GetObject", *(["s3:PutObject", "s3:DeleteObject"] if write else [])]
+    actions = ["s3:GetObject", *(["s3:PutObject"] if write else [])]
     function.add_to_role_policy(
         iam.PolicyStatement(
             sid="WorkspaceObjects",

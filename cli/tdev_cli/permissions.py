@@ -98,6 +98,13 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
         if action == "s3:ListBucket":
             return [need(action, f"arn:aws:s3:::{bucket}", **{"s3:prefix": str(params.get("Prefix", ""))})]
         return [need(action, f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else ""))]
+    if service == "lambda" and op in ("Invoke", "InvokeAsync", "InvokeWithResponseStream"):
+        # The invoke APIs are authorised as lambda:InvokeFunction on the function.
+        function = str(params.get("FunctionName", "*"))
+        if not function.startswith("arn:"):
+            function = f"arn:aws:lambda:{region}:{account}:function:{function}"
+        action = "InvokeFunction" if op != "InvokeWithResponseStream" else op
+        return [need(f"lambda:{action}", function.split(":$")[0])]
     if service == "bedrock-runtime":
         model = str(params.get("modelId", "*"))
         return [need(f"bedrock:{_BEDROCK_ACTIONS.get(op, op)}", _bedrock_arn(model, region, account))]
