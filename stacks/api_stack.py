@@ -49,6 +49,11 @@ ROUTES: tuple[tuple[str, str], ...] = (
     # Models (functions/api/model_routes.py): the catalog and the router's choice.
     ("GET", "/v1/models"),
     ("POST", "/v1/models/route"),
+    # Projects (functions/api/project_routes.py): owner and members, transfer by admins.
+    ("GET", "/v1/projects/{project_id}"),
+    ("PUT", "/v1/projects/{project_id}/members/{principal}"),
+    ("DELETE", "/v1/projects/{project_id}/members/{principal}"),
+    ("POST", "/v1/projects/{project_id}/transfer"),
 )
 PUBLIC_ROUTES = frozenset({("GET", "/health")})
 OPTIONAL_HEADERS = (

@@ -48,7 +48,7 @@ def test_the_authorizer_returns_an_allow_policy_for_the_stage_with_the_identity(
     }
     context = result["context"]
     assert (
-        context["principal"] == user and context["roles"] == "developer,viewer" and context["source"] == "jwt"
+        context["principal"] == user and json.loads(context["roles"]) == ["developer", "viewer"] and context["source"] == "jwt"
     )
     assert all(isinstance(v, str) for v in context.values())  # API Gateway accepts only primitives
     assert len(context["jti"]) == 32
@@ -68,7 +68,7 @@ def test_the_authorizer_accepts_an_api_key(secured: Any) -> None:
     event["headers"] = {"X-Api-Key": created["api_key"]}
     context = secured.invoke("authorizer", event)["context"]
     assert context["principal"] == f"apikey:{created['key_id']}" and context["source"] == "api_key"
-    assert context["roles"] == "viewer" and context["api_key_id"] == created["key_id"]
+    assert json.loads(context["roles"]) == ["viewer"] and context["api_key_id"] == created["key_id"]
 
 
 def test_health_needs_no_identity(secured: Any) -> None:

@@ -2,13 +2,15 @@
 
 API Gateway caches the answer per identity source, so the policy allows the whole stage (`*/*`); what the
 caller may do on each route is decided by RBAC in the API function, from the context returned here
-(principal, roles, source, jti, api_key_id, signing_required — strings, as API Gateway requires).
+(principal, roles, source, jti, api_key_id, signing_required — strings, as API Gateway requires; the roles
+are a JSON list, never a joined string, so a role named "viewer,admin" stays one unknown role).
 Deployed, the answer also names the caller's usage-plan key (`usageIdentifierKey`, tdev.security.usageplans),
 which API Gateway throttles and meters before the function runs.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tdev.errors import AuthenticationError
@@ -37,7 +39,7 @@ def stage_resource(method_arn: str) -> str:
 def context_of(identity: Identity) -> dict[str, str]:
     return {
         "principal": identity.principal,
-        "roles": ",".join(identity.roles),
+        "roles": json.dumps(list(identity.roles)),
         "source": identity.source,
         "jti": identity.token_id or "",
         "api_key_id": identity.api_key_id or "",
@@ -71,13 +73,24 @@ def policy(identity: Identity, method_arn: str, effect: str = "Allow") -> dict[s
     return answer
 
 
+def roles_from_context(value: Any) -> tuple[str, ...]:
+    """The roles of the context: a JSON list of strings. Anything else is no role at all (fail closed)."""
+    try:
+        roles = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return ()
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return ()
+    return tuple(r for r in roles if r)
+
+
 def identity_from_context(context: dict[str, Any] | None) -> Identity | None:
     """The identity the authorizer put in the request context (None: no authorizer ran)."""
     if not context or not context.get("principal"):
         return None
     return Identity(
         principal=str(context["principal"]),
-        roles=tuple(r for r in str(context.get("roles", "")).split(",") if r),
+        roles=roles_from_context(context.get("roles")),
         source=str(context.get("source") or "jwt"),
         token_id=str(context.get("jti") or "") or None,
         api_key_id=str(context.get("api_key_id") or "") or None,

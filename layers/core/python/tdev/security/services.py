@@ -7,6 +7,7 @@ from typing import Any
 
 from tdev.errors import ConfigurationError
 from tdev.security.apikeys import ApiKeyRepository
+from tdev.security.ownership import ProjectOwners
 from tdev.security.ratelimit import Limit, RateLimiter
 from tdev.security.rbac import AuditLog, Authorizer, PolicyStore
 from tdev.security.revocation import RevocationStore
@@ -63,6 +64,11 @@ def access() -> Authorizer:
 
 
 @lru_cache(maxsize=1)
+def projects() -> ProjectOwners:
+    return ProjectOwners(get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
 def rate_limiter() -> RateLimiter:
     return RateLimiter()
 
@@ -83,7 +89,15 @@ def limits() -> dict[str, Limit]:
 
 def reset() -> None:
     cached: tuple[Any, ...] = (
-        revocations, token_validator, usage_plans, api_keys, policy_store, access, rate_limiter, signatures
+        revocations,
+        token_validator,
+        usage_plans,
+        api_keys,
+        policy_store,
+        access,
+        projects,
+        rate_limiter,
+        signatures,
     )
     for service in cached:
         service.cache_clear()
