@@ -110,8 +110,9 @@ def test_every_decision_is_audited_with_who_what_decision_and_policies(secured: 
     secured.api("GET", "/v1/agents", headers=viewer)
     secured.api("POST", "/v1/requests", REQUEST, headers=viewer)
     admin = _auth(secured.token("auditor", ("admin",)))
-    status, entries = secured.api("GET", f"/v1/audit/{user}", headers=admin)
-    assert status == 200
+    status, page = secured.api("GET", f"/v1/audit/{user}", headers=admin)
+    assert status == 200 and page["principal"] == user and page["next"] is None
+    entries = page["entries"]
     decisions = sorted((e["resource"], e["action"], e["decision"]) for e in entries)
     assert decisions == [("agent/catalog", "list", "allow"), ("request/new", "create", "deny")]
     allowed = next(e for e in entries if e["decision"] == "allow")
