@@ -114,6 +114,7 @@ def add_environment(
         token_issuer=security.token_issuer,
         token_audience=security.token_audience,
         roles_claim=security.roles_claim,
+        token_use=security.token_use,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
         network=cache.network,

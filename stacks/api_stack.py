@@ -107,6 +107,7 @@ class ApiStack(Stack):
         token_issuer: str,
         token_audience: str,
         roles_claim: str,
+        token_use: str = "access",
         core_layer_path: str,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
@@ -155,6 +156,7 @@ class ApiStack(Stack):
                 "TDEV_JWT_ISSUER": token_issuer,
                 "TDEV_JWT_AUDIENCE": token_audience,
                 "TDEV_JWT_ROLES_CLAIM": roles_claim,
+                "TDEV_JWT_TOKEN_USE": token_use,
             },
             timeout=Duration.seconds(10),
             network=network,  # revocations are looked up in Redis first

@@ -51,6 +51,7 @@ def _claims(rt: Any, user: str, **overrides: Any) -> dict[str, Any]:
         "nbf": now,
         "exp": now + 600,
         "jti": uuid.uuid4().hex,
+        "token_use": "access",
         "roles": ["developer"],
     }
     claims.update(overrides)
@@ -351,3 +352,13 @@ def test_every_answer_carries_the_security_headers(secured: Any, user: str) -> N
         assert headers["X-Frame-Options"] == "DENY"
         assert headers["Referrer-Policy"] == "no-referrer"
         assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+def test_an_id_token_is_not_an_access_token(secured: Any, user: str) -> None:
+    for claims in (
+        _claims(secured, user, token_use="id"),
+        {k: v for k, v in _claims(secured, user).items() if k != "token_use"},
+    ):
+        token = _signed(secured, claims)
+        assert _status(secured, token)[0] == 401
+        assert "only access tokens are accepted (token_use)" in _reason(token)

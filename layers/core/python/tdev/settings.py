@@ -26,6 +26,9 @@ class Settings(BaseModel):
     jwt_audience: str | None = Field(default=None, alias="TDEV_JWT_AUDIENCE")  # comma-separated audiences
     jwks_url: str | None = Field(default=None, alias="TDEV_JWKS_URL")  # https:// or file:// (local issuer)
     jwt_roles_claim: str = Field(default="cognito:groups", alias="TDEV_JWT_ROLES_CLAIM")
+    # Cognito marks its tokens `token_use` = access | id: only access tokens are accepted. Empty: no check
+    # (generic OIDC issuers whose tokens carry no such claim; their audience check still applies).
+    jwt_token_use: str = Field(default="access", pattern=r"^(access|id|)$", alias="TDEV_JWT_TOKEN_USE")
     rate_limit_default: str = Field(default="100/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_DEFAULT")
     rate_limit_strict: str = Field(default="10/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_STRICT")
     rate_limit_api_key: str = Field(default="60/60", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_API_KEY")

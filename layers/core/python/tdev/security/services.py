@@ -34,6 +34,7 @@ def token_validator() -> TokenValidator:
         audiences=[a.strip() for a in settings.jwt_audience.split(",") if a.strip()],
         revocations=revocations(),
         roles_claim=settings.jwt_roles_claim,
+        token_use=settings.jwt_token_use,
     )
 
 
