@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tdev.errors import AuthenticationError, AuthorizationError, PayloadTooLargeError, RateLimitError
 from tdev.observability import logger
 from tdev.security import services
-from tdev.security.authorizer import identity_from_context
+from tdev.security.authorizer import identity_from_context, throttle_of
 from tdev.security.ratelimit import Limit
 from tdev.security.rbac import AUDIT_PAGE_MAX, AccessRequest, Decision, Role, RoleSpec
 from tdev.security.tokens import Identity
@@ -51,6 +51,11 @@ def body_limit(app: Any, next_middleware: NextMiddleware) -> Response:
 
 def current_identity(app: Any) -> Identity:
     context = (app.current_event.raw_event.get("requestContext") or {}).get("authorizer")
+    retry_after = throttle_of(context)
+    if retry_after is not None:
+        raise RateLimitError(
+            f"too many failed authentications; retry after {retry_after} s", retry_after=retry_after
+        )
     identity = identity_from_context(context)
     if identity is None:
         raise AuthenticationError(

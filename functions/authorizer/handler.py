@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tdev.errors import AuthenticationError
 from tdev.observability import logger
 from tdev.security import authorizer
+from tdev.security.authfailures import AuthenticationThrottled
 
 
 class Unauthorized(Exception):
@@ -23,10 +24,16 @@ class Unauthorized(Exception):
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    source_ip = ((event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
     try:
-        identity = authorizer.authenticate(event.get("headers"))
+        identity = authorizer.authenticate(event.get("headers"), source_ip)
+    except AuthenticationThrottled as exc:
+        logger.info(
+            "authentication throttled",
+            extra={"security_event": "authentication_throttled", "source_ip": source_ip},
+        )
+        return authorizer.throttled_policy(exc.retry_after, event["methodArn"])
     except AuthenticationError as exc:
-        source_ip = (event.get("requestContext") or {}).get("identity", {}).get("sourceIp")
         logger.info(
             "authentication failed",
             extra={"security_event": "authentication_failed", "reason": exc.message, "source_ip": source_ip},

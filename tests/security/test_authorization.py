@@ -20,6 +20,7 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 def load_event(name: str) -> dict[str, Any]:
     return dict(json.loads((EVENTS / f"{name}.json").read_text()))
 
+
 pytestmark = pytest.mark.slow
 
 REQUEST = {"request": "Design and implement a REST API for todo items"}
@@ -48,7 +49,9 @@ def test_the_authorizer_returns_an_allow_policy_for_the_stage_with_the_identity(
     }
     context = result["context"]
     assert (
-        context["principal"] == user and json.loads(context["roles"]) == ["developer", "viewer"] and context["source"] == "jwt"
+        context["principal"] == user
+        and json.loads(context["roles"]) == ["developer", "viewer"]
+        and context["source"] == "jwt"
     )
     assert all(isinstance(v, str) for v in context.values())  # API Gateway accepts only primitives
     assert len(context["jti"]) == 32

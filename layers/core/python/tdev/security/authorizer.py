@@ -18,13 +18,50 @@ from tdev.security import services
 from tdev.security.tokens import Identity, bearer_token
 
 
-def authenticate(headers: dict[str, str] | None) -> Identity:
-    """The caller of a request with these headers (Bearer token or X-Api-Key), or AuthenticationError."""
-    lower = {k.lower(): v for k, v in (headers or {}).items()}
+def authenticate(headers: dict[str, str] | None, source_ip: str | None = None) -> Identity:
+    """The caller of a request with these headers (Bearer token or X-Api-Key), or AuthenticationError;
+    AuthenticationThrottled once its source or API key has failed too often (tdev.security.authfailures)."""
+    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
     api_key = lower.get("x-api-key")
-    if api_key:
-        return services.api_keys().verify(api_key)
-    return services.token_validator().validate(bearer_token(lower.get("authorization")))
+
+    def verify() -> Identity:
+        if api_key:
+            return services.api_keys().verify(str(api_key))
+        return services.token_validator().validate(bearer_token(lower.get("authorization")))
+
+    failures = services.failed_authentications()
+    if failures is None:
+        return verify()
+    return failures.guard(source_ip, str(api_key) if api_key else None, verify)
+
+
+THROTTLED_PRINCIPAL = "throttled"
+
+
+def throttled_policy(retry_after: int, method_arn: str) -> dict[str, Any]:
+    """API Gateway's authorizers answer only 401/403: a throttled caller passes with no identity and this
+    context, and the API function answers 429 with Retry-After (no route serves a caller without one)."""
+    answer: dict[str, Any] = {
+        "principalId": THROTTLED_PRINCIPAL,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": stage_resource(method_arn)}
+            ],
+        },
+        "context": {"throttled_retry_after": str(retry_after)},
+    }
+    plans = services.usage_plans()
+    usage_key = plans.interactive_value() if plans else None
+    if usage_key:
+        answer["usageIdentifierKey"] = usage_key
+    return answer
+
+
+def throttle_of(context: dict[str, Any] | None) -> int | None:
+    """Seconds to wait when the authorizer throttled this caller (None: it did not)."""
+    value = str((context or {}).get("throttled_retry_after") or "")
+    return max(1, min(int(value), 86_400)) if value.isascii() and value.isdigit() else None
 
 
 def stage_resource(method_arn: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from tdev.errors import ConfigurationError
 from tdev.security.apikeys import ApiKeyRepository
+from tdev.security.authfailures import FailedAuthentications
 from tdev.security.ownership import ProjectOwners
 from tdev.security.ratelimit import Limit, RateLimiter
 from tdev.security.rbac import AuditLog, Authorizer, PolicyStore
@@ -70,6 +71,19 @@ def projects() -> ProjectOwners:
 
 
 @lru_cache(maxsize=1)
+def failed_authentications() -> FailedAuthentications | None:
+    """Failed-authentication limits (Redis); None where no Redis is configured (the WAF still applies)."""
+    settings = get_settings()
+    if not settings.redis_url:
+        return None
+    return FailedAuthentications(
+        rate_limiter(),
+        per_source=Limit.parse(settings.auth_failure_limit_source),
+        per_key=Limit.parse(settings.auth_failure_limit_key),
+    )
+
+
+@lru_cache(maxsize=1)
 def rate_limiter() -> RateLimiter:
     return RateLimiter()
 
@@ -97,6 +111,7 @@ def reset() -> None:
         policy_store,
         access,
         projects,
+        failed_authentications,
         rate_limiter,
         signatures,
     )
