@@ -10,6 +10,7 @@ from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
 from tdev.data.executions import ExecutionRepository
 from tdev.errors import ConfigurationError
+from tdev.security.fields import FieldSealer
 from tdev.settings import get_settings
 
 
@@ -34,6 +35,13 @@ def cipher() -> EnvelopeCipher:
 
 
 @lru_cache(maxsize=1)
+def sealer() -> FieldSealer:
+    """Field encryption of the single table's sensitive texts (requests, outputs, chat, memory)."""
+    settings = get_settings()
+    return FieldSealer(cipher() if settings.kms_key_id else None, settings.table_name)
+
+
+@lru_cache(maxsize=1)
 def agents() -> AgentRepository:
     return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
 
@@ -46,6 +54,7 @@ def reset() -> None:
     executions.cache_clear()
     agents.cache_clear()
     cipher.cache_clear()
+    sealer.cache_clear()
     from tdev.security import services as security_services
 
     security_services.reset()

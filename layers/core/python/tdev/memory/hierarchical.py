@@ -27,6 +27,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 
 from tdev import aws
+from tdev.security.fields import FieldSealer
 
 WORKING_CAPACITY = 1000
 SHORT_TTL_SECONDS = 3_600
@@ -147,29 +148,45 @@ class ShortTermMemory:
 
 
 class LongTermMemory:
-    def __init__(self, table_name: str, session_id: str) -> None:
+    """Memory items in the single table; their bodies (the texts) envelope-encrypted like request texts,
+    bound to the item's key. Items stored in clear before that are read as they are."""
+
+    def __init__(self, table_name: str, session_id: str, sealer: FieldSealer | None = None) -> None:
         self.table_name, self.session_id = table_name, session_id
+        self._sealer = sealer
 
     @property
     def table(self) -> Any:
         return aws.table(self.table_name)
 
+    @property
+    def sealer(self) -> FieldSealer:
+        if self._sealer is None:
+            from tdev import container
+
+            self._sealer = container.sealer()
+        return self._sealer
+
+    def _key(self, item_id: str) -> dict[str, str]:
+        return {"PK": f"MEMORY#{self.session_id}", "SK": f"ITEM#{item_id}"}
+
+    def _open(self, found: dict[str, Any]) -> MemoryItem:
+        return MemoryItem.from_json(self.sealer.open(str(found["body"]), found, "body"))
+
     def put(self, item: MemoryItem) -> None:
+        key = self._key(item.item_id)
         self.table.put_item(
             Item={
-                "PK": f"MEMORY#{self.session_id}",
-                "SK": f"ITEM#{item.item_id}",
+                **key,
                 "entity": "MemoryItem",
-                "body": item.to_json(),
+                "body": self.sealer.seal(item.to_json(), key, "body"),
                 "last_access": Decimal(str(round(item.last_access, 3))),
             }
         )
 
     def get(self, item_id: str) -> MemoryItem | None:
-        found = self.table.get_item(Key={"PK": f"MEMORY#{self.session_id}", "SK": f"ITEM#{item_id}"}).get(
-            "Item"
-        )
-        return MemoryItem.from_json(str(found["body"])) if found else None
+        found = self.table.get_item(Key=self._key(item_id)).get("Item")
+        return self._open(found) if found else None
 
     def remove(self, item_id: str) -> None:
         self.table.delete_item(Key={"PK": f"MEMORY#{self.session_id}", "SK": f"ITEM#{item_id}"})
@@ -182,7 +199,7 @@ class LongTermMemory:
         }
         while True:
             response = self.table.query(**kwargs)
-            items += [MemoryItem.from_json(str(i["body"])) for i in response.get("Items", [])]
+            items += [self._open(i) for i in response.get("Items", [])]
             if "LastEvaluatedKey" not in response:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
