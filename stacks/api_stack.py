@@ -21,7 +21,7 @@ from constructs import Construct
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
-from stacks.data_stack import grant_table_data_access
+from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from tdev.security.headers import SECURITY_HEADERS
 from tdev.security.usageplans import ENV_TAG
@@ -108,6 +108,7 @@ class ApiStack(Stack):
         token_audience: str,
         roles_claim: str,
         token_use: str = "access",
+        field_key: kms.IKey | None = None,
         core_layer_path: str,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
@@ -131,8 +132,8 @@ class ApiStack(Stack):
                 "TABLE_NAME": table.table_name,
                 "STATE_MACHINE_ARN": state_machine.state_machine_arn,
                 "TDEV_DEFAULT_MODEL": settings.default_model,
-                # Field encryption (API-key metadata) under the deployment's CMK; CORS allow-list.
-                "KMS_KEY_ID": key.key_arn,
+                # Field encryption (request texts, API-key metadata) under the field key; CORS allow-list.
+                "KMS_KEY_ID": (field_key or key).key_arn,
                 "TDEV_CORS_ORIGINS": ",".join(settings.cors_origins),
             },
             timeout=Duration.seconds(29),  # API Gateway's integration timeout
@@ -140,6 +141,8 @@ class ApiStack(Stack):
         )
         self.function = handler.function
         grant_table_data_access(table, key, self.function)
+        if field_key is not None:
+            grant_field_encryption(field_key, self.function)
         state_machine.grant_start_execution(self.function)
 
         # The Lambda authorizer: validates JWTs of the issuer (JWKS, revocation) and API keys.

@@ -21,7 +21,7 @@ from constructs import Construct
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
-from stacks.data_stack import grant_table_data_access
+from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from statemachines.request_workflow import (
     DEFINITION_FILE,
@@ -50,6 +50,7 @@ class OrchestrationStack(Stack):
         table: dynamodb.ITable,
         key: kms.IKey,
         core_layer_path: str,
+        field_key: kms.IKey | None = None,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
         **kwargs,
@@ -64,7 +65,8 @@ class OrchestrationStack(Stack):
         shared_environment = {
             "TABLE_NAME": table.table_name,
             "TDEV_DEFAULT_MODEL": settings.default_model,
-            "KMS_KEY_ID": key.key_arn,  # request texts and agent outputs are envelope-encrypted
+            # Request texts and agent outputs are envelope-encrypted under the field key.
+            "KMS_KEY_ID": (field_key or key).key_arn,
         }
         self.functions: dict[str, TdevFunction] = {}
         for name in WORKFLOW_FUNCTIONS:
@@ -84,10 +86,23 @@ class OrchestrationStack(Stack):
                 network=network,
             )
             grant_table_data_access(table, key, self.functions[name].function)
+            if field_key is not None:
+                grant_field_encryption(field_key, self.functions[name].function)
         self._let_agents_call_bedrock(self.functions["run_agent"])
 
         # 2. Where the workflow announces progress and outcomes.
-        self.event_bus = events.EventBus(self, "EventBus", event_bus_name=f"t-developer-{settings.name}")
+        # Events carry execution ids, statuses and errors: encrypted under their own customer-managed key
+        # (CDK adds the key policy that lets EventBridge use it for this bus only).
+        self.event_bus_key = kms.Key(
+            self,
+            "EventBusKey",
+            description=f"T-Developer {settings.name}: the event bus",
+            enable_key_rotation=True,
+            removal_policy=settings.removal_policy,
+        )
+        self.event_bus = events.EventBus(
+            self, "EventBus", event_bus_name=f"t-developer-{settings.name}", kms_key=self.event_bus_key
+        )
         self.event_bus.archive(
             "Archive",
             description=f"Every T-Developer event ({settings.name}), for replay",
