@@ -94,6 +94,15 @@ def test_chat_messages_and_memory_texts_are_sealed_and_old_clear_items_still_rea
         }
     )
     assert {m.content for m in memory.all()} == {TEXT, "clear"}
+    # The short-term tier (Redis) seals its texts the same way.
+    from tdev import cache
+    from tdev.memory.hierarchical import ShortTermMemory
+
+    short = ShortTermMemory(cache.redis_client(), "s1")
+    short.put(MemoryItem("m3", TEXT, 0.5, created_at=now, last_access=now))
+    assert str(cache.redis_client().get(short._key("m3"))).startswith("tde1:")
+    assert short.get("m3").content == TEXT  # type: ignore[union-attr]
+    assert [m.content for m in short.all()] == [TEXT]
     # A sealed body moved to another item does not open there.
     table.put_item(Item={**raw, "SK": "ITEM#m2"})
     with pytest.raises(DecryptionError):

@@ -108,9 +108,26 @@ class WorkingMemory:
 
 
 class ShortTermMemory:
-    def __init__(self, redis: Any, session_id: str) -> None:
+    """Memory items in Redis, their texts sealed like the long-term tier's (bound to the Redis key)."""
+
+    def __init__(self, redis: Any, session_id: str, sealer: FieldSealer | None = None) -> None:
         self.redis, self.session_id = redis, session_id
         self.index = f"tdev:mem:{{{session_id}}}:index"
+        self._sealer = sealer
+
+    @property
+    def sealer(self) -> FieldSealer:
+        if self._sealer is None:
+            from tdev import container
+
+            self._sealer = container.sealer()
+        return self._sealer
+
+    def _seal(self, item: MemoryItem) -> str:
+        return self.sealer.seal(item.to_json(), {"PK": self._key(item.item_id), "SK": "MEMORY"}, "body")
+
+    def _open(self, key: str, value: str) -> MemoryItem:
+        return MemoryItem.from_json(self.sealer.open(value, {"PK": key, "SK": "MEMORY"}, "body"))
 
     def _key(self, item_id: str) -> str:
         return f"tdev:mem:{{{self.session_id}}}:{item_id}"
@@ -118,14 +135,14 @@ class ShortTermMemory:
     def put(self, item: MemoryItem) -> None:
         ttl = CRITICAL_TTL_SECONDS if item.critical else SHORT_TTL_SECONDS
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(item.item_id), item.to_json(), ex=ttl)
+        pipe.set(self._key(item.item_id), self._seal(item), ex=ttl)
         pipe.sadd(self.index, item.item_id)
         pipe.expire(self.index, CRITICAL_TTL_SECONDS)
         pipe.execute()
 
     def get(self, item_id: str) -> MemoryItem | None:
         value = self.redis.get(self._key(item_id))
-        return MemoryItem.from_json(value) if value else None
+        return self._open(self._key(item_id), value) if value else None
 
     def ttl(self, item_id: str) -> int:
         return int(self.redis.ttl(self._key(item_id)))
@@ -144,7 +161,7 @@ class ShortTermMemory:
         expired = [i for i, v in zip(ids, values, strict=True) if v is None]
         if expired:
             self.redis.srem(self.index, *expired)
-        return [MemoryItem.from_json(v) for v in values if v]
+        return [self._open(self._key(i), v) for i, v in zip(ids, values, strict=True) if v]
 
 
 class LongTermMemory:
