@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-import re2  # type: ignore[import-untyped]
+import re2
 from pydantic import (
     BaseModel,
     ConfigDict,
