@@ -111,7 +111,10 @@ class CacheStack(Stack):
             ),
             snapshot_retention_limit=settings.cache_snapshot_retention_days,
         )
-        redis_url = f"rediss://{self.cache.attr_endpoint_address}:{self.cache.attr_endpoint_port}/0"
+        # `cluster=true`: serverless caches speak the cluster protocol; tdev.cache then uses RedisCluster.
+        redis_url = (
+            f"rediss://{self.cache.attr_endpoint_address}:{self.cache.attr_endpoint_port}/0?cluster=true"
+        )
         self.network = FunctionNetwork(self.vpc, self.functions_security_group, redis_url)
 
         acknowledge(

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
+from tdev.cache import connect
 from tdev.llm.fallback import Guards
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def test_get_models_lists_the_providers(runtime: Any) -> None:
 
 
 def test_route_returns_the_choice_with_reasoning_and_live_health(runtime: Any, redis_url: str) -> None:
-    guards = Guards.from_redis(redis.Redis.from_url(redis_url, decode_responses=True))
+    guards = Guards.from_redis(connect(redis_url, decode_responses=True))
     for _ in range(5):
         guards.breakers.record_failure("mistral:codestral-latest")
 

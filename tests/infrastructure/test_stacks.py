@@ -255,6 +255,8 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         # Every function runs in the cache's VPC, as a client of the cache, and knows where Redis is.
         assert set(props["VpcConfig"]) == {"SecurityGroupIds", "SubnetIds"}, logical_id
         assert "REDIS_URL" in variables, logical_id
+        url = json.dumps(variables["REDIS_URL"])  # a Fn::Join of the serverless cache's endpoint
+        assert "rediss://" in url and "?cluster=true" in url, logical_id  # TLS, cluster protocol
 
     api_variables = next(
         f

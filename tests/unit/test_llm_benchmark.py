@@ -14,3 +14,5 @@ def test_the_llm_benchmark_reports_overhead_and_router_throughput(redis_url: str
         assert figures[key] > 0, key
     assert figures["overhead_ratio"] == round(figures["layer_us"] / figures["direct_client_us"], 2)
     assert "decisions/s" in report["headline"]
+    assert figures["redis_round_trips_per_call"] == 2  # one script before the model call, one after
+    assert figures["goal_us"] == round(2 * figures["direct_client_us"] + figures["redis_round_trip_us"], 1)

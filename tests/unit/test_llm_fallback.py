@@ -13,6 +13,7 @@ import pytest
 import redis
 from botocore.stub import Stubber
 
+from tdev.cache import connect
 from tdev.errors import AgentError, TransientError
 from tdev.llm.breaker import BreakerState
 from tdev.llm.catalog import cost_usd, resolve_model
@@ -92,7 +93,7 @@ def error_json(status: int, message: str, kind: str = "error") -> httpx.Response
 
 @pytest.fixture
 def guards(redis_url: str) -> Guards:
-    return Guards.from_redis(redis.Redis.from_url(redis_url, decode_responses=True))
+    return Guards.from_redis(connect(redis_url, decode_responses=True))
 
 
 # ------------------------------------------------------------------------------------------ chain

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 import redis
 
+from tdev.cache import connect
 from tdev.errors import ValidationError
 from tdev.llm.breaker import BreakerState
 from tdev.llm.fallback import Guards
@@ -109,7 +110,7 @@ def test_bad_criteria_name_the_field(kwargs: dict[str, object], field: str) -> N
 
 
 def test_live_health_comes_from_redis_shared_by_all_instances(redis_url: str) -> None:
-    guards = Guards.from_redis(redis.Redis.from_url(redis_url, decode_responses=True))
+    guards = Guards.from_redis(connect(redis_url, decode_responses=True))
     for _ in range(5):
         guards.breakers.record_failure("openai:gpt-4.1-mini")
     guards.history.record("openai:gpt-4.1-nano", succeeded=True, latency_ms=300)
@@ -148,7 +149,7 @@ class _Counting:
 
 
 def test_a_live_decision_reads_every_candidates_health_in_one_round_trip(redis_url: str) -> None:
-    client = _Counting(redis.Redis.from_url(redis_url, decode_responses=True))
+    client = _Counting(connect(redis_url, decode_responses=True))
     guards = Guards.from_redis(client)
     for _ in range(5):
         guards.breakers.record_failure("openai:gpt-4.1-mini")

@@ -8,6 +8,7 @@ import threading
 import pytest
 import redis
 
+from tdev.cache import connect
 from tdev.llm.breaker import BreakerState, CircuitBreakers
 from tdev.llm.limits import History, RateLimits
 
@@ -24,7 +25,7 @@ class Clock:
 
 @pytest.fixture
 def r(redis_url: str) -> redis.Redis:
-    return redis.Redis.from_url(redis_url, decode_responses=True)
+    return connect(redis_url, decode_responses=True)
 
 
 def breakers(r: redis.Redis, clock: Clock, **options: float) -> CircuitBreakers:
@@ -106,7 +107,7 @@ def test_breakers_are_per_model(r: redis.Redis) -> None:
 def _probe_in_process(
     url: str, now: float, barrier: multiprocessing.synchronize.Barrier, out: object
 ) -> None:
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect(url, decode_responses=True)
     b = CircuitBreakers(client, reset_timeout=30, probe_ttl=60, clock=lambda: now)
     barrier.wait()
     out.put(b.acquire(MODEL).allowed)  # type: ignore[attr-defined]
@@ -211,5 +212,5 @@ def test_history_tracks_success_rate_and_latency(r: redis.Redis, redis_url: str)
     assert seen.calls == 3
     assert seen.success_rate == pytest.approx((1 * 0.5 + 0 * 0.5) * 0.5 + 1 * 0.5)
     assert seen.latency_ms == pytest.approx(200)  # failures do not count towards latency
-    another_instance = History(redis.Redis.from_url(redis_url))  # bytes responses, a new connection
+    another_instance = History(connect(redis_url))  # bytes responses, a new connection
     assert another_instance.get(MODEL) == seen

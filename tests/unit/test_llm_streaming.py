@@ -8,9 +8,9 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-import redis
 from botocore.stub import Stubber
 
+from tdev.cache import connect
 from tdev.errors import AgentError, TransientError
 from tdev.llm.catalog import cost_usd, resolve_model
 from tdev.llm.fallback import Guards, StreamResult, stream_chain
@@ -111,7 +111,7 @@ def test_an_openai_compatible_sse_stream_is_streamed_with_usage() -> None:
 
 
 def test_a_stream_that_is_throttled_before_its_first_piece_falls_back(redis_url: str) -> None:
-    guards = Guards.from_redis(redis.Redis.from_url(redis_url, decode_responses=True))
+    guards = Guards.from_redis(connect(redis_url, decode_responses=True))
     client, stub = stubbed_bedrock("ThrottlingException")
     result = StreamResult()
     with stub:

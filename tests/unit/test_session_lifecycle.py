@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tdev.cache import connect
 from tdev.errors import ConflictError
 from tdev.sessions.lifecycle import TRANSITIONS, SessionStatus, check_transition
 from tdev.sessions.limits import SessionLimitError, SessionLimits
@@ -77,11 +78,10 @@ def _parallel(count: int, attempt: Any) -> list[Any]:
 
 
 def test_limits_hold_under_parallel_acquisition_from_separate_instances(redis_url: str) -> None:
-    import redis
 
     # Each "instance" has its own client and script registration, as separate Lambda containers would.
     def attempt(index: int) -> str:
-        limits = SessionLimits(redis.Redis.from_url(redis_url), per_user=3, global_max=7)
+        limits = SessionLimits(connect(redis_url), per_user=3, global_max=7)
         limits.acquire(f"user-{index % 4}", f"ses-{index:04d}")
         return "ok"
 
@@ -89,15 +89,14 @@ def test_limits_hold_under_parallel_acquisition_from_separate_instances(redis_ur
     accepted = [r for r in results if r == "ok"]
     refused = [r for r in results if isinstance(r, SessionLimitError)]
     assert len(accepted) == 7 and len(refused) == 33
-    limits = SessionLimits(redis.Redis.from_url(redis_url), per_user=3, global_max=7)
+    limits = SessionLimits(connect(redis_url), per_user=3, global_max=7)
     assert limits.open_count() == 7
     assert all(limits.open_count(f"user-{u}") <= 3 for u in range(4))
 
 
 def test_per_user_limit_and_release(redis_url: str) -> None:
-    import redis
 
-    limits = SessionLimits(redis.Redis.from_url(redis_url, decode_responses=True), per_user=2, global_max=10)
+    limits = SessionLimits(connect(redis_url, decode_responses=True), per_user=2, global_max=10)
     limits.acquire("ann", "ses-1")
     limits.acquire("ann", "ses-1")  # idempotent: a retried open does not take a second slot
     limits.acquire("ann", "ses-2")

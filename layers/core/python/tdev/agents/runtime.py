@@ -30,6 +30,29 @@ from tdev.models import AgentResult, AgentSpec, AgentTask, TaskStatus, Usage
 MAX_UPSTREAM_CHARS = 6_000  # per upstream result: keeps a prompt of a wide level within a model's context
 
 
+# ------------------------------------------------------------------------------------ agno session
+def _install_session_metrics_skip() -> None:
+    """After every run Agno folds the run's metrics into its session's (to save with the session row).
+    Our agents have no db, so nothing ever stores that row: skip the work for them (about a fifth of the
+    layer's overhead per model call in `tdev bench llm`). Agents with a db keep Agno's behaviour."""
+    import agno.agent._run as agno_run
+
+    original = agno_run.update_session_metrics
+    if getattr(original, "tdev_skips_unstored", False):
+        return
+
+    def update_session_metrics(agent: Agent, session: Any, run_response: Any) -> None:
+        if agent.db is None:
+            return
+        original(agent, session=session, run_response=run_response)
+
+    update_session_metrics.tdev_skips_unstored = True  # type: ignore[attr-defined]
+    agno_run.update_session_metrics = update_session_metrics
+
+
+_install_session_metrics_skip()
+
+
 # ------------------------------------------------------------------------------------------- agent
 def build_agent(spec: AgentSpec, model_name: str, *, model: Model | None = None) -> Agent:
     """An Agno agent for `spec`, without db, memory or tools: state lives in DynamoDB, not in the agent.

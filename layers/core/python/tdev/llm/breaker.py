@@ -6,8 +6,10 @@ probe that crashed does not wedge the breaker); half-open → closed after `succ
 probes, back to open on a failed one.
 
 Each decision is one Lua script on one key, so it is atomic across processes (no check-then-set race) and
-cluster-safe (a single hash slot). Time comes from the caller's clock (injectable for tests); Lambda hosts
-are NTP-synchronised, and the thresholds are seconds, not milliseconds.
+cluster-safe (a single hash slot). A model call makes its decisions together with the rate limit and
+history in one script per step (tdev.llm.guards), on keys that share the model's hash tag. Time comes
+from the caller's clock (injectable for tests); Lambda hosts are NTP-synchronised, and the thresholds
+are seconds, not milliseconds.
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-KEY_PREFIX = "tdev:llm:breaker:"
 KEY_TTL_SECONDS = 7 * 86_400  # a model nobody called for a week starts closed again
+
+
+def model_tag(model: str) -> str:
+    """The hash tag of every key about `model` (breaker, rate counters, history): one cluster slot, so one
+    Lua script may touch them all (tdev.llm.guards)."""
+    return "tdev:llm:{" + model.replace("{", "(").replace("}", ")") + "}"
 
 
 class BreakerState(StrEnum):
@@ -28,60 +35,81 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
-# KEYS[1] = breaker hash; ARGV = now, reset_timeout, probe_ttl, key_ttl → {allowed 0|1, state}
-_ACQUIRE = """
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if state == 'closed' then return {1, 'closed'} end
-local now = tonumber(ARGV[1])
-if state == 'open' then
-  local opened = tonumber(redis.call('HGET', KEYS[1], 'opened_at') or '0')
-  if now - opened < tonumber(ARGV[2]) then return {0, 'open'} end
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'successes', 0, 'probe_until', now + tonumber(ARGV[3]))
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  return {1, 'half_open'}
-end
-local probe_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
-if probe_until > now then return {0, 'half_open'} end
-redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[3]))
-return {1, 'half_open'}
-"""
-
-# KEYS[1] = breaker hash; ARGV = outcome, now, failure_threshold, success_threshold, key_ttl → new state
-_RECORD = """
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-if ARGV[1] == 'success' then
-  if state == 'half_open' then
-    local s = redis.call('HINCRBY', KEYS[1], 'successes', 1)
-    if s >= tonumber(ARGV[4]) then
-      redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'successes', 0, 'probe_until', 0)
-      return 'closed'
-    end
-    redis.call('HSET', KEYS[1], 'probe_until', 0)
-    return 'half_open'
+# Lua functions shared by the single-purpose scripts below and the per-call scripts of tdev.llm.guards.
+LUA_FUNCTIONS = """
+local function breaker_acquire(key, now, reset_timeout, probe_ttl, key_ttl)
+  local state = redis.call('HGET', key, 'state') or 'closed'
+  if state == 'closed' then return 1, 'closed' end
+  if state == 'open' then
+    local opened = tonumber(redis.call('HGET', key, 'opened_at') or '0')
+    if now - opened < reset_timeout then return 0, 'open' end
+    redis.call('HSET', key, 'state', 'half_open', 'successes', 0, 'probe_until', now + probe_ttl)
+    redis.call('EXPIRE', key, key_ttl)
+    return 1, 'half_open'
   end
-  if state == 'closed' then redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0) end
+  local probe_until = tonumber(redis.call('HGET', key, 'probe_until') or '0')
+  if probe_until > now then return 0, 'half_open' end
+  redis.call('HSET', key, 'probe_until', now + probe_ttl)
+  return 1, 'half_open'
+end
+
+local function breaker_record(key, outcome, now, failure_threshold, success_threshold, key_ttl)
+  local state = redis.call('HGET', key, 'state') or 'closed'
+  redis.call('EXPIRE', key, key_ttl)
+  if outcome == 'success' then
+    if state == 'half_open' then
+      local s = redis.call('HINCRBY', key, 'successes', 1)
+      if s >= success_threshold then
+        redis.call('HSET', key, 'state', 'closed', 'failures', 0, 'successes', 0, 'probe_until', 0)
+        return 'closed'
+      end
+      redis.call('HSET', key, 'probe_until', 0)
+      return 'half_open'
+    end
+    if state == 'closed' then redis.call('HSET', key, 'state', 'closed', 'failures', 0) end
+    return state
+  end
+  if state == 'half_open' then
+    redis.call('HSET', key, 'state', 'open', 'opened_at', now, 'successes', 0, 'probe_until', 0)
+    return 'open'
+  end
+  if state == 'open' then return 'open' end
+  local f = redis.call('HINCRBY', key, 'failures', 1)
+  if f >= failure_threshold then
+    redis.call('HSET', key, 'state', 'open', 'opened_at', now)
+    return 'open'
+  end
+  redis.call('HSET', key, 'state', 'closed')
+  return 'closed'
+end
+
+local function breaker_release(key)
+  local state = redis.call('HGET', key, 'state') or 'closed'
+  if state == 'half_open' then redis.call('HSET', key, 'probe_until', 0) end
   return state
 end
-if state == 'half_open' then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[2], 'successes', 0, 'probe_until', 0)
-  return 'open'
-end
-if state == 'open' then return 'open' end
-local f = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-if f >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', ARGV[2])
-  return 'open'
-end
-redis.call('HSET', KEYS[1], 'state', 'closed')
-return 'closed'
 """
 
-# KEYS[1] = breaker hash: a half-open probe that did not test the model (skipped, or a permanent error)
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'state') == 'half_open' then redis.call('HSET', KEYS[1], 'probe_until', 0) end
-return 1
+# KEYS[1] = breaker hash; ARGV = now, reset_timeout, probe_ttl, key_ttl → {allowed 0|1, state}
+_ACQUIRE = (
+    LUA_FUNCTIONS
+    + """
+local allowed, state = breaker_acquire(
+  KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+return {allowed, state}
 """
+)
+
+# KEYS[1] = breaker hash; ARGV = outcome, now, failure_threshold, success_threshold, key_ttl → new state
+_RECORD = (
+    LUA_FUNCTIONS
+    + """
+return breaker_record(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+"""
+)
+
+# KEYS[1] = breaker hash: a half-open probe that did not test the model (skipped, or a permanent error)
+_RELEASE = LUA_FUNCTIONS + "\nbreaker_release(KEYS[1])\nreturn 1\n"
 
 
 @dataclass(frozen=True)
@@ -115,7 +143,7 @@ class CircuitBreakers:
 
     @staticmethod
     def key(model: str) -> str:
-        return KEY_PREFIX + model
+        return model_tag(model) + ":breaker"
 
     def acquire(self, model: str) -> Admission:
         """May a call to `model` go now? In half-open, True for exactly one caller until it reports back."""

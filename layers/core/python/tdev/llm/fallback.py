@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from tdev.errors import AgentError, TDevError, TransientError
-from tdev.llm.breaker import BreakerState, CircuitBreakers
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
-from tdev.llm.limits import History, RateLimits, estimate_tokens
+from tdev.llm.guards import CallAdmission, Guards
+from tdev.llm.limits import estimate_tokens
 from tdev.observability import NAMESPACE, logger, tracer
 
 if TYPE_CHECKING:
@@ -58,19 +59,6 @@ def chain_for(
 
 
 # ------------------------------------------------------------------------------------------ guards
-@dataclass
-class Guards:
-    """The shared health state of every model: breakers, rate counters, history (all in one Redis)."""
-
-    breakers: CircuitBreakers
-    limits: RateLimits
-    history: History
-
-    @classmethod
-    def from_redis(cls, redis: Any, **breaker_options: Any) -> Guards:
-        return cls(CircuitBreakers(redis, **breaker_options), RateLimits(redis), History(redis))
-
-
 def shared_guards() -> Guards | None:
     """Guards on the deployment's Redis (REDIS_URL), or None when this deployment has no Redis."""
     from tdev.settings import get_settings
@@ -117,6 +105,8 @@ class ChainExhaustedError(TransientError):
 
 
 def _count(hop: Hop) -> None:
+    if is_metrics_disabled():  # POWERTOOLS_METRICS_DISABLED: no metric objects built, nothing formatted
+        return
     with single_metric(name="LLMCalls", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="model", value=hop.model)
         metric.add_dimension(name="outcome", value=hop.outcome)
@@ -136,42 +126,45 @@ def _note(hops: list[Hop], hop: Hop) -> None:
 
 
 class _Admission:
-    """Breaker + rate limit for one model; a Redis outage means 'no shared state', never a failure."""
+    """Breaker + rate limit for one model, one script before and one after each call (Guards); a Redis
+    outage means 'no shared state', never a failure."""
 
     def __init__(self, guards: Guards | None) -> None:
         self.guards = guards
+        self.admitted: CallAdmission | None = None  # the current call's, for settle
 
     def check(self, model: str, estimated_tokens: int) -> Hop | None:
+        self.admitted = None
         if self.guards is None:
             return None
         try:
-            admission = self.guards.breakers.acquire(model)
-            if not admission.allowed:
-                return Hop(model, "breaker_open", f"circuit breaker {admission.state.value}")
-            rate = self.guards.limits.admit(model, estimated_tokens)
-            if not rate.admitted:
-                if admission.state is BreakerState.HALF_OPEN:
-                    self.guards.breakers.release_probe(model)
-                return Hop(model, "rate_limited", f"at {rate.usage:.0%} of its per-minute limit")
+            admission = self.guards.admit(model, estimated_tokens)
         except Exception as exc:  # redis.RedisError and friends: the call itself may still succeed
             logger.warning("shared model state unavailable; calling without it", extra={"error": str(exc)})
             self.guards = None
+            return None
+        skipped = admission.skipped_by
+        if skipped == "breaker_open":
+            return Hop(model, skipped, f"circuit breaker {admission.breaker.value}")
+        if skipped == "rate_limited":
+            return Hop(model, skipped, f"at {admission.usage:.0%} of its per-minute limit")
+        self.admitted = admission
         return None
 
     def settle(
         self, model: str, *, succeeded: bool, transient: bool, latency_ms: int, est: int, used: int
     ) -> None:
-        if self.guards is None:
+        if self.guards is None or self.admitted is None:
             return
+        outcome = "success" if succeeded else "failure" if transient else "release"
         try:
-            if succeeded:
-                self.guards.breakers.record_success(model)
-                self.guards.limits.settle(model, est, used)
-            elif transient:
-                self.guards.breakers.record_failure(model)
-            else:
-                self.guards.breakers.release_probe(model)
-            self.guards.history.record(model, succeeded=succeeded, latency_ms=latency_ms)
+            self.guards.settle(
+                model,
+                self.admitted,
+                outcome=outcome,
+                latency_ms=latency_ms,
+                token_correction=used - est if succeeded else 0,
+            )
         except Exception as exc:
             logger.warning("could not record the model call's outcome", extra={"error": str(exc)})
 

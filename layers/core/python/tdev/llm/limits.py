@@ -1,5 +1,8 @@
 """Shared requests-per-minute and tokens-per-minute counters per model, and live call history, in Redis.
 
+Every key carries the model's hash tag (`tdev:llm:{<model>}:...`, see `model_tag`), so a model call's
+guards run as one script per step on one cluster slot (tdev.llm.guards).
+
 Rate limits: one hash per model and minute (`requests`, `tokens`), expiring after two minutes. `admit` is a
 Lua script that refuses a call when the model is at ≥ 80 % of either configured limit and otherwise counts
 the request (and the prompt's estimated tokens) in the same step, so concurrent callers cannot all slip in
@@ -16,44 +19,60 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tdev.llm.breaker import model_tag
 from tdev.llm.models_data import limits_of
 
-RATE_PREFIX = "tdev:llm:rate:"
-HISTORY_PREFIX = "tdev:llm:history:"
 SKIP_AT = 0.8  # of the configured RPM or TPM
+HISTORY_TTL_SECONDS = 7 * 86_400
+
+# Lua functions shared by the single-purpose scripts below and the per-call scripts of tdev.llm.guards.
+LUA_FUNCTIONS = """
+local function rate_admit(key, rpm, tpm, estimated, threshold)
+  local counts = redis.call('HMGET', key, 'requests', 'tokens')
+  local requests, tokens = tonumber(counts[1] or '0'), tonumber(counts[2] or '0')
+  local usage = 0
+  if rpm > 0 then usage = math.max(usage, requests / rpm) end
+  if tpm > 0 then usage = math.max(usage, tokens / tpm) end
+  if usage >= threshold then return 0, math.floor(usage * 1000) end
+  redis.call('HINCRBY', key, 'requests', 1)
+  redis.call('HINCRBY', key, 'tokens', estimated)
+  redis.call('EXPIRE', key, 120)
+  return 1, math.floor(usage * 1000)
+end
+
+local function history_record(key, ok, latency, alpha, ttl)
+  local h = redis.call('HMGET', key, 'calls', 'success_rate', 'latency_ms')
+  local calls = tonumber(h[1] or '0') + 1
+  local rate = ok
+  if calls > 1 and h[2] then rate = tonumber(h[2]) * (1 - alpha) + ok * alpha end
+  if ok == 1 then
+    if h[3] then latency = tonumber(h[3]) * (1 - alpha) + latency * alpha end
+    redis.call('HSET', key, 'calls', calls, 'success_rate', tostring(rate), 'latency_ms', tostring(latency))
+  else
+    redis.call('HSET', key, 'calls', calls, 'success_rate', tostring(rate))
+  end
+  redis.call('EXPIRE', key, ttl)
+  return calls
+end
+"""
 
 # KEYS[1] = this minute's hash; ARGV = rpm, tpm, estimated tokens, threshold → {admitted 0|1, usage x1000}
-_ADMIT = """
-local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
-local requests = tonumber(redis.call('HGET', KEYS[1], 'requests') or '0')
-local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or '0')
-local usage = 0
-if rpm > 0 then usage = math.max(usage, requests / rpm) end
-if tpm > 0 then usage = math.max(usage, tokens / tpm) end
-if usage >= tonumber(ARGV[4]) then return {0, math.floor(usage * 1000)} end
-redis.call('HINCRBY', KEYS[1], 'requests', 1)
-redis.call('HINCRBY', KEYS[1], 'tokens', ARGV[3])
-redis.call('EXPIRE', KEYS[1], 120)
-return {1, math.floor(usage * 1000)}
+_ADMIT = (
+    LUA_FUNCTIONS
+    + """
+local admitted, usage = rate_admit(
+  KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
+return {admitted, usage}
 """
+)
 
-# KEYS[1] = history hash; ARGV = success 0|1, latency_ms, alpha → calls
-_HISTORY = """
-local alpha = tonumber(ARGV[3])
-local calls = redis.call('HINCRBY', KEYS[1], 'calls', 1)
-local ok = tonumber(ARGV[1])
-local rate = tonumber(redis.call('HGET', KEYS[1], 'success_rate') or tostring(ok))
-if calls > 1 then rate = rate * (1 - alpha) + ok * alpha end
-redis.call('HSET', KEYS[1], 'success_rate', tostring(rate))
-if ok == 1 then
-  local latency = tonumber(ARGV[2])
-  local previous = redis.call('HGET', KEYS[1], 'latency_ms')
-  if previous then latency = tonumber(previous) * (1 - alpha) + latency * alpha end
-  redis.call('HSET', KEYS[1], 'latency_ms', tostring(latency))
-end
-redis.call('EXPIRE', KEYS[1], 604800)
-return calls
+# KEYS[1] = history hash; ARGV = success 0|1, latency_ms, alpha, ttl → calls
+_HISTORY = (
+    LUA_FUNCTIONS
+    + """
+return history_record(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
 """
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +111,8 @@ class RateLimits:
         self._admit = redis.register_script(_ADMIT)
 
     def key(self, model: str) -> str:
-        return f"{RATE_PREFIX}{model}:{int(self.clock() // 60)}"
+        """This minute's counters of `model` (under the model's hash tag, like its breaker and history)."""
+        return f"{model_tag(model)}:rate:{int(self.clock() // 60)}"
 
     def admit(self, model: str, estimated_tokens: int = 0) -> RateAdmission:
         rpm, tpm = self.limits(model)
@@ -121,11 +141,13 @@ class History:
         self._record = redis.register_script(_HISTORY)
 
     def record(self, model: str, *, succeeded: bool, latency_ms: float) -> None:
-        self._record(keys=[self.key(model)], args=[1 if succeeded else 0, latency_ms, self.alpha])
+        self._record(
+            keys=[self.key(model)], args=[1 if succeeded else 0, latency_ms, self.alpha, HISTORY_TTL_SECONDS]
+        )
 
     @staticmethod
     def key(model: str) -> str:
-        return HISTORY_PREFIX + model
+        return model_tag(model) + ":history"
 
     def get(self, model: str) -> ModelHistory:
         return self.history_of(self.redis.hgetall(self.key(model)))

@@ -29,7 +29,7 @@ from tdev.llm.limits import SKIP_AT, ModelHistory
 from tdev.llm.models_data import LATENCY_TIERS, MODELS, TASK_TYPES, ModelInfo
 
 if TYPE_CHECKING:
-    from tdev.llm.fallback import Guards
+    from tdev.llm.guards import Guards
 
 WEIGHTS = {"specialty": 0.3, "cost": 0.2, "history": 0.3, "availability": 0.2}
 _TIER_RANK = {tier: i for i, tier in enumerate(LATENCY_TIERS)}
@@ -247,7 +247,7 @@ class LiveHealth:
 
 def live_health(guards: object | None) -> Callable[[str], Health]:
     """Health from the shared Redis (breakers, rate counters, history); neutral without Redis."""
-    from tdev.llm.fallback import Guards
+    from tdev.llm.guards import Guards
 
     if not isinstance(guards, Guards):
         return lambda _name: Health()
