@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from tdev.errors import AuthenticationError, RateLimitError
@@ -47,7 +48,7 @@ class FailedAuthentications:
         """`authenticate()` unless this source or key is throttled; failures are counted."""
         pairs = buckets(source_ip, api_key)
         for kind, bucket in pairs:
-            retry_after = self._safely(lambda b=bucket, k=kind: self.limiter.full(b, self.limits[k]), 0)
+            retry_after = self._safely(partial(self.limiter.full, bucket, self.limits[kind]), 0)
             if retry_after:
                 what = "source" if kind == "source" else "API key"
                 raise AuthenticationThrottled(
@@ -58,9 +59,8 @@ class FailedAuthentications:
             return authenticate()
         except AuthenticationError:
             for kind, bucket in pairs:
-                if not self._safely(
-                    lambda b=bucket, k=kind: self.limiter.hit(b, self.limits[k]).allowed, True
-                ):
+                outcome = self._safely(partial(self.limiter.hit, bucket, self.limits[kind]), None)
+                if outcome is not None and not outcome.allowed:
                     logger.warning(
                         "failed-authentication limit reached",
                         extra={"security_event": "authentication_throttled", "limit": kind},

@@ -145,15 +145,16 @@ def _regex(pattern: str) -> Any:
 
 
 def _field_of(error: PydanticValidationError, prefix: str = "") -> str:
-    first = error.errors()[0] if error.errors() else {}
+    errors = error.errors()
+    first: dict[str, Any] = dict(errors[0]) if errors else {}
     # Discriminated unions add the kind as a path element ("time_window"): it names no field.
     location = [str(p) for p in first.get("loc", ()) if str(p) not in CONDITION_KINDS]
     return ".".join([prefix, *location] if prefix else location) or prefix or "body"
 
 
 def _message_of(error: PydanticValidationError) -> str:
-    first = error.errors()[0] if error.errors() else {}
-    return str(first.get("msg") or "invalid")
+    errors = error.errors()
+    return str(errors[0].get("msg") or "invalid") if errors else "invalid"
 
 
 @dataclass(frozen=True)
