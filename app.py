@@ -40,6 +40,7 @@ from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.sessions_stack import SessionsStack, serve_sessions  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
+from stacks.workspaces import serve_artifacts  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,13 @@ class TDeveloperStacks:
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
         return (
-            self.data, self.cache, self.orchestration, self.api, self.security, self.sessions, self.messaging
+            self.data,
+            self.cache,
+            self.orchestration,
+            self.api,
+            self.security,
+            self.sessions,
+            self.messaging,
         )
 
 
@@ -138,6 +145,7 @@ def add_environment(
         **common,
     )
     serve_sessions(api.function, data.key, settings, field_key=data.field_key)
+    serve_artifacts(api.function, data.key, settings)
     messaging = MessagingStack(
         scope,
         f"{settings.prefix}-messaging",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
@@ -26,35 +29,45 @@ from stacks.settings import EnvironmentSettings
 from tdev.security.headers import SECURITY_HEADERS
 from tdev.security.usageplans import ENV_TAG
 
-# (method, path): the routes `functions/api/handler.py` serves. Anything else never reaches the function.
-ROUTES: tuple[tuple[str, str], ...] = (
-    ("GET", "/health"),
-    ("POST", "/v1/requests"),
-    ("GET", "/v1/executions/{execution_id}"),
-    ("GET", "/v1/agents"),
-    # Security (functions/api/security.py): admins manage API keys, revocations, principals, roles, audit.
-    ("POST", "/v1/api-keys"),
-    ("GET", "/v1/api-keys"),
-    ("DELETE", "/v1/api-keys/{key_id}"),
-    ("POST", "/v1/tokens/revoke"),
-    ("POST", "/v1/principals/{principal}/disable"),
-    ("PUT", "/v1/roles/{name}"),
-    ("GET", "/v1/audit/{principal}"),
-    # Sessions (functions/api/sessions.py): lifecycle, chat turns, memory, checkpoints, heartbeats.
-    ("POST", "/v1/sessions"),
-    ("GET", "/v1/sessions/{session_id}"),
-    *(("POST", f"/v1/sessions/{{session_id}}/{verb}") for verb in (
-        "pause", "resume", "terminate", "heartbeat", "messages", "memory", "checkpoints"
-    )),
-    # Models (functions/api/model_routes.py): the catalog and the router's choice.
-    ("GET", "/v1/models"),
-    ("POST", "/v1/models/route"),
-    # Projects (functions/api/project_routes.py): owner and members, transfer by admins.
-    ("GET", "/v1/projects/{project_id}"),
-    ("PUT", "/v1/projects/{project_id}/members/{principal}"),
-    ("DELETE", "/v1/projects/{project_id}/members/{principal}"),
-    ("POST", "/v1/projects/{project_id}/transfer"),
-)
+API_HANDLER_DIR = Path(__file__).resolve().parents[1] / "functions" / "api"
+_ROUTE_VERBS = frozenset({"get", "post", "put", "delete", "patch"})
+
+
+def gateway_path(path: str) -> str:
+    """A resolver path in API Gateway's form: `<name>` → `{name}`, a trailing `/.+` → a greedy `{path+}`."""
+    path = re.sub(r"<(\w+)>", r"{\1}", path)
+    return re.sub(r"/\.\+$", "/{path+}", path)
+
+
+def handler_routes(folder: Path = API_HANDLER_DIR) -> tuple[tuple[str, str], ...]:
+    """(method, path) of every route the API handler's resolver serves, in API Gateway's path form.
+
+    Read from the route decorators in `functions/api/` (`@app.get("/v1/executions/<execution_id>")`,
+    `@router.post(...)`) rather than by importing the handler: its module-level set-up is the Lambda's
+    (environment contract, clients), not the synth's. tests/infrastructure/test_api_routes.py checks that this
+    equals the resolver's own route table and the template's resources and methods."""
+    routes: set[tuple[str, str]] = set()
+    for source in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for decorator in node.decorator_list:
+                if (
+                    isinstance(decorator, ast.Call)
+                    and isinstance(decorator.func, ast.Attribute)
+                    and decorator.func.attr in _ROUTE_VERBS
+                    and isinstance(decorator.func.value, ast.Name)
+                    and decorator.func.value.id in ("app", "router")
+                    and decorator.args
+                    and isinstance(decorator.args[0], ast.Constant)
+                    and isinstance(decorator.args[0].value, str)
+                ):
+                    routes.add((decorator.func.attr.upper(), gateway_path(decorator.args[0].value)))
+    return tuple(sorted(routes, key=lambda route: (route[1], route[0])))
+
+
+# (method, path): the routes `functions/api/` serves. Anything else never reaches the function.
+ROUTES: tuple[tuple[str, str], ...] = handler_routes()
 PUBLIC_ROUTES = frozenset({("GET", "/health")})
 OPTIONAL_HEADERS = (
     "Idempotency-Key",
@@ -140,7 +153,7 @@ class ApiStack(Stack):
             network=network,
         )
         self.function = handler.function
-        grant_table_data_access(table, key, self.function)
+        grant_table_data_access(table, key, self.function, "api")
         if field_key is not None:
             grant_field_encryption(field_key, self.function)
         state_machine.grant_start_execution(self.function)
@@ -199,6 +212,8 @@ class ApiStack(Stack):
             rest_api_name=f"t-developer-{settings.name}",
             description="T-Developer: submit requests, follow executions, list agents",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # The artifacts zip: answered in base64, sent as bytes to clients that accept application/zip.
+            binary_media_types=["application/zip"],
             # Usage plans meter the key the authorizer names (usageIdentifierKey), never a client header.
             api_key_source_type=apigw.ApiKeySourceType.AUTHORIZER,
             # API Gateway writes execution logs through one role per account and region (see below); it is
@@ -471,4 +486,8 @@ class ApiStack(Stack):
 
 
 def _path_parameters(path: str) -> list[str]:
-    return [segment[1:-1] for segment in path.split("/") if segment.startswith("{") and segment.endswith("}")]
+    return [
+        segment[1:-1].rstrip("+")  # {path+}: a greedy path parameter named `path`
+        for segment in path.split("/")
+        if segment.startswith("{") and segment.endswith("}")
+    ]

@@ -9,6 +9,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks import acknowledge
+from stacks.permissions import TABLE_ACTIONS
 from stacks.settings import EnvironmentSettings
 from tdev.data import schema
 
@@ -110,20 +111,6 @@ class DataStack(Stack):
         )
 
 
-# Exactly what the functions do with the table: item reads and writes, queries on the known indexes.
-# Written out (instead of Table.grant_read_write_data) so no statement needs a wildcard resource or action.
-TABLE_DATA_ACTIONS = (
-    "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
-    "dynamodb:Query",
-    "dynamodb:Scan",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:DescribeTable",
-)
 # What DynamoDB needs from the caller to use the table's customer-managed key.
 TABLE_KEY_ACTIONS = (
     "kms:Decrypt",
@@ -136,13 +123,16 @@ TABLE_KEY_ACTIONS = (
 )
 
 
-def grant_table_data_access(table: dynamodb.ITable, key: kms.IKey, grantee: iam.IGrantable) -> None:
-    """Read and write items (no table management) on the table and its indexes, and use its key."""
+def grant_table_data_access(
+    table: dynamodb.ITable, key: kms.IKey, grantee: iam.IGrantable, function: str
+) -> None:
+    """The item actions `function` uses (stacks.permissions.TABLE_ACTIONS, from recorded calls) on the table
+    and its indexes, and the table's key. Written out (not Table.grant_*) so no statement has a wildcard."""
     principal = grantee.grant_principal
     principal.add_to_principal_policy(
         iam.PolicyStatement(
             sid="ReadAndWriteTableData",
-            actions=list(TABLE_DATA_ACTIONS),
+            actions=list(TABLE_ACTIONS[function]),
             resources=[
                 table.table_arn,
                 *(f"{table.table_arn}/index/{i.name}" for i in schema.GLOBAL_INDEXES),

@@ -23,6 +23,7 @@ from constructs import Construct
 from stacks import acknowledge
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
+from stacks.permissions import IDEMPOTENCY_TABLE_ACTIONS
 from stacks.settings import EnvironmentSettings
 from tdev.messaging import queues as q
 
@@ -167,8 +168,14 @@ class MessagingStack(Stack):
         )
         for queue_name, function_name in CONSUMERS.items():
             consumer = self.functions[function_name].function
-            grant_table_data_access(table, table_key, consumer)
-            self.idempotency_table.grant_read_write_data(consumer)
+            grant_table_data_access(table, table_key, consumer, function_name)
+            consumer.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="IdempotencyRecords",
+                    actions=list(IDEMPOTENCY_TABLE_ACTIONS),
+                    resources=[self.idempotency_table.table_arn],
+                )
+            )
             queue = self.queues[queue_name]
             consumer.add_event_source(
                 sources.SqsEventSource(queue, batch_size=10, report_batch_item_failures=True)

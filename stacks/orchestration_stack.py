@@ -11,6 +11,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -21,8 +22,9 @@ from constructs import Construct
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
-from stacks.data_stack import grant_field_encryption, grant_table_data_access
+from stacks.data_stack import TABLE_KEY_ACTIONS, grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
+from stacks.workspaces import TestSandbox, WorkspaceBucket, grant_workspaces
 from statemachines.request_workflow import (
     DEFINITION_FILE,
     WORKFLOW_FUNCTIONS,
@@ -31,7 +33,15 @@ from statemachines.request_workflow import (
 )
 
 EVENT_SOURCE_PREFIX = "t-developer"
-BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+RECONCILE_EVERY = Duration.minutes(1)
+# Functions that run agents (models, tools): more memory and time, Bedrock access.
+AGENT_FUNCTIONS = ("run_agent", "fix_failing_tests")
+# Functions that work in the execution's workspace and call the test sandbox.
+WORKSPACE_FUNCTIONS = ("run_agent", "run_project_tests", "fix_failing_tests")
+# Steps that wait on something slow: the test run waits for the sandbox (its own timeout + margin).
+STEP_TIMEOUT_SECONDS = {"run_project_tests": 180}
+# Agents call Converse (authorised as InvokeModel); nothing streams (permissions from evidence).
+BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel"]
 
 
 class OrchestrationStack(Stack):
@@ -71,7 +81,7 @@ class OrchestrationStack(Stack):
         self.functions: dict[str, TdevFunction] = {}
         for name in WORKFLOW_FUNCTIONS:
             # Agents wait on models: more time and memory, and optionally a concurrency reservation.
-            agent = name == "run_agent"
+            agent = name in AGENT_FUNCTIONS
             self.functions[name] = TdevFunction(
                 self,
                 pascal(name),
@@ -81,14 +91,34 @@ class OrchestrationStack(Stack):
                 log_key=key,
                 environment=shared_environment,
                 memory_mb=settings.agent_memory_mb if agent else None,
-                timeout=Duration.seconds(settings.agent_timeout_seconds if agent else 60),
+                timeout=Duration.seconds(
+                    settings.agent_timeout_seconds if agent else STEP_TIMEOUT_SECONDS.get(name, 60)
+                ),
                 reserved_concurrency=settings.agent_reserved_concurrency if agent else None,
                 network=network,
             )
-            grant_table_data_access(table, key, self.functions[name].function)
+            grant_table_data_access(table, key, self.functions[name].function, name)
             if field_key is not None:
                 grant_field_encryption(field_key, self.functions[name].function)
-        self._let_agents_call_bedrock(self.functions["run_agent"])
+        for name in AGENT_FUNCTIONS:
+            self._let_agents_call_bedrock(self.functions[name])
+
+        # 1b. Where the agents' projects live, and the sandbox that runs their tests (stacks/workspaces.py).
+        self.workspaces = WorkspaceBucket(self, "Workspaces", settings=settings, key=key).bucket
+        self.sandbox = TestSandbox(
+            self, "TestSandbox", settings=settings, key=key, layers=layers.all
+        ).function
+        for name in WORKSPACE_FUNCTIONS:
+            function = self.functions[name].function
+            grant_workspaces(function, key, settings, write=True)
+            function.add_environment("SANDBOX_FUNCTION_NAME", self.sandbox.function_name)
+            function.add_to_role_policy(  # the unqualified function only (grant_invoke adds ":*" too)
+                iam.PolicyStatement(
+                    sid="RunTestsInTheSandbox",
+                    actions=["lambda:InvokeFunction"],
+                    resources=[self.sandbox.function_arn],
+                )
+            )
 
         # 2. Where the workflow announces progress and outcomes.
         # Events carry execution ids, statuses and errors: encrypted under their own customer-managed key
@@ -112,8 +142,7 @@ class OrchestrationStack(Stack):
 
         # 3. The state machine, from the ASL file.
         self.workflow_substitutions = workflow_substitutions(
-            function_arns={name: fn.function.function_arn for name, fn in self.functions.items()},
-            event_bus_name=self.event_bus.event_bus_name,
+            function_arns={name: fn.function.function_arn for name, fn in self.functions.items()}
         )
         workflow_logs = logs.LogGroup(
             self,
@@ -139,17 +168,12 @@ class OrchestrationStack(Stack):
             ),
         )
         # The definition is a file, so CDK cannot infer permissions: invoke exactly our functions (unqualified
-        # ARNs, as the ASL uses them) and put events on exactly our bus.
+        # ARNs, as the ASL uses them). No events:PutEvents: outcomes are announced through the outbox.
         self.state_machine.add_to_role_policy(
             iam.PolicyStatement(
                 sid="InvokeWorkflowFunctions",
                 actions=["lambda:InvokeFunction"],
                 resources=[fn.function.function_arn for fn in self.functions.values()],
-            )
-        )
-        self.state_machine.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="AnnounceOnTheBus", actions=["events:PutEvents"], resources=[self.event_bus.event_bus_arn]
             )
         )
         acknowledge(
@@ -160,7 +184,10 @@ class OrchestrationStack(Stack):
             "resource-level permissions.",
         )
 
-        # 4. Alarms, to an encrypted topic that only accepts TLS.
+        # 4. The reconciler, every minute: starts or fails open executions with no running workflow.
+        self.reconciler = self._reconciler(layers, key, table, shared_environment, network)
+
+        # 5. Alarms, to an encrypted topic that only accepts TLS.
         self.alarm_topic = sns.Topic(
             self,
             "AlarmTopic",
@@ -169,7 +196,7 @@ class OrchestrationStack(Stack):
             enforce_ssl=True,
         )
         self._alarm_on_workflow()
-        for name, fn in self.functions.items():
+        for name, fn in {**self.functions, "reconcile_executions": self.reconciler}.items():
             self._alarm_on_function(name, fn)
 
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
@@ -180,6 +207,69 @@ class OrchestrationStack(Stack):
             value=self.alarm_topic.topic_arn,
             description="Subscribe an email address or chat integration to receive alarms",
         )
+
+    def _reconciler(
+        self,
+        layers: TdevLayers,
+        key: kms.IKey,
+        table: dynamodb.ITable,
+        environment: dict[str, str],
+        network: FunctionNetwork | None,
+    ) -> TdevFunction:
+        reconciler = TdevFunction(
+            self,
+            "ReconcileExecutions",
+            name="reconcile_executions",
+            settings=self.settings,
+            layers=layers.all,
+            log_key=key,
+            environment={**environment, "STATE_MACHINE_ARN": self.state_machine.state_machine_arn},
+            timeout=Duration.minutes(2),
+            reserved_concurrency=1,  # one pass at a time; the next schedule picks up what is left
+            network=network,
+            description="T-Developer reconciler: starts or fails executions left without a running workflow",
+        )
+        function = reconciler.function
+        # Exactly what it calls: the status index and execution items (read, finish with its outbox item),
+        # the table's key (the table and the sealed request are encrypted with it), start and describe.
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadOpenExecutionsAndRecordOutcomes",
+                actions=[
+                    "dynamodb:Query",
+                    "dynamodb:GetItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:PutItem",
+                ],
+                resources=[table.table_arn, f"{table.table_arn}/index/GSI1"],
+            )
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(sid="UseTableKey", actions=list(TABLE_KEY_ACTIONS), resources=[key.key_arn])
+        )
+        self.state_machine.grant_start_execution(function)
+        self.state_machine.grant_execution(function, "states:DescribeExecution")
+        # cdk-nag prints the executions' ARN with the state machine's name as CDK derives it from its ARN.
+        machine = self.resolve(self.get_logical_id(self.state_machine.node.default_child))  # type: ignore[arg-type]
+        machine_name = '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + str(machine) + '"}]}]}'
+        acknowledge(
+            reconciler.role,
+            as_nag_prints(
+                self, "AwsSolutions-IAM5[Resource::arn:{partition}:states:{region}:{account}:execution:"
+            )
+            + machine_name
+            + ":*]",
+            "DescribeExecution on this state machine's executions only: their names are the execution ids, "
+            "known at run time.",
+        )
+        events.Rule(
+            self,
+            "ReconcileSchedule",
+            description="Reconcile open executions every minute",
+            schedule=events.Schedule.rate(RECONCILE_EVERY),
+            targets=[targets.LambdaFunction(function, retry_attempts=0)],
+        )
+        return reconciler
 
     def _let_agents_call_bedrock(self, run_agent: TdevFunction) -> None:
         foundation_models = self.format_arn(

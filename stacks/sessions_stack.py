@@ -28,6 +28,8 @@ from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 
+# Bedrock cross-region inference profile ids start with their geography (us.amazon.nova-lite-v1:0).
+BEDROCK_GEOGRAPHIES = frozenset({"us", "eu", "apac", "us-gov", "global", "jp", "au", "ca"})
 CHECKPOINT_PREFIX = "sessions/"
 CHECKPOINT_RETENTION_DAYS = 7
 SWEEP_EVERY = Duration.minutes(1)
@@ -84,12 +86,45 @@ def serve_sessions(
     settings: EnvironmentSettings,
     field_key: kms.IKey | None = None,
 ) -> None:
-    """Let another function (the API) run sessions: the environment and checkpoint access."""
+    """Let another function (the API) run sessions: the environment, checkpoint access and the models."""
     for name, value in session_environment(settings, key, field_key).items():
         function.add_environment(name, value)
     grant_checkpoints(function, key, settings)
+    grant_session_models(function, settings)
     if field_key is not None:
         grant_field_encryption(field_key, function)
+
+
+def grant_session_models(function: lambda_.Function, settings: EnvironmentSettings) -> None:
+    """Chat turns run on the deployment's default model (Converse = bedrock:InvokeModel) and the context is
+    embedded with Titan (InvokeModel): exactly those models. Found missing by the permissions evidence."""
+    from tdev.memory.embeddings import TITAN_MODEL_ID
+
+    def foundation_model(model_id: str, region: str = Aws.REGION) -> str:
+        return f"arn:{Aws.PARTITION}:bedrock:{region}::foundation-model/{model_id}"
+
+    resources = [foundation_model(TITAN_MODEL_ID)]
+    provider, _, model_id = settings.default_model.partition(":")
+    profile = provider == "bedrock" and model_id.split(".", 1)[0] in BEDROCK_GEOGRAPHIES
+    if provider == "bedrock" and not profile:
+        resources.append(foundation_model(model_id))
+    elif profile:
+        # A cross-region inference profile: the profile here, and its model in the regions it routes to.
+        resources.append(
+            f"arn:{Aws.PARTITION}:bedrock:{Aws.REGION}:{Aws.ACCOUNT_ID}:inference-profile/{model_id}"
+        )
+        routed_model = model_id.split(".", 1)[1]
+        resources.append(foundation_model(routed_model, region="*"))
+        assert function.role is not None
+        acknowledge(
+            function.role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:bedrock:*::foundation-model/{routed_model}]",
+            "The default model is a cross-region inference profile, which routes to its model in any of the "
+            "profile's regions: one model, every region.",
+        )
+    function.add_to_role_policy(
+        iam.PolicyStatement(sid="InvokeSessionModels", actions=["bedrock:InvokeModel"], resources=resources)
+    )
 
 
 class SessionsStack(Stack):
@@ -173,7 +208,7 @@ class SessionsStack(Stack):
             reserved_concurrency=1,  # one sweep at a time; the next schedule picks up what is left
             description="T-Developer session sweeper: expiry, idle timeout, heartbeat recovery",
         )
-        grant_table_data_access(table, key, self.sweeper.function)
+        grant_table_data_access(table, key, self.sweeper.function, "session_sweeper")
         grant_checkpoints(self.sweeper.function, key, settings)
         if field_key is not None:
             grant_field_encryption(field_key, self.sweeper.function)

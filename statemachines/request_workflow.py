@@ -13,13 +13,28 @@ from pathlib import Path
 DEFINITION_FILE = Path(__file__).resolve().parent / "request_workflow.asl.json"
 
 # The functions the workflow calls, in the order it calls them (folder names under functions/).
-WORKFLOW_FUNCTIONS = ("plan_request", "run_agent", "record_task_failure", "aggregate_results", "compensate")
+WORKFLOW_FUNCTIONS = (
+    "plan_request",
+    "run_agent",
+    "run_project_tests",
+    "fix_failing_tests",
+    "record_task_failure",
+    "aggregate_results",
+    "compensate",
+    "record_compensation_failure",
+)
+# Steps that record a terminal status (a task's or the request's): every Task state's Catch leads to one.
+RECORDING_FUNCTIONS = ("record_task_failure", "compensate", "record_compensation_failure")
+# Fail states a Catch may end in although no step recorded the outcome: the scheduled reconciler
+# (tdev.orchestration.reconciler) records FAILED for any open execution whose workflow has ended.
+RECONCILED_FAILURES = ("OutcomeNotRecorded",)
 
 # Workflow tuning, substituted into the ASL as numbers (the placeholders are unquoted there).
 WORKFLOW_TUNING: Mapping[str, str] = {
     "MaxConcurrentTasks": "50",
     "RetryIntervalSeconds": "2",
     "MaxTransientRetries": "3",
+    "MaxVerifyIterations": "3",  # test runs of the verify loop (so at most 2 fixes by the code agent)
 }
 
 
@@ -34,15 +49,17 @@ def function_arn_placeholder(function_name: str) -> str:
 
 
 def workflow_substitutions(
-    *, function_arns: Mapping[str, str], event_bus_name: str, tuning: Mapping[str, str] = WORKFLOW_TUNING
+    *, function_arns: Mapping[str, str], tuning: Mapping[str, str] = WORKFLOW_TUNING
 ) -> dict[str, str]:
-    """Every `${Placeholder}` of the ASL file and its value: function ARNs by folder name, the bus, tuning."""
+    """Every `${Placeholder}` of the ASL file and its value: function ARNs by folder name, tuning.
+
+    No bus: the workflow announces nothing itself; outcomes go to the outbox with the terminal status.
+    """
     missing = set(WORKFLOW_FUNCTIONS) - set(function_arns)
     if missing:
         raise ValueError(f"no ARN for workflow functions: {sorted(missing)}")
     return {
         **{function_arn_placeholder(name): function_arns[name] for name in WORKFLOW_FUNCTIONS},
-        "EventBusName": event_bus_name,
         **tuning,
     }
 

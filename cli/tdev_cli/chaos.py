@@ -1,29 +1,35 @@
-"""`tdev chaos --faults N [--seed S] [--json]`: N requests through the local runtime under injected faults.
+"""`tdev chaos --faults N [--seed S] [--json] [--fault-log FILE]`: N requests under injected faults.
 
-Faults, at every step (seeded, so a run can be repeated):
+Faults, at every step, each decided by (seed, the step's stable identity), so a seed replays its run:
 - every function invocation (API, plan, run_agent, record_task_failure, aggregate, compensate, the
   outbox publisher, each queue consumer): an exception before the work (a throttled or timed-out
   invocation), a crash *after* the work (the effect is stored, the response is lost: the caller
   retries), now and then a hard error (the saga's compensation path), and duplicate deliveries (the
   same event handed to the function twice, as Lambda's at-least-once delivery may);
-- inside the functions, AWS error responses from DynamoDB, SQS and EventBridge (throttling,
-  ProvisionedThroughputExceeded, ServiceUnavailable) injected into the HTTP layer of every botocore
-  client (`before-send`), so the SDK's own retries and the code's error handling both run;
+- inside the functions, AWS error responses from DynamoDB, SQS and EventBridge injected into the HTTP
+  layer of every botocore client (`before-send`), so the SDK's own retries and the code's error
+  handling both run: half are refused (nothing applied: throttling), half come after the service
+  applied the request (a 5xx or a lost answer after the commit);
 - the client side of the API: a lost response after the request was stored; the client retries with
   the same Idempotency-Key, as it must.
 
-Everything is then measured from the data: `lost` = accepted requests that never reached a terminal
-status, plus expected message effects (notification, task activity) neither applied nor dead-lettered;
-`duplicated_effects` = effects applied more than once (notifications or task activity counted twice
-on an execution, agent run statistics above the stored results, a retried submission that created a
-second execution); `dead_lettered` = messages in the DLQs. The last line printed is the summary.
+After the workflows end and the messaging has drained, dead letters are redriven with `tdev dlq`'s
+code (what an operator does). Then everything is measured from the data against the plan: `lost` =
+accepted requests that never reached a terminal status, planned tasks of a SUCCEEDED execution without
+a stored result, results whose task activity was never applied (by its event id), outcomes never
+notified, all not explained by a dead letter still left; `duplicated_effects` = effects applied more
+than once (a notification or task activity counted twice, agent run statistics above the stored
+results, a retried submission that created a second execution); `dead_lettered` = messages that reached
+a DLQ, `recovered` = of those, applied after the redrive, `dead_letters_left` = still in a DLQ (the run
+fails). The last line printed is the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import random
+import re
 import sys
 import threading
 import time
@@ -69,32 +75,57 @@ class InjectedHardError(RuntimeError):
 
 @dataclass
 class FaultPlan:
+    """Which fault hits which step: a pure function of (seed, the step's stable identity).
+
+    A step is named by what it is, never by when it ran: the request (its correlation id, fixed by the
+    client as `chaos-<seed>-r<n>`), the function, the task, the delivery attempt, the n-th AWS call of
+    that invocation. Threads finishing in another order therefore meet the same faults at the same
+    steps, and a seed replays its run.
+    """
+
     seed: int
     before: float = 0.08  # exception before the work
     after: float = 0.05  # crash after the work
     hard: float = 0.01  # non-retryable error (saga path); only for workflow steps
     duplicate: float = 0.05  # same event delivered twice
     aws_error: float = 0.03  # per AWS HTTP request made by the functions
+    aws_applied: float = 0.5  # share of AWS errors that come after the service applied the request
     injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)
         self._lock = threading.Lock()
+        self.hits: list[str] = []
 
-    def roll(self, probability: float, kind: str) -> bool:
-        with self._lock:
-            hit = self._random.random() < probability
-            if hit:
+    def roll(self, probability: float, kind: str, step: str) -> bool:
+        if probability <= 0:
+            return False
+        hit = _fraction(self.seed, kind, step) < probability
+        if hit:
+            with self._lock:
                 self.injected[kind] += 1
-            return hit
+                self.hits.append(f"{kind}@{step}")
+        return hit
 
-    def choice(self, options: tuple[str, ...]) -> str:
+    def choice(self, options: tuple[str, ...], step: str) -> str:
+        return options[int(_fraction(self.seed, "choice", step) * len(options))]
+
+    def fingerprint(self) -> str:
+        """A digest of every fault and where it hit: equal for two runs that met the same faults."""
         with self._lock:
-            return self._random.choice(options)
+            hits = sorted(self.hits)
+        return hashlib.sha256("\n".join(hits).encode()).hexdigest()[:16]
 
 
-class _InHandler(threading.local):
-    depth = 0
+def _fraction(seed: int, kind: str, step: str) -> float:
+    digest = hashlib.blake2b(f"{seed}\x1f{kind}\x1f{step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class _Current(threading.local):
+    """The invocation running on this thread (a handler's AWS calls are named after it)."""
+
+    def __init__(self) -> None:
+        self.steps: list[list[Any]] = []  # [step name, Counter of AWS requests made so far, by kind]
 
 
 class ChaosInjector:
@@ -105,12 +136,15 @@ class ChaosInjector:
     def __init__(self, runtime: Any, plan: FaultPlan) -> None:
         self.runtime = runtime
         self.plan = plan
-        self.in_handler = _InHandler()
+        self.current = _Current()
         self._original_invoke = runtime.invoke
         self._undo: list[Any] = []
+        self._attempts: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def install(self) -> None:
         import botocore.session
+        from moto.core.botocore_stubber import BotocoreStubber
 
         from tdev import aws
 
@@ -126,6 +160,17 @@ class ChaosInjector:
 
         botocore.session.Session.create_client = create_client
         self._undo.append(lambda: setattr(botocore.session.Session, "create_client", original_create))
+        # botocore hands a request to every before-send handler, and the emulation (moto's stubber) is
+        # one of them: it would apply a request whose injected error says it was not applied.
+        original_stub = BotocoreStubber.__call__
+
+        def stub(stubber: Any, event_name: str, request: Any, **kwargs: Any) -> Any:
+            if getattr(request, "tdev_rejected", False):
+                return None
+            return original_stub(stubber, event_name, request, **kwargs)
+
+        BotocoreStubber.__call__ = stub  # type: ignore[method-assign,assignment]
+        self._undo.append(lambda: setattr(BotocoreStubber, "__call__", original_stub))
         aws.reset_clients()  # the functions' cached clients are made again, with the hook
 
     def uninstall(self) -> None:
@@ -134,39 +179,119 @@ class ChaosInjector:
         self.runtime.fault_hook = None
         self.runtime.invoke = self._original_invoke
 
+    # ------------------------------------------------------------------------------ step identity
+    def step(self, name: str, event: dict[str, Any]) -> str:
+        """`<function>|<what the event is about>|<attempt>`, the same in every run of the seed."""
+        subject = _subject(name, event)
+        with self._lock:
+            self._attempts[f"{name}|{subject}"] += 1
+            attempt = self._attempts[f"{name}|{subject}"]
+        return f"{name}|{subject}|{attempt}"
+
     # ------------------------------------------------------------------------------------ invocations
     def before_invocation(self, name: str, event: dict[str, Any]) -> None:
-        if name != "api" and self.plan.roll(self.plan.before, f"{name}:exception-before"):
+        step = self.step(f"{name}:dispatch", event)
+        if name != "api" and self.plan.roll(self.plan.before, f"{name}:exception-before", step):
             raise injected_timeout(name)
         if name in self.WORKFLOW_STEPS - {"compensate"} and self.plan.roll(
-            self.plan.hard, f"{name}:hard-error"
+            self.plan.hard, f"{name}:hard-error", step
         ):
             raise InjectedHardError(f"injected: {name} failed for good")
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
-        deliveries = 2 if name != "api" and self.plan.roll(self.plan.duplicate, f"{name}:duplicate") else 1
+        step = self.step(name, event)
+        duplicated = name != "api" and self.plan.roll(self.plan.duplicate, f"{name}:duplicate", step)
         result: Any = None
-        for _ in range(deliveries):
-            self.in_handler.depth += 1
+        for delivery in range(2 if duplicated else 1):
+            self.current.steps.append([f"{step}|d{delivery}", Counter()])
             try:
                 result = self._original_invoke(name, event)
             finally:
-                self.in_handler.depth -= 1
-        if name != "api" and self.plan.roll(self.plan.after, f"{name}:crash-after-work"):
+                self.current.steps.pop()
+        if name != "api" and self.plan.roll(self.plan.after, f"{name}:crash-after-work", step):
             raise injected_crash(name)
         return result
 
     # ---------------------------------------------------------------------------------------- AWS
     def aws_error(self, request: Any, **kwargs: Any) -> Any:
-        """An AWS error response for a request a function makes (botocore retries it like a real one)."""
-        if self.in_handler.depth <= 0:
+        """An AWS error response for a request a function makes (botocore retries it like a real one).
+
+        Two kinds: the service refused the request (throttled: nothing applied), or it applied the
+        request and the answer was an error anyway (a 500 or a lost response after the commit).
+        """
+        if not self.current.steps:
             return None
         event_name = str(kwargs.get("event_name", ""))
         service = next((s for s in THROTTLES if f".{s}" in event_name), None)
-        if service is None or not self.plan.roll(self.plan.aws_error, f"aws:{service}"):
+        if service is None:
             return None
-        code = self.plan.choice(THROTTLES[service])
+        frame = self.current.steps[-1]
+        # Named by what is asked (operation and the keys it touches), counted per kind of request: a
+        # call that a cache saved in one run (other requests warmed it) does not shift the others.
+        what = f"{event_name.rsplit('.', 1)[-1]}|{_request_shape(request)}"
+        frame[1][what] += 1
+        step = f"{frame[0]}|{what}|{frame[1][what]}"
+        if not self.plan.roll(self.plan.aws_error, f"aws:{service}", step):
+            return None
+        if self.plan.roll(self.plan.aws_applied, f"aws:{service}:applied-then-error", step):
+            code = self.plan.choice(("InternalServerError", "ServiceUnavailable"), step)
+        else:
+            request.tdev_rejected = True  # the emulation must not apply it
+            code = self.plan.choice(THROTTLES[service], step)
         return _error_response(request, service, code)
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{6,}")
+_SHAPE_FIELDS = ("TableName", "Key", "QueueUrl", "EventBusName", "IndexName")
+
+
+def _request_shape(request: Any) -> str:
+    """The keys an AWS request touches, with ids and timestamps blanked (they differ between runs)."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except (TypeError, ValueError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    parts: list[Any] = [body.get(f) for f in _SHAPE_FIELDS if f in body]
+    item = body.get("Item")
+    if isinstance(item, dict):
+        parts.append({k: item.get(k) for k in ("PK", "SK", "id")})
+    for action in body.get("TransactItems", []) or []:
+        for operation in action.values():
+            key = operation.get("Key") or {k: operation.get("Item", {}).get(k) for k in ("PK", "SK")}
+            parts.append([operation.get("TableName"), key])
+    for entry in body.get("Entries", []) or []:
+        parts.append([entry.get("Source"), entry.get("DetailType")])
+    return _UUID.sub("<id>", json.dumps(parts, sort_keys=True, default=str))
+
+
+def _subject(name: str, event: dict[str, Any]) -> str:
+    """What an event is about, in terms that do not change between runs (no uuids, no timestamps)."""
+    if "Records" in event:  # a stream or queue batch: the messages it carries
+        ids = sorted(filter(None, (_message_subject(r) for r in event["Records"])))
+        return ",".join(ids) or f"records:{len(event['Records'])}"
+    headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    correlation = str(event.get("correlation_id") or headers.get("x-correlation-id") or "")
+    task = (event.get("task") or {}).get("task_id", "")
+    if name in ("api", "authorizer"):
+        return f"{correlation}|{event.get('httpMethod', '')}|{event.get('resource') or event.get('path', '')}"
+    return f"{correlation}|{task}"
+
+
+def _message_subject(record: dict[str, Any]) -> str | None:
+    if "body" in record:  # SQS
+        try:
+            body = json.loads(record["body"])
+        except ValueError:
+            return None
+        return f"{body.get('correlationId')}:{body.get('type')}:{body.get('taskId', '')}:{body.get('status')}"
+    image = (record.get("dynamodb") or {}).get("NewImage") or {}
+    if image.get("entity", {}).get("S") != "OUTBOX" or record.get("eventName") != "INSERT":
+        return None
+    detail = json.loads(image.get("detail", {}).get("S", "{}"))
+    data = detail.get("data", {})
+    return f"{detail.get('correlationId')}:{image.get('detail_type', {}).get('S')}:{data.get('taskId', '')}"
 
 
 def _error_response(request: Any, service: str, code: str) -> Any:
@@ -195,37 +320,49 @@ class ChaosReport:
     terminal: int = 0
     lost: int = 0
     duplicated_effects: int = 0
-    dead_lettered: int = 0
+    dead_lettered: int = 0  # messages that reached a DLQ during the run
+    recovered: int = 0  # of those, applied after the operator's redrive (`tdev dlq redrive`)
+    dead_letters_left: int = 0  # still in a DLQ at the end: the run fails
     statuses: dict[str, int] = field(default_factory=dict)
     half_done: int = 0
     published_duplicates: int = 0
     injected: dict[str, int] = field(default_factory=dict)
+    fault_fingerprint: str = ""
     seconds: float = 0.0
     seed: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
     def holds(self) -> bool:
-        return self.lost == 0 and self.duplicated_effects == 0 and self.terminal == self.requests
+        return (
+            self.lost == 0
+            and self.duplicated_effects == 0
+            and self.terminal == self.requests
+            and self.dead_letters_left == 0
+        )
 
     def summary(self) -> str:
         return (
             f"requests={self.requests} terminal={self.terminal} lost={self.lost} "
-            f"duplicated_effects={self.duplicated_effects} dead_lettered={self.dead_lettered}"
+            f"duplicated_effects={self.duplicated_effects} dead_lettered={self.dead_lettered} "
+            f"recovered={self.recovered} dead_letters_left={self.dead_letters_left}"
         )
 
 
-def submit_with_retries(invoke_api: Any, plan: FaultPlan, request: str, attempts: int = 10) -> str:
+def submit_with_retries(
+    invoke_api: Any, plan: FaultPlan, request: str, correlation_id: str, attempts: int = 10
+) -> str:
     """A well-behaved client: one Idempotency-Key per request, retried on 5xx and on lost responses."""
-    key = str(uuid.uuid4())
+    key = f"{correlation_id}-{uuid.uuid4()}"  # unique per run; faults are keyed on the correlation id
     execution_ids: set[str] = set()
     last: Any = None
     for attempt in range(attempts):
+        step = f"client|{correlation_id}|{attempt}"
         try:
-            if plan.roll(plan.before, "api:exception-before"):
+            if plan.roll(plan.before, "api:exception-before", step):
                 raise injected_timeout("the API call")
-            status, body = invoke_api(request, key)
-            if plan.roll(plan.after, "api:response-lost"):
+            status, body = invoke_api(request, key, correlation_id)
+            if plan.roll(plan.after, "api:response-lost", step):
                 if status in (200, 202):
                     execution_ids.add(body["execution_id"])
                 raise injected_crash("the API response was lost")
@@ -268,8 +405,12 @@ def run_chaos(
         _run_group(group, requests - remaining, seed, plan, report, timeout)
         remaining -= group
     report.injected = dict(sorted(plan.injected.items()))
+    report.fault_fingerprint = plan.fingerprint()
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+REDRIVE_ROUNDS = 3
 
 
 def _run_group(
@@ -280,18 +421,20 @@ def _run_group(
     with LocalRuntime() as runtime:
         injector = ChaosInjector(runtime, plan)
 
-        def invoke_api(request: str, key: str) -> tuple[int, Any]:
+        def invoke_api(request: str, key: str, correlation_id: str) -> tuple[int, Any]:
             return runtime.api(
                 "POST",
                 "/v1/requests",
                 {"request": request, "project_id": f"chaos-{seed}"},
-                headers={"Idempotency-Key": key},
+                headers={"Idempotency-Key": key, "X-Correlation-Id": correlation_id},
             )
 
         injector.install()
         try:
             accepted = [
-                submit_with_retries(invoke_api, plan, REQUESTS[(offset + i) % len(REQUESTS)])
+                submit_with_retries(
+                    invoke_api, plan, REQUESTS[(offset + i) % len(REQUESTS)], f"chaos-{seed}-r{offset + i}"
+                )
                 for i in range(count)
             ]
             pending = list(accepted)
@@ -300,29 +443,62 @@ def _run_group(
                 pending = _still_running(runtime, pending)
                 time.sleep(0.1)
             runtime.drain_messaging()
+            dead_lettered = sum(_dead_letter_counts(runtime).values())
+            report.dead_lettered += dead_lettered
+            # What an operator does with dead letters: `tdev dlq redrive <queue>`, and again if needed.
+            for _ in range(REDRIVE_ROUNDS):
+                if not any(_dead_letter_counts(runtime).values()):
+                    break
+                _redrive(runtime)
+                runtime.drain_messaging()
         finally:
             injector.uninstall()
         runtime.drain_messaging()  # settle what the faults left in flight (nothing is re-sent)
-        _measure(runtime, accepted, report)
+        left = _measure(runtime, accepted, report)
+        report.recovered += max(0, dead_lettered - left)
 
 
 def _still_running(runtime: Any, execution_ids: list[str]) -> list[str]:
     return [e for e in execution_ids if runtime.workflow_status(e) == "RUNNING"]
 
 
-def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> None:
+def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
+    """Count every expected effect of the plan by its own identity; returns the dead letters left.
+
+    Expected effects come from the plan (the execution's planned tasks), not from what was stored:
+    every planned task of a SUCCEEDED execution has exactly one stored successful result, every stored
+    result exactly one applied task activity (its APPLIED marker), every terminal execution exactly
+    one outcome notification.
+    """
     import boto3
     from boto3.dynamodb.conditions import Key
 
+    from tdev.data.executions import fact_event_id as deterministic_event_id
     from tdev.data.executions import from_item
+    from tdev.messaging.consumers import applied_key
 
     table = boto3.resource("dynamodb", region_name="us-east-1").Table("tdev-local")
     report.requests += len(accepted)
     if len(set(accepted)) != len(accepted):
         report.duplicated_effects += len(accepted) - len(set(accepted))
         report.problems.append("two requests were given the same execution")
-    dead = _dead_letter_bodies(runtime)
-    report.dead_lettered += sum(len(v) for v in dead.values())
+    dead = _read_dead_letters(runtime)
+    left = sum(len(v) for v in dead.values())
+    report.dead_letters_left += left
+    dead_bodies = [m for bodies in dead.values() for m in bodies]
+    for body in dead_bodies:
+        report.problems.append(f"dead letter left: {json.dumps(body, sort_keys=True)[:160]}")
+
+    def dead_letter_for(execution_id: str, task_id: str | None = None) -> bool:
+        return any(
+            m.get("executionId") == execution_id and (task_id is None or m.get("taskId") == task_id)
+            for m in dead_bodies
+        )
+
+    def applied(consumer: str, event_id: str) -> bool:
+        key = applied_key(consumer, event_id)
+        return "Item" in table.get_item(Key=key, ConsistentRead=True)
+
     statuses: Counter[str] = Counter()
     succeeded_results: Counter[str] = Counter()
     for execution_id in accepted:
@@ -339,43 +515,58 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> None:
             report.problems.append(f"{execution_id}: never terminal ({status})")
             continue
         report.terminal += 1
-        results = [i for i in items if i["SK"].startswith("TASK#")]
-        for item in results:
-            if item["status"] == "SUCCEEDED":
-                succeeded_results[item["result"]["agent"]] += 1
-        notifications = int(head.get("notifications_sent", 0))
+        planned: dict[str, Any] = head.get("tasks", {}) or {}
+        results = {i["SK"].removeprefix("TASK#"): i for i in items if i["SK"].startswith("TASK#")}
+        if not planned:
+            report.problems.append(f"{execution_id}: {status} without a plan")
+        for task_id in sorted(set(results) - set(planned)):
+            report.duplicated_effects += 1
+            report.problems.append(f"{execution_id}: result of {task_id}, a task that was never planned")
+        markers = 0
+        for task_id, state in sorted(planned.items()):
+            result = results.get(task_id)
+            if result is None:
+                if status == "SUCCEEDED" or state.get("status") in {"SUCCEEDED", "FAILED"}:
+                    report.lost += 1
+                    report.problems.append(
+                        f"{execution_id}: planned task {task_id} ({state.get('status')}) has no stored result"
+                    )
+                continue
+            if status == "SUCCEEDED" and result["status"] != "SUCCEEDED":
+                report.lost += 1
+                report.problems.append(
+                    f"{execution_id}: SUCCEEDED, but task {task_id} stored {result['status']}"
+                )
+            if result["status"] == "SUCCEEDED":
+                succeeded_results[result["result"]["agent"]] += 1
+            facts = {
+                s: applied("task-activity", deterministic_event_id(execution_id, "task", task_id, s))
+                for s in ("SUCCEEDED", "FAILED")
+            }
+            markers += sum(facts.values())
+            if not facts[result["status"]] and not dead_letter_for(execution_id, task_id):
+                report.lost += 1
+                report.problems.append(f"{execution_id}: activity of task {task_id} never applied")
         announced = int(head.get("tasks_announced", 0))
+        if announced > markers:
+            report.duplicated_effects += announced - markers
+            report.problems.append(
+                f"{execution_id}: {announced} task activities applied for {markers} events"
+            )
+        notifications = int(head.get("notifications_sent", 0))
         if notifications > 1:
             report.duplicated_effects += notifications - 1
             report.problems.append(f"{execution_id}: notified {notifications} times")
-        if announced > len(results):
-            report.duplicated_effects += announced - len(results)
-            report.problems.append(f"{execution_id}: {announced} task activities for {len(results)} results")
-        outcome_event_lost = notifications == 0 and not any(
-            (m.get("executionId") == execution_id) for bodies in dead.values() for m in bodies
-        )
-        if outcome_event_lost:
+        if notifications == 0 and not dead_letter_for(execution_id):
             report.lost += 1
             report.problems.append(f"{execution_id}: outcome never notified nor dead-lettered")
-        missing_activity = len(results) - announced
-        if missing_activity > 0:
-            dead_for_execution = sum(
-                1 for bodies in dead.values() for m in bodies if m.get("executionId") == execution_id
-            )
-            if missing_activity > dead_for_execution:
-                report.lost += missing_activity - dead_for_execution
-                report.problems.append(f"{execution_id}: {missing_activity} task activities missing")
         if status == "FAILED":
-            open_tasks = [
-                t
-                for t, s in head.get("tasks", {}).items()
-                if s["status"] in {"SUCCEEDED", "RUNNING", "PENDING"}
-            ]
+            open_tasks = [t for t, s in planned.items() if s["status"] in {"SUCCEEDED", "RUNNING", "PENDING"}]
             if open_tasks:
                 report.half_done += 1
                 report.lost += 1
                 report.problems.append(f"{execution_id}: FAILED with uncompensated tasks {open_tasks}")
-    for agent, count in succeeded_results.items():
+    for agent, count in sorted(succeeded_results.items()):
         stats = table.get_item(Key={"PK": f"AGENT#{agent}", "SK": "STATS"}).get("Item") or {}
         runs = int(stats.get("successes", 0))
         if runs > count:
@@ -383,6 +574,7 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> None:
             report.problems.append(f"agent {agent}: {runs} successful runs counted for {count} results")
     for status, count in statuses.items():
         report.statuses[status] = report.statuses.get(status, 0) + count
+    return left
 
 
 def _query_all(table: Any, condition: Any) -> list[dict[str, Any]]:
@@ -396,18 +588,42 @@ def _query_all(table: Any, condition: Any) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def _dead_letter_bodies(runtime: Any) -> dict[str, list[dict[str, Any]]]:
-    """Every message in every DLQ (read without consuming: each is made visible again)."""
+def _dead_letter_queues() -> list[str]:
+    from tdev.messaging import queues as q
+
+    return [spec.dlq_name for spec in q.QUEUES] + [q.OUTBOX_FAILURES]
+
+
+def _dead_letter_counts(runtime: Any) -> dict[str, int]:
+    return {name: runtime.messaging.queue_depth(name) for name in _dead_letter_queues()}
+
+
+def _redrive(runtime: Any) -> None:
+    """`tdev dlq redrive` for every queue that has dead letters (the operator's command, same code)."""
     import boto3
 
     from tdev.messaging import queues as q
+    from tdev_cli.dlq import DeadLetters
+
+    dead_letters = DeadLetters(boto3.client("sqs", region_name="us-east-1"))
+    for spec in q.QUEUES:
+        if dead_letters.count(spec):
+            dead_letters.redrive(spec)
+
+
+def _read_dead_letters(runtime: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every message left in every DLQ, read to the last one (this runtime is about to be discarded).
+
+    Each message is received and deleted: a FIFO queue hands out no further message of a group while
+    one is in flight, so reading without deleting stopped at the first batch of ten.
+    """
+    import boto3
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     found: dict[str, list[dict[str, Any]]] = {}
-    for name in [spec.dlq_name for spec in q.QUEUES] + [q.OUTBOX_FAILURES]:
+    for name in _dead_letter_queues():
         url = runtime.messaging.queue_urls[name]
         bodies: list[dict[str, Any]] = []
-        handles: list[str] = []
         while True:
             messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30).get(
                 "Messages", []
@@ -415,7 +631,7 @@ def _dead_letter_bodies(runtime: Any) -> dict[str, list[dict[str, Any]]]:
             if not messages:
                 break
             for message in messages:
-                handles.append(message["ReceiptHandle"])
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
                 body = json.loads(message["Body"])
                 if "dynamodb" in body:  # a stream record the publisher gave up on
                     image = body["dynamodb"].get("NewImage", {})
@@ -423,10 +639,9 @@ def _dead_letter_bodies(runtime: Any) -> dict[str, list[dict[str, Any]]]:
                     body = {
                         "eventId": detail.get("eventId"),
                         "executionId": detail.get("data", {}).get("executionId"),
+                        "taskId": detail.get("data", {}).get("taskId"),
                     }
                 bodies.append(body)
-        for handle in handles:
-            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
         found[name] = bodies
     return found
 
@@ -440,6 +655,9 @@ def register(commands: Any) -> None:
         "--per-runtime", type=int, default=20, help="requests per fresh local runtime (all in flight at once)"
     )
     chaos.add_argument("--json", action="store_true", help="print the report as JSON before the summary")
+    chaos.add_argument(
+        "--fault-log", default=None, metavar="FILE", help="write every fault and the step it hit, sorted"
+    )
     chaos.set_defaults(func=_command)
 
 
@@ -449,14 +667,19 @@ def _command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from tdev_cli.main import _functions_output
 
+    plan = FaultPlan(seed=args.seed)
     with _functions_output(".tdev/logs", "chaos"):
-        report = run_chaos(args.faults, seed=args.seed, per_runtime=args.per_runtime)
+        report = run_chaos(args.faults, seed=args.seed, per_runtime=args.per_runtime, plan=plan)
+    if args.fault_log:
+        with open(args.fault_log, "w", encoding="utf-8") as log:
+            log.writelines(f"{hit}\n" for hit in sorted(plan.hits))
     if args.json:
         data = asdict(report)
         print(json.dumps(data, indent=2))
     else:
         print(f"seed={report.seed} seconds={report.seconds} statuses={report.statuses}")
         print("injected: " + ", ".join(f"{k}={v}" for k, v in report.injected.items()))
+        print(f"faults={sum(report.injected.values())} fault_fingerprint={report.fault_fingerprint}")
         for problem in report.problems[:20]:
             print(f"problem: {problem}")
     print(report.summary())

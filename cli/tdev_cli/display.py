@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group
@@ -75,7 +76,47 @@ def progress_view(view: dict[str, Any]) -> Group:
     progress = float(view.get("progress", 0.0))
     bar = ProgressBar(total=1.0, completed=progress, width=50)
     header = f"execution {view['execution_id']}  [{STATUS_STYLE.get(view['status'], '')}]{view['status']}[/]"
-    return Group(header, bar, f"{progress:.0%} of tasks finished", table)
+    parts: list[Any] = [header, bar, f"{progress:.0%} of tasks finished", table]
+    if view.get("verify"):
+        parts.append(verify_table(view["verify"]))
+    return Group(*parts)
+
+
+VERIFY_STYLE = {"passed": "green", "failed": "red", "timeout": "red", "error": "red"}
+
+
+def verify_table(iterations: list[dict[str, Any]]) -> Table:
+    """The verify loop so far: one row per test run in the sandbox."""
+    table = Table(title="Verify loop (tests run in the sandbox)", title_justify="left")
+    for column in (
+        "iteration",
+        "outcome",
+        "passed",
+        "failed",
+        "files changed",
+        "fixed by",
+        "tokens",
+        "cost $",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("passed", "failed", "tokens", "cost $") else "left"
+        )
+    for it in iterations:
+        usage, tests = it.get("usage", {}), it.get("tests", {})
+        changed = it.get("files_changed", [])
+        shown = ", ".join(changed[:3]) + (f" +{len(changed) - 3}" if len(changed) > 3 else "")
+        outcome = it["outcome"]
+        table.add_row(
+            str(it["iteration"]),
+            f"[{VERIFY_STYLE.get(outcome, 'dim')}]{outcome}[/]",
+            str(tests.get("passed", 0)),
+            str(tests.get("failed", 0) + tests.get("errors", 0)),
+            escape(shown or "-"),
+            escape(it.get("fixed_by") or "-"),
+            str(usage.get("input_tokens", 0) + usage.get("output_tokens", 0)),
+            f"{usage.get('cost_usd', 0.0):.6f}",
+        )
+    return table
 
 
 def results(console: Console, view: dict[str, Any], *, full: bool) -> None:
@@ -115,7 +156,13 @@ def summary(console: Console, view: dict[str, Any], seconds: float) -> None:
 
 
 def follow(
-    console: Console, runtime: LocalRuntime, execution_id: str, *, timeout: float, full: bool
+    console: Console,
+    runtime: LocalRuntime,
+    execution_id: str,
+    *,
+    timeout: float,
+    full: bool,
+    note: Callable[[], str] | None = None,
 ) -> dict[str, Any]:
     """Show the plan once it exists, then a live progress view until the workflow ends."""
     started = time.monotonic()
@@ -131,5 +178,7 @@ def follow(
                 live.update(progress_view(view), refresh=True)
     console.print()
     results(console, view, full=full)
+    if note is not None:  # e.g. where the project was written; the status stays the last line
+        console.print(note())
     summary(console, view, time.monotonic() - started)
     return view

@@ -1,20 +1,25 @@
 """`tdev dlq list|redrive|purge [QUEUE]`: dead letters of the messaging queues, with counts.
 
-Works against the deployed queues (your AWS credentials; names `<prefix>-<queue>`, `--prefix`) or, with
-`--local`, against the local runtime's queues after a chaos run. `redrive` moves every message of a
-queue's DLQ back to its source queue, unchanged (never wrapped a second time); `purge` deletes them.
+Works against the deployed queues (your AWS credentials and region; names `<prefix><queue>`, `--prefix`)
+or, with `--local`, against a local AWS emulation serving the same queue names over HTTP
+(`--endpoint-url`, default moto_server's http://127.0.0.1:5000, region us-east-1, test credentials).
+`tdev chaos` runs its emulation in process and redrives with this same code before it counts.
+`redrive` moves every message of a queue's DLQ back to its source queue, unchanged (never wrapped a
+second time); `purge` deletes them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from tdev.messaging import queues as q
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOCAL_ENDPOINT = "http://127.0.0.1:5000"
 
 
 @dataclass
@@ -65,7 +70,9 @@ class DeadLetters:
                 if spec.fifo:
                     attributes = message.get("Attributes", {})
                     send["MessageGroupId"] = attributes.get("MessageGroupId", "redrive")
-                    send["MessageDeduplicationId"] = message["MessageId"]
+                    # Fresh per redrive: a message dead-lettered twice keeps its MessageId, and SQS would
+                    # drop a second redrive within 5 minutes as a duplicate (the consumers dedup anyway).
+                    send["MessageDeduplicationId"] = f"{message['MessageId']}-{uuid.uuid4().hex[:12]}"
                 self.sqs.send_message(**send)
                 # Deleted only once safely on the source queue: a crash in between duplicates, never loses.
                 self.sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
@@ -91,7 +98,11 @@ def register(commands: Any) -> None:
     dlq.add_argument("action", choices=["list", "redrive", "purge"])
     dlq.add_argument("queue", nargs="?", help="agent-execution.fifo, project-build or notifications")
     dlq.add_argument("--prefix", default="", help="queue name prefix of the deployment, e.g. tdev-dev-")
-    dlq.add_argument("--region", default=None)
+    dlq.add_argument("--region", default=None, help="AWS region (default: your AWS configuration's)")
+    dlq.add_argument("--local", action="store_true", help="use a local AWS emulation (--endpoint-url)")
+    dlq.add_argument(
+        "--endpoint-url", default=LOCAL_ENDPOINT, help=f"with --local (default {LOCAL_ENDPOINT})"
+    )
     dlq.set_defaults(func=_command)
 
 
@@ -113,7 +124,23 @@ def _command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-    return run(DeadLetters(boto3.client("sqs", region_name=args.region), args.prefix), args.action, spec)
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        if args.local:
+            sqs = boto3.client(
+                "sqs",
+                region_name=args.region or "us-east-1",
+                endpoint_url=args.endpoint_url,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",  # the emulation's placeholder
+            )
+        else:
+            sqs = boto3.client("sqs", region_name=args.region)
+    except BotoCoreError as exc:  # e.g. no region configured: a message, not a stack trace
+        print(f"tdev dlq {args.action}: {exc} (pass --region, or --local)", file=sys.stderr)
+        return EXIT_FAILED
+    return run(DeadLetters(sqs, args.prefix), args.action, spec)
 
 
 def run(dead_letters: DeadLetters, action: str, spec: q.QueueSpec | None) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tdev_cli import bench_cmd, chaos, dlq, models_cmd, serve, session_cmd, token_cmd
+from tdev_cli import artifacts_cmd, bench_cmd, chaos, dlq, models_cmd, serve, session_cmd, token_cmd
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the workflow")
     run.add_argument("--log-dir", default=".tdev/logs", help="where the functions' JSON logs and metrics go")
     run.add_argument("--session", help="attach the request to an open session (needs `tdev session backend`)")
+    run.add_argument("--output", "-o", help="write the project the agents produced into this folder")
 
     agents = commands.add_parser("agents", help="list the registered agents")
     agents.add_argument("--json", action="store_true")
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     token_cmd.register(commands)
     session_cmd.register(commands)
     bench_cmd.register(commands)
+    artifacts_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):
@@ -148,11 +150,37 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             view = runtime.wait(execution_id, timeout=args.timeout)
             print(json.dumps(view, indent=2), file=console.file)
+            _save_artifacts(runtime, execution_id, args.output)  # quietly: stdout is the JSON only
         else:
             console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
-            view = display.follow(console, runtime, execution_id, timeout=args.timeout, full=args.full)
+            view = display.follow(
+                console,
+                runtime,
+                execution_id,
+                timeout=args.timeout,
+                full=args.full,
+                note=lambda: _save_artifacts(runtime, execution_id, args.output),
+            )
     final = view.get("status", "FAILED")
     return {"SUCCEEDED": EXIT_OK, "DEGRADED": EXIT_DEGRADED}.get(final, EXIT_FAILED)
+
+
+def _save_artifacts(runtime: Any, execution_id: str, output: str | None) -> str:
+    """Keep the project in .tdev/workspaces/<id>/ and write it to --output; one line saying where."""
+    from tdev_cli.artifacts_cmd import download, keep_copy
+
+    def api(method: str, path: str) -> tuple[int, Any]:
+        status, body = runtime.api(method, path)
+        return int(status), body
+
+    try:
+        kept = keep_copy(api, execution_id)
+        if output is None:
+            return f"project: {kept} (tdev artifacts {execution_id} --output DIR)"
+        files = download(api, execution_id, Path(output))
+    except (RuntimeError, ValueError, OSError) as exc:
+        return f"[red]could not write the project: {exc}[/red]"
+    return f"project: {len(files)} files written to {output}"
 
 
 def _console() -> Any:

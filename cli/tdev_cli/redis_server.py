@@ -31,6 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tdev_cli import watchdog
+
 SLOTS = 16_384
 CLUSTER_NODE_ARGS = (
     "--cluster-enabled", "yes",
@@ -161,6 +163,9 @@ class RedisServer:
                 *self.extra_args,
             ]
         )  # fmt: skip
+        # The kernel kills the server with its parent (above); the watchdog also removes its folder.
+        watchdog.guard_process(self._process.pid)
+        watchdog.guard_directory(self._directory.name)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -183,9 +188,11 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            watchdog.release_process(self._process.pid)
             self._process = None
         if self._directory is not None:
             self._directory.cleanup()
+            watchdog.release_directory(self._directory.name)
             self._directory = None
 
     def __enter__(self) -> RedisServer:

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from tdev_cli.aws_calls import CallRecorder, running
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The handlers (functions/) and the state machine definitions (statemachines/) live beside the CLI.
 if str(REPO_ROOT) not in sys.path:
@@ -39,14 +41,21 @@ FUNCTIONS = (
     "api",
     "plan_request",
     "run_agent",
+    "run_project_tests",
+    "fix_failing_tests",
+    "sandbox",
     "record_task_failure",
     "aggregate_results",
     "compensate",
+    "record_compensation_failure",
     "session_sweeper",
+    "reconcile_executions",
 )
 # Functions behind event source mappings (stream, queues): driven by LocalRuntime.drain_messaging().
 MESSAGING_FUNCTIONS = ("outbox_publisher", "notifications_consumer", "task_activity_consumer")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
+WORKSPACE_BUCKET = "tdev-local-workspaces"
+SANDBOX_FUNCTION = "sandbox"
 
 LOCAL_USER = "local-developer"
 # The local runtime follows executions by polling (5 requests a second); `tdev serve` applies the spec's
@@ -55,6 +64,23 @@ LOCAL_RATE_LIMIT = "100000/900"
 
 # A hook called before each dispatched invocation: (function name, event) -> None, may raise.
 FaultHook = Callable[[str, dict[str, Any]], None]
+
+# AWS's limits, enforced here so nothing passes locally that fails deployed. moto itself enforces
+# DynamoDB's 400 KB item (ValidationException) and Step Functions' 256 KB state payload
+# (States.DataLimitExceeded); tests/unit/test_aws_limits.py proves each.
+LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024  # synchronous invocation: request and response, 6 MB each
+API_GATEWAY_PAYLOAD_BYTES = 10 * 1024 * 1024  # REST API request payload
+API_GATEWAY_TIMEOUT_SECONDS = 29.0  # REST API integration timeout
+
+
+class RequestEntityTooLargeException(Exception):
+    """What Lambda's Invoke answers (HTTP 413) when a synchronous request payload is over 6 MB."""
+
+
+class ResponseSizeTooLarge(Exception):
+    """A function whose response is over 6 MB: Lambda reports it as a function error of this type."""
+
+    error_type = "Function.ResponseSizeTooLarge"
 
 
 @dataclass
@@ -78,18 +104,21 @@ class LambdaContext:
 
 
 def local_substitutions(
-    retry_interval_seconds: int = 1, max_transient_retries: int = 3, max_concurrent_tasks: int = 50
+    retry_interval_seconds: int = 1,
+    max_transient_retries: int = 3,
+    max_concurrent_tasks: int = 50,
+    max_verify_iterations: int = 3,
 ) -> dict[str, str]:
     """The ASL placeholders filled through the stack's own function, with local ARNs and tuning."""
     from statemachines.request_workflow import workflow_substitutions
 
     return workflow_substitutions(
         function_arns={name: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}" for name in FUNCTIONS},
-        event_bus_name=EVENT_BUS,
         tuning={
             "MaxConcurrentTasks": str(max_concurrent_tasks),
             "RetryIntervalSeconds": str(retry_interval_seconds),
             "MaxTransientRetries": str(max_transient_retries),
+            "MaxVerifyIterations": str(max_verify_iterations),
         },
     )
 
@@ -108,10 +137,15 @@ class LocalRuntime:
         keys_dir: Path | str | None = None,
         rate_limit_default: str | None = LOCAL_RATE_LIMIT,
         fallback_models: tuple[str, ...] = (),
+        api_timeout_seconds: float = API_GATEWAY_TIMEOUT_SECONDS,
+        max_verify_iterations: int = 3,
     ) -> None:
         self.default_model = default_model
         self.fallback_models = fallback_models  # models a request may fall back to (Bedrock stays real)
-        self.substitutions = local_substitutions(retry_interval_seconds, max_transient_retries)
+        self.api_timeout_seconds = api_timeout_seconds  # API Gateway's integration timeout (tests shorten it)
+        self.substitutions = local_substitutions(
+            retry_interval_seconds, max_transient_retries, max_verify_iterations=max_verify_iterations
+        )
         self.fault_hook = fault_hook
         # The shared Redis: the one given, else REDIS_URL from the environment, else a private server.
         self.redis_url = redis_url or os.environ.get("REDIS_URL")
@@ -130,6 +164,8 @@ class LocalRuntime:
         self.issuer: Any = None
         self.default_identity: tuple[str, tuple[str, ...]] = (LOCAL_USER, ("developer",))
         self.messaging: Any = None  # tdev_cli.local_messaging.LocalMessaging, made with the resources
+        # Every AWS call each function makes (permissions from evidence: tdev_cli.permissions).
+        self.aws_calls = CallRecorder()
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -153,6 +189,9 @@ class LocalRuntime:
             "KMS_KEY_ID": "",  # set once the emulated key exists (_create_resources)
             **self._security_environment(),
             "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
+            # Project workspaces in the emulated S3 bucket; tests run by the sandbox function.
+            "WORKSPACE_BUCKET": WORKSPACE_BUCKET,
+            "SANDBOX_FUNCTION_NAME": SANDBOX_FUNCTION,
         }
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
@@ -174,6 +213,8 @@ class LocalRuntime:
         mocker = mock_aws(config=config)  # type: ignore[call-overload]
         mocker.start()
         self._stack.append(mocker.stop)
+        self.aws_calls.start()
+        self._stack.append(self.aws_calls.stop)
         if bedrock_session is not None:
             from tdev.llm.catalog import use_bedrock_session
 
@@ -189,6 +230,7 @@ class LocalRuntime:
         patcher = mock.patch.object(LambdaSimpleBackend, "invoke", dispatch)
         patcher.start()
         self._stack.append(patcher.stop)
+        self._stack.append(_terminal_errors_escape_states_all())
 
         from tdev import container
 
@@ -208,7 +250,11 @@ class LocalRuntime:
         if self.keys_dir is None:
             import tempfile
 
+            from tdev_cli import watchdog
+
             folder = tempfile.TemporaryDirectory(prefix="tdev-keys-")
+            watchdog.guard_directory(folder.name)  # the signing key goes even if we are SIGKILLed
+            self._stack.append(lambda: watchdog.release_directory(folder.name))  # after the cleanup
             self._stack.append(folder.cleanup)
             self.keys_dir = Path(folder.name)
         self.issuer = LocalIssuer(self.keys_dir)
@@ -261,6 +307,7 @@ class LocalRuntime:
         ]["KeyId"]
         os.environ["KMS_KEY_ID"] = key_id
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=CHECKPOINT_BUCKET)
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=WORKSPACE_BUCKET)
         events = boto3.client("events", region_name=REGION)
         events.create_event_bus(Name=EVENT_BUS)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -329,6 +376,12 @@ class LocalRuntime:
         self.invocations.append((name, "ok"))
         return result
 
+    def reconcile(self) -> dict[str, Any]:
+        """What the every-minute schedule does in AWS: one run of the execution reconciler."""
+        event = json.loads((REPO_ROOT / "events" / "reconcile_executions.json").read_text())
+        event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return dict(self.invoke("reconcile_executions", event))
+
     def drain_messaging(self) -> int:
         """Deliver everything pending: outbox stream -> bus -> queues -> consumers, until quiet."""
         return int(self.messaging.drain())
@@ -346,7 +399,7 @@ class LocalRuntime:
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps(
                 {
-                    "errorType": type(exc).__name__,
+                    "errorType": getattr(exc, "error_type", type(exc).__name__),
                     "errorMessage": str(exc),
                     "stackTrace": traceback.format_exception(exc)[-3:],
                 }
@@ -359,8 +412,20 @@ class LocalRuntime:
         if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
-        with self._invocation_lock:
-            return module.lambda_handler(event, LambdaContext(function_name=function))
+        request_bytes = _payload_bytes(event)
+        if request_bytes > LAMBDA_SYNC_PAYLOAD_BYTES:
+            raise RequestEntityTooLargeException(
+                f"{request_bytes} byte payload is too large for the RequestResponse invocation type "
+                f"(limit {LAMBDA_SYNC_PAYLOAD_BYTES} bytes)"
+            )
+        with self._invocation_lock, running(function):
+            result = module.lambda_handler(event, LambdaContext(function_name=function))
+        if _payload_bytes(result) > LAMBDA_SYNC_PAYLOAD_BYTES:
+            raise ResponseSizeTooLarge(
+                "Response payload size exceeded maximum allowed payload size "
+                f"({LAMBDA_SYNC_PAYLOAD_BYTES} bytes)."
+            )
+        return result
 
     # ------------------------------------------------------------------------------------- the API
     def api(
@@ -381,8 +446,12 @@ class LocalRuntime:
         if authenticate and not {h.lower() for h in headers} & {"authorization", "x-api-key"}:
             user, roles = self.default_identity
             headers["Authorization"] = f"Bearer {self.token(user, roles)}"
-        response = self.http(method, path, headers, raw_body if raw_body is not None else (
-            json.dumps(body) if body is not None else None))
+        response = self.http(
+            method,
+            path,
+            headers,
+            raw_body if raw_body is not None else (json.dumps(body) if body is not None else None),
+        )
         payload = response.get("body") or "null"
         if response.get("isBase64Encoded"):
             payload = base64.b64decode(payload).decode()
@@ -395,7 +464,10 @@ class LocalRuntime:
 
         Returns the proxy response (statusCode, headers, body). A failed authorizer answers 401 and a
         Deny policy 403, with the JSON bodies the API stack configures as gateway responses."""
-        event = api_event(method, path, headers=headers, raw_body=body)
+        if body is not None and len(body.encode()) > API_GATEWAY_PAYLOAD_BYTES:
+            return aws_gateway_response(413, "Request Too Long")  # before any authorizer or integration
+        path, _, query = path.partition("?")  # API Gateway hands the handler the query string parsed
+        event = api_event(method, path, headers=headers, raw_body=body, query=query)
         context = event["requestContext"]
         context["identity"] = {**context.get("identity", {}), "sourceIp": source_ip}
         if path.rstrip("/") != "/health":
@@ -404,8 +476,12 @@ class LocalRuntime:
             try:
                 result = self.invoke(
                     "authorizer",
-                    {"type": "REQUEST", "methodArn": method_arn, "headers": event["headers"],
-                     "requestContext": event["requestContext"]},
+                    {
+                        "type": "REQUEST",
+                        "methodArn": method_arn,
+                        "headers": event["headers"],
+                        "requestContext": event["requestContext"],
+                    },
                 )
             except Exception as exc:
                 if str(exc) != "Unauthorized":
@@ -415,7 +491,15 @@ class LocalRuntime:
             if statement["Effect"] != "Allow":
                 return gateway_response(403, "Forbidden", "the authorizer denied this request")
             context["authorizer"] = {"principalId": result["principalId"], **result["context"]}
-        response = dict(self.invoke("api", event))
+        started = time.monotonic()
+        try:
+            response = dict(self.invoke("api", event))
+        except (RequestEntityTooLargeException, ResponseSizeTooLarge):
+            # The integration failed (Lambda refused the event, or the function's answer was too large).
+            return aws_gateway_response(502, "Internal server error")
+        if time.monotonic() - started > self.api_timeout_seconds:
+            # API Gateway stops waiting at 29 s (the function runs on, its answer is lost).
+            return aws_gateway_response(504, "Endpoint request timed out")
         # What the client sees: API Gateway merges `multiValueHeaders` and `headers` into one set.
         merged = {k: ", ".join(v) for k, v in (response.get("multiValueHeaders") or {}).items()}
         response["headers"] = {**merged, **(response.get("headers") or {})}
@@ -480,6 +564,63 @@ class LocalRuntime:
                 sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+def _payload_bytes(value: Any) -> int:
+    """The size of a payload as Lambda receives it: JSON, binary values (stream records) base64-encoded."""
+
+    def encoded(item: Any) -> str:
+        if isinstance(item, bytes | bytearray):
+            return base64.b64encode(item).decode()
+        return str(item)
+
+    return len(json.dumps(value, default=encoded).encode())
+
+
+def _terminal_errors_escape_states_all() -> Callable[[], None]:
+    """As in Step Functions, `States.ALL` does not catch or retry the terminal States.DataLimitExceeded and
+    States.Runtime errors (moto's interpreter matches them): they fail the execution unless named.
+    Returns the function that undoes the patch."""
+    from moto.stepfunctions.parser.asl.component.common.error_name.error_equals_decl import ErrorEqualsDecl
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+        StatesErrorNameType,
+    )
+
+    terminal = {StatesErrorNameType.StatesStatesDataLimitExceeded, StatesErrorNameType.StatesRuntime}
+    original = ErrorEqualsDecl._eval_body
+
+    def eval_body(self: Any, env: Any) -> None:
+        error = env.stack[-1] if env.stack else None
+        if isinstance(error, StatesErrorName) and error.typ in terminal and error not in self.error_names:
+            env.stack.pop()
+            env.stack.append(False)
+            return
+        original(self, env)
+
+    # A Map iteration that failed with a States.* error re-raises it under the same (States.*) name, as
+    # Step Functions does; moto would make it States.Runtime ("custom names must not begin with States.").
+    from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import iteration_worker
+
+    def error_name_of(error_name: str | None) -> Any:
+        if error_name is not None and error_name.startswith("States."):
+            return StatesErrorName.from_name(error_name)
+        return CustomErrorName(error_name=error_name)
+
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+
+    patchers: list[Any] = [
+        mock.patch.object(ErrorEqualsDecl, "_eval_body", eval_body),
+        mock.patch.object(iteration_worker, "CustomErrorName", error_name_of),
+    ]
+    for patcher in patchers:
+        patcher.start()
+
+    def stop() -> None:
+        for patcher in reversed(patchers):
+            patcher.stop()
+
+    return stop
+
+
 def _real_aws_session() -> Any:
     """A boto3 Session frozen on the user's own credentials (profile, env or SSO), or an error."""
     import boto3
@@ -512,6 +653,15 @@ def gateway_response(status: int, error: str, message: str) -> dict[str, Any]:
     )
 
 
+def aws_gateway_response(status: int, message: str) -> dict[str, Any]:
+    """API Gateway's own default answer (no gateway response configured for it): `{"message": ...}`."""
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"message": message}),
+    }
+
+
 def api_event(
     method: str,
     path: str,
@@ -519,9 +669,15 @@ def api_event(
     body: Any = None,
     headers: dict[str, str] | None = None,
     raw_body: str | None = None,
+    query: str = "",
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event, built from the sample in events/ so tests and runtime agree."""
+    from urllib.parse import parse_qsl
+
     template = json.loads((REPO_ROOT / "events" / "api_post_request.json").read_text())
+    multi_query: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
+        multi_query.setdefault(name, []).append(value)
     request_id = str(uuid.uuid4())
     all_headers = {"Content-Type": "application/json", "Host": "localhost", **(headers or {})}
     template.update(
@@ -532,6 +688,8 @@ def api_event(
             "headers": all_headers,
             "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
             "pathParameters": {"proxy": path.lstrip("/")},
+            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
             "body": raw_body if raw_body is not None else (json.dumps(body) if body is not None else None),
             "isBase64Encoded": False,
         }

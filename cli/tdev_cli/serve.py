@@ -14,12 +14,15 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tdev_cli.runtime import API_GATEWAY_PAYLOAD_BYTES
 
 EXIT_OK, EXIT_USAGE = 0, 2
 STATE_FILE = Path(".tdev/serve.json")
@@ -45,33 +48,52 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+MAX_CHUNK_LINE_BYTES = 1024  # a chunk-size line or a trailer line
+MAX_TRAILERS = 100
+SUPPORTED = "GET, POST, PUT, DELETE, PATCH, OPTIONS"
+GATEWAY_TOO_LONG = "RequestTooLong"  # over API Gateway's 10 MB: refused by the gateway itself
+
+
+class Refused(Exception):
+    """An HTTP-level refusal the server answers itself: (status, error, message, field)."""
+
+    def __init__(self, status: int, error: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.field = status, error, message, field
+
+
 def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandler]:
+    from tdev.security.headers import error_page
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "tdev"
         sys_version = ""
+        timeout = 60  # a client that stops sending mid-request frees its thread
 
         def _handle(self) -> None:
-            path = self.path.split("?", 1)[0]
-            length_header = self.headers.get("Content-Length", "0") or "0"
-            if not length_header.isdigit():
-                return self._send(400, {"error": "ValidationError", "message": "invalid Content-Length"})
-            length = int(length_header)
-            if length > max_body_bytes:  # refused before reading it
-                self.close_connection = True
-                return self._send(
-                    413,
-                    {"error": "PayloadTooLarge", "message": f"request body exceeds {max_body_bytes} bytes"},
-                )
-            body = self.rfile.read(length).decode("utf-8", "replace") if length else None
-            headers = {
-                k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")
-            }
             try:
-                response = runtime.http(self.command, path, headers, body, source_ip=self.client_address[0])
+                if self.request_version == "HTTP/0.9":
+                    self.request_version = "HTTP/1.0"  # so the answer carries its status line and headers
+                    raise Refused(400, "BadRequest", "HTTP/0.9 is not supported")
+                if not self.path.startswith("/"):
+                    raise Refused(400, "BadRequest", "the request target must be an absolute path", "path")
+                body = self._read_body()
+            except Refused as refused:
+                self.close_connection = True  # what is left of the body cannot be told from a next request
+                return self._refuse(refused)
+            headers = {
+                k: v
+                for k, v in self.headers.items()
+                if k.lower() not in ("content-length", "connection", "transfer-encoding")
+            }
+            try:  # the query string stays on the path: the runtime parses it as API Gateway does
+                response = runtime.http(
+                    self.command, self.path, headers, body, source_ip=self.client_address[0]
+                )
             except Exception as exc:  # never a stack trace to the client
                 print(f"tdev serve: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-                return self._send(500, {"error": "InternalError", "message": "internal error"})
+                return self._refuse(Refused(500, "InternalError", "internal error"))
             payload = response.get("body") or ""
             if response.get("isBase64Encoded"):
                 import base64
@@ -81,12 +103,103 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
                 raw = payload.encode()
             self._send_raw(int(response["statusCode"]), dict(response.get("headers") or {}), raw)
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            from tdev.security.headers import SECURITY_HEADERS
+        def _read_body(self) -> str | None:
+            """The body by Content-Length or chunked transfer coding, bounded; Refused when malformed."""
+            codings = [
+                c.strip().lower()
+                for value in self.headers.get_all("Transfer-Encoding") or []
+                for c in value.split(",")
+                if c.strip()
+            ]
+            lengths = [v.strip() for v in self.headers.get_all("Content-Length") or []]
+            if codings:
+                if lengths:  # both framings at once: the classic request-smuggling shape
+                    raise Refused(
+                        400,
+                        "BadRequest",
+                        "Content-Length and Transfer-Encoding together",
+                        "Transfer-Encoding",
+                    )
+                if codings != ["chunked"]:
+                    raise Refused(
+                        501, "NotImplemented", "only Transfer-Encoding: chunked", "Transfer-Encoding"
+                    )
+                raw = self._read_chunked()
+            else:
+                if len(set(lengths)) > 1:
+                    raise Refused(400, "BadRequest", "conflicting Content-Length values", "Content-Length")
+                value = lengths[0] if lengths else "0"
+                # ASCII digits only: str.isdigit() accepts "²", which int() refuses (a dropped connection).
+                if not re.fullmatch(r"[0-9]{1,18}", value):
+                    raise Refused(400, "BadRequest", "Content-Length must be ASCII digits", "Content-Length")
+                length = int(value)
+                if length > API_GATEWAY_PAYLOAD_BYTES:  # API Gateway's own answer, before any function runs
+                    raise Refused(413, GATEWAY_TOO_LONG, "Request Too Long")
+                if length > max_body_bytes:  # refused before reading it
+                    raise Refused(
+                        413, "PayloadTooLarge", f"request body exceeds {max_body_bytes} bytes", "body"
+                    )
+                raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:
+                    raise Refused(400, "BadRequest", "the body is shorter than Content-Length", "body")
+            if not raw:
+                return None
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Refused(400, "ValidationError", "body is not UTF-8 text", "body") from None
 
-            self._send_raw(
-                status, {"Content-Type": "application/json", **SECURITY_HEADERS}, json.dumps(body).encode()
-            )
+        def _line(self) -> bytes:
+            line = self.rfile.readline(MAX_CHUNK_LINE_BYTES + 1)
+            if len(line) > MAX_CHUNK_LINE_BYTES or not line.endswith(b"\n"):
+                raise Refused(400, "BadRequest", "malformed chunked body", "Transfer-Encoding")
+            return line
+
+        def _read_chunked(self) -> bytes:
+            parts, total = [], 0
+            while True:
+                size_text = self._line().split(b";", 1)[0].strip()  # chunk extensions are ignored
+                if not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_text):
+                    raise Refused(400, "BadRequest", "malformed chunk size", "Transfer-Encoding")
+                size = int(size_text, 16)
+                if size == 0:
+                    break
+                total += size
+                if total > max_body_bytes:
+                    raise Refused(
+                        413, "PayloadTooLarge", f"request body exceeds {max_body_bytes} bytes", "body"
+                    )
+                chunk = self.rfile.read(size)
+                if len(chunk) < size or self._line().strip():
+                    raise Refused(400, "BadRequest", "malformed chunked body", "Transfer-Encoding")
+                parts.append(chunk)
+            for _ in range(MAX_TRAILERS):  # trailers are read and dropped, up to the empty line
+                if not self._line().strip():
+                    return b"".join(parts)
+            raise Refused(431, "RequestHeaderFieldsTooLarge", "too many trailer fields", "Transfer-Encoding")
+
+        def _refuse(self, refused: Refused) -> None:
+            headers, raw = error_page(refused.status, refused.error, refused.message, refused.field)
+            if refused.error == GATEWAY_TOO_LONG:  # API Gateway's default body for it: {"message": ...}
+                raw = json.dumps({"message": refused.message}).encode()
+            if refused.status == 405:
+                headers["Allow"] = SUPPORTED
+            self._send_raw(refused.status, headers, raw)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (400 bad request line, 414, 431, 501 ...) as JSON, with the
+            security headers, like every other answer."""
+            from http import HTTPStatus
+
+            try:
+                phrase = HTTPStatus(code).phrase
+            except ValueError:
+                phrase = "Error"
+            self.log_error("code %d, message %s", code, message)
+            self.close_connection = True
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"
+            self._refuse(Refused(code, "".join(phrase.title().split()), message or phrase))
 
         def _send_raw(self, status: int, headers: dict[str, str], raw: bytes) -> None:
             self.send_response(status)
@@ -94,13 +207,24 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
                 if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                     self.send_header(name, str(value))
             self.send_header("Content-Length", str(len(raw)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(raw)
+            if self.command != "HEAD":
+                self.wfile.write(raw)
+
+        def _not_allowed(self) -> None:
+            self.close_connection = True  # any body was not read
+            self._refuse(Refused(405, "MethodNotAllowed", f"method {self.command} is not supported"))
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle
+        do_HEAD = do_TRACE = do_CONNECT = _not_allowed
 
         def log_message(self, format: str, *args: Any) -> None:
-            print(f"{self.address_string()} {format % args}", file=sys.stderr)
+            # The request line is the client's: escaped and bounded before it reaches the terminal.
+            from tdev.security.inputs import bounded
+
+            print(f"{self.address_string()} {bounded(format % args, 300)}", file=sys.stderr)
 
     return Handler
 

@@ -6,7 +6,10 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -16,12 +19,14 @@ from tdev.errors import RateLimitError, TDevError
 from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
+from tdev.security import inputs
 from tdev.security.headers import cors_origins, with_security_headers
 from tdev.security.services import projects
 
 try:  # the package (tests, local runtime) ...
-    from functions.api import model_routes, project_routes, security, sessions
+    from functions.api import artifacts, model_routes, project_routes, security, sessions
 except ImportError:  # ... or deployed, where this folder is the code root
+    import artifacts  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
     import project_routes  # type: ignore[no-redef]
     import security  # type: ignore[no-redef]
@@ -31,12 +36,15 @@ _origins = cors_origins()
 app = APIGatewayRestResolver(
     enable_validation=True,
     cors=CORSConfig(allow_origin=_origins[0], extra_origins=_origins[1:], max_age=600) if _origins else None,
+    json_body_deserializer=inputs.loads,  # depth and number size bounded before the parse
 )
 app.use(middlewares=[security.body_limit])
+security.checks_in_order(app)  # every guard before the body is read
 app.include_router(security.router)
 app.include_router(sessions.router)
 app.include_router(model_routes.router)
 app.include_router(project_routes.router)
+app.include_router(artifacts.router)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -52,7 +60,11 @@ def _principal() -> str:
 
 
 def _correlation_id() -> str:
-    return app.current_event.headers.get("x-correlation-id") or app.current_event.request_context.request_id
+    # Bounded at the edge (tdev.security.inputs); an invalid one never reaches the workflow or a message.
+    given = app.current_event.headers.get("x-correlation-id")
+    if given and inputs.CORRELATION_ID.fullmatch(given):
+        return str(given)
+    return str(app.current_event.request_context.request_id)
 
 
 @app.post("/v1/requests", middlewares=[security.guard("request/new", "create")])
@@ -107,10 +119,11 @@ def invalid_request(exc: RequestValidationError) -> Response[str]:
     errors = [dict(e) for e in exc.errors()]
     first = errors[0] if errors else {}
     location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    field = ".".join(location) or None
+    # A missing or non-object body is located at ("body",) alone: name it.
+    field = ".".join(location) or ("body" if tuple(first.get("loc", ())) == ("body",) else None)
     details = [
         {
-            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body",
             "message": e.get("msg") or e.get("type"),
         }
         for e in errors
@@ -121,6 +134,18 @@ def invalid_request(exc: RequestValidationError) -> Response[str]:
     return _error(
         HTTPStatus.BAD_REQUEST,
         ErrorBody(error="ValidationError", message=message, field=field, details=details),
+    )
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def unsupported_content_type(_: RequestUnsupportedContentType) -> Response[str]:
+    return _error(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        ErrorBody(
+            error="UnsupportedMediaType",
+            message="Content-Type must be application/json",
+            field="Content-Type",
+        ),
     )
 
 
@@ -156,7 +181,9 @@ def route_not_found(_: Exception) -> Response[str]:
     return _error(
         HTTPStatus.NOT_FOUND,
         ErrorBody(
-            error="NotFound", message=f"no route {app.current_event.http_method} {app.current_event.path}"
+            error="NotFound",
+            message=f"no route {inputs.bounded(app.current_event.http_method, 10)} "
+            f"{inputs.bounded(app.current_event.path, 200)}",
         ),
     )
 

@@ -24,14 +24,22 @@ class RouteIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_type: str = Field(default="general", description="code, reasoning, analysis, chat, summarization...")
+    task_type: str = Field(
+        default="general", max_length=40, description="code, reasoning, analysis, chat, summarization..."
+    )
     context_tokens: int = Field(default=4_000, ge=0, le=10_000_000)
     expected_output_tokens: int = Field(default=1_000, ge=0, le=1_000_000)
     language: str = Field(default="en", min_length=2, max_length=8)
     max_cost_usd: float | None = Field(default=None, gt=0)
-    latency_tier: str | None = Field(default=None, description="the slowest acceptable: fast, standard, slow")
-    capabilities: list[str] = Field(default_factory=list, description="tools, vision, json, streaming")
-    providers: list[str] | None = Field(default=None, description="only these providers")
+    latency_tier: str | None = Field(
+        default=None, max_length=20, description="the slowest acceptable: fast, standard, slow"
+    )
+    capabilities: list[Annotated[str, Field(max_length=40)]] = Field(
+        default_factory=list, max_length=20, description="tools, vision, json, streaming"
+    )
+    providers: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        default=None, max_length=50, description="only these providers"
+    )
 
 
 @router.get("/v1/models", middlewares=[security.guard("model/catalog", "list")])

@@ -3,6 +3,10 @@
 Every route except /health is declared with `guard(resource, action)`: identity from the authorizer's
 context (401 without one) → rate limit (429 + Retry-After) → request signature when the API key demands
 it (401) → RBAC decision, audited (403 when denied). Bodies above TDEV_MAX_BODY_BYTES get 413 first.
+
+Only then is the request read (`checks_in_order`): stored headers bounded (400 naming them), the body's
+media type (415), its JSON shape bounded and parsed (400 `body`), and last the route's own validation.
+So a viewer gets 403 whatever the body, and calls with malformed bodies count against the rate limit.
 """
 
 from __future__ import annotations
@@ -17,9 +21,16 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from tdev.errors import AuthenticationError, AuthorizationError, PayloadTooLargeError, RateLimitError
+from tdev.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    PayloadTooLargeError,
+    RateLimitError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 from tdev.observability import logger
-from tdev.security import services
+from tdev.security import inputs, services
 from tdev.security.authorizer import identity_from_context, throttle_of
 from tdev.security.ratelimit import Limit
 from tdev.security.rbac import AUDIT_PAGE_MAX, AccessRequest, Decision, Role, RoleSpec
@@ -36,9 +47,60 @@ def request_body(app: Any) -> bytes:
     body = event.body or ""
     if event.is_base64_encoded:
         import base64
+        import binascii
 
-        return base64.b64decode(body)
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError("body is not valid base64", field="body") from None
     return body.encode() if isinstance(body, str) else bytes(body)
+
+
+def read_request(app: Any, next_middleware: Callable[[Any], Response]) -> Response:
+    """After every guard, before the route's validation: headers bounded, the body JSON and bounded.
+
+    The parse is cached on the event (`json_body`): the route's validation reads this result."""
+    event = app.current_event
+    inputs.check_headers(event.headers)
+    raw = request_body(app)
+    if raw.strip():
+        content_type = (event.headers.get("content-type") or "").strip()
+        if content_type and not content_type.startswith("application/json"):
+            raise UnsupportedMediaTypeError(
+                f"Content-Type must be application/json (got {inputs.bounded(content_type, 40)})",
+                field="Content-Type",
+            )
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError("body is not UTF-8 text", field="body") from None
+        _ = event.json_body  # parsed once, by the resolver's deserializer: inputs.loads, bounded
+    return next_middleware(app)
+
+
+def checks_in_order(app: Any) -> None:
+    """Authentication, authorization and rate limits before the body is read, on every route.
+
+    Powertools runs its request validation (which parses the body) before any route middleware. Here it
+    moves behind them: its place at the front of the stack is taken by a pass-through, and it runs, after
+    `read_request`, where the response validation runs (the last step before the route's function)."""
+    validate_request = app._request_validation_middleware
+    validate_response = app._response_validation_middleware
+
+    def pass_through(app: Any, next_middleware: NextMiddleware) -> Response:
+        return next_middleware(app)
+
+    def read_then_validate(app: Any, next_middleware: NextMiddleware) -> Response:
+        def respond(a: Any) -> Response:
+            return validate_response(a, next_middleware)
+
+        def validate(a: Any) -> Response:
+            return validate_request(a, respond)
+
+        return read_request(app, validate)
+
+    app._request_validation_middleware = pass_through
+    app._response_validation_middleware = read_then_validate
 
 
 def body_limit(app: Any, next_middleware: NextMiddleware) -> Response:
@@ -161,7 +223,8 @@ class RevokeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jti: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
-    expires_at: int | None = Field(default=None, ge=0)
+    # Epoch seconds; no token outlives its day, so anything past 2100-01-01 is a mistake or an attack.
+    expires_at: int | None = Field(default=None, ge=0, le=4_102_444_800)
 
 
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
-from tdev.errors import AuthorizationError, NotFoundError
+from tdev.errors import AuthorizationError, NotFoundError, ValidationError
 from tdev.security.services import projects
 from tdev.security.tokens import Identity
 from tdev.sessions.checkpoints import CheckpointKind
@@ -23,6 +24,7 @@ except ImportError:  # ... or deployed, where this folder is the code root
 
 router = Router()
 
+SESSION_ID = re.compile(r"ses-[a-f0-9]{1,40}")
 SessionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^ses-[a-f0-9]{1,40}$")]
 
 
@@ -38,7 +40,10 @@ def _guard(action: str) -> Any:
         identity = security.identity_of(app)
         resource = _session_resource(app)
         if resource != "session/new" and "admin" not in identity.roles:
-            owner = service().get(resource.split("/", 1)[1]).get("user_id")
+            session_id = resource.split("/", 1)[1]
+            if not SESSION_ID.fullmatch(session_id):  # a malformed id is looked up nowhere
+                raise ValidationError("session_id: not a session id (ses-<hex>)", field="session_id")
+            owner = service().get(session_id).get("user_id")
             if owner != identity.principal:
                 raise AuthorizationError(f"{identity.principal} may not {action} {resource}: not its owner")
         return next_middleware(app)

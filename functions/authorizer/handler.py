@@ -15,6 +15,7 @@ from tdev.errors import AuthenticationError
 from tdev.observability import logger
 from tdev.security import authorizer
 from tdev.security.authfailures import AuthenticationThrottled
+from tdev.security.inputs import bounded
 
 
 class Unauthorized(Exception):
@@ -34,9 +35,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
         return authorizer.throttled_policy(exc.retry_after, event["methodArn"])
     except AuthenticationError as exc:
+        # The reason quotes what the caller sent (a kid, an alg): bounded and escaped, never verbatim.
         logger.info(
             "authentication failed",
-            extra={"security_event": "authentication_failed", "reason": exc.message, "source_ip": source_ip},
+            extra={
+                "security_event": "authentication_failed",
+                "reason": bounded(exc.message, 200),
+                "source_ip": bounded(source_ip, 64) if source_ip else None,
+            },
         )
         raise Unauthorized() from None
     logger.debug(

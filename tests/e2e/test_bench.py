@@ -18,6 +18,7 @@ import pytest
 from tdev_cli.bench_cmd import run_one
 from tdev_cli.benchmarks import coldstart, cost, instantiation, load, planning, storage
 from tdev_cli.main import main
+from tdev_cli.runtime import MESSAGING_FUNCTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -83,20 +84,28 @@ def test_cost_counts_one_request_only_and_prices_it(redis_url: str) -> None:
     assert figures["status"] == "SUCCEEDED" and figures["tasks"] == 5 and figures["levels"] == 4
     assert figures["calls"]["stepfunctions.StartExecution"] == 1
     assert "dynamodb.CreateTable" not in figures["calls"]  # the runtime's set-up is not the request's
-    assert dict(figures["lambda_invocations"]) == {
+    invocations = dict(figures["lambda_invocations"])
+    messaging = {name: invocations.pop(name, 0) for name in MESSAGING_FUNCTIONS}
+    assert invocations == {
         "api": 2,  # submit + the client's one read of the result
         "authorizer": 2,  # API Gateway asks it before each (no result caching: revocation is immediate)
         "plan_request": 1,
         "run_agent": 5,
         "aggregate_results": 1,
     }
+    # The request's events go out through the outbox: accepted, one per task, the outcome
+    assert messaging["outbox_publisher"] >= 1 and messaging["notifications_consumer"] == 1
     assert figures["state_transitions"] >= 10
     assert figures["dynamodb_write_units"] > 0 and figures["dynamodb_read_units"] > 0
-    assert figures["eventbridge_events_delivered"] == 1
-    assert sum(figures["redis_commands"].values()) >= 0
+    assert figures["eventbridge_events_delivered"] == 1 + 5 + 1
+    redis_commands = sum(figures["redis_commands"].values())
+    assert redis_commands > 0  # the authorizer's revocation and rate-limit checks, the model guards
     priced = figures["priced"]
     assert priced["platform_usd_per_1000"] == pytest.approx(sum(priced["items_usd"].values()) * 1000)
     assert priced["model_usd_per_request"] > 0 and priced["platform_share_of_model"] > 0
+    assert priced["items_usd"]["redis"] == pytest.approx(
+        redis_commands * cost.prices()["elasticache_serverless_redis_ecpu"]
+    )
     assert "per 1,000 requests" in result["headline"] and priced["prices_as_of"] in result["headline"]
 
 
@@ -185,4 +194,10 @@ def test_the_load_benchmark_runs_against_tdev_serve_or_says_it_is_missing() -> N
         assert "`tdev serve` is missing" in result["headline"]
     else:
         assert result["status"] == "ok", result["headline"]
-        assert len(result["figures"]["steps"]) == 2 and result["figures"]["sustained_rps"] >= 0
+        steps = result["figures"]["steps"]
+        assert len(steps) == 2
+        for step in steps:  # never more than offered, never throttled by the per-principal rate limit
+            assert step["throughput_per_s"] <= step["phases"][0]["rate"]
+            assert "HTTP 429" not in step["phases"][0]["error_kinds"]
+            assert step["principals"] >= 1 and step["completed"] + step["timeouts"] == step["sent"]
+        assert "errors " in result["headline"]

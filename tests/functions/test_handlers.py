@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tdev import container
-from tdev.models import RequestIn
+from tdev.data.executions import outcome_event_id
+from tdev.models import ExecutionStatus, RequestIn
 
 # (not imported from conftest: with several test directories, `conftest` may name another one's)
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -17,6 +18,7 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 def load_event(name: str) -> dict[str, Any]:
     return dict(json.loads((EVENTS / f"{name}.json").read_text()))
+
 
 EXECUTION_ID = "0b9e4c1e-5f7a-4d43-9a55-3f1d8c2a7e10"
 
@@ -186,9 +188,18 @@ def test_aggregate_results_handler_settles_the_status(planned: Any) -> None:
 
     result = planned.invoke("aggregate_results", load_event("aggregate_results"))
 
-    assert result["detail_type"] == "RequestCompleted"
-    assert result["detail"]["data"]["status"] == "DEGRADED"
-    assert result["detail"]["data"]["failedTasks"] == ["security-review"]
+    assert result == {
+        "execution_id": EXECUTION_ID,
+        "status": "DEGRADED",
+        "event_id": outcome_event_id(EXECUTION_ID, ExecutionStatus.DEGRADED),
+    }
+    # The outcome event is in the outbox, written with the status (the state machine publishes nothing)
+    event = outbox_event(result["event_id"])
+    assert (event["source"], event["detail_type"]) == ("t-developer.orchestrator", "RequestCompleted")
+    detail = json.loads(event["detail"])
+    assert detail["eventId"] == result["event_id"]
+    assert detail["data"]["status"] == "DEGRADED"
+    assert detail["data"]["failedTasks"] == ["security-review"]
 
 
 def test_compensate_handler_withdraws_completed_work(planned: Any) -> None:
@@ -196,13 +207,54 @@ def test_compensate_handler_withdraws_completed_work(planned: Any) -> None:
 
     result = planned.invoke("compensate", load_event("compensate"))
 
-    assert result["detail_type"] == "RequestFailed"
-    assert result["detail"]["data"]["compensated"] == ["design"]
+    assert result["status"] == "FAILED"
+    detail = json.loads(outbox_event(result["event_id"])["detail"])
+    assert detail["data"]["compensated"] == ["design"]
     execution = container.executions().get(EXECUTION_ID)
     assert execution.status == "FAILED" and execution.tasks["design"].status == "COMPENSATED"
     # Compensating twice (a retried step) changes nothing
     again = planned.invoke("compensate", load_event("compensate"))
-    assert again["detail"]["data"]["compensated"] == ["design"]
+    assert again == result
+    assert container.executions().get(EXECUTION_ID).compensations == ["design"]
+
+
+def test_record_compensation_failure_handler_records_both_errors(planned: Any) -> None:
+    planned.invoke("run_agent", load_event("run_agent"))
+
+    result = planned.invoke("record_compensation_failure", load_event("record_compensation_failure"))
+
+    assert result["status"] == "FAILED"
+    view = container.executions().view(EXECUTION_ID)
+    assert view.status == "FAILED" and view.error and view.error.startswith("HardDependencyFailed")
+    assert view.compensation_error == "AgentError: the artifact store refused the withdrawal"
+    assert view.compensations == []  # nothing was withdrawn before the compensation failed
+    data = json.loads(outbox_event(result["event_id"])["detail"])["data"]
+    assert data["compensationError"] == view.compensation_error
+    # Already terminal: a second call keeps what was recorded
+    assert planned.invoke("record_compensation_failure", load_event("record_compensation_failure")) == result
+
+
+def test_reconcile_executions_handler_leaves_a_young_execution_alone(stored: Any) -> None:
+    summary = stored.invoke("reconcile_executions", load_event("reconcile_executions"))
+
+    assert summary == {
+        "checked": 0,
+        "started": 0,
+        "failed": 0,
+        "running": 0,
+        "retry_later": 0,
+        "outcomes": {},
+    }
+    assert container.executions().get(EXECUTION_ID).status == "PENDING"
+
+
+def outbox_event(event_id: str) -> dict[str, Any]:
+    from tdev.data.schema import outbox_key
+
+    key = outbox_key(f"EXECUTION#{EXECUTION_ID}", event_id)
+    item = container.executions()._table.get_item(Key=key).get("Item")
+    assert item is not None, f"no outbox item {event_id}"
+    return dict(item)
 
 
 def test_workflow_handlers_reject_malformed_events(runtime: Any) -> None:

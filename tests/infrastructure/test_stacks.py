@@ -12,6 +12,7 @@ from cfnlint.api import lint_file
 
 import app as tdev_app
 from stacks.api_stack import ROUTES
+from stacks.orchestration_stack import AGENT_FUNCTIONS
 from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
 from statemachines.request_workflow import (
     DEFINITION_FILE,
@@ -66,11 +67,11 @@ def as_list(value: Any) -> list[Any]:
 
 
 def test_substitutions_fill_exactly_the_asl_placeholders_and_yield_json() -> None:
-    # Given ARNs for every workflow function and a bus name
+    # Given ARNs for every workflow function
     arns = {name: f"arn:aws:lambda:eu-west-1:111111111111:function:{name}" for name in WORKFLOW_FUNCTIONS}
 
     # When the substitutions are built and applied to the ASL file
-    values = workflow_substitutions(function_arns=arns, event_bus_name="t-developer-test")
+    values = workflow_substitutions(function_arns=arns)
     text = DEFINITION_FILE.read_text()
     for name, value in values.items():
         text = text.replace("${" + name + "}", value)
@@ -89,7 +90,7 @@ def test_substitutions_fill_exactly_the_asl_placeholders_and_yield_json() -> Non
 
 def test_substitutions_refuse_a_missing_function() -> None:
     with pytest.raises(ValueError, match="run_agent"):
-        workflow_substitutions(function_arns={"plan_request": "arn"}, event_bus_name="bus")
+        workflow_substitutions(function_arns={"plan_request": "arn"})
 
 
 def test_placeholder_names_follow_the_function_folders() -> None:
@@ -233,7 +234,7 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
     functions = {}
     for stack in (dev.stacks.orchestration, dev.stacks.api):
         functions.update(resources(dev.template_json(stack), "AWS::Lambda::Function"))
-    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 2  # + api and its authorizer
+    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 4  # + the sandbox, the reconciler, api, authorizer
 
     for logical_id, function in functions.items():
         props = function["Properties"]
@@ -245,11 +246,13 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         assert "Ref" in props["LoggingConfig"]["LogGroup"], logical_id  # the explicit log group
         assert len(props["Layers"]) == 2, logical_id
         variables = props["Environment"]["Variables"]
-        assert set(variables) >= COMMON_FUNCTION_ENV - {"TDEV_DEFAULT_MODEL"}, logical_id
+        # The test sandbox reads nothing but its payload: no table to name.
+        no_table = {"TABLE_NAME"} if variables["POWERTOOLS_SERVICE_NAME"] == "sandbox" else set()
+        assert set(variables) >= COMMON_FUNCTION_ENV - {"TDEV_DEFAULT_MODEL"} - no_table, logical_id
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "TDeveloper"
         assert variables["AGNO_TELEMETRY"] == "false"
         assert variables["TDEV_ENV"] == "dev"
-        if variables["POWERTOOLS_SERVICE_NAME"] != "authorizer":  # it runs no model
+        if variables["POWERTOOLS_SERVICE_NAME"] not in ("authorizer", "sandbox"):  # they run no model
             assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
 
         # Every function runs in the cache's VPC, as a client of the cache, and knows where Redis is.
@@ -274,12 +277,13 @@ def test_run_agent_has_time_memory_and_only_bedrock_invoke(dev: Synthesized) -> 
         for f in resources(template, "AWS::Lambda::Function").values()
     }
     agent = by_service["run_agent"]
-    assert agent["Timeout"] == 300
-    assert all(agent["MemorySize"] > p["MemorySize"] for name, p in by_service.items() if name != "run_agent")
+    assert agent["Timeout"] == 300 and by_service["fix_failing_tests"]["MemorySize"] == agent["MemorySize"]
+    others = {name: p for name, p in by_service.items() if name not in (*AGENT_FUNCTIONS, "sandbox")}
+    assert all(agent["MemorySize"] > p["MemorySize"] for p in others.values())
 
     bedrock = [s for s in statements(template) if any(a.startswith("bedrock:") for a in as_list(s["Action"]))]
-    assert len(bedrock) == 1
-    assert sorted(bedrock[0]["Action"]) == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    assert len(bedrock) == len(AGENT_FUNCTIONS)  # the plan's agents and the verify loop's fixer
+    assert bedrock[0]["Action"] == "bedrock:InvokeModel"  # Converse; nothing streams (from evidence)
     rendered = json.dumps(bedrock[0]["Resource"])
     assert ":bedrock:*::foundation-model/*" in rendered and "inference-profile/*" in rendered
 
@@ -363,9 +367,7 @@ def test_the_state_machine_is_standard_logged_and_traced(dev: Synthesized) -> No
 
 
 @pytest.mark.slow
-def test_the_state_machine_may_invoke_exactly_its_five_functions_and_announce_on_its_bus(
-    dev: Synthesized,
-) -> None:
+def test_the_state_machine_may_invoke_exactly_its_functions_and_publishes_nothing(dev: Synthesized) -> None:
     template = dev.template_json(dev.stacks.orchestration)
     _, machine = _state_machine(dev)
     role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
@@ -378,21 +380,71 @@ def test_the_state_machine_may_invoke_exactly_its_five_functions_and_announce_on
 
     invoke = [s for s in role_statements if "lambda:InvokeFunction" in as_list(s["Action"])]
     assert len(invoke) == 1
-    expected = [{"Fn::GetAtt": [logical_id, "Arn"]} for logical_id in _function_logical_ids(dev).values()]
+    expected = [
+        {"Fn::GetAtt": [logical_id, "Arn"]}
+        for name, logical_id in _function_logical_ids(dev).items()
+        if name in WORKFLOW_FUNCTIONS  # not the test sandbox: only the workflow's functions call it
+    ]
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
     assert "*" not in json.dumps(invoke[0]["Resource"])
 
-    bus_id = next(iter(resources(template, "AWS::Events::EventBus")))
-    put_events = [s for s in role_statements if "events:PutEvents" in as_list(s["Action"])]
-    assert put_events == [
-        {
-            "Sid": "AnnounceOnTheBus",
-            "Action": "events:PutEvents",
-            "Effect": "Allow",
-            "Resource": {"Fn::GetAtt": [bus_id, "Arn"]},
-        }
+    # Outcomes go through the outbox (written with the terminal status): the workflow puts no events
+    assert [s for s in role_statements if "events:PutEvents" in as_list(s["Action"])] == []
+    assert "EventBusName" not in machine["Properties"]["DefinitionSubstitutions"]
+
+
+def _role_statements(template: dict[str, Any], function: dict[str, Any]) -> list[dict[str, Any]]:
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [
+        statement
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
-    assert machine["Properties"]["DefinitionSubstitutions"]["EventBusName"] == {"Ref": bus_id}
+
+
+@pytest.mark.slow
+def test_the_reconciler_runs_every_minute_alone_and_may_do_exactly_what_it_calls(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    ids = _function_logical_ids(dev)
+    reconciler_id = ids["reconcile_executions"]
+    function = template["Resources"][reconciler_id]
+    machine_id, _ = _state_machine(dev)
+
+    # Every minute, one run at a time, told which state machine to look at
+    rules = [
+        r["Properties"]
+        for r in resources(template, "AWS::Events::Rule").values()
+        if r["Properties"].get("ScheduleExpression")
+    ]
+    assert [(r["ScheduleExpression"], r["Targets"][0]["Arn"]) for r in rules] == [
+        ("rate(1 minute)", {"Fn::GetAtt": [reconciler_id, "Arn"]})
+    ]
+    assert function["Properties"]["ReservedConcurrentExecutions"] == 1
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["STATE_MACHINE_ARN"] == {"Ref": machine_id}
+
+    # Grants: the table and its status index (read, finish with the outbox item), the table's key,
+    # start the workflow, describe its executions; nothing else of DynamoDB or Step Functions
+    statements = _role_statements(template, function)
+    actions = {a for s in statements for a in as_list(s["Action"])}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+    }
+    assert {a for a in actions if a.startswith("states:")} == {
+        "states:StartExecution",
+        "states:DescribeExecution",
+    }
+    table_statement = next(s for s in statements if "dynamodb:Query" in as_list(s["Action"]))
+    assert len(as_list(table_statement["Resource"])) == 2  # the table and GSI1, no other index
+    assert "GSI1" in json.dumps(table_statement["Resource"]) and "GSI2" not in json.dumps(
+        table_statement["Resource"]
+    )
+    start = next(s for s in statements if "states:StartExecution" in as_list(s["Action"]))
+    assert start["Resource"] == {"Ref": machine_id}
 
 
 @pytest.mark.slow
@@ -484,8 +536,8 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
     ]
     metrics = [a["Properties"]["MetricName"] for a in alarms]
     assert "ExecutionsFailed" in metrics and "5XXError" in metrics
-    assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS)
-    assert metrics.count("Throttles") == len(WORKFLOW_FUNCTIONS)
+    assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS) + 1  # and the reconciler
+    assert metrics.count("Throttles") == len(WORKFLOW_FUNCTIONS) + 1
     for alarm in alarms:
         assert alarm["Properties"]["Threshold"] == 0
         assert alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
@@ -556,3 +608,64 @@ def test_cfn_lint_finds_no_errors(environment: str, request: pytest.FixtureReque
             if m.rule.id not in ACCEPTED_CFN_LINT_RULES
         ]
         assert problems == [], f"{stack.stack_name}: {problems}"
+
+
+# --- Workspaces and the test sandbox ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_sandbox_has_no_network_path_and_no_permissions_beyond_its_logs(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    functions = resources(template, "AWS::Lambda::Function")
+    (_sandbox_id, sandbox), *_ = [
+        (i, f)
+        for i, f in functions.items()
+        if f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "sandbox"
+    ]
+    # In a VPC whose subnets are isolated (no NAT or internet gateway at all in this template) ...
+    assert "VpcConfig" in sandbox["Properties"]
+    assert not resources(template, "AWS::EC2::NatGateway") and not resources(
+        template, "AWS::EC2::InternetGateway"
+    )
+    assert not resources(template, "AWS::EC2::VPCEndpoint")
+    # ... with a security group that allows no egress (CDK's placeholder rule matches nothing)
+    (group,) = [
+        g
+        for g in resources(template, "AWS::EC2::SecurityGroup").values()
+        if "no outbound" in g["Properties"]["GroupDescription"]
+    ]
+    assert [rule["CidrIp"] for rule in group["Properties"]["SecurityGroupEgress"]] == ["255.255.255.255/32"]
+    # ... and a role that may write its logs, trace, and manage its network interfaces: nothing else
+    role_id = sandbox["Properties"]["Role"]["Fn::GetAtt"][0]
+    actions = {
+        action
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        for action in as_list(statement["Action"])
+    }
+    assert not {
+        a for a in actions if a.split(":")[0] in {"dynamodb", "s3", "kms", "lambda", "bedrock", "states"}
+    }, actions
+    assert "SANDBOX_FUNCTION_NAME" not in sandbox["Properties"]["Environment"]["Variables"]
+    assert "WORKSPACE_BUCKET" not in sandbox["Properties"]["Environment"]["Variables"]
+
+
+@pytest.mark.slow
+def test_the_workspace_bucket_is_encrypted_private_and_expiring(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    (bucket,) = [
+        b
+        for b in resources(template, "AWS::S3::Bucket").values()
+        if "LifecycleConfiguration" in b["Properties"] and "LoggingConfiguration" in b["Properties"]
+    ]
+    props = bucket["Properties"]
+    assert (
+        props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
+            "SSEAlgorithm"
+        ]
+        == "aws:kms"
+    )
+    assert props["PublicAccessBlockConfiguration"]["RestrictPublicBuckets"] is True
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert (rule["Prefix"], rule["ExpirationInDays"]) == ("workspaces/", 7)

@@ -362,3 +362,187 @@ def test_an_id_token_is_not_an_access_token(secured: Any, user: str) -> None:
         token = _signed(secured, claims)
         assert _status(secured, token)[0] == 401
         assert "only access tokens are accepted (token_use)" in _reason(token)
+
+
+# ------------------------------------------------------------------------- hostile input (issue 13)
+SECURITY_HEADER_NAMES = ("Strict-Transport-Security", "X-Content-Type-Options", "Content-Security-Policy")
+
+
+def _answer(response: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a proxy response, after checking it carries the security headers."""
+    for name in SECURITY_HEADER_NAMES:
+        assert name in response["headers"], (name, response)
+    return int(response["statusCode"]), json.loads(response["body"])
+
+
+def _forged_header_token(header: dict[str, Any]) -> str:
+    signature = base64.urlsafe_b64encode(b"s" * 64).rstrip(b"=").decode()
+    return f"{_b64(header)}.{_b64({'sub': 'x'})}.{signature}"
+
+
+@pytest.mark.parametrize("alg", [["ES256"], {"ES256": True}, 256, None])
+def test_a_jwt_header_whose_alg_is_not_a_string_is_401(secured: Any, alg: Any) -> None:
+    token = _forged_header_token({"alg": alg, "kid": "k"})
+    status, body = _answer(secured.http("GET", "/v1/agents", {"Authorization": f"Bearer {token}"}, None))
+    assert (status, body["error"]) == (401, "Unauthorized")
+    assert "is not accepted (RS256 or ES256 only)" in _reason(token)
+
+
+@pytest.fixture
+def records() -> Any:
+    """Every log record the functions write during the test (their Powertools logger, in process)."""
+    import logging
+
+    from tdev.observability import logger
+
+    captured: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(record)
+
+    handler = Keep(level=logging.DEBUG)
+    logger._logger.addHandler(handler)  # the standard logger Powertools writes through
+    try:
+        yield captured
+    finally:
+        logger._logger.removeHandler(handler)
+
+
+def _logged(records: list[Any]) -> str:
+    return "\n".join(json.dumps(vars(r), default=str) for r in records)
+
+
+def test_a_rejected_tokens_kid_is_logged_bounded_and_escaped(secured: Any, records: list[Any]) -> None:
+    kid = 'evil"}\n{"level":"INFO","message":"forged line"' + "k" * 5000
+    token = _forged_header_token({"alg": "ES256", "kid": kid})
+    assert secured.http("GET", "/v1/agents", {"Authorization": f"Bearer {token}"}, None)["statusCode"] == 401
+    reasons = [r.reason for r in records if getattr(r, "security_event", "") == "authentication_failed"]
+    assert reasons and all("\n" not in r and len(r) <= 240 for r in reasons)
+    assert "kkkkkkkkkk" * 30 not in _logged(records)
+    # Within the validator's bound, a kid is quoted escaped: no newline reaches a log line.
+    short = _forged_header_token({"alg": "ES256", "kid": "a\nb\x1b[31m"})
+    assert "a\\nb\\x1b[31m" in _reason(short)
+
+
+HOSTILE_BODIES = {
+    "not JSON": "this is not json",
+    "nested 5,000 levels": "[" * 5000 + "]" * 5000,
+    "an integer of 5,000 digits": '{"request": ' + "9" * 5000 + "}",
+    "NaN": '{"request": NaN}',
+}
+
+
+def _every_route() -> list[tuple[str, str]]:
+    """Every route of the API with its parameters filled with well-formed values."""
+    from functions.api.handler import app
+
+    document = json.loads(app.get_openapi_json_schema(title="t", version="0"))
+    values = {
+        "key_id": "0123456789abcdef",
+        "principal": "someone",
+        "name": "role-x",
+        "session_id": "ses-0123abcd",
+        "execution_id": "00000000-0000-4000-8000-000000000000",
+    }
+    routes = []
+    for path, methods in document["paths"].items():
+        for method in methods:
+            routes.append((method.upper(), path.format(**values)))
+    assert len(routes) >= 20
+    return routes
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
+def test_a_malformed_body_is_400_naming_the_body_on_every_route(secured: Any, kind: str) -> None:
+    for method, path in _every_route():
+        admin = secured.token(f"admin-{uuid.uuid4().hex[:8]}", ("admin",))  # its own strict-route bucket
+        headers = {"Authorization": f"Bearer {admin}"}
+        status, body = _answer(secured.http(method, path, headers, HOSTILE_BODIES[kind]))
+        assert (status, body.get("field")) == (400, "body"), (method, path, body)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "route"),
+    [
+        ("text/plain", ("POST", "/v1/requests")),
+        ("multipart/form-data", ("POST", "/v1/requests")),
+        ("multipart/form-data", ("PUT", "/v1/roles/role-x")),
+        ("application/x-www-form-urlencoded", ("POST", "/v1/sessions")),
+    ],
+)
+def test_a_body_in_another_media_type_is_415(secured: Any, content_type: str, route: tuple[str, str]) -> None:
+    admin = secured.token(f"admin-{uuid.uuid4().hex[:8]}", ("admin",))
+    headers = {"Authorization": f"Bearer {admin}", "Content-Type": content_type}
+    status, body = _answer(secured.http(*route, headers, json.dumps(REQUEST)))
+    assert (status, body["error"], body["field"]) == (415, "UnsupportedMediaType", "Content-Type")
+
+
+def test_revoking_with_an_expiry_past_any_token_is_400(secured: Any) -> None:
+    admin = secured.token(f"admin-{uuid.uuid4().hex[:8]}", ("admin",))
+    status, body = _status(
+        secured, admin, "POST", "/v1/tokens/revoke", {"jti": "a" * 32, "expires_at": 10**19}
+    )
+    assert (status, body["field"]) == (400, "expires_at")
+
+
+@pytest.mark.parametrize("timestamp", ["\u00b2" * 10, "\u0661\u0667" + "\u0660" * 8, "1700000000\n"])
+def test_a_signing_timestamp_of_non_ascii_digits_is_401_naming_it(secured: Any, timestamp: str) -> None:
+    created = _signing_key(secured)
+    raw = json.dumps(REQUEST)
+    headers = signing.sign(
+        created["signing_secret"], "POST", "/v1/requests", raw.encode(), nonce=uuid.uuid4().hex
+    )
+    headers["X-Tdev-Timestamp"] = timestamp
+    status, body = secured.api(
+        "POST", "/v1/requests", raw_body=raw, headers={"X-Api-Key": created["api_key"], **headers}
+    )
+    assert (status, body["field"]) == (401, "X-Tdev-Timestamp")
+
+
+@pytest.mark.parametrize(
+    "route", [("POST", "/v1/requests"), ("PUT", "/v1/roles/role-x"), ("POST", "/v1/api-keys")]
+)
+def test_a_viewer_is_refused_before_the_body_is_read(secured: Any, route: tuple[str, str]) -> None:
+    viewer = secured.token(f"viewer-{uuid.uuid4().hex[:8]}", ("viewer",))
+    for raw in HOSTILE_BODIES.values():
+        status, body = _answer(secured.http(*route, {"Authorization": f"Bearer {viewer}"}, raw))
+        assert (status, body["error"]) == (403, "Forbidden")
+
+
+def test_calls_with_invalid_bodies_count_against_the_rate_limit(secured: Any) -> None:
+    viewer = secured.token(f"viewer-{uuid.uuid4().hex[:8]}", ("viewer",))
+    statuses = [
+        secured.http("POST", "/v1/requests", {"Authorization": f"Bearer {viewer}"}, "not json")["statusCode"]
+        for _ in range(110)
+    ]
+    assert statuses == [403] * 100 + [429] * 10
+
+
+def test_query_strings_reach_the_handler(secured: Any, user: str) -> None:
+    headers = {"Authorization": f"Bearer {secured.token(user, ('viewer',))}"}
+    status, body = _answer(secured.http("GET", "/v1/models?provider=bedrock", headers, None))
+    assert status == 200 and [p["name"] for p in body["providers"]] == ["bedrock"]
+    status, body = _answer(secured.http("GET", "/v1/models", headers, None))
+    assert len(body["providers"]) > 1
+
+
+def test_an_overlong_correlation_id_is_400_at_the_edge(secured: Any, user: str) -> None:
+    headers = {"Authorization": f"Bearer {secured.token(user)}", "X-Correlation-Id": "c" * 201}
+    status, body = _answer(secured.http("POST", "/v1/requests", headers, json.dumps(REQUEST)))
+    assert (status, body["field"]) == (400, "X-Correlation-Id")
+
+
+def test_the_longest_accepted_correlation_id_runs_to_the_end_and_the_request_text_is_never_logged(
+    secured: Any, user: str, records: list[Any]
+) -> None:
+    marker = f"zebra{uuid.uuid4().hex[:10]}"
+    request = {**REQUEST, "request": f"Design and implement a REST API for {marker} items"}
+    headers = {"Authorization": f"Bearer {secured.token(user)}", "X-Correlation-Id": "c" * 200}
+    status, body = _answer(secured.http("POST", "/v1/requests", headers, json.dumps(request)))
+    assert status == 202, body
+    view = secured.wait(body["execution_id"], timeout=240)
+    assert view["status"] in ("SUCCEEDED", "DEGRADED"), view.get("error")
+    planned = [r for r in records if r.getMessage() == "request planned"]
+    assert planned and planned[0].request_chars == len(request["request"])
+    assert marker not in _logged(records)

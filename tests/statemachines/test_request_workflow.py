@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
+from statemachines.request_workflow import WORKFLOW_FUNCTIONS
+from tdev.data.executions import outcome_event_id
 from tdev.errors import AgentError, TransientError
+from tdev.models import ExecutionStatus
 from tdev_cli.runtime import LocalRuntime
 
 pytestmark = pytest.mark.slow
@@ -50,7 +53,9 @@ class Outcome:
 def run(request: str = REQUEST, faults: Faults | None = None) -> Outcome:
     with LocalRuntime(fault_hook=faults) as rt:
         view = rt.run(request, timeout=120)
-        return Outcome(view, rt.published_events(), rt.workflow_status(view["execution_id"]), rt.invocations)
+        rt.drain_messaging()  # the outcome is announced from the outbox, by the publisher on the stream
+        outcomes = [e for e in rt.published_events() if e["source"] == "t-developer.orchestrator"]
+        return Outcome(view, outcomes, rt.workflow_status(view["execution_id"]), rt.invocations)
 
 
 def test_happy_path_runs_every_level_and_announces_completion() -> None:
@@ -83,8 +88,18 @@ def test_happy_path_runs_every_level_and_announces_completion() -> None:
         "status": "SUCCEEDED",
     }
     assert {"version", "timestamp", "correlationId", "causationId", "metadata"} <= detail.keys()
+    # with the id consumers deduplicate on: fixed by the execution and its outcome
+    assert detail["eventId"] == outcome_event_id(out.view["execution_id"], ExecutionStatus.SUCCEEDED)
     calls = Counter(name for name, outcome in out.invocations if outcome == "ok")
-    assert calls == {"plan_request": 1, "run_agent": 5, "aggregate_results": 1}
+    # (the verify loop tests once, green; the sandbox ran the tests for the test agent, the review and it)
+    workflow_calls = {k: v for k, v in calls.items() if k in (*WORKFLOW_FUNCTIONS, "sandbox")}
+    assert workflow_calls == {
+        "plan_request": 1,
+        "run_agent": 5,
+        "run_project_tests": 1,
+        "sandbox": 3,
+        "aggregate_results": 1,
+    }
 
 
 def test_transient_errors_are_retried_with_backoff_then_succeed() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 
-from tdev.errors import TransientError
+from tdev.errors import AgentError, TransientError
 
 REQUEST = "Design and implement a REST API for todo items, with unit tests and a security review"
 
@@ -78,3 +78,55 @@ def test_a_failing_task_is_compensated_with_its_completed_predecessors(runtime: 
         and "PENDING" not in states.values()
     )
     assert set(view["compensations"]) == {t for t, s in states.items() if s == "COMPENSATED"}
+
+
+def test_a_compensation_that_fails_for_good_is_recorded_visibly_and_announced(runtime: Any) -> None:
+    # Given the aggregation fails (the saga runs) and the compensation itself fails on every attempt
+    def broken_saga(name: str, event: dict[str, Any]) -> None:
+        if name == "aggregate_results":
+            raise RuntimeError("the aggregation is broken")
+        if name == "compensate":
+            raise AgentError("the artifact store refuses every withdrawal")
+
+    runtime.fault_hook = broken_saga
+    view = runtime.run(REQUEST)
+
+    # Then the request is FAILED, not left RUNNING, and says why the compensation is incomplete
+    assert runtime.workflow_status(view["execution_id"]) == "FAILED"
+    assert view["status"] == "FAILED"
+    assert "RuntimeError" in view["error"]
+    assert view["compensation_error"].startswith("AgentError: the artifact store refuses")
+    assert [o for n, o in runtime.invocations if n == "compensate"] == ["AgentError"] * 4  # 1 try + 3 retries
+    assert [o for n, o in runtime.invocations if n == "record_compensation_failure"] == ["ok"]
+    # And RequestFailed is announced once, with the compensation error
+    runtime.fault_hook = None
+    runtime.drain_messaging()
+    outcomes = [e for e in runtime.published_events() if e["source"] == "t-developer.orchestrator"]
+    assert [e["detail-type"] for e in outcomes] == ["RequestFailed"]
+    assert outcomes[0]["detail"]["data"]["compensationError"] == view["compensation_error"]
+    head = execution_item(view["execution_id"])
+    assert int(head["notifications_sent"]) == 1
+
+
+def test_a_task_failure_that_cannot_be_recorded_fails_the_request_through_the_saga(runtime: Any) -> None:
+    # Given the implementation fails for good and recording its failure fails too
+    def unrecordable(name: str, event: dict[str, Any]) -> None:
+        if name == "run_agent" and event["task"]["task_id"] == "implement":
+            raise AgentError("the agent cannot do this")
+        if name == "record_task_failure":
+            raise RuntimeError("the table refused the task's failure")
+
+    runtime.fault_hook = unrecordable
+    view = runtime.run(REQUEST)
+
+    # Then the level fails (TaskFailureNotRecorded), the saga compensates and records FAILED
+    assert view["status"] == "FAILED"
+    assert "TaskFailureNotRecorded" in view["error"]
+    assert view["tasks"]["design"]["status"] == "COMPENSATED"
+    assert view["compensation_error"] is None
+    assert runtime.workflow_status(view["execution_id"]) == "FAILED"
+
+
+def execution_item(execution_id: str) -> dict[str, Any]:
+    table = boto3.resource("dynamodb", region_name="us-east-1").Table("tdev-local")
+    return dict(table.get_item(Key={"PK": f"EXECUTION#{execution_id}", "SK": "EXECUTION"})["Item"])

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import math
 import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -14,8 +21,9 @@ import pytest
 from moto import mock_aws
 
 from tdev.data.schema import create_table_kwargs
+from tdev.security.issuer import ROLES_CLAIM
 from tdev_cli import bench_cmd
-from tdev_cli.benchmarks import BENCHMARKS, get, report
+from tdev_cli.benchmarks import BENCHMARKS, get, load, loadgen, report
 from tdev_cli.benchmarks.common import histogram, percentile, summary
 from tdev_cli.benchmarks.loadgen import parse_schedule
 from tdev_cli.benchmarks.meter import AwsMeter, item_size
@@ -185,3 +193,117 @@ def test_load_recommendations_flag_slow_p95_saturation_and_memory_growth() -> No
     assert "degrades by 48% from 2 to 4 req/s" in advice[1]
     leaking = recommendations(healthy, [[t, 100.0 + 10 * t] for t in range(8)])
     assert len(leaking) == 1 and "possible leak" in leaking[0]
+
+
+class _FakeServer(ThreadingHTTPServer):
+    """A server with known behaviour: every ERROR_EVERY-th request (1st, 6th, 11th, ...) answers 500 after
+    ERROR_MS, the others 200 after OK_MS; /hang answers after HANG_MS. It records who asked."""
+
+    daemon_threads = True
+    OK_MS, ERROR_MS, HANG_MS, ERROR_EVERY = 20, 300, 1000, 5
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FakeHandler)
+        self.lock = threading.Lock()
+        self.count = 0
+        self.principals: Counter[str] = Counter()
+
+
+class _FakeHandler(BaseHTTPRequestHandler):
+    server: _FakeServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as the generator's client uses it
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.count += 1
+            number = self.server.count
+            self.server.principals[self.headers.get("Authorization", "")] += 1
+        failing = number % self.server.ERROR_EVERY == 1
+        if self.path == "/hang":
+            delay = self.server.HANG_MS
+        else:
+            delay = self.server.ERROR_MS if failing else self.server.OK_MS
+        time.sleep(delay / 1000)
+        self.send_response(500 if failing else 200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the generator may have given up (timeout)
+            self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def fake() -> Iterator[_FakeServer]:
+    server = _FakeServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_phase_sends_round_rate_times_seconds_over_a_window_of_n_intervals() -> None:
+    assert loadgen.requests_in(0.25, 30) == 8  # the old 0.25/s x 30 s: 8 requests, window 32 s
+    assert loadgen.requests_in(10, 2) == 20 and loadgen.requests_in(0.1, 1) == 1
+    assert loadgen.Phase(0.25, 8).window == 32.0
+
+
+def test_the_generator_reports_the_offered_rate_percentiles_and_error_rate_of_a_known_server(
+    fake: _FakeServer,
+) -> None:
+    # 20 requests at 10/s against 20 ms answers, every 5th a 500 after 300 ms (the last failing one is
+    # the 16th, sent at 1.5 s, answered at ~1.8 s): the run's window is 20 / 10 = 2.0 s.
+    result = asyncio.run(loadgen.drive(f"http://127.0.0.1:{fake.server_port}/", [(10, 2)], timeout=5))
+
+    assert (result["sent"], result["completed"], result["ok"], result["errors"]) == (20, 20, 16, 4)
+    assert result["error_rate"] == 0.2 and result["timeouts"] == 0
+    assert result["phases"][0]["error_kinds"] == {"HTTP 500": 4}
+    # Rate = completed / elapsed wall time. Every answer lands inside the 2.0 s window, so the exact
+    # expected value is 10.0/s (ok: 8.0/s). It can never be higher (elapsed >= the window): the old
+    # arithmetic (n over n - 1 intervals + the last latency, 1.92 s) gave 10.4/s and fails here. It is
+    # lower only if the last answer lands late; 5 % allows ~100 ms of scheduling delay on a busy machine.
+    assert 9.5 <= result["throughput_per_s"] <= 10.0
+    assert result["throughput_ok_per_s"] == pytest.approx(result["throughput_per_s"] * 0.8)
+    assert result["elapsed_s"] >= 2.0 and result["phases"][0]["seconds"] == 2.0
+    # The failing requests are in the percentiles: 4 of 20 at >= 300 ms put p90 and p99 there; the
+    # successful ones alone stay near 20 ms (the bound leaves 200 ms for a loaded machine).
+    latency, ok_only = result["latency_ms"], result["latency_ok_ms"]
+    assert 20 <= latency["p50"] < 220
+    assert 300 <= latency["p90"] <= latency["p99"] < 500
+    assert 20 <= ok_only["p50"] <= ok_only["p100"] < 220
+    assert result["phases"][0]["latency_ms"]["p99"] == latency["p99"]
+
+
+def test_timeouts_count_as_errors_at_their_timeout_in_the_percentiles(fake: _FakeServer) -> None:
+    result = asyncio.run(loadgen.drive(f"http://127.0.0.1:{fake.server_port}/hang", [(10, 0.5)], timeout=0.2))
+
+    assert (result["sent"], result["completed"], result["errors"], result["timeouts"]) == (5, 0, 5, 5)
+    assert result["error_rate"] == 1.0 and result["ok"] == 0 and result["throughput_per_s"] == 0.0
+    assert result["phases"][0]["error_kinds"] == {"timeout": 5}
+    assert 200 <= result["latency_ms"]["p50"] <= result["latency_ms"]["p100"] < 1000  # not the 1 s answer
+    assert result["latency_ok_ms"] == {}
+    assert not load.passes(result, p99_ms=5000, max_error_rate=0.5)
+
+
+def test_the_generator_spreads_requests_over_the_principals_it_is_given(fake: _FakeServer) -> None:
+    tokens = ["one", "two", "three"]
+    result = asyncio.run(
+        loadgen.drive(f"http://127.0.0.1:{fake.server_port}/", [(40, 0.3)], timeout=5, tokens=tokens)
+    )
+
+    assert result["sent"] == 12 and result["principals"] == 3
+    assert fake.principals == {f"Bearer {t}": 4 for t in tokens}
+
+
+def test_principals_are_fresh_tokens_of_the_local_issuer_at_most_per_principal_each(tmp_path: Path) -> None:
+    import jwt
+
+    principals = load.Principals(str(tmp_path / "keys"))
+    first = principals.tokens(3 * load.PER_PRINCIPAL + 1)
+    second = principals.tokens(1)
+    assert len(first) == 4 and len(second) == 1
+    claims = [jwt.decode(t, options={"verify_signature": False}) for t in first + second]
+    assert len({c["sub"] for c in claims}) == 5  # never a principal reused across steps
+    assert all(c[ROLES_CLAIM] == ["developer"] for c in claims)
+    assert load.PER_PRINCIPAL < 100  # the application's default limit: 100 per 15 min per principal

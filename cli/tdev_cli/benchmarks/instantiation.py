@@ -146,8 +146,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "notes": [
             "ours = tdev.agents.runtime.build_agent as run_agent calls it: the model is resolved from its "
             "name on every call; the headline uses the configured Bedrock model.",
-            "Agno's published figure uses OpenAIChat(id='gpt-4o'); the openai package is not a dependency "
-            "here, so agno.Agent gets AwsBedrock (also constructed without a client or network call).",
+            "Agno's published figure uses OpenAIChat(id='gpt-4o'); here agno.Agent gets AwsBedrock, the "
+            "provider the other subjects use (openai is a pinned dependency, but one provider keeps the "
+            "subjects alike); it is also constructed without a client or network call.",
             "gc.freeze() before each subject keeps PerformanceEval's per-run gc.collect() from walking the "
             "~100k objects the imports made (0.1 s each); what a run allocates is measured as before.",
             "The Agent Squad agent is given a shared bedrock-runtime client; without one it builds a boto3 "

@@ -3,18 +3,25 @@
 Modes: `rates` (fixed arrival-rate steps), `stress` (double the rate until the error rate or p99 breaks
 its threshold), `spike` (base rate, 10x spike, base again: recovery) and `soak` (one rate for a
 duration: latency and server memory drift). Everything is bounded in requests and time, loopback only.
+
+The requests are spread over many principals (tokens of the local issuer, as `tdev token` makes them):
+the application limits each principal to 100 requests per 15 minutes, so one principal would measure
+its own quota, not the server. Each principal serves at most PER_PRINCIPAL requests in a run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
+import math
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,7 @@ from typing import Any
 from tdev.models import ExecutionStatus
 from tdev_cli.benchmarks import BenchmarkUnavailable
 from tdev_cli.benchmarks.common import fmt
+from tdev_cli.benchmarks.loadgen import requests_in
 
 NAME = "load"
 DESCRIPTION = (
@@ -32,6 +40,32 @@ DESCRIPTION = (
 REQUEST_BODY = json.dumps({"request": "Implement a REST API for todo items with unit tests"})
 MAX_REQUESTS = 20_000
 TDEV = [sys.executable, "-m", "tdev_cli.main"]
+KEYS_DIR = ".tdev/keys"  # the local issuer `tdev token` and `tdev serve` share
+PER_PRINCIPAL = 80  # requests per principal per run: under the application's 100 per 15 min
+TOKEN_TTL_S = 6 * 3600
+
+
+class Principals:
+    """Fresh principals of the local issuer, minted as a run needs them: a step of n requests gets
+    ceil(n / PER_PRINCIPAL) principals of its own, so no principal passes PER_PRINCIPAL in a run and
+    the server's per-principal rate limit never throttles the benchmark."""
+
+    def __init__(self, keys_dir: str = KEYS_DIR, role: str = "developer") -> None:
+        from tdev.security.issuer import LocalIssuer
+
+        self.issuer = LocalIssuer(keys_dir)
+        self.role = role
+        self.run_id = uuid.uuid4().hex[:8]
+        self.minted = 0
+
+    def tokens(self, requests: int) -> list[str]:
+        count = max(1, math.ceil(requests / PER_PRINCIPAL))
+        minted = []
+        for _ in range(count):
+            self.minted += 1
+            user = f"bench-{self.run_id}-{self.minted}"
+            minted.append(self.issuer.issue(user, [self.role], ttl_seconds=TOKEN_TTL_S)[0])
+        return minted
 
 
 def free_port() -> int:
@@ -48,8 +82,10 @@ def run_generator(
     headers: dict[str, str] | None = None,
     body: str | None = None,
     timeout: float = 30.0,
+    tokens: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run loadgen in its own process for `schedule` [(rate, seconds)], return its JSON result."""
+    """Run loadgen in its own process for `schedule` [(rate, seconds)], return its JSON result.
+    With `tokens`, request i is sent as the principal of tokens[i mod N]."""
     command = [
         sys.executable, "-m", "tdev_cli.benchmarks.loadgen", "--url", url, "--method", method,
         "--schedule", ",".join(f"{rate:g}:{seconds:g}" for rate, seconds in schedule),
@@ -59,8 +95,14 @@ def run_generator(
         command += ["--header", f"{name}: {value}"]
     if body is not None:
         command += ["--body", body]
-    budget = sum(seconds for _, seconds in schedule) + timeout + 30
-    done = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False)
+    budget = sum(requests_in(rate, seconds) / rate for rate, seconds in schedule) + timeout + 30
+    with tempfile.TemporaryDirectory(prefix="tdev-loadgen-") as folder:
+        if tokens:
+            token_file = Path(folder) / "tokens"
+            token_file.touch(mode=0o600)
+            token_file.write_text("\n".join(tokens) + "\n")
+            command += ["--tokens-file", str(token_file)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the load generator failed ({done.returncode}): {done.stderr.strip()[-600:]}")
     return dict(json.loads(done.stdout))
@@ -77,26 +119,20 @@ def _rss_mib(pid: int) -> float | None:
 
 
 @contextlib.contextmanager
-def serve(port: int) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes]]]:
-    """`tdev serve --port` in a child process; yields (base URL, auth headers, process)."""
+def serve(port: int) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes], Principals]]:
+    """`tdev serve --port` in a child process; yields (base URL, headers, process, principals)."""
     probe = subprocess.run([*TDEV, "serve", "--help"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         reason = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         raise BenchmarkUnavailable(
             f"`tdev serve` is missing on this branch (the security layer adds it): {reason}"
         )
-    token = subprocess.run(
-        [*TDEV, "token", "--user", "bench", "--role", "developer"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if token.returncode != 0 or not token.stdout.strip():
-        raise BenchmarkUnavailable(f"`tdev token` failed: {token.stderr.strip()[-300:]}")
-    headers = {
-        "Authorization": f"Bearer {token.stdout.strip().splitlines()[-1]}",
-        "Content-Type": "application/json",
-    }
+    try:
+        principals = Principals()
+        warm_up_token = principals.tokens(1)[0]
+    except (OSError, ValueError) as exc:  # unreadable or unwritable keys: nothing to measure with
+        raise BenchmarkUnavailable(f"the local issuer cannot mint tokens: {exc}") from exc
+    headers = {"Content-Type": "application/json"}
     log = tempfile.NamedTemporaryFile(prefix="tdev-serve-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen([*TDEV, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -113,8 +149,8 @@ def serve(port: int) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[byt
             if time.monotonic() > deadline:
                 raise RuntimeError(f"tdev serve did not answer /health within 90 s; its log: {log.name}")
             time.sleep(0.5)
-        _warm_up(base, headers)
-        yield base, headers, process
+        _warm_up(base, {**headers, "Authorization": f"Bearer {warm_up_token}"})
+        yield base, headers, process, principals
     finally:
         process.terminate()
         try:
@@ -146,10 +182,32 @@ def passes(result: dict[str, Any], p99_ms: float, max_error_rate: float) -> bool
     return result["error_rate"] <= max_error_rate and p99 is not None and p99 <= p99_ms
 
 
-def _step(base: str, headers: dict[str, str], rate: float, seconds: float) -> dict[str, Any]:
-    return run_generator(
-        f"{base}/v1/requests", [(rate, seconds)], method="POST", headers=headers, body=REQUEST_BODY
-    )
+@dataclasses.dataclass(frozen=True)
+class Target:
+    base: str
+    headers: dict[str, str]
+    principals: Principals
+
+    def submit(self, schedule: list[tuple[float, float]]) -> dict[str, Any]:
+        """POST /v1/requests on `schedule`, spread over fresh principals enough for its requests."""
+        requests = sum(requests_in(rate, seconds) for rate, seconds in schedule)
+        return run_generator(
+            f"{self.base}/v1/requests",
+            schedule,
+            method="POST",
+            headers=self.headers,
+            body=REQUEST_BODY,
+            tokens=self.principals.tokens(requests),
+        )
+
+
+def _step(target: Target, rate: float, seconds: float) -> dict[str, Any]:
+    return target.submit([(rate, seconds)])
+
+
+def _errors(result: dict[str, Any]) -> str:
+    text = f"errors {result['error_rate'] * 100:.1f}%"
+    return text + (f" ({result['timeouts']} timed out)" if result.get("timeouts") else "")
 
 
 def run(
@@ -161,14 +219,15 @@ def run(
     max_error_rate: float = 0.01,
 ) -> dict[str, Any]:
     port = port or free_port()
-    with serve(port) as (base, headers, process):
+    with serve(port) as (base, headers, process, principals):
+        target = Target(base, headers, principals)
         if mode == "stress":
-            return _stress(base, headers, quick, p99_threshold_ms, max_error_rate)
+            return _stress(target, quick, p99_threshold_ms, max_error_rate)
         if mode == "spike":
-            return _spike(base, headers, quick, p99_threshold_ms)
+            return _spike(target, quick, p99_threshold_ms)
         if mode == "soak":
-            return _soak(base, headers, process, soak_seconds or (20 if quick else 300), p99_threshold_ms)
-        return _rates(base, headers, quick, p99_threshold_ms, max_error_rate)
+            return _soak(target, process, soak_seconds or (20 if quick else 300), p99_threshold_ms)
+        return _rates(target, quick, p99_threshold_ms, max_error_rate)
 
 
 def recommendations(steps: list[dict[str, Any]], rss_mib: list[list[float]] | None = None) -> list[str]:
@@ -204,10 +263,16 @@ def recommendations(steps: list[dict[str, Any]], rss_mib: list[list[float]] | No
     return advice
 
 
+STEP_COLUMNS = [
+    "offered/s", "sent", "ok/s", "errors %", "timeouts", "p50 ms", "p99 ms", "p99 ok ms", "p99 service ms"
+]  # fmt: skip
+
+
 def _step_rows(steps: list[dict[str, Any]]) -> list[list[Any]]:
     return [
-        [s["phases"][0]["rate"], s["sent"], s["throughput_ok_per_s"], s["error_rate"] * 100,
-         s["latency_ms"].get("p50"), s["latency_ms"].get("p99"), s["service_ms"].get("p99")]
+        [s["phases"][0]["rate"], s["sent"], s["throughput_ok_per_s"], s["error_rate"] * 100, s["timeouts"],
+         s["latency_ms"].get("p50"), s["latency_ms"].get("p99"), s["latency_ok_ms"].get("p99"),
+         s["service_ms"].get("p99")]
         for s in steps
     ]  # fmt: skip
 
@@ -221,12 +286,15 @@ def _steps_result(
     headline = (
         f"load ({kind}): {fmt(best['throughput_ok_per_s'], 2)} requests/s sustained "
         f"({best['phases'][0]['rate']:g} offered) at p99 "
-        f"{fmt(best['latency_ms']['p99'], 0)} ms (< {p99_ms:g} ms, errors {best['error_rate'] * 100:.1f}%)"
+        f"{fmt(best['latency_ms']['p99'], 0)} ms (< {p99_ms:g} ms, {_errors(best)})"
         if best
         else f"load ({kind}): no rate tried kept p99 under {p99_ms:g} ms with errors <= {max_error_rate:.0%}"
     )
     if broke is not None:
-        headline += f"; breaks at {broke['phases'][0]['rate']:g} req/s offered"
+        headline += (
+            f"; breaks at {broke['phases'][0]['rate']:g} req/s offered "
+            f"(p99 {fmt(broke['latency_ms'].get('p99', 0), 0)} ms, {_errors(broke)})"
+        )
     return {
         "name": NAME,
         "headline": headline,
@@ -245,7 +313,7 @@ def _steps_result(
         "tables": [
             {
                 "title": "Arrival-rate steps (latency from intended send time)",
-                "columns": ["offered/s", "sent", "ok/s", "errors %", "p50 ms", "p99 ms", "p99 service ms"],
+                "columns": STEP_COLUMNS,
                 "rows": _step_rows(steps),
             }
         ],
@@ -256,8 +324,8 @@ def _steps_result(
                 "x_label": "offered requests/s",
                 "y_label": "ms",
                 "series": {
-                    "p99 (intended)": [[r[0], r[5]] for r in _step_rows(steps)],
-                    "p99 (service)": [[r[0], r[6]] for r in _step_rows(steps)],
+                    "p99 (intended)": [[r[0], r[6]] for r in _step_rows(steps)],
+                    "p99 (service)": [[r[0], r[8]] for r in _step_rows(steps)],
                 },
             },
             {
@@ -276,8 +344,19 @@ def _steps_result(
             *recommendations(steps),
             "Each accepted POST starts a whole workflow inside the serve process (local runtime, offline "
             "model), so the sustained rate is the local runtime's, not API Gateway's or Lambda's.",
+            *COUNTING_NOTES,
         ],
     }
+
+
+COUNTING_NOTES = [
+    "Rate = requests answered / elapsed wall time (the step's window, n requests at 1/rate apart, or "
+    "until the last answer if later); ok/s counts the successful ones.",
+    "p50/p99 include failed and timed-out requests (a timeout at its measured latency, at least the "
+    "timeout); 'p99 ok' is the successful requests only. Errors % counts failures and timeouts.",
+    f"Requests are spread over fresh principals of the local issuer, at most {PER_PRINCIPAL} each, so "
+    "the per-principal rate limit (100 per 15 min) does not throttle the benchmark.",
+]
 
 
 def _throughput_chart(result: dict[str, Any]) -> dict[str, Any]:
@@ -293,35 +372,31 @@ def _throughput_chart(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rates(
-    base: str, headers: dict[str, str], quick: bool, p99_ms: float, max_error_rate: float
-) -> dict[str, Any]:
+def _rates(target: Target, quick: bool, p99_ms: float, max_error_rate: float) -> dict[str, Any]:
     # Each accepted POST runs a whole workflow inside the serve process, so the local runtime saturates
     # below 1 request/s on two cores: the steps start low enough to find a rate it sustains.
     rates, seconds = ((1.0, 2.0), 5.0) if quick else ((0.25, 0.5, 1.0, 2.0), 30.0)
-    steps = [_step(base, headers, rate, seconds) for rate in rates]
+    steps = [_step(target, rate, seconds) for rate in rates]
     return _steps_result("rates", steps, p99_ms, max_error_rate, {"step_seconds": seconds})
 
 
-def _stress(
-    base: str, headers: dict[str, str], quick: bool, p99_ms: float, max_error_rate: float
-) -> dict[str, Any]:
+def _stress(target: Target, quick: bool, p99_ms: float, max_error_rate: float) -> dict[str, Any]:
     rate, seconds, ceiling = (1.0, 5.0, 4.0) if quick else (0.5, 20.0, 256.0)
     steps = []
     while rate <= ceiling:
-        steps.append(_step(base, headers, rate, seconds))
+        steps.append(_step(target, rate, seconds))
         if not passes(steps[-1], p99_ms, max_error_rate):
             break
         rate *= 2
     return _steps_result("stress", steps, p99_ms, max_error_rate, {"step_seconds": seconds})
 
 
-def _spike(base: str, headers: dict[str, str], quick: bool, p99_ms: float) -> dict[str, Any]:
+def _spike(target: Target, quick: bool, p99_ms: float) -> dict[str, Any]:
     rate, before, spike, after = (1.0, 4.0, 3.0, 6.0) if quick else (1.0, 30.0, 10.0, 60.0)
     schedule = [(rate, before), (rate * 10, spike), (rate, after)]
-    result = run_generator(f"{base}/v1/requests", schedule, method="POST", headers=headers, body=REQUEST_BODY)
+    result = target.submit(schedule)
     base_p99 = result["phases"][0]["latency_ms"].get("p99") or 0.0
-    spike_end = before + spike
+    spike_end = sum(p["seconds"] for p in result["phases"][:2])
     recovered_at = next(
         (
             t["second"]
@@ -333,9 +408,11 @@ def _spike(base: str, headers: dict[str, str], quick: bool, p99_ms: float) -> di
     recovery = (recovered_at - spike_end) if recovered_at is not None else None
     phases = result["phases"]
     headline = (
-        f"load (spike): p99 {fmt(phases[0]['latency_ms'].get('p99', 0), 0)} ms before, "
-        f"{fmt(phases[1]['latency_ms'].get('p99', 0), 0)} ms in a {rate * 10:g}/s spike, "
+        f"load (spike): p99 {fmt(phases[0]['latency_ms'].get('p99', 0), 0)} ms before "
+        f"({_errors(phases[0])}), {fmt(phases[1]['latency_ms'].get('p99', 0), 0)} ms in a "
+        f"{rate * 10:g}/s spike ({_errors(phases[1])}), "
         + (f"recovered {recovery:g} s after it" if recovery is not None else "not recovered by the end")
+        + f"; after it {_errors(phases[2])}"
     )
     return {
         "name": NAME,
@@ -349,13 +426,15 @@ def _spike(base: str, headers: dict[str, str], quick: bool, p99_ms: float) -> di
         "tables": [
             {
                 "title": "Spike phases",
-                "columns": ["phase", "rate/s", "sent", "errors", "p50 ms", "p99 ms"],
+                "columns": ["phase", "rate/s", "sent", "ok/s", "errors %", "timeouts", "p50 ms", "p99 ms"],
                 "rows": [
                     [
                         name,
                         p["rate"],
                         p["sent"],
-                        p["errors"],
+                        p["throughput_ok_per_s"],
+                        p["error_rate"] * 100,
+                        p["timeouts"],
                         p["latency_ms"].get("p50"),
                         p["latency_ms"].get("p99"),
                     ]
@@ -373,13 +452,14 @@ def _spike(base: str, headers: dict[str, str], quick: bool, p99_ms: float) -> di
                 "series": {"max ms": [[t["second"], t["max_ms"]] for t in result["timeline"]]},
             },
         ],
-        "notes": ["Recovery: first second after the spike whose worst latency is back under the threshold."],
+        "notes": [
+            "Recovery: first second after the spike whose worst latency is back under the threshold.",
+            *COUNTING_NOTES,
+        ],
     }
 
 
-def _soak(
-    base: str, headers: dict[str, str], process: subprocess.Popen[bytes], seconds: float, p99_ms: float
-) -> dict[str, Any]:
+def _soak(target: Target, process: subprocess.Popen[bytes], seconds: float, p99_ms: float) -> dict[str, Any]:
     import threading
 
     rate = 1.0
@@ -397,9 +477,7 @@ def _soak(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        result = run_generator(
-            f"{base}/v1/requests", [(rate, seconds)], method="POST", headers=headers, body=REQUEST_BODY
-        )
+        result = target.submit([(rate, seconds)])
     finally:
         stop.set()
         sampler.join(timeout=5)
@@ -412,6 +490,7 @@ def _soak(
     growth = (rss_end - rss_start) if rss_start is not None and rss_end is not None else None
     headline = (
         f"load (soak {seconds:g} s at {rate:g}/s): p99 {fmt(result['latency_ms'].get('p99', 0), 0)} ms, "
+        f"{_errors(result)}, "
         f"worst latency first/last tenth {fmt(first, 0)}/{fmt(last, 0)} ms, server RSS "
         + (f"{fmt(rss_start or 0)} -> {fmt(rss_end or 0)} MiB" if growth is not None else "not sampled")
     )
@@ -444,5 +523,6 @@ def _soak(
         "notes": [
             *recommendations([result], samples),
             f"The server process is sampled every {max(1.0, seconds / 60):g} s from /proc.",
+            *COUNTING_NOTES,
         ],
     }

@@ -28,6 +28,13 @@ def client(service: str) -> Any:
     return boto3.session.Session().client(service, config=_CONFIG)
 
 
+@cache
+def slow_client(service: str, read_timeout: int) -> Any:
+    """A client for calls that legitimately take long (a synchronous invocation of the test sandbox)."""
+    config = _CONFIG.merge(Config(read_timeout=read_timeout, retries={"max_attempts": 1, "mode": "standard"}))
+    return boto3.session.Session().client(service, config=config)
+
+
 _local = threading.local()
 _generation = 0  # bumped by reset_clients(), so every thread drops resources made before it
 
@@ -49,4 +56,5 @@ def table(name: str) -> Any:
 def reset_clients() -> None:
     global _generation
     client.cache_clear()
+    slow_client.cache_clear()
     _generation += 1

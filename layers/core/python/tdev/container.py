@@ -9,6 +9,7 @@ from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
 from tdev.data.executions import ExecutionRepository
+from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError
 from tdev.security.fields import FieldSealer
 from tdev.settings import get_settings
@@ -42,6 +43,12 @@ def sealer() -> FieldSealer:
 
 
 @lru_cache(maxsize=1)
+def verify_records() -> VerifyRepository:
+    settings = get_settings()
+    return VerifyRepository(settings.table_name, retention_days=settings.execution_retention_days)
+
+
+@lru_cache(maxsize=1)
 def agents() -> AgentRepository:
     return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
 
@@ -53,6 +60,7 @@ def reset() -> None:
     cache.reset()
     executions.cache_clear()
     agents.cache_clear()
+    verify_records.cache_clear()
     cipher.cache_clear()
     sealer.cache_clear()
     from tdev.security import services as security_services

@@ -99,3 +99,10 @@ class RateLimitError(TDevError):
 class PayloadTooLargeError(TDevError):
     status_code = 413
     code = "PayloadTooLarge"
+
+
+class UnsupportedMediaTypeError(TDevError):
+    """A request body in a format the API does not read (it reads application/json only)."""
+
+    status_code = 415
+    code = "UnsupportedMediaType"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -103,6 +103,10 @@ class ErrorBody(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- agents
+# The workspace tools an agent may be given (tdev.agents.tools), each confined to the execution's workspace.
+WorkspaceToolName = Literal["list_files", "read_file", "write_file", "patch_file", "search_text", "run_tests"]
+
+
 class AgentSpec(BaseModel):
     """An agent as the registry stores it; instantiated lazily by `run_agent`."""
 
@@ -119,6 +123,9 @@ class AgentSpec(BaseModel):
     fallback_models: list[ModelName] = Field(default_factory=list, max_length=5)
     max_concurrent: int = Field(default=10, ge=1, le=1000)
     timeout_seconds: int = Field(default=300, ge=1, le=900)
+    tools: list[WorkspaceToolName] = Field(
+        default_factory=list, description="Workspace tools the agent works with (none: it only answers)."
+    )
 
 
 # --------------------------------------------------------------------------------------------- plan
@@ -203,6 +210,40 @@ class AgentResult(BaseModel):
     attempts: int = 1
     error: str | None = None
     hops: list[ModelHop] = Field(default_factory=list, description="The models tried, in order.")
+    files_changed: list[str] = Field(default_factory=list, description="Workspace files the agent wrote.")
+
+
+class TestCounts(BaseModel):
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+
+class VerifyIteration(BaseModel):
+    """One turn of the verify loop: the project's tests run in the sandbox (after the agents or a fix)."""
+
+    iteration: int = Field(ge=1)
+    outcome: str = Field(description="passed, failed, no_tests, timeout, unsupported or error")
+    tests: TestCounts = Field(default_factory=TestCounts)
+    files_changed: list[str] = Field(default_factory=list, description="Since the previous iteration.")
+    usage: Usage = Field(default_factory=Usage, description="The agent work this iteration tested.")
+    fixed_by: str | None = Field(default=None, description="The model that fixed the code before this run.")
+    duration_ms: int = 0
+    failures: list[dict[str, str]] = Field(default_factory=list)
+    output: str = Field(default="", description="The end of the test output (trimmed).")
+    isolation: list[str] = Field(default_factory=list, description="How the sandbox isolated the run.")
+    file_hashes: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+
+class FixRun(BaseModel):
+    """What the code agent did between two verify iterations."""
+
+    iteration: int = Field(ge=2, description="The verify iteration that tests this fix.")
+    model: str
+    usage: Usage = Field(default_factory=Usage)
+    files_changed: list[str] = Field(default_factory=list)
+    summary: str = ""
 
 
 class TaskState(BaseModel):
@@ -233,6 +274,8 @@ class Execution(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     error: str | None = None
     compensations: list[str] = Field(default_factory=list)
+    # Set when the failure path itself failed for good: the request is FAILED, its compensation incomplete.
+    compensation_error: str | None = None
     version: int = 0
 
     @field_validator("created_at", "updated_at", mode="before")
@@ -267,6 +310,13 @@ class ExecutionView(BaseModel):
     usage: Usage
     error: str | None = None
     compensations: list[str] = Field(default_factory=list)
+    verify: list[VerifyIteration] = Field(
+        default_factory=list, description="The verify loop's iterations: tests run, failures fixed."
+    )
+    compensation_error: str | None = Field(
+        default=None,
+        description="Why compensating the failed request failed (its compensations are partial).",
+    )
 
 
 # ------------------------------------------------------------------ state machine step payloads
@@ -295,3 +345,29 @@ class TaskFailureEvent(StepEvent):
 
 class FailureEvent(StepEvent):
     error: dict[str, object] | None = None
+
+
+class VerifyEvent(StepEvent):
+    iteration: int = Field(default=0, ge=0, le=50, description="Verify iterations done so far")
+
+
+class SandboxEvent(BaseModel):
+    """What the sandbox function gets: the project's files (text) and a time limit; nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: dict[str, str] = Field(max_length=200)
+    timeout_seconds: int = Field(default=60, ge=1, le=600)
+
+
+class CompensationFailureEvent(BaseModel):
+    """The last step of the failure path: compensation failed for good; record it.
+
+    Deliberately lenient beyond the execution id (no length limit on the correlation id): whatever made the
+    other steps reject their input must not stop the failure from being recorded.
+    """
+
+    execution_id: str = Field(min_length=1, max_length=80)
+    correlation_id: str | None = None
+    error: dict[str, object] | None = None
+    compensation_error: dict[str, object] | None = None

@@ -47,6 +47,10 @@ class Settings(BaseModel):
     checkpoint_bucket: str | None = Field(default=None, alias="CHECKPOINT_BUCKET")
     max_sessions_per_user: int = Field(default=5, ge=1, alias="TDEV_MAX_SESSIONS_PER_USER")
     max_sessions_global: int = Field(default=100, ge=1, alias="TDEV_MAX_SESSIONS_GLOBAL")
+    # Workspaces (tdev.workspace) and the sandbox that runs their tests (tdev.sandbox).
+    workspace_bucket: str | None = Field(default=None, alias="WORKSPACE_BUCKET")
+    workspace_dir: str = Field(default=".tdev/workspaces", alias="TDEV_WORKSPACE_DIR")
+    sandbox_function_name: str | None = Field(default=None, alias="SANDBOX_FUNCTION_NAME")
 
 
 @lru_cache(maxsize=1)

@@ -50,6 +50,7 @@ DESIGN_AGENT = AgentSpec(
         "Call out security boundaries, failure modes and what must be idempotent or retried.",
         "Prefer the simplest design that meets the requirements; do not design for load nobody asked for.",
     ],
+    tools=["list_files", "read_file", "write_file"],
 )
 
 CODE_AGENT = AgentSpec(
@@ -85,6 +86,7 @@ CODE_AGENT = AgentSpec(
         "Keep functions small and side effects at the edges so the code is easy to test.",
         "End with a short summary: files changed, how to run it, and any known limitation.",
     ],
+    tools=["list_files", "read_file", "write_file", "patch_file", "search_text", "run_tests"],
 )
 
 TEST_AGENT = AgentSpec(
@@ -119,6 +121,7 @@ TEST_AGENT = AgentSpec(
         "Report which requirements are covered, which are not, and any defect found, with the failing "
         "input.",
     ],
+    tools=["list_files", "read_file", "write_file", "patch_file", "search_text", "run_tests"],
 )
 
 SECURITY_AGENT = AgentSpec(
@@ -154,6 +157,7 @@ SECURITY_AGENT = AgentSpec(
         "Do not report theoretical issues without a plausible path to exploitation; say explicitly when "
         "nothing significant was found.",
     ],
+    tools=["list_files", "read_file", "search_text"],
 )
 
 REVIEW_AGENT = AgentSpec(
@@ -187,6 +191,7 @@ REVIEW_AGENT = AgentSpec(
         "Finish with a verdict (approve, approve with suggestions, or changes required) and a one-line "
         "justification.",
     ],
+    tools=["list_files", "read_file", "search_text", "run_tests"],
 )
 
 # fmt: on

@@ -22,11 +22,18 @@ os.environ.setdefault("AGNO_TELEMETRY", "false")
 from agno.agent import Agent
 from agno.models.base import Model
 from agno.run.base import RunStatus
+from agno.tools import Toolkit
 
+from tdev.agents.tools import MAX_TOOL_CALLS
 from tdev.errors import AgentError, TransientError
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
 from tdev.models import AgentResult, AgentSpec, AgentTask, TaskStatus, Usage
 
+WORKSPACE_INSTRUCTION = (
+    "You work on the project's files through your workspace tools: paths are relative to the project "
+    "root. Write complete files with write_file (or small edits with patch_file), read before you judge, "
+    "run the tests with run_tests when you have it, and end with a short summary of what you did."
+)
 MAX_UPSTREAM_CHARS = 6_000  # per upstream result: keeps a prompt of a wide level within a model's context
 
 
@@ -54,17 +61,25 @@ _install_session_metrics_skip()
 
 
 # ------------------------------------------------------------------------------------------- agent
-def build_agent(spec: AgentSpec, model_name: str, *, model: Model | None = None) -> Agent:
-    """An Agno agent for `spec`, without db, memory or tools: state lives in DynamoDB, not in the agent.
+def build_agent(
+    spec: AgentSpec, model_name: str, *, model: Model | None = None, tools: Sequence[Toolkit] = ()
+) -> Agent:
+    """An Agno agent for `spec`, without db or memory: state lives in DynamoDB, not in the agent.
 
     `model` is an already-resolved model (tests inject one with a stubbed client); otherwise `model_name`
     is resolved. The first instruction names the role, which the offline model reads to pick a template.
+    `tools` (the execution's workspace tools) go through Agno's tool calling, whatever the model.
     """
+    instructions = [f"Role: {spec.name}", spec.role, *spec.instructions]
+    if tools:
+        instructions.append(WORKSPACE_INSTRUCTION)
     return Agent(
         model=model if model is not None else resolve_model(model_name),
         name=spec.name,
         description=spec.description,
-        instructions=[f"Role: {spec.name}", spec.role, *spec.instructions],
+        instructions=instructions,
+        tools=list(tools),
+        tool_call_limit=MAX_TOOL_CALLS if tools else None,
         telemetry=False,
     )
 
@@ -169,14 +184,21 @@ def _failure(spec: AgentSpec, model_name: str, exc: BaseException) -> TransientE
     return error_type(f"{spec.name} on {model_name} failed: {provider_error_reason(exc)}")
 
 
-def run_agent(spec: AgentSpec, model_name: str, prompt: str, *, model: Model | None = None) -> AgentRun:
+def run_agent(
+    spec: AgentSpec,
+    model_name: str,
+    prompt: str,
+    *,
+    model: Model | None = None,
+    tools: Sequence[Toolkit] = (),
+) -> AgentRun:
     """Run the agent once (retries belong to the state machine) and return its answer, tokens and cost.
 
     Raises TransientError when another attempt may succeed (throttling, timeouts, 5xx) and AgentError when it
     cannot (access denied, invalid request, empty answer). `model` is an already-resolved model, if any.
     """
     resolved = model if model is not None else resolve_model(model_name)
-    agent = build_agent(spec, model_name, model=resolved)
+    agent = build_agent(spec, model_name, model=resolved, tools=tools)
     _record_raised_exceptions(resolved)
     raised: list[BaseException] = []
     token = _raised_by_model.set(raised)

@@ -17,7 +17,8 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from tdev import aws
-from tdev.data.executions import from_item, to_item
+from tdev.data.codec import from_item, serialize, to_item
+from tdev.data.store import transact_write
 from tdev.errors import UnknownAgentError
 from tdev.models import AgentSpec
 
@@ -79,34 +80,37 @@ class AgentRepository:
         The counters and a marker item keyed by the run id change in one transaction, conditional on the
         marker not existing: a redelivered or retried step counts nothing twice. False when already counted.
         """
-        client = aws.table(self._table_name).meta.client
         try:
-            client.transact_write_items(
-                TransactItems=[
+            transact_write(
+                [
                     {
                         "Put": {
                             "TableName": self._table_name,
-                            "Item": {
-                                "PK": f"AGENT#{name}",
-                                "SK": f"RUN#{run_id}",
-                                "expires_at": int(time.time()) + RUN_MARKER_TTL_SECONDS,
-                            },
+                            "Item": serialize(
+                                {
+                                    "PK": f"AGENT#{name}",
+                                    "SK": f"RUN#{run_id}",
+                                    "expires_at": int(time.time()) + RUN_MARKER_TTL_SECONDS,
+                                }
+                            ),
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
                     {
                         "Update": {
                             "TableName": self._table_name,
-                            "Key": {"PK": f"AGENT#{name}", "SK": "STATS"},
+                            "Key": serialize({"PK": f"AGENT#{name}", "SK": "STATS"}),
                             "UpdateExpression": (
                                 "ADD runs :one, successes :ok, failures :ko, total_duration_ms :ms"
                             ),
-                            "ExpressionAttributeValues": {
-                                ":one": 1,
-                                ":ok": 1 if succeeded else 0,
-                                ":ko": 0 if succeeded else 1,
-                                ":ms": duration_ms,
-                            },
+                            "ExpressionAttributeValues": serialize(
+                                {
+                                    ":one": 1,
+                                    ":ok": 1 if succeeded else 0,
+                                    ":ko": 0 if succeeded else 1,
+                                    ":ms": duration_ms,
+                                }
+                            ),
                         }
                     },
                 ]

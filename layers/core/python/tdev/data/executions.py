@@ -12,9 +12,9 @@ GSI1 lists executions by status (newest first), GSI2 by project (time-ordered).
 
 from __future__ import annotations
 
-import json
 import time
-from decimal import Decimal
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
@@ -22,6 +22,8 @@ from botocore.exceptions import ClientError
 
 from tdev import aws
 from tdev.crypto import EnvelopeCipher
+from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
+from tdev.data.store import transact_write
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
 from tdev.models import (
     AgentResult,
@@ -36,46 +38,42 @@ from tdev.models import (
 )
 from tdev.security.fields import FieldSealer
 
-_TRANSIENT_CODES = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-}
-
-
-def to_item(data: dict[str, Any], *, drop_none: bool = True) -> dict[str, Any]:
-    """JSON-compatible dict -> DynamoDB item (floats become Decimals; top-level None dropped for items)."""
-    converted: dict[str, Any] = json.loads(json.dumps(data, default=str), parse_float=Decimal)
-    return {k: v for k, v in converted.items() if v is not None or not drop_none}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    """DynamoDB item -> plain JSON types (Decimals become int or float)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return int(value) if value == value.to_integral_value() else float(value)
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        return value
-
-    return {k: plain(v) for k, v in item.items()}
-
-
-def _raise_transient(exc: ClientError) -> None:
-    """Throttling and 5xx from DynamoDB become TransientError, which the workflow retries."""
-    code = exc.response.get("Error", {}).get("Code", "")
-    if code in _TRANSIENT_CODES:
-        raise TransientError(f"DynamoDB {code}: {exc}") from exc
-
 
 def execution_key(execution_id: str) -> dict[str, str]:
     return {"PK": f"EXECUTION#{execution_id}", "SK": "EXECUTION"}
+
+
+# The request's outcome (RequestCompleted / RequestFailed) is announced as the orchestrator's event.
+OUTCOME_SOURCE = "t-developer.orchestrator"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The event that announces a terminal status; written to the outbox with that status."""
+
+    detail_type: str
+    data: dict[str, Any]
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class OpenExecution:
+    """An execution not yet finished, as the reconciler sees it."""
+
+    execution_id: str
+    status: ExecutionStatus
+    created_at: str
+    correlation_id: str
+
+
+def fact_event_id(execution_id: str, *fact: str) -> str:
+    """The same fact about an execution always gets the same event id (consumers deduplicate on it)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "t-developer:" + ":".join((execution_id, *fact))))
+
+
+def outcome_event_id(execution_id: str, status: ExecutionStatus) -> str:
+    """The id of the event announcing that `execution_id` ended with `status` (one terminal status each)."""
+    return fact_event_id(execution_id, "outcome", status.value)
 
 
 class ExecutionRepository:
@@ -113,7 +111,7 @@ class ExecutionRepository:
             {
                 "Put": {
                     "TableName": self._table_name,
-                    "Item": _ser(item),
+                    "Item": serialize(item),
                     "ConditionExpression": "attribute_not_exists(PK)",
                 }
             },
@@ -133,7 +131,7 @@ class ExecutionRepository:
                 {
                     "Put": {
                         "TableName": self._table_name,
-                        "Item": _ser(
+                        "Item": serialize(
                             {
                                 "PK": f"IDEMPOTENCY#{execution.principal}#{idempotency_key}",
                                 "SK": "IDEMPOTENCY",
@@ -148,11 +146,11 @@ class ExecutionRepository:
                 },
             )
         try:
-            aws.client("dynamodb").transact_write_items(TransactItems=writes)
+            transact_write(writes)
             return execution, True
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException" or not idempotency_key:
-                _raise_transient(exc)
+                raise_if_transient(exc)
                 raise
         existing = self._table.get_item(
             Key={"PK": f"IDEMPOTENCY#{execution.principal}#{idempotency_key}", "SK": "IDEMPOTENCY"},
@@ -211,6 +209,8 @@ class ExecutionRepository:
         results.sort(key=lambda r: order.index(r.task_id) if r.task_id in order else len(order))
         plan_item = next((i for i in items if i["SK"] == "PLAN"), None)
         plan = self._plan(plan_item) if plan_item else None
+        from tdev.data.verify import iterations_from_items
+
         live_usage = Usage.total(t.usage for t in execution.tasks.values())
         usage = execution.usage if execution.status.terminal else live_usage
         return ExecutionView(
@@ -230,6 +230,8 @@ class ExecutionRepository:
             usage=usage,
             error=execution.error,
             compensations=execution.compensations,
+            verify=iterations_from_items(items),
+            compensation_error=execution.compensation_error,
         )
 
     def submitted(self, execution_id: str) -> tuple[str, str]:
@@ -264,6 +266,32 @@ class ExecutionRepository:
             Limit=limit,
         )
         return [self._execution(i) for i in page.get("Items", [])]
+
+    def list_open_since_before(
+        self, status: ExecutionStatus, created_before: str, *, limit: int = 100
+    ) -> list[OpenExecution]:
+        """Executions in `status` created before `created_before` (oldest first), from the status index.
+
+        Only what reconciling needs is read (no request text, so nothing to decrypt).
+        """
+        page = self._table.query(
+            IndexName="GSI1",
+            KeyConditionExpression=Key("GSI1PK").eq(f"STATUS#{status.value}")
+            & Key("GSI1SK").lt(created_before),
+            ProjectionExpression="execution_id, #status, created_at, correlation_id",
+            ExpressionAttributeNames={"#status": "status"},
+            ScanIndexForward=True,
+            Limit=limit,
+        )
+        return [
+            OpenExecution(
+                execution_id=str(item["execution_id"]),
+                status=ExecutionStatus(str(item["status"])),
+                created_at=str(item["created_at"]),
+                correlation_id=str(item.get("correlation_id") or item["execution_id"]),
+            )
+            for item in page.get("Items", [])
+        ]
 
     def get_plan(self, execution_id: str) -> Plan:
         item = self._table.get_item(
@@ -300,12 +328,12 @@ class ExecutionRepository:
         }
         now = utc_now().isoformat()
         try:
-            aws.client("dynamodb").transact_write_items(
-                TransactItems=[
+            transact_write(
+                [
                     {
                         "Put": {
                             "TableName": self._table_name,
-                            "Item": _ser(
+                            "Item": serialize(
                                 {
                                     "PK": f"EXECUTION#{execution_id}",
                                     "SK": "PLAN",
@@ -324,7 +352,7 @@ class ExecutionRepository:
                     {
                         "Update": {
                             "TableName": self._table_name,
-                            "Key": _ser(execution_key(execution_id)),
+                            "Key": serialize(execution_key(execution_id)),
                             "UpdateExpression": (
                                 "SET #status = :running, GSI1PK = :gsi, levels = :levels, tasks = :tasks, "
                                 "updated_at = :now ADD version :one"
@@ -334,7 +362,7 @@ class ExecutionRepository:
                                 "attribute_exists(PK) AND #status IN (:pending, :planning, :running)"
                             ),
                             "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _ser(
+                            "ExpressionAttributeValues": serialize(
                                 {
                                     ":running": ExecutionStatus.RUNNING.value,
                                     ":gsi": f"STATUS#{ExecutionStatus.RUNNING.value}",
@@ -351,7 +379,7 @@ class ExecutionRepository:
                 ]
             )
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 raise ConflictError(f"execution {execution_id} is missing or already finished") from exc
             raise
@@ -369,17 +397,17 @@ class ExecutionRepository:
         data: dict[str, Any],
         *,
         correlation_id: str | None,
+        source: str = "t-developer.executions",
     ) -> dict[str, Any]:
-        from tdev.messaging.envelope import deterministic_event_id
         from tdev.messaging.outbox import outbox_put
 
         return outbox_put(
             self._table_name,
-            source="t-developer.executions",
+            source=source,
             detail_type=detail_type,
             data=data,
             partition_key=f"EXECUTION#{execution_id}",
-            event_id=deterministic_event_id(execution_id, *fact),
+            event_id=fact_event_id(execution_id, *fact),
             correlation_id=correlation_id or execution_id,
             causation_id=execution_id,
         )
@@ -401,12 +429,12 @@ class ExecutionRepository:
         }
         task_key = {"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{result.task_id}"}
         try:
-            aws.client("dynamodb").transact_write_items(
-                TransactItems=[
+            transact_write(
+                [
                     {
                         "Put": {
                             "TableName": self._table_name,
-                            "Item": _ser(
+                            "Item": serialize(
                                 {
                                     "PK": f"EXECUTION#{execution_id}",
                                     "SK": f"TASK#{result.task_id}",
@@ -421,7 +449,9 @@ class ExecutionRepository:
                             ),
                             "ConditionExpression": "attribute_not_exists(PK) OR #status <> :succeeded",
                             "ExpressionAttributeNames": {"#status": "status"},
-                            "ExpressionAttributeValues": _ser({":succeeded": TaskStatus.SUCCEEDED.value}),
+                            "ExpressionAttributeValues": serialize(
+                                {":succeeded": TaskStatus.SUCCEEDED.value}
+                            ),
                         }
                     },
                     # A late task (a sibling failed and the saga already finished the execution) must
@@ -446,7 +476,7 @@ class ExecutionRepository:
                 ]
             )
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
             stored = self.get_results(execution_id, [result.task_id])
@@ -489,11 +519,11 @@ class ExecutionRepository:
             sets.append(f"#tasks.#tid.#f{i} = :v{i}")
         return {
             "TableName": self._table_name,
-            "Key": _ser(execution_key(execution_id)),
+            "Key": serialize(execution_key(execution_id)),
             "UpdateExpression": "SET " + ", ".join(sets) + " ADD version :one",
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": _ser(values, drop_none=False),
+            "ExpressionAttributeValues": serialize(values, drop_none=False),
         }
 
     def _update_task(
@@ -504,7 +534,7 @@ class ExecutionRepository:
                 **self._task_update_request(execution_id, task_id, fields, open_only=open_only)
             )
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise NotFoundError(f"task {task_id} is not part of execution {execution_id}") from exc
             raise
@@ -517,9 +547,18 @@ class ExecutionRepository:
         *,
         error: str | None = None,
         compensations: list[str] | None = None,
+        compensation_error: str | None = None,
+        outcome: Outcome | None = None,
     ) -> Execution:
-        """Move to a terminal status once; finishing again with the same status is a no-op."""
+        """Move to a terminal status once; finishing again with the same status is a no-op.
+
+        The outcome event goes into the outbox in the same transaction as the terminal status, under an
+        id fixed by the execution and its status (`outcome_event_id`): a retried step rewrites the same
+        outbox item (a MODIFY on the stream, not a second event), and an event whose publishing fails
+        stays on the stream to be retried: announced exactly when the status is recorded, once.
+        """
         assert status.terminal
+        terminal = [s.value for s in ExecutionStatus if s.terminal]
         values: dict[str, Any] = {
             ":status": status.value,
             ":gsi": f"STATUS#{status.value}",
@@ -528,35 +567,58 @@ class ExecutionRepository:
             ":one": 1,
             ":error": error,
             ":comp": compensations or [],
-            ":terminal": [s.value for s in ExecutionStatus if s.terminal],
+            ":comp_error": compensation_error,
+            **{f":t{i}": v for i, v in enumerate(terminal)},
         }
-        try:
-            aws.client("dynamodb").update_item(
-                TableName=self._table_name,
-                Key=_ser(execution_key(execution_id)),
-                UpdateExpression=(
-                    "SET #status = :status, GSI1PK = :gsi, #usage = :usage, updated_at = :now, "
-                    "#error = :error, compensations = :comp ADD version :one"
-                ),
-                ConditionExpression=(
-                    "attribute_exists(PK) AND (NOT #status IN (:t0, :t1, :t2) OR #status = :status)"
-                ),
-                ExpressionAttributeNames={"#status": "status", "#usage": "usage", "#error": "error"},
-                ExpressionAttributeValues=_ser(
-                    {k: v for k, v in values.items() if k != ":terminal"}
-                    | {f":t{i}": v for i, v in enumerate(values[":terminal"])},
-                    drop_none=False,
-                ),
+        writes: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table_name,
+                    "Key": serialize(execution_key(execution_id)),
+                    "UpdateExpression": (
+                        "SET #status = :status, GSI1PK = :gsi, #usage = :usage, updated_at = :now, "
+                        "#error = :error, compensations = :comp, compensation_error = :comp_error "
+                        "ADD version :one"
+                    ),
+                    "ConditionExpression": (
+                        "attribute_exists(PK) AND (NOT #status IN ("
+                        + ", ".join(f":t{i}" for i in range(len(terminal)))
+                        + ") OR #status = :status)"
+                    ),
+                    "ExpressionAttributeNames": {"#status": "status", "#usage": "usage", "#error": "error"},
+                    "ExpressionAttributeValues": serialize(values, drop_none=False),
+                }
+            }
+        ]
+        if outcome is not None:
+            writes.append(
+                self._outbox(
+                    execution_id,
+                    outcome.detail_type,
+                    ("outcome", status.value),
+                    outcome.data,
+                    correlation_id=outcome.correlation_id,
+                    source=OUTCOME_SOURCE,
+                )
             )
+        try:
+            transact_write(writes)
         except ClientError as exc:
-            _raise_transient(exc)
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise_if_transient(exc)
+            reasons = exc.response.get("CancellationReasons") or []
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                 current = self.get(execution_id)
                 raise ConflictError(
                     f"execution {execution_id} already finished as {current.status.value}"
                 ) from exc
             raise
         return self.get(execution_id)
+
+    def recorded_compensations(self, execution_id: str) -> list[str]:
+        """The tasks whose compensation was recorded (COMPENSATION items), in the order they were undone."""
+        items = [i for i in self._query_partition(execution_id) if i["SK"].startswith("COMPENSATION#")]
+        items.sort(key=lambda i: str(i.get("at", "")))
+        return [str(i["task_id"]) for i in items]
 
     def record_compensation(self, execution_id: str, task_id: str, action: str) -> bool:
         """Record one compensation; False when it was already recorded (the step is idempotent)."""
@@ -577,23 +639,7 @@ class ExecutionRepository:
             )
             return True
         except ClientError as exc:
-            _raise_transient(exc)
+            raise_if_transient(exc)
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
-
-
-_SERIALIZER: Any = None
-
-
-def _ser(data: dict[str, Any], *, drop_none: bool = True) -> dict[str, Any]:
-    """Plain dict -> low-level DynamoDB attribute values (for the client API used by transactions).
-
-    Items drop top-level None attributes; expression values keep them as NULL (`drop_none=False`).
-    """
-    global _SERIALIZER
-    if _SERIALIZER is None:
-        from boto3.dynamodb.types import TypeSerializer
-
-        _SERIALIZER = TypeSerializer()
-    return {k: _SERIALIZER.serialize(v) for k, v in to_item(data, drop_none=drop_none).items()}

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from tdev import aws
 from tdev.data import schema
-from tdev.data.executions import to_item
+from tdev.data.codec import to_item
 from tdev.data.store import error_code, query_page, raise_if_transient
 from tdev.errors import ConflictError
 from tdev.models import utc_now

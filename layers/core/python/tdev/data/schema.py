@@ -10,6 +10,7 @@ Entities (PK / SK):
     AGENT       AGENT#<name>                 SPEC | STATS
     SESSION     SESSION#<id>                 SESSION
     EXECUTION   EXECUTION#<id>               EXECUTION | PLAN | TASK#<task> | COMPENSATION#<task>
+                                             | VERIFY#<n, 4 digits> | FIX#<n, 4 digits>  (the verify loop)
     TASK        EXECUTION#<id>               TASK#<task_id>   (in its execution's partition)
     EVENT       AGGREGATE#<type>#<id>        EVENT#<sequence, 12 digits>
     LOCK        LOCK#<name>                  LOCK
@@ -130,6 +131,14 @@ def execution_key(execution_id: str) -> dict[str, str]:
 
 def task_key(execution_id: str, task_id: str) -> dict[str, str]:
     return {"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{task_id}"}
+
+
+def verify_key(execution_id: str, iteration: int) -> dict[str, str]:
+    return {"PK": f"EXECUTION#{execution_id}", "SK": f"VERIFY#{iteration:04d}"}
+
+
+def fix_key(execution_id: str, iteration: int) -> dict[str, str]:
+    return {"PK": f"EXECUTION#{execution_id}", "SK": f"FIX#{iteration:04d}"}
 
 
 def event_key(aggregate_type: str, aggregate_id: str, sequence: int) -> dict[str, str]:

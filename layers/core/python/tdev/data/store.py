@@ -18,49 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from boto3.dynamodb.conditions import ConditionBase, Key
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tdev import aws
 from tdev.data import schema
-from tdev.data.executions import from_item, to_item
-from tdev.errors import ConflictError, TransientError, ValidationError
+from tdev.data.codec import (  # noqa: F401  (re-exported: the kit's one codec and transient set)
+    TRANSIENT_CODES,
+    deserialize,
+    error_code,
+    from_item,
+    raise_if_transient,
+    serialize,
+    to_item,
+)
+from tdev.errors import ConflictError, ValidationError
 
 MAX_TRANSACTION_ITEMS = 100
 MAX_PAGE_SIZE = 100
-TRANSIENT_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-    }
-)
-
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-
-
-def serialize(item: dict[str, Any]) -> dict[str, Any]:
-    """Plain dict -> low-level attribute values (floats become Decimals, None attributes dropped)."""
-    return {k: _serializer.serialize(v) for k, v in to_item(item).items()}
-
-
-def deserialize(image: dict[str, Any]) -> dict[str, Any]:
-    """Low-level attribute values (a stream image) -> plain JSON types."""
-    return from_item({k: _deserializer.deserialize(v) for k, v in image.items()})
-
-
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def raise_if_transient(exc: ClientError) -> None:
-    if error_code(exc) in TRANSIENT_CODES:
-        raise TransientError(f"DynamoDB {error_code(exc)}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------- paging

@@ -178,6 +178,7 @@ def run_chain(
     *,
     guards: Guards | None = None,
     resolve: Callable[[str], Model] = resolve_model,
+    tools: Sequence[Any] = (),
 ) -> ChainRun:
     """Run the agent on the first model of `chain` that is admitted and answers."""
     from tdev.agents.runtime import run_agent
@@ -194,7 +195,7 @@ def run_chain(
             continue
         started = time.perf_counter()
         try:
-            run = run_agent(spec, name, prompt, model=resolve(name))
+            run = run_agent(spec, name, prompt, model=resolve(name), tools=tools)
         except TDevError as exc:
             duration_ms = int((time.perf_counter() - started) * 1000)
             transient = isinstance(exc, TransientError)

@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 
@@ -27,6 +27,9 @@ from agno.metrics import MessageMetrics
 from agno.models.base import Model
 from agno.models.message import Message
 from agno.models.response import ModelResponse
+
+if TYPE_CHECKING:
+    from tdev.llm.offline_projects import Project
 
 OFFLINE_MODEL_ID = "tdev-offline-1"
 STREAM_LINES_PER_CHUNK = 6
@@ -720,17 +723,37 @@ class OfflineModel(Model):
     def label(self) -> str:
         return f"[offline model {self.id}: deterministic template output, not written by an LLM]"
 
-    def complete(self, messages: Sequence[Message]) -> dict[str, Any]:
-        """The whole answer and its token estimate, as a provider's raw response would carry them."""
+    def project_for(self, brief: Brief) -> Project:
+        """The project this request gets (tests override it to script broken and fixed code)."""
+        from tdev.llm.offline_projects import plan_project
+
+        return plan_project(brief.request)
+
+    def complete(self, messages: Sequence[Message], tools: Sequence[str] = ()) -> dict[str, Any]:
+        """The whole answer (text, or tool calls when tools are offered) and its token estimate, as a
+        provider's raw response would carry them."""
         brief = read_brief(messages)
-        body = _TEMPLATES.get(brief.role, _generic)(brief)
-        text = f"{self.label}\n\n{body}\n"
+        tool_calls: list[dict[str, Any]] = []
+        if tools and brief.role:
+            from tdev.llm import offline_tools
+
+            project = self.project_for(brief)
+            turn = offline_tools.read_turn(messages)
+            tool_calls = offline_tools.plan_calls(brief.role, turn, project, set(tools))
+            if not tool_calls:
+                fallback = lambda: _TEMPLATES.get(brief.role, _generic)(brief)  # noqa: E731
+                body = offline_tools.answer(brief.role, turn, project, fallback)
+        else:
+            body = _TEMPLATES.get(brief.role, _generic)(brief)
+        text = "" if tool_calls else f"{self.label}\n\n{body}\n"
         input_chars = sum(len(m.get_content_string()) for m in messages)
+        output_chars = len(text) + sum(len(c["function"]["arguments"]) for c in tool_calls)
         return {
             "text": text,
+            "tool_calls": tool_calls,
             "usage": {
                 "input_tokens": estimate_tokens(input_chars),
-                "output_tokens": estimate_tokens(len(text)),
+                "output_tokens": estimate_tokens(output_chars),
             },
         }
 
@@ -757,7 +780,10 @@ class OfflineModel(Model):
         compress_tool_results: bool = False,
     ) -> ModelResponse:
         assistant_message.metrics.start_timer()
-        response = self._parse_provider_response(self.complete(messages))
+        names = [n for n in (t.get("function", {}).get("name", "") for t in tools or []) if n]
+        # Without tools, the one-argument call subclasses (e.g. tests' failing models) override.
+        completion = self.complete(messages, tools=names) if names else self.complete(messages)
+        response = self._parse_provider_response(completion)
         assistant_message.metrics.stop_timer()
         return response
 
@@ -771,7 +797,7 @@ class OfflineModel(Model):
         run_response: Any = None,
         compress_tool_results: bool = False,
     ) -> ModelResponse:
-        return self.invoke(messages, assistant_message)
+        return self.invoke(messages, assistant_message, tools=tools)
 
     def invoke_stream(
         self,
@@ -805,7 +831,9 @@ class OfflineModel(Model):
         return self._parse_provider_response_delta(response)
 
     def _parse_provider_response_delta(self, response: dict[str, Any]) -> ModelResponse:
-        model_response = ModelResponse(role="assistant", content=response["text"])
+        model_response = ModelResponse(role="assistant", content=response["text"] or None)
+        if response.get("tool_calls"):
+            model_response.tool_calls = list(response["tool_calls"])
         usage = response.get("usage")
         if usage is not None:
             model_response.response_usage = MessageMetrics(

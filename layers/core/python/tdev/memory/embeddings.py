@@ -65,6 +65,8 @@ class TitanEmbedder:
         return self._client
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:  # an empty context (a session's first turn): no call, and still a 2-D matrix
+            return np.zeros((0, self.dimensions), dtype=np.float32)
         rows = []
         for text in texts:
             response = self.client.invoke_model(

@@ -31,8 +31,3 @@ def envelope(
         "metadata": {"source": source, "partitionKey": partition_key},
         "data": data,
     }
-
-
-def deterministic_event_id(*parts: str) -> str:
-    """The same fact always gets the same id, so a rewritten outbox record is never a second event."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "t-developer:" + ":".join(parts)))

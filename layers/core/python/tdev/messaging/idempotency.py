@@ -1,4 +1,13 @@
-"""Powertools idempotency for the queue consumers, on its own table (IDEMPOTENCY_TABLE_NAME, key `id`)."""
+"""Powertools idempotency for the queue consumers, on its own table (IDEMPOTENCY_TABLE_NAME, key `id`).
+
+The record only saves work (a repeat is answered from the stored result); exactly-once comes from the
+consumer's conditional marker transaction (`tdev.messaging.consumers.apply_once`). So an in-progress
+record never blocks a message: such a record is either another delivery running right now (the marker
+lets one of the two apply) or one left behind when its own write was throttled after DynamoDB had
+stored it, or when storing the result failed. Left alone, that stale record answered "already in
+progress" to every redelivery until it expired (the function's timeout later), and the message ended
+in the DLQ although nothing was wrong with it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +20,11 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from tdev.errors import ConfigurationError
 from tdev.messaging.queues import idempotency_table_name
+from tdev.observability import logger
 
 CONFIG = IdempotencyConfig(event_key_jmespath="eventId", expires_after_seconds=24 * 3600)
 
@@ -26,7 +37,11 @@ def _persistence(table_name: str) -> DynamoDBPersistenceLayer:
 def idempotent(
     func: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """`func(message)` run at most once per `eventId` (the stored result answers repeats)."""
+    """`func(message)` answered from its stored result when it already ran for this `eventId`.
+
+    `func` must itself apply its effect at most once (a conditional marker): it runs again whenever
+    the stored record is still "in progress".
+    """
 
     def call(message: dict[str, Any]) -> dict[str, Any]:
         table = idempotency_table_name()
@@ -35,7 +50,14 @@ def idempotent(
         wrapped = idempotent_function(
             data_keyword_argument="message", config=CONFIG, persistence_store=_persistence(table)
         )(lambda message: func(message))
-        result: dict[str, Any] = wrapped(message=message)
+        try:
+            result: dict[str, Any] = wrapped(message=message)
+        except IdempotencyAlreadyInProgressError:
+            logger.info(
+                "idempotency record in progress; the marker transaction decides",
+                extra={"event_id": message.get("eventId")},
+            )
+            result = func(message)
         return result
 
     return call

@@ -23,11 +23,13 @@ class QueueSpec:
         return f"{self.name.removesuffix('.fifo')}-dlq" + (".fifo" if self.fifo else "")
 
 
+# Receive budgets of 5 (AWS's advice for Lambda consumers): a batch fails whole when its invocation is
+# throttled or times out, so a budget of 3 dead-lettered healthy messages after three unlucky batches.
 AGENT_EXECUTION = QueueSpec(
-    "agent-execution.fifo", 300, 24 * 3600, 3, fifo=True, content_based_deduplication=True
+    "agent-execution.fifo", 300, 24 * 3600, 5, fifo=True, content_based_deduplication=True
 )
 PROJECT_BUILD = QueueSpec("project-build", 600, 48 * 3600, 2)
-NOTIFICATIONS = QueueSpec("notifications", 30, 3600, 3)
+NOTIFICATIONS = QueueSpec("notifications", 30, 3600, 5)
 QUEUES: tuple[QueueSpec, ...] = (AGENT_EXECUTION, PROJECT_BUILD, NOTIFICATIONS)
 # Stream batches the publisher could not publish after its retries (the event source's on-failure target).
 OUTBOX_FAILURES = "outbox-publisher-dlq"
@@ -52,7 +54,9 @@ class RuleSpec:
     message_group_id: str | None = None
 
 
-# The orchestrator's outcome events become a small notification message (input transformer).
+# The orchestrator's outcome events (from the outbox, written with the terminal status) become a small
+# notification message (input transformer). The consumer deduplicates on the envelope's eventId, fixed
+# per execution and outcome, not on EventBridge's id, which is new at every publish.
 REQUEST_OUTCOMES = RuleSpec(
     name="request-outcomes-to-notifications",
     pattern={
@@ -62,7 +66,7 @@ REQUEST_OUTCOMES = RuleSpec(
     },
     queue=NOTIFICATIONS.name,
     input_paths={
-        "id": "$.id",
+        "id": "$.detail.eventId",
         "type": "$.detail-type",
         "execution": "$.detail.data.executionId",
         "status": "$.detail.data.status",

@@ -91,7 +91,9 @@ class DecisionEngine:
         catalog's), so the same input always yields the same decision.
         """
         if not candidates:
-            raise PlanningError(f"no agent candidate for {subject!r}", field="request")
+            raise PlanningError(
+                f"no agent candidate for the request ({len(subject)} characters)", field="request"
+            )
         ranked = self._rank(candidates)
         best = ranked[0]
         return Decision(

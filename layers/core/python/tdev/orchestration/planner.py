@@ -112,7 +112,7 @@ class Supervisor:
         decisions = [match.decision for match in self.classifier.intents(text)]
         if not decisions:
             if FALLBACK_AGENT not in self.agents:
-                raise PlanningError(f"no agent matches the request {text[:80]!r}", field="request")
+                raise PlanningError(f"no agent matches the request ({len(text)} characters)", field="request")
             decisions = [self.classifier.engine.fallback(text, FALLBACK_AGENT)]
         chosen = {decision.agent for decision in decisions}
         if len(chosen) >= 2 and REVIEW_AGENT in self.agents and REVIEW_AGENT not in chosen:

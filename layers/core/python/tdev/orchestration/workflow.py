@@ -17,7 +17,14 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
 
 from tdev import aws, container
-from tdev.errors import AgentError, TDevError, TransientError, UnknownModelProviderError
+from tdev.data.executions import Outcome, outcome_event_id
+from tdev.errors import (
+    AgentError,
+    ConflictError,
+    TDevError,
+    TransientError,
+    UnknownModelProviderError,
+)
 from tdev.models import (
     AgentResult,
     AgentSpec,
@@ -33,8 +40,6 @@ from tdev.models import (
 )
 from tdev.observability import NAMESPACE, logger, metrics, tracer
 from tdev.settings import get_settings
-
-SOURCE = "t-developer.orchestrator"
 
 
 def request_hash(body: RequestIn) -> str:
@@ -77,7 +82,9 @@ def submit_request(
         execution, idempotency_key=idempotency_key, request_hash=request_hash(body)
     )
     if created or stored.status == ExecutionStatus.PENDING:
-        _start_workflow(stored)
+        # If this start is lost (the call fails, the function dies), the execution stays PENDING and the
+        # reconciler (tdev.orchestration.reconciler) starts it, under the same name, a minute later.
+        start_workflow(stored.execution_id, stored.correlation_id)
     if created:
         metrics.add_metric(name="RequestsAccepted", unit=MetricUnit.Count, value=1)
     logger.info("request accepted", extra={"execution_id": stored.execution_id, "new_execution": created})
@@ -91,27 +98,35 @@ def submit_request(
     )
 
 
-def _start_workflow(execution: Execution) -> None:
+STARTS_RETRYABLE = frozenset({"ThrottlingException", "ServiceUnavailable", "InternalServerError"})
+
+
+def start_workflow(execution_id: str, correlation_id: str) -> bool:
+    """Start the execution's workflow; False when it was already started.
+
+    The Step Functions execution is named after the execution id, so starting twice (a retried
+    submission, the reconciler after a lost answer) never runs the workflow twice: the second start is
+    refused with ExecutionAlreadyExists (same name and input).
+    """
     settings = get_settings()
     if not settings.state_machine_arn:
         raise TDevError("STATE_MACHINE_ARN is not configured for this function")
     try:
         aws.client("stepfunctions").start_execution(
             stateMachineArn=settings.state_machine_arn,
-            name=execution.execution_id,
-            input=json.dumps(
-                {"execution_id": execution.execution_id, "correlation_id": execution.correlation_id}
-            ),
+            name=execution_id,
+            input=json.dumps({"execution_id": execution_id, "correlation_id": correlation_id}),
         )
     except ClientError as exc:
         code = exc.response["Error"]["Code"]
         if code == "ExecutionAlreadyExists":  # started by an earlier attempt of the same request
-            return
-        if code in {"ThrottlingException", "ServiceUnavailable", "InternalServerError"}:
+            return False
+        if code in STARTS_RETRYABLE:
             raise TransientError(
                 f"could not start the workflow ({code}); retry with the same Idempotency-Key"
             ) from exc
         raise
+    return True
 
 
 # ---------------------------------------------------------------------------------------- plan
@@ -131,12 +146,17 @@ def plan_execution(execution_id: str) -> dict[str, Any]:
     plan = supervisor.plan(execution.request)
     executions.save_plan(execution_id, plan)
     metrics.add_metric(name="PlannedTasks", unit=MetricUnit.Count, value=len(plan.tasks))
+    # The request text is sealed at rest: the log says which agents were chosen and how sure the planner
+    # was, and how long the request is, never what it says (a decision's reasoning quotes the request).
     logger.info(
         "request planned",
         extra={
+            "request_chars": len(execution.request),
             "tasks": len(plan.tasks),
             "levels": plan.levels,
-            "decisions": [d.model_dump() for d in plan.decisions],
+            "decisions": [
+                {"intent": d.intent, "agent": d.agent, "confidence": d.confidence} for d in plan.decisions
+            ],
         },
     )
     return {"levels": step_levels(plan), "task_count": len(plan.tasks)}
@@ -162,6 +182,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     """Run one agent task on its model chain and store the result (exactly once per task)."""
     from tdev.agents.runtime import compose_prompt
     from tdev.llm.fallback import run_chain, shared_guards
+    from tdev.orchestration.verify import agent_tools
 
     executions = container.executions()
     already = executions.stored_success(execution_id, task_id)
@@ -180,10 +201,15 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     upstream = executions.get_results(execution_id, [d.task_id for d in task.depends_on])
     tracer.put_annotation("agent", task.agent)
     tracer.put_annotation("model", model_name)
+    tools = agent_tools(spec, execution_id)  # the execution's workspace, when the role works on files
     started = time.perf_counter()
     try:
         chained = run_chain(
-            spec, chain, compose_prompt(execution.request, task, upstream), guards=shared_guards()
+            spec,
+            chain,
+            compose_prompt(execution.request, task, upstream),
+            guards=shared_guards(),
+            tools=[tools] if tools else [],
         )
     except TDevError as exc:
         duration_ms = int((time.perf_counter() - started) * 1000)
@@ -210,6 +236,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
         duration_ms=run.duration_ms,
         attempts=attempt + 1,
         hops=[ModelHop(**hop.as_dict()) for hop in chained.hops],
+        files_changed=tools.changed if tools else [],
     )
     stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
     container.agents().record_run(
@@ -316,14 +343,27 @@ def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] |
 # ------------------------------------------------------------------------------------- aggregate
 @tracer.capture_method
 def aggregate(execution_id: str) -> dict[str, Any]:
-    """Sum usage, settle the terminal status (DEGRADED when a soft-dependency task failed)."""
+    """Sum usage, settle the terminal status (DEGRADED when a soft-dependency task failed).
+
+    The status and its RequestCompleted event are written in one transaction (the outbox): the state
+    machine does not publish, so the outcome is announced once, and only if it was recorded.
+    """
     executions = container.executions()
-    tasks = executions.get(execution_id).tasks  # per-task usage is on the execution item: no outputs read
+    execution = executions.get(execution_id)
+    tasks = execution.tasks  # per-task usage is on the execution item: no outputs read
     failed = [t for t, s in tasks.items() if s.status == TaskStatus.FAILED]
     status = ExecutionStatus.DEGRADED if failed else ExecutionStatus.SUCCEEDED
-    execution = executions.finish(execution_id, status, Usage.total(s.usage for s in tasks.values()))
+    from tdev.orchestration.verify import fixes_usage  # not at import: the API function imports this module
+
+    usage = Usage.total(s.usage for s in tasks.values()) + fixes_usage(execution_id)  # + the verify loop's
+    executions.finish(
+        execution_id,
+        status,
+        usage,
+        outcome=_outcome("RequestCompleted", execution, status, usage, failed_tasks=failed),
+    )
     metrics.add_metric(name=f"Requests{status.value.title()}", unit=MetricUnit.Count, value=1)
-    return {"detail_type": "RequestCompleted", "detail": _event_detail(execution, failed_tasks=failed)}
+    return _finished(execution_id, status)
 
 
 # ------------------------------------------------------------------------------------ compensate
@@ -332,7 +372,8 @@ def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any
     """The saga's failure path: undo completed tasks in reverse order, then record FAILED.
 
     An agent task's effect is the artifact it published on the execution; compensating it withdraws
-    the artifact (status COMPENSATED) so nothing downstream consumes half-done work.
+    the artifact (status COMPENSATED) so nothing downstream consumes half-done work. FAILED and its
+    RequestFailed event are written in one transaction (the outbox).
     """
     executions = container.executions()
     message = error_message(error)
@@ -350,30 +391,135 @@ def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any
                 undone.append(task_id)
             elif state.status in {TaskStatus.PENDING, TaskStatus.RUNNING}:
                 executions.set_task_status(execution_id, task_id, TaskStatus.SKIPPED)
-    usage = Usage.total(state.usage for state in execution.tasks.values())
-    finished = executions.finish(
-        execution_id, ExecutionStatus.FAILED, usage, error=message, compensations=undone
+    from tdev.orchestration.verify import fixes_usage
+
+    usage = Usage.total(state.usage for state in execution.tasks.values()) + fixes_usage(execution_id)
+    failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
+    status = ExecutionStatus.FAILED
+    executions.finish(
+        execution_id,
+        status,
+        usage,
+        error=message,
+        compensations=undone,
+        outcome=_outcome(
+            "RequestFailed", execution, status, usage, failed_tasks=failed, error=message, compensated=undone
+        ),
     )
     metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
     logger.error("request failed", extra={"error": message, "compensated": undone})
-    failed = [t for t, s in finished.tasks.items() if s.status == TaskStatus.FAILED]
-    return {"detail_type": "RequestFailed", "detail": _event_detail(finished, failed_tasks=failed)}
+    return _finished(execution_id, status)
 
 
-def _event_detail(execution: Execution, *, failed_tasks: list[str]) -> dict[str, Any]:
-    """The EventBridge detail, in the spec's envelope shape."""
+@tracer.capture_method
+def record_compensation_failure(
+    execution_id: str, error: dict[str, Any] | None, compensation_error: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The failure path's last step, when compensating failed for good: record FAILED with both errors.
+
+    What was compensated before the failure (its COMPENSATION records) is listed; the rest stays as it
+    was, and `compensation_error` on the execution says so. Never silent: the RequestFailed event goes
+    out with it. An execution that is already terminal (compensation recorded it, then crashed) is kept.
+    """
+    executions = container.executions()
+    execution = executions.get(execution_id)
+    if execution.status.terminal:
+        logger.warning(
+            "compensation failed after the outcome was recorded", extra={"status": execution.status.value}
+        )
+        return _finished(execution_id, execution.status)
+    message = error_message(error)
+    why = error_message(compensation_error)
+    undone = executions.recorded_compensations(execution_id)
+    usage = Usage.total(state.usage for state in execution.tasks.values())
+    failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
+    status = ExecutionStatus.FAILED
+    executions.finish(
+        execution_id,
+        status,
+        usage,
+        error=message,
+        compensations=undone,
+        compensation_error=why,
+        outcome=_outcome(
+            "RequestFailed",
+            execution,
+            status,
+            usage,
+            failed_tasks=failed,
+            error=message,
+            compensated=undone,
+            compensation_error=why,
+        ),
+    )
+    metrics.add_metric(name="CompensationsFailed", unit=MetricUnit.Count, value=1)
+    logger.error(
+        "request failed and its compensation failed",
+        extra={"error": message, "compensation_error": why, "compensated": undone},
+    )
+    return _finished(execution_id, status)
+
+
+def fail_unrecorded(execution_id: str, reason: str) -> dict[str, Any]:
+    """Record FAILED (with its RequestFailed event) for an execution whose workflow cannot record it.
+
+    Used by the reconciler: a workflow that never started, or ended without recording an outcome.
+    A concurrent finish wins (ConflictError is answered with the status it recorded).
+    """
+    executions = container.executions()
+    execution = executions.get(execution_id)
+    if execution.status.terminal:
+        return _finished(execution_id, execution.status)
+    usage = Usage.total(state.usage for state in execution.tasks.values())
+    failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
+    status = ExecutionStatus.FAILED
+    try:
+        executions.finish(
+            execution_id,
+            status,
+            usage,
+            error=reason,
+            outcome=_outcome("RequestFailed", execution, status, usage, failed_tasks=failed, error=reason),
+        )
+    except ConflictError:
+        return _finished(execution_id, executions.get(execution_id).status)
+    metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
+    logger.error("request failed: reconciled", extra={"execution_id": execution_id, "error": reason})
+    return _finished(execution_id, status)
+
+
+def _finished(execution_id: str, status: ExecutionStatus) -> dict[str, Any]:
+    """What a terminal step returns to the state machine: small, the event itself is in the outbox."""
     return {
-        "version": "1",
-        "timestamp": utc_now().isoformat(),
-        "correlationId": execution.correlation_id,
-        "causationId": execution.execution_id,
-        "metadata": {"source": SOURCE, "projectId": execution.project_id},
-        "data": {
-            "executionId": execution.execution_id,
-            "status": execution.status.value,
-            "failedTasks": failed_tasks,
-            "compensated": execution.compensations,
-            "error": execution.error,
-            "usage": execution.usage.model_dump(mode="json"),
-        },
+        "execution_id": execution_id,
+        "status": status.value,
+        "event_id": outcome_event_id(execution_id, status),
     }
+
+
+def _outcome(
+    detail_type: str,
+    execution: Execution,
+    status: ExecutionStatus,
+    usage: Usage,
+    *,
+    failed_tasks: list[str],
+    error: str | None = None,
+    compensated: list[str] | None = None,
+    compensation_error: str | None = None,
+) -> Outcome:
+    """The RequestCompleted / RequestFailed event's data (the outbox wraps it in the spec's envelope)."""
+    return Outcome(
+        detail_type=detail_type,
+        correlation_id=execution.correlation_id,
+        data={
+            "executionId": execution.execution_id,
+            "projectId": execution.project_id,
+            "status": status.value,
+            "failedTasks": failed_tasks,
+            "compensated": compensated or [],
+            "compensationError": compensation_error,
+            "error": error,
+            "usage": usage.model_dump(mode="json"),
+        },
+    )

@@ -40,8 +40,16 @@ def with_security_headers(response: dict[str, object]) -> dict[str, object]:
             multi.setdefault(name, [value])
     response["headers"] = headers
     return response
-    headers = dict(response.get("headers") or {})
-    for name, value in SECURITY_HEADERS.items():
-        headers.setdefault(name, value)
-    response["headers"] = headers
-    return response
+
+
+def error_page(
+    status: int, error: str, message: str, field: str | None = None
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an error the HTTP front answers itself (a local server's 400, 411, 431 ...):
+    the same JSON shape as the API's errors, with the same security headers."""
+    import json
+
+    body: dict[str, object] = {"error": error, "message": message}
+    if field:
+        body["field"] = field
+    return {"Content-Type": "application/json", **SECURITY_HEADERS}, json.dumps(body).encode()

@@ -20,6 +20,7 @@ from tdev.errors import AuthenticationError
 
 WINDOW_SECONDS = 300
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+TIMESTAMP_PATTERN = re.compile(r"[0-9]{1,12}")
 TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER = "x-tdev-timestamp", "x-tdev-nonce", "x-tdev-signature"
 
 
@@ -55,11 +56,16 @@ class SignatureVerifier:
             raise AuthenticationError(
                 "this API key requires signed requests (X-Tdev-Timestamp, -Nonce, -Signature)"
             )
-        if not timestamp.isdigit() or abs(int(time.time()) - int(timestamp)) > self.window:
+        # ASCII digits only: str.isdigit() also accepts superscripts and other scripts' digits.
+        if not TIMESTAMP_PATTERN.fullmatch(timestamp):
+            raise AuthenticationError(
+                "request timestamp must be epoch seconds in ASCII digits", field="X-Tdev-Timestamp"
+            )
+        if abs(int(time.time()) - int(timestamp)) > self.window:
             raise AuthenticationError(
                 f"request timestamp is outside ±{self.window} s", field="X-Tdev-Timestamp"
             )
-        if not NONCE_PATTERN.match(nonce):
+        if not NONCE_PATTERN.fullmatch(nonce):
             raise AuthenticationError("nonce must be 16-128 characters [A-Za-z0-9_-]", field="X-Tdev-Nonce")
         expected = hmac.new(
             secret.encode(), string_to_sign(method, path, timestamp, nonce, body), hashlib.sha256

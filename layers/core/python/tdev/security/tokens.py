@@ -21,10 +21,13 @@ import jwt
 from jwt import PyJWK
 
 from tdev.errors import AuthenticationError
+from tdev.security.inputs import bounded
 
 ALLOWED_ALGORITHMS = frozenset({"RS256", "ES256"})
 DEFAULT_LEEWAY_SECONDS = 30
 MAX_TOKEN_LIFETIME_SECONDS = 86_400
+MAX_KID_CHARS = 256
+MAX_CLAIM_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class JwksCache:
                         raise AuthenticationError(f"the issuer's keys are unavailable: {exc}") from exc
             key = self._keys.get(kid)
         if key is None:
-            raise AuthenticationError(f"unknown signing key id (kid) {kid!r}")
+            raise AuthenticationError(f"unknown signing key id (kid) '{bounded(kid)}'")
         return key
 
 
@@ -142,16 +145,22 @@ class TokenValidator:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
-            raise AuthenticationError(f"malformed token: {exc}") from exc
+            raise AuthenticationError(f"malformed token: {bounded(str(exc), 120)}") from exc
+        # The header is the attacker's: `alg` may be a list or an object, `kid` anything. Types first, and
+        # each value enters a message (and so a log line) only bounded and escaped.
         algorithm = header.get("alg")
-        if algorithm not in ALLOWED_ALGORITHMS:
-            raise AuthenticationError(f"token algorithm {algorithm!r} is not accepted (RS256 or ES256 only)")
+        if not isinstance(algorithm, str) or algorithm not in ALLOWED_ALGORITHMS:
+            raise AuthenticationError(
+                f"token algorithm '{bounded(algorithm, 16)}' is not accepted (RS256 or ES256 only)"
+            )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise AuthenticationError("token header has no key id (kid)")
+        if len(kid) > MAX_KID_CHARS:
+            raise AuthenticationError(f"token key id (kid) is longer than {MAX_KID_CHARS} characters")
         key = self.jwks.key_for(kid)
         if key.algorithm_name != algorithm:
-            raise AuthenticationError(f"key {kid!r} is for {key.algorithm_name}, not {algorithm}")
+            raise AuthenticationError(f"key '{bounded(kid)}' is for {key.algorithm_name}, not {algorithm}")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -168,13 +177,19 @@ class TokenValidator:
         except jwt.InvalidIssuerError as exc:
             raise AuthenticationError("token was issued by another issuer") from exc
         except jwt.PyJWTError as exc:
-            raise AuthenticationError(f"token rejected: {exc}") from exc
+            raise AuthenticationError(f"token rejected: {bounded(str(exc), 120)}") from exc
         if self.token_use is not None and claims.get("token_use") != self.token_use:
             # An ID token (token_use=id) names the user to the client; it does not authorize API calls.
             raise AuthenticationError(f"only {self.token_use} tokens are accepted (token_use)")
         self._check_audience(claims)
         if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime + self.leeway:
             raise AuthenticationError("token lifetime exceeds the accepted maximum")
+        for name in ("sub", "jti"):
+            value = claims[name]
+            if not isinstance(value, str) or not 0 < len(value) <= MAX_CLAIM_CHARS:
+                raise AuthenticationError(
+                    f"token claim {name} must be a string of 1-{MAX_CLAIM_CHARS} characters"
+                )
         jti, principal = str(claims["jti"]), str(claims["sub"])
         if self.revocations is not None:
             if self.revocations.is_revoked(jti):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from tdev.sessions.lifecycle import MAX_DURATION_SECONDS
@@ -22,7 +24,8 @@ class SessionIn(BaseModel):
         description="Owner; defaults to the authenticated principal.",
     )
     project_id: str = Field(default="default", min_length=1, max_length=64, pattern=IDENTIFIER)
-    agents: list[str] | None = Field(
+    # Stored with the session: each name bounded like an agent's name (AgentSpec.name).
+    agents: list[Annotated[str, Field(max_length=64, pattern=r"^[A-Z][A-Za-z0-9]*Agent$")]] | None = Field(
         default=None, min_length=1, max_length=20, description="Agents of the session (default: all)."
     )
     max_duration_seconds: int = Field(default=MAX_DURATION_SECONDS, ge=60, le=MAX_DURATION_SECONDS)

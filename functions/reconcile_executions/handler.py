@@ -1,0 +1,16 @@
+"""Scheduled (EventBridge, every minute): start or fail open executions that have no running workflow."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tdev.observability import logger, metrics, tracer
+from tdev.orchestration import reconciler
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(scheduled_at=event.get("time"))
+    return reconciler.reconcile().as_dict()

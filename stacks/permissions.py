@@ -1,0 +1,119 @@
+"""What each function may do, from evidence, and the granted actions no function's own code calls.
+
+`tests/infrastructure/test_permissions_from_evidence.py` records every AWS call each function makes while
+the product paths run locally (`tdev_cli.aws_calls`), then checks each synthesized role: every call is
+allowed, and every granted action is used by a recorded call or listed in `NOT_CALLED_BY_CODE` with its
+reason. `TABLE_ACTIONS` is what that evidence shows each function doing with the table's items.
+"""
+
+from __future__ import annotations
+
+# Item actions on the table (and its indexes) per function, as recorded. TransactWriteItems is authorised
+# as the per-item actions (Put/Update/Delete/ConditionCheck), so it appears here as those.
+TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "plan_request": (
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ),
+    "run_agent": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # The verify loop: reads the execution and earlier iterations (one partition query), stores its own.
+    "run_project_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
+    "fix_failing_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+    "record_task_failure": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "aggregate_results": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+    "compensate": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "api": (
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "dynamodb:UpdateItem",
+    ),
+    "session_sweeper": (
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ),
+    "notifications_consumer": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "task_activity_consumer": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+}
+# What Powertools idempotency does with its own table (DynamoDBPersistenceLayer).
+IDEMPOTENCY_TABLE_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+)
+
+_LAMBDA_LOGS = "Lambda itself writes the function's logs to its log group with the function's role."
+_XRAY = "Active tracing: the Lambda runtime sends the trace segments with the function's role."
+_TABLE_KEY = (
+    "The table is encrypted with this customer-managed key: DynamoDB uses it with the caller's permissions "
+    "(kms:ViaService), and tdev.crypto decrypts data keys another container generated (one process caches "
+    "every key it made, so locally Decrypt is never called)."
+)
+_STREAM = "The outbox stream's event source mapping reads the table's stream with the publisher's role."
+_QUEUE_MAPPING = (
+    "The SQS event source mapping receives, deletes and inspects the queue's messages with this role."
+)
+_QUEUE_KEY = "The queues are encrypted with the messaging key: receiving (and sending to the DLQ) uses it."
+
+# (function or "*", action pattern) -> why the role holds it although no recorded call of its code uses it.
+NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
+    ("*", "logs:CreateLogStream"): _LAMBDA_LOGS,
+    ("*", "logs:PutLogEvents"): _LAMBDA_LOGS,
+    ("*", "xray:PutTraceSegments"): _XRAY,
+    ("*", "xray:PutTelemetryRecords"): _XRAY,
+    **{
+        ("*", action): _TABLE_KEY
+        for action in (
+            "kms:Decrypt",
+            "kms:Encrypt",
+            "kms:DescribeKey",
+            "kms:GenerateDataKey",
+            "kms:GenerateDataKey*",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            "kms:ReEncryptFrom",
+            "kms:ReEncryptTo",
+            "kms:ReEncrypt*",
+        )
+    },
+    ("outbox_publisher", "dynamodb:DescribeStream"): _STREAM,
+    ("outbox_publisher", "dynamodb:GetRecords"): _STREAM,
+    ("outbox_publisher", "dynamodb:GetShardIterator"): _STREAM,
+    ("outbox_publisher", "sqs:SendMessage"): "The stream mapping's on-failure destination (the outbox DLQ).",
+    ("outbox_publisher", "sqs:GetQueueAttributes"): "The stream mapping checks its on-failure destination.",
+    ("outbox_publisher", "sqs:GetQueueUrl"): "Granted with the on-failure destination (CDK's SqsDlq grant).",
+    ("outbox_publisher", "kms:*"): _QUEUE_KEY,
+    **{
+        (consumer, action): _QUEUE_MAPPING
+        for consumer in ("notifications_consumer", "task_activity_consumer")
+        for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+    },
+    ("notifications_consumer", "sqs:GetQueueUrl"): "Granted with the queue for tdev.messaging.visibility's "
+    "heartbeat, which looks the queue up by name when a message takes long.",
+    ("*", "sqs:ChangeMessageVisibility"): "tdev.messaging.visibility extends a long message's visibility "
+    "every visibility/2 seconds, and the mapping returns failed messages; no evidence run lasts that long.",
+    **{
+        (consumer, "dynamodb:GetItem"): "Powertools idempotency reads the stored record of a redelivered "
+        "message from the idempotency table."
+        for consumer in ("notifications_consumer", "task_activity_consumer")
+    },
+    **{
+        (consumer, "dynamodb:DeleteItem"): "Powertools idempotency deletes the in-progress record when the "
+        "handler raises, so the retry can run."
+        for consumer in ("notifications_consumer", "task_activity_consumer")
+    },
+    ("session_sweeper", "dynamodb:DeleteItem"): "Checkpoint pruning (tdev.sessions.checkpoints) once a "
+    "session holds more checkpoints than it keeps; the evidence run's sessions hold fewer.",
+    ("session_sweeper", "s3:DeleteObject"): "Checkpoint pruning (tdev.sessions.checkpoints) when a session "
+    "holds more checkpoints than it keeps; the evidence run's sessions hold fewer.",
+    ("api", "apigateway:DELETE"): "Undoing an API key registration (tdev.security.usageplans.delete): "
+    "detach the twin from the plan and delete it when the key item cannot be stored.",
+}

@@ -1,0 +1,289 @@
+"""Permissions from evidence: what each function calls, locally, against the role its stack synthesizes.
+
+One local runtime drives the product paths (a whole request, a failed one with its saga, sessions with
+chat on the Bedrock model path and Titan embeddings, every API route, the authorizer with tokens and API
+keys, the messaging drain, the session sweeper) while every AWS call each function makes is recorded
+(`tdev_cli.aws_calls`). Then, per function, against its role in the dev templates:
+- every call is allowed (action, resource, conditions), and
+- every granted action is used by a recorded call or listed in `stacks.permissions.NOT_CALLED_BY_CODE`
+  with its reason.
+Bedrock answers through a fake on the clients' `before-send` hook (no network, no credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from stacks.permissions import NOT_CALLED_BY_CODE
+from tdev_cli.aws_calls import AwsCall
+from tdev_cli.permissions import Need, Policy, RoleIndex, action_matches, needs
+
+pytestmark = pytest.mark.slow
+
+BEDROCK_MODEL = "bedrock:amazon.nova-lite-v1:0"
+# Environment variables through which the stacks and the local runtime give the code the same resource:
+# the deployed name (resolved from the template) and the local one are the same resource.
+BOUND_BY_ENVIRONMENT = (
+    "TABLE_NAME",
+    "IDEMPOTENCY_TABLE_NAME",
+    "EVENT_BUS_NAME",
+    "STATE_MACHINE_ARN",
+    "KMS_KEY_ID",
+    "CHECKPOINT_BUCKET",
+    "TDEV_INTERACTIVE_API_KEY_ID",
+    "TDEV_ENV",
+)
+
+
+class FakeBedrock:
+    """Answers bedrock-runtime's Converse (a short assistant text) and InvokeModel (a Titan embedding)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, request: Any, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+        from moto.core.botocore_stubber import MockRawResponse
+
+        path = request.url.split("amazonaws.com", 1)[-1]
+        self.calls.append(path)
+        if path.endswith("/converse"):
+            body: dict[str, Any] = {
+                "output": {
+                    "message": {"role": "assistant", "content": [{"text": "## Result\nDone (fake)."}]}
+                },
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 40, "outputTokens": 8, "totalTokens": 48},
+                "metrics": {"latencyMs": 5},
+            }
+        elif path.endswith("/invoke"):
+            dimensions = json.loads(request.body or b"{}").get("dimensions", 512)
+            body = {"embedding": [1.0 / (i + 1) for i in range(dimensions)], "inputTextTokenCount": 4}
+        else:
+            return AWSResponse(request.url, 400, {}, MockRawResponse(b'{"message":"not faked"}'))
+        return AWSResponse(
+            request.url, 200, {"Content-Type": "application/json"}, MockRawResponse(json.dumps(body).encode())
+        )
+
+
+@pytest.fixture(scope="module")
+def evidence(
+    redis_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[list[AwsCall], dict[str, dict[str, str]]]]:
+    """Drive every product path once; yield the recorded calls and each function's local bindings."""
+    import botocore.session
+
+    from tdev_cli.runtime import LocalRuntime
+
+    patch = pytest.MonkeyPatch()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",  # what the Bedrock path's session is made from (answered by the fake)
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TDEV_EMBEDDINGS": "bedrock",  # as the stacks set it for the functions that run sessions
+    }.items():
+        patch.setenv(key, value)
+    bedrock = FakeBedrock()
+    original = botocore.session.Session.create_client
+
+    def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
+        client = original(session, *args, **kwargs)
+        if client.meta.service_model.service_name == "bedrock-runtime":
+            client.meta.events.register_first("before-send.bedrock-runtime", bedrock)
+        return client
+
+    with (
+        mock.patch.object(botocore.session.Session, "create_client", create_client),
+        LocalRuntime(
+            redis_url=redis_server,
+            keys_dir=tmp_path_factory.mktemp("keys"),
+            default_model=BEDROCK_MODEL,
+            retry_interval_seconds=1,
+            max_transient_retries=1,
+        ) as rt,
+    ):
+        _emulate_the_gateways_usage_plans(patch)
+        _drive_every_path(rt)
+        assert any(p.endswith("/converse") for p in bedrock.calls), "the Bedrock model path was not driven"
+        assert any(p.endswith("/invoke") for p in bedrock.calls), "Titan embeddings were not driven"
+        import os
+
+        bindings = {name: os.environ.get(name, "") for name in BOUND_BY_ENVIRONMENT}
+        yield list(rt.aws_calls.calls), {"*": bindings}
+    patch.undo()
+
+
+def _emulate_the_gateways_usage_plans(patch: pytest.MonkeyPatch) -> None:
+    """What the API stack creates: the machine clients' usage plan and the interactive key."""
+    import boto3
+
+    from tdev import container
+
+    apigw = boto3.client("apigateway", region_name="us-east-1")
+    apigw.create_usage_plan(name="t-developer-local-machine-clients")
+    interactive = apigw.create_api_key(name="t-developer-local-interactive", enabled=True)
+    patch.setenv("TDEV_USAGE_PLAN_NAME", "t-developer-local-machine-clients")
+    patch.setenv("TDEV_INTERACTIVE_API_KEY_ID", interactive["id"])
+    container.reset()
+
+
+def _drive_every_path(rt: Any) -> None:
+    admin = {"Authorization": f"Bearer {rt.token('evidence-admin', ('admin',))}"}
+    # 1. A whole request, then one whose last level fails for good: compensation (saga).
+    assert rt.run("Design and implement a REST API for todo items, with unit tests")["status"] == "SUCCEEDED"
+
+    def fail_review(name: str, event: dict[str, Any]) -> None:
+        if name == "run_agent" and event["task"]["agent"] == "ReviewAgent":
+            raise RuntimeError("the agent cannot do this")
+
+    rt.fault_hook = fail_review
+    failed = rt.run("Design and implement a REST API for notes, with unit tests and a code review")
+    rt.fault_hook = None
+    assert failed["status"] == "FAILED", failed["status"]
+    # 2. The read routes.
+    for path in ("/health", f"/v1/executions/{failed['execution_id']}", "/v1/agents", "/v1/models"):
+        assert rt.api("GET", path)[0] == 200, path
+    assert rt.api("POST", "/v1/models/route", {"task_type": "code"})[0] == 200
+    # 3. Sessions: lifecycle, chat on the Bedrock model, memory (Titan embeddings), checkpoints.
+    status, session = rt.api("POST", "/v1/sessions", {"agents": ["CodeAgent"]})
+    assert status == 201, session
+    sid = session["session_id"]
+    for verb, body in (
+        ("heartbeat", None),
+        ("messages", {"text": "Write a function that adds two numbers"}),
+        ("memory", {"content": "the service listens on port 8080", "importance": 0.9}),
+        ("checkpoints", {"kind": "manual"}),
+        ("pause", None),
+        ("resume", None),
+    ):
+        status, answer = rt.api("POST", f"/v1/sessions/{sid}/{verb}", body)
+        assert status in (200, 201), (verb, answer)
+    assert rt.api("GET", f"/v1/sessions/{sid}")[0] == 200
+    # The session sweeper recovers a session whose worker died (checkpoint read back from S3).
+    from tdev.sessions.service import service
+
+    crashed = rt.api("POST", "/v1/sessions", {"agents": ["CodeAgent"]})[1]["session_id"]
+    rt.api("POST", f"/v1/sessions/{crashed}/checkpoints", {"kind": "manual"})
+    service().heartbeats.stop(crashed)
+    service().forget_workspace(crashed)
+    assert rt.invoke("session_sweeper", {"time": "2026-11-29T03:00:00Z"})["recovered"] == [crashed]
+    assert rt.api("POST", f"/v1/sessions/{sid}/terminate")[0] == 200
+    # 4. Security routes: API keys (with their usage-plan twins), the authorizer on a key, revocations.
+    status, created = rt.api(
+        "POST", "/v1/api-keys", {"name": "evidence-bot", "roles": ["viewer"]}, headers=admin
+    )
+    assert status == 201, created
+    assert rt.api("GET", "/v1/agents", headers={"X-Api-Key": created["api_key"]})[0] == 200
+    assert rt.api("GET", "/v1/api-keys", headers=admin)[0] == 200
+    assert rt.api("DELETE", f"/v1/api-keys/{created['key_id']}", headers=admin)[0] == 200
+    revoke = {"jti": "evidence-jti", "expires_at": int(time.time()) + 600}
+    assert rt.api("POST", "/v1/tokens/revoke", revoke, headers=admin)[0] == 200
+    assert rt.api("POST", "/v1/principals/evidence-gone/disable", headers=admin)[0] == 200
+    role = {"inherits": ["viewer"], "permissions": [{"id": "p1", "resource": "agent/*", "action": "list"}]}
+    assert rt.api("PUT", "/v1/roles/evidence-role", role, headers=admin)[0] == 200
+    assert rt.api("GET", "/v1/audit/evidence-admin", headers=admin)[0] == 200
+    # 5. Messaging: outbox -> bus -> queues -> consumers.
+    assert rt.drain_messaging() > 0
+    _wait_for_workflows(rt)
+
+
+def _wait_for_workflows(rt: Any) -> None:
+    import boto3
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    deadline = time.monotonic() + 120
+    while sfn.list_executions(stateMachineArn=rt.state_machine_arn, statusFilter="RUNNING")["executions"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _last_segment(value: str) -> str:
+    return re.split(r"[:/]", value.rstrip("/"))[-1]
+
+
+def _renames(index: RoleIndex, local: dict[str, str], prefix: str) -> dict[str, str]:
+    """Deployed names -> local names, bound by the environment variables both give the code, and the
+    queues (named `<prefix>-<name>` deployed, `<name>` locally: tdev.messaging.queues)."""
+    from tdev.messaging import queues as q
+
+    renames: dict[str, str] = {}
+    for _, _, environment in index.functions().values():
+        for name in BOUND_BY_ENVIRONMENT:
+            deployed = environment.get(name)
+            if isinstance(deployed, str) and local.get(name):
+                renames[_last_segment(deployed)] = _last_segment(local[name])
+    for spec in q.QUEUES:
+        renames[f"{prefix}-{spec.name}"] = spec.name
+        renames[f"{prefix}-{spec.dlq_name}"] = spec.dlq_name
+    renames[f"{prefix}-{q.OUTBOX_FAILURES}"] = q.OUTBOX_FAILURES
+    return renames
+
+
+@pytest.fixture(scope="module")
+def checked(
+    dev: Any, evidence: tuple[list[AwsCall], dict[str, dict[str, str]]]
+) -> tuple[dict[str, Policy], dict[str, list[Need]]]:
+    calls, bindings = evidence
+    index = RoleIndex({s.stack_name: dev.template_json(s) for s in dev.stacks.all})
+    renames = _renames(index, bindings["*"], dev.stacks.orchestration.settings.prefix)
+    policies = {name: index.policy(name, renames) for name in index.functions()}
+    recorded: dict[str, list[Need]] = {}
+    for call in calls:
+        if call.function is not None:
+            recorded.setdefault(call.function, []).extend(needs(call))
+    return policies, recorded
+
+
+def test_every_function_was_driven(checked: tuple[dict[str, Policy], dict[str, list[Need]]]) -> None:
+    policies, recorded = checked
+    silent = sorted(set(policies) - set(recorded))
+    assert not silent, f"functions that made no AWS call while every product path ran: {silent}"
+
+
+def test_every_recorded_call_is_allowed_by_the_functions_role(
+    checked: tuple[dict[str, Policy], dict[str, list[Need]]],
+) -> None:
+    policies, recorded = checked
+    denied = sorted(
+        {
+            f"{function}: {need.call} needs {need.action} on {need.resource} {need.keys or ''}".rstrip()
+            for function, found in recorded.items()
+            for need in found
+            if not policies[function].allows(need)
+        }
+    )
+    assert not denied, "calls the deployed role would deny:\n" + "\n".join(denied)
+
+
+def test_every_granted_action_is_used_or_has_a_reason(
+    checked: tuple[dict[str, Policy], dict[str, list[Need]]],
+) -> None:
+    policies, recorded = checked
+    unused = []
+    for function, policy in policies.items():
+        for statement, action in policy.grants():
+            used = any(
+                action_matches(action, n.action) and statement.covers(n) for n in recorded.get(function, [])
+            )
+            if not used and not _justified(function, action):
+                unused.append(f"{function}: {action} on {', '.join(statement.resources)}")
+    assert not unused, (
+        "granted but never called, and not in stacks.permissions.NOT_CALLED_BY_CODE:\n"
+        + "\n".join(sorted(set(unused)))
+    )
+
+
+def _justified(function: str, action: str) -> bool:
+    return any(
+        action_matches(pattern, action) or pattern == action
+        for (who, pattern) in NOT_CALLED_BY_CODE
+        if who in ("*", function)
+    )
