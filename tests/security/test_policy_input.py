@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -19,6 +20,12 @@ pytestmark = pytest.mark.slow
 
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def _admin() -> str:
+    """A fresh admin per call: role writes are a strict route (10 per 15 min per principal), and the rate
+    limit runs before the body is read (functions/api/security.py: checks_in_order), so refusals count."""
+    return f"policy-admin-{uuid.uuid4().hex[:8]}"
 
 
 def _role(*conditions: dict[str, Any], effect: Any = "allow") -> dict[str, Any]:
@@ -52,14 +59,14 @@ def _role(*conditions: dict[str, Any], effect: Any = "allow") -> dict[str, Any]:
 def test_malformed_policy_input_is_a_400_naming_the_field(
     secured: Any, body: dict[str, Any], field: str
 ) -> None:
-    admin = _auth(secured.token("policy-admin", ("admin",)))
+    admin = _auth(secured.token(_admin(), ("admin",)))
     status, answer = secured.api("PUT", "/v1/roles/probe", body, headers=admin)
     assert status == 400, answer
     assert answer["error"] == "ValidationError" and field in answer["field"], answer
 
 
 def test_a_valid_role_with_every_condition_kind_is_stored(secured: Any, user: str) -> None:
-    admin = _auth(secured.token("policy-admin", ("admin",)))
+    admin = _auth(secured.token(_admin(), ("admin",)))
     role = _role(
         {"kind": "time_window", "value": {"start_hour": 0, "end_hour": 24, "days": [0, 1, 2, 3, 4, 5, 6]}},
         {"kind": "source_ip", "value": ["127.0.0.0/8", "::1/128"]},
