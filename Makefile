@@ -4,10 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 REQUEST ?= Design and implement a REST API for todo items, with unit tests and a security review
 ARGS ?=
+# Deployment: environment (dev|staging|prod) and enabled model providers (their SDKs are shipped, and each
+# API-key provider gets a Secrets Manager secret). Bedrock needs nothing beyond boto3.
+ENV ?= dev
+PROVIDERS ?= bedrock
+CDK_CONTEXT := -c env=$(ENV) -c providers=$(PROVIDERS)
 export AGNO_TELEMETRY := false
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: run test synth layer lint clean memory-model
+.PHONY: run test synth layer deploy sam-validate lint clean memory-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,21 +45,41 @@ test: $(VENV)/.dev-deps
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
 
-## layer: third-party dependencies for Lambda (arm64, Python 3.12) into build/layers/dependencies
-layer: build/layers/dependencies/.built
+## layer: the third-party layers of functions/registry.py for Lambda (arm64, Python 3.12) into build/layers/lambda
+# (PROVIDERS=bedrock,openai adds the providers' SDK layer); rebuilt only when requirements change.
+layer: $(VENV)/.run-deps
+	$(BIN)/python -m functions.layers --providers $(PROVIDERS)
 
-build/layers/dependencies/.built: pyproject.toml | $(BIN)/python
-	rm -rf build/layers/dependencies
-	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > build-requirements.txt
-	$(BIN)/pip install -q --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
-		--only-binary=:all: --target build/layers/dependencies/python -r build-requirements.txt
-	rm -f build-requirements.txt
+## synth: every function's unzipped size (fails naming one over Lambda's limit), every stack with cdk-nag,
+## then cfn-lint the templates
+synth: $(VENV)/.dev-deps layer
+	$(BIN)/python app.py $(CDK_CONTEXT)
+	$(BIN)/cfn-lint cdk.out/*.template.json
+
+# The CDK CLI, pinned by package-lock.json.
+node_modules/.bin/cdk: package.json package-lock.json
+	npm ci --no-audit --no-fund
 	touch $@
 
-## synth: synthesize every stack with cdk-nag, then cfn-lint the templates
-synth: $(VENV)/.dev-deps layer
-	$(BIN)/python app.py
-	$(BIN)/cfn-lint cdk.out/*.template.json
+## deploy: every stack of ENV into the account and region of your AWS credentials (bootstraps when needed)
+deploy: $(VENV)/.dev-deps layer node_modules/.bin/cdk
+	@$(BIN)/python -c "import boto3; boto3.client('cloudformation').describe_stacks(StackName='CDKToolkit')" \
+		2>/dev/null || PATH="$(CURDIR)/$(BIN):$$PATH" node_modules/.bin/cdk bootstrap $(CDK_CONTEXT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" node_modules/.bin/cdk deploy --all $(CDK_CONTEXT) $(ARGS)
+
+# The SAM CLI pins boto3 and pydantic below this project's pins: it gets a virtualenv of its own.
+SAM_VENV := build/sam-venv
+SAM_CLI := aws-sam-cli==1.170.0
+$(SAM_VENV)/bin/sam:
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q '$(SAM_CLI)'
+
+## sam-validate: `sam validate --lint` on every synthesized template (after make synth)
+sam-validate: $(SAM_VENV)/bin/sam
+	@test -n "$$(ls cdk.out/*.template.json 2>/dev/null)" || { echo "run make synth first"; exit 1; }
+	for template in cdk.out/*.template.json; do \
+		SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --region us-east-1 -t $$template || exit 1; \
+	done
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .

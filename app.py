@@ -2,9 +2,13 @@
 """The CDK app: one set of stacks (data → cache → orchestration → security → API) for the environment
 chosen by context.
 
+    make deploy ENV=dev                # bootstrap when needed, then every stack (see the Makefile)
     npx cdk synth                      # dev, default model bedrock:amazon.nova-lite-v1:0
-    npx cdk deploy --all -c env=prod -c defaultModel=bedrock:amazon.nova-pro-v1:0
-    python app.py                      # synth only, no CDK CLI needed (node is)
+    npx cdk deploy --all -c env=prod -c defaultModel=bedrock:amazon.nova-pro-v1:0 -c providers=bedrock
+    python app.py [-c key=value ...]   # synth only, no CDK CLI needed (node is)
+
+Before any synth, `make layer` builds the third-party layers (functions/layers.py); `python app.py` prints
+each function's unzipped size (code + its layers) and fails naming a function over Lambda's limit.
 
 cdk-nag's AwsSolutions checks run on every synth; unacknowledged errors fail it.
 """
@@ -22,7 +26,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 REPO_ROOT = Path(__file__).resolve().parent
 CORE_LAYER_PATH = REPO_ROOT / "layers" / "core"
-DEPENDENCIES_LAYER_PATH = REPO_ROOT / "build" / "layers" / "dependencies"
+DEPENDENCIES_LAYER_PATH = REPO_ROOT / "build" / "layers" / "lambda"
 
 # The data stack builds the table from tdev.data.schema (the layer's own package): make both importable.
 for _path in (REPO_ROOT, CORE_LAYER_PATH / "python"):
@@ -32,6 +36,15 @@ for _path in (REPO_ROOT, CORE_LAYER_PATH / "python"):
 import aws_cdk as cdk  # noqa: E402
 from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
+from functions.registry import (  # noqa: E402
+    FUNCTIONS,
+    PackageTooLarge,
+    check_package_sizes,
+    layers_of,
+    package_sizes,
+    parse_providers,
+    size_table,
+)
 from stacks.api_stack import ApiStack  # noqa: E402
 from stacks.cache_stack import CacheStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
@@ -178,15 +191,31 @@ def check_with_cdk_nag(app: cdk.App) -> None:
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 
 
-def dependencies_layer_or_exit(path: Path = DEPENDENCIES_LAYER_PATH) -> Path:
-    if not (path / "python").is_dir():
+def dependencies_layer_or_exit(
+    path: Path = DEPENDENCIES_LAYER_PATH, providers: tuple[str, ...] = ("bedrock",)
+) -> Path:
+    """The folder of the built layers, when every layer the functions need is there."""
+    needed = sorted({layer for name in FUNCTIONS for layer in layers_of(name, providers)})
+    missing = [layer for layer in needed if not (path / layer / "python").is_dir()]
+    if missing:
         shown = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
         sys.exit(
-            f"The dependencies layer is missing: {shown}/python does not exist.\n"
-            "Build it first with `make layer` (pip installs the runtime requirements for Lambda: "
-            "arm64, Python 3.12), then synthesize again."
+            f"The layers {', '.join(missing)} are missing from {shown}/.\n"
+            f"Build them first with `make layer PROVIDERS={','.join(providers)}` (pip installs the runtime "
+            "requirements for Lambda: arm64, Python 3.12), then synthesize again."
         )
     return path
+
+
+def report_package_sizes(layers_dir: Path, providers: tuple[str, ...]) -> None:
+    """Print every function's unzipped size; exit naming the functions over Lambda's limits."""
+    sizes = package_sizes(layers_dir, providers)
+    print(f"Unzipped size of each function (code + layers), providers {','.join(providers)}:")
+    print(size_table(sizes))
+    try:
+        check_package_sizes(sizes)
+    except PackageTooLarge as exc:
+        sys.exit(f"Too large to deploy: {exc}")
 
 
 def cdk_json_context() -> dict[str, object]:
@@ -202,17 +231,21 @@ def build_app(
     dependencies_layer_path: Path | str | None = None,
     outdir: str | None = None,
     env: cdk.Environment | None = None,
+    providers: str | None = None,
+    context: dict[str, object] | None = None,
 ) -> tuple[cdk.App, TDeveloperStacks]:
     """The app with one environment's stacks and cdk-nag; context `env` / `defaultModel` unless given."""
-    app = cdk.App(outdir=outdir, context=cdk_json_context())
+    app = cdk.App(outdir=outdir, context={**cdk_json_context(), **(context or {})})
     settings = settings_for(
         environment or app.node.try_get_context("env") or "dev",
         default_model=default_model or app.node.try_get_context("defaultModel"),
+        providers=parse_providers(providers or app.node.try_get_context("providers")),
     )
     stacks = add_environment(
         app,
         settings,
-        dependencies_layer_path=dependencies_layer_path or dependencies_layer_or_exit(),
+        dependencies_layer_path=dependencies_layer_path
+        or dependencies_layer_or_exit(providers=settings.providers),
         env=env,
     )
     check_with_cdk_nag(app)
@@ -226,8 +259,20 @@ def main() -> None:
     )
     # The CDK CLI chooses the output directory; `python app.py` alone writes to cdk.out like the CLI.
     outdir = None if os.environ.get("CDK_OUTDIR") else str(REPO_ROOT / "cdk.out")
-    app, _ = build_app(outdir=outdir, env=env)
+    app, stacks = build_app(outdir=outdir, env=env, context=command_line_context(sys.argv[1:]))
+    report_package_sizes(DEPENDENCIES_LAYER_PATH, stacks.orchestration.settings.providers)
     app.synth()
+
+
+def command_line_context(args: list[str]) -> dict[str, object]:
+    """`-c key=value` pairs, as the CDK CLI takes them (for `python app.py`; the CLI passes its own)."""
+    context: dict[str, object] = {}
+    for flag, pair in zip(args[::2], args[1::2], strict=False):
+        if flag not in ("-c", "--context") or "=" not in pair:
+            sys.exit(f"usage: python app.py [-c key=value ...] (got {flag} {pair})")
+        key, value = pair.split("=", 1)
+        context[key] = value
+    return context
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 from tdev.security.headers import SECURITY_HEADERS
 from tdev.security.usageplans import ENV_TAG
 
@@ -139,15 +140,15 @@ class ApiStack(Stack):
             "Api",
             name="api",
             settings=settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
             environment={
-                "TABLE_NAME": table.table_name,
-                "STATE_MACHINE_ARN": state_machine.state_machine_arn,
-                "TDEV_DEFAULT_MODEL": settings.default_model,
+                Var.TABLE_NAME: table.table_name,
+                Var.STATE_MACHINE_ARN: state_machine.state_machine_arn,
+                Var.TDEV_DEFAULT_MODEL: settings.default_model,
                 # Field encryption (request texts, API-key metadata) under the field key; CORS allow-list.
-                "KMS_KEY_ID": (field_key or key).key_arn,
-                "TDEV_CORS_ORIGINS": ",".join(settings.cors_origins),
+                Var.KMS_KEY_ID: (field_key or key).key_arn,
+                Var.TDEV_CORS_ORIGINS: ",".join(settings.cors_origins),
             },
             timeout=Duration.seconds(29),  # API Gateway's integration timeout
             network=network,
@@ -164,15 +165,15 @@ class ApiStack(Stack):
             "AuthorizerFunction",
             name="authorizer",
             settings=settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
             environment={
-                "TABLE_NAME": table.table_name,
-                "KMS_KEY_ID": key.key_arn,
-                "TDEV_JWT_ISSUER": token_issuer,
-                "TDEV_JWT_AUDIENCE": token_audience,
-                "TDEV_JWT_ROLES_CLAIM": roles_claim,
-                "TDEV_JWT_TOKEN_USE": token_use,
+                Var.TABLE_NAME: table.table_name,
+                Var.KMS_KEY_ID: key.key_arn,
+                Var.TDEV_JWT_ISSUER: token_issuer,
+                Var.TDEV_JWT_AUDIENCE: token_audience,
+                Var.TDEV_JWT_ROLES_CLAIM: roles_claim,
+                Var.TDEV_JWT_TOKEN_USE: token_use,
             },
             timeout=Duration.seconds(10),
             network=network,  # revocations are looked up in Redis first
@@ -341,7 +342,7 @@ class ApiStack(Stack):
         )
 
         # The authorizer reads the interactive key's value (once per container) to name JWT users.
-        self.authorizer_function.add_environment("TDEV_INTERACTIVE_API_KEY_ID", self.interactive_key.key_id)
+        self.authorizer_function.add_environment(Var.TDEV_INTERACTIVE_API_KEY_ID, self.interactive_key.key_id)
         apikeys = f"arn:{self.partition}:apigateway:{self.region}::/apikeys"
         self.authorizer_function.add_to_role_policy(
             iam.PolicyStatement(
@@ -353,7 +354,7 @@ class ApiStack(Stack):
         # The API function registers each new API key in the machine plan, found by name: passing its id
         # would make the function depend on the stage, which depends on the function (a cycle). Keys it
         # creates carry the environment's tag, and it may only change or delete keys that carry it.
-        self.function.add_environment("TDEV_USAGE_PLAN_NAME", self.machine_plan_name)
+        self.function.add_environment(Var.TDEV_USAGE_PLAN_NAME, self.machine_plan_name)
         env_tag = f"aws:ResourceTag/{ENV_TAG}"
         self.function.add_to_role_policy(
             iam.PolicyStatement(

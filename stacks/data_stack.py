@@ -6,8 +6,10 @@ from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from functions.registry import provider_secret_name, secret_providers
 from stacks import acknowledge
 from stacks.permissions import TABLE_ACTIONS
 from stacks.settings import EnvironmentSettings
@@ -71,6 +73,27 @@ class DataStack(Stack):
                 sort_key=_string_attribute(index.sort_key),
                 projection_type=dynamodb.ProjectionType.ALL,
             )
+
+        # One secret per enabled provider that authenticates with an API key (-c providers=...). The stack
+        # creates it with a random placeholder; the operator puts the real key (README "Deploying"). Model
+        # calls read it through Powertools Parameters (tdev.llm.providers), found by its derived name.
+        self.provider_secrets: dict[str, secretsmanager.Secret] = {}
+        for provider in secret_providers(settings.providers):
+            secret = secretsmanager.Secret(
+                self,
+                "".join(part.title() for part in provider.split("-")) + "ApiKey",
+                secret_name=provider_secret_name(settings.prefix, provider),
+                description=f"T-Developer {settings.name}: the {provider} API key (set it after deploying)",
+                encryption_key=self.key,
+                removal_policy=settings.removal_policy,
+            )
+            acknowledge(
+                secret,
+                "AwsSolutions-SMG4",
+                f"A {provider} API key is issued in {provider}'s console, not by an API Secrets Manager "
+                "could call: it cannot be rotated automatically. Rotate it there and put the new value.",
+            )
+            self.provider_secrets[provider] = secret
 
         if not settings.point_in_time_recovery:
             acknowledge(

@@ -25,6 +25,7 @@ from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
 from stacks.permissions import IDEMPOTENCY_TABLE_ACTIONS
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 from tdev.messaging import queues as q
 
 DLQ_RETENTION = Duration.days(14)
@@ -112,9 +113,9 @@ class MessagingStack(Stack):
             self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
         )
         environment = {
-            "TABLE_NAME": table.table_name,
-            "EVENT_BUS_NAME": event_bus.event_bus_name,
-            "IDEMPOTENCY_TABLE_NAME": self.idempotency_table.table_name,
+            Var.TABLE_NAME: table.table_name,
+            Var.EVENT_BUS_NAME: event_bus.event_bus_name,
+            Var.IDEMPOTENCY_TABLE_NAME: self.idempotency_table.table_name,
         }
         self.functions: dict[str, TdevFunction] = {}
         # A consumer never outlives its messages' visibility (SQS would hand them to another consumer).
@@ -127,7 +128,7 @@ class MessagingStack(Stack):
                 "".join(part.title() for part in name.split("_")),
                 name=name,
                 settings=settings,
-                layers=layers.all,
+                layers=layers,
                 log_key=table_key,
                 environment=environment,
                 timeout=Duration.seconds(timeouts[name]),

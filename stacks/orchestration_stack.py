@@ -31,6 +31,7 @@ from statemachines.request_workflow import (
     pascal,
     workflow_substitutions,
 )
+from tdev.environment import Var
 
 EVENT_SOURCE_PREFIX = "t-developer"
 RECONCILE_EVERY = Duration.minutes(1)
@@ -73,10 +74,10 @@ class OrchestrationStack(Stack):
             self, "Layers", core_path=core_layer_path, dependencies_path=dependencies_layer_path
         )
         shared_environment = {
-            "TABLE_NAME": table.table_name,
-            "TDEV_DEFAULT_MODEL": settings.default_model,
+            Var.TABLE_NAME: table.table_name,
+            Var.TDEV_DEFAULT_MODEL: settings.default_model,
             # Request texts and agent outputs are envelope-encrypted under the field key.
-            "KMS_KEY_ID": (field_key or key).key_arn,
+            Var.KMS_KEY_ID: (field_key or key).key_arn,
         }
         self.functions: dict[str, TdevFunction] = {}
         for name in WORKFLOW_FUNCTIONS:
@@ -87,7 +88,7 @@ class OrchestrationStack(Stack):
                 pascal(name),
                 name=name,
                 settings=settings,
-                layers=layers.all,
+                layers=layers,
                 log_key=key,
                 environment=shared_environment,
                 memory_mb=settings.agent_memory_mb if agent else None,
@@ -105,13 +106,11 @@ class OrchestrationStack(Stack):
 
         # 1b. Where the agents' projects live, and the sandbox that runs their tests (stacks/workspaces.py).
         self.workspaces = WorkspaceBucket(self, "Workspaces", settings=settings, key=key).bucket
-        self.sandbox = TestSandbox(
-            self, "TestSandbox", settings=settings, key=key, layers=layers.all
-        ).function
+        self.sandbox = TestSandbox(self, "TestSandbox", settings=settings, key=key, layers=layers).function
         for name in WORKSPACE_FUNCTIONS:
             function = self.functions[name].function
             grant_workspaces(function, key, settings, write=True)
-            function.add_environment("SANDBOX_FUNCTION_NAME", self.sandbox.function_name)
+            function.add_environment(Var.SANDBOX_FUNCTION_NAME, self.sandbox.function_name)
             function.add_to_role_policy(  # the unqualified function only (grant_invoke adds ":*" too)
                 iam.PolicyStatement(
                     sid="RunTestsInTheSandbox",
@@ -221,9 +220,9 @@ class OrchestrationStack(Stack):
             "ReconcileExecutions",
             name="reconcile_executions",
             settings=self.settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
-            environment={**environment, "STATE_MACHINE_ARN": self.state_machine.state_machine_arn},
+            environment={**environment, Var.STATE_MACHINE_ARN: self.state_machine.state_machine_arn},
             timeout=Duration.minutes(2),
             reserved_concurrency=1,  # one pass at a time; the next schedule picks up what is left
             network=network,

@@ -22,8 +22,15 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     # The verify loop: reads the execution and earlier iterations (one partition query), stores its own.
     "run_project_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
     "fix_failing_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+    # The failure path's last step: reads the execution, records FAILED with its outbox event (a transaction).
+    "record_compensation_failure": (
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ),
     "record_task_failure": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
-    "aggregate_results": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+    "aggregate_results": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),  # + outbox item
     "compensate": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     "api": (
         "dynamodb:DeleteItem",

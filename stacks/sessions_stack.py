@@ -27,6 +27,7 @@ from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 
 # Bedrock cross-region inference profile ids start with their geography (us.amazon.nova-lite-v1:0).
 BEDROCK_GEOGRAPHIES = frozenset({"us", "eu", "apac", "us-gov", "global", "jp", "au", "ca"})
@@ -50,9 +51,9 @@ def session_environment(
     """What a function running sessions needs besides TABLE_NAME and REDIS_URL (its network gives that).
     Checkpoints, chat and memory texts are sealed under the field key (the bucket's own SSE uses `key`)."""
     return {
-        "CHECKPOINT_BUCKET": checkpoint_bucket_name(settings),
-        "KMS_KEY_ID": (field_key or key).key_arn,
-        "TDEV_EMBEDDINGS": "bedrock",
+        Var.CHECKPOINT_BUCKET: checkpoint_bucket_name(settings),
+        Var.KMS_KEY_ID: (field_key or key).key_arn,
+        Var.TDEV_EMBEDDINGS: "bedrock",
     }
 
 
@@ -196,11 +197,11 @@ class SessionsStack(Stack):
             "SessionSweeper",
             name="session_sweeper",
             settings=settings,
-            layers=layers.all,
+            layers=layers,
             log_key=key,
             environment={
-                "TABLE_NAME": table.table_name,
-                "TDEV_DEFAULT_MODEL": settings.default_model,
+                Var.TABLE_NAME: table.table_name,
+                Var.TDEV_DEFAULT_MODEL: settings.default_model,
                 **session_environment(settings, key, field_key),
             },
             network=network,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_logs as logs
 
 DEFAULT_MODEL = "bedrock:amazon.nova-lite-v1:0"
+DEFAULT_PROVIDERS = ("bedrock",)
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class EnvironmentSettings:
     point_in_time_recovery: bool
     deletion_protection: bool
     default_model: str = DEFAULT_MODEL
+    # Model providers the deployment enables (-c providers=bedrock,openai): their SDKs are shipped (only to
+    # functions that call models) and each API-key provider gets a Secrets Manager secret.
+    providers: tuple[str, ...] = DEFAULT_PROVIDERS
     log_level: str = "INFO"
     lambda_memory_mb: int = 512
     agent_memory_mb: int = 1024
@@ -102,7 +107,9 @@ ENVIRONMENTS: dict[str, EnvironmentSettings] = {
 }
 
 
-def settings_for(environment: str, *, default_model: str | None = None) -> EnvironmentSettings:
+def settings_for(
+    environment: str, *, default_model: str | None = None, providers: Sequence[str] | None = None
+) -> EnvironmentSettings:
     """The settings of one environment, with the context overrides `app.py` accepts."""
     try:
         settings = ENVIRONMENTS[environment]
@@ -111,4 +118,12 @@ def settings_for(environment: str, *, default_model: str | None = None) -> Envir
         raise ValueError(f"unknown environment {environment!r} (-c env=...): choose one of {known}") from None
     if default_model:
         settings = replace(settings, default_model=default_model)
+    if providers:
+        settings = replace(settings, providers=tuple(providers))
+    provider = settings.default_model.split(":", 1)[0]
+    if provider != "offline" and provider not in settings.providers:
+        raise ValueError(
+            f"the default model {settings.default_model!r} needs provider {provider!r}, which is not enabled "
+            f"(-c providers={','.join((*settings.providers, provider))})"
+        )
     return settings

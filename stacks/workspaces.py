@@ -22,8 +22,9 @@ from constructs import Construct
 
 from stacks import acknowledge
 from stacks.cache_stack import FunctionNetwork
-from stacks.constructs import TdevFunction
+from stacks.constructs import TdevFunction, TdevLayers
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 
 WORKSPACE_PREFIX = "workspaces/"
 WORKSPACE_RETENTION_DAYS = 7
@@ -42,7 +43,7 @@ def grant_workspaces(
 ) -> None:
     """List and read (and, with `write`, put and delete) objects under workspaces/, with the key."""
     name = workspace_bucket_name(settings)
-    function.add_environment("WORKSPACE_BUCKET", name)
+    function.add_environment(Var.WORKSPACE_BUCKET, name)
     actions = ["s3:GetObject", *(["s3:PutObject", "s3:DeleteObject"] if write else [])]
     function.add_to_role_policy(
         iam.PolicyStatement(
@@ -146,7 +147,7 @@ class TestSandbox(Construct):
         *,
         settings: EnvironmentSettings,
         key: kms.IKey,
-        layers: list[lambda_.ILayerVersion],
+        layers: TdevLayers,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(

@@ -473,8 +473,7 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
     import boto3
     from boto3.dynamodb.conditions import Key
 
-    from tdev.data.executions import fact_event_id as deterministic_event_id
-    from tdev.data.executions import from_item
+    from tdev.data.executions import fact_event_id, from_item
     from tdev.messaging.consumers import applied_key
 
     table = boto3.resource("dynamodb", region_name="us-east-1").Table("tdev-local")
@@ -540,7 +539,7 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
             if result["status"] == "SUCCEEDED":
                 succeeded_results[result["result"]["agent"]] += 1
             facts = {
-                s: applied("task-activity", deterministic_event_id(execution_id, "task", task_id, s))
+                s: applied("task-activity", fact_event_id(execution_id, "task", task_id, s))
                 for s in ("SUCCEEDED", "FAILED")
             }
             markers += sum(facts.values())

@@ -32,27 +32,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The handlers (functions/) and the state machine definitions (statemachines/) live beside the CLI.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+from functions.registry import functions_triggered_by  # noqa: E402
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's fixed emulated account, not a real one
 TABLE_NAME = "tdev-local"
 EVENT_BUS = "t-developer"
 STATE_MACHINE = "tdev-request-workflow"
-FUNCTIONS = (
-    "api",
-    "plan_request",
-    "run_agent",
-    "run_project_tests",
-    "fix_failing_tests",
-    "sandbox",
-    "record_task_failure",
-    "aggregate_results",
-    "compensate",
-    "record_compensation_failure",
-    "session_sweeper",
-    "reconcile_executions",
-)
-# Functions behind event source mappings (stream, queues): driven by LocalRuntime.drain_messaging().
-MESSAGING_FUNCTIONS = ("outbox_publisher", "notifications_consumer", "task_activity_consumer")
+# The functions dispatched on invocation (API, workflow, schedule) and those behind event source mappings
+# (stream, queues: driven by LocalRuntime.drain_messaging()), from the one registry the stacks read too.
+FUNCTIONS = functions_triggered_by("api", "workflow", "invoke", "schedule")
+MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
 SANDBOX_FUNCTION = "sandbox"

@@ -15,6 +15,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tdev import container
+from tdev.environment import ApiEnvironment
 from tdev.errors import RateLimitError, TDevError
 from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
 from tdev.observability import logger, metrics, tracer
@@ -22,6 +23,9 @@ from tdev.orchestration import workflow
 from tdev.security import inputs
 from tdev.security.headers import cors_origins, with_security_headers
 from tdev.security.services import projects
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = ApiEnvironment.at_cold_start()
 
 try:  # the package (tests, local runtime) ...
     from functions.api import artifacts, model_routes, project_routes, security, sessions

@@ -11,11 +11,15 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev.environment import AuthorizerEnvironment
 from tdev.errors import AuthenticationError
 from tdev.observability import logger
 from tdev.security import authorizer
 from tdev.security.authfailures import AuthenticationThrottled
 from tdev.security.inputs import bounded
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = AuthorizerEnvironment.at_cold_start()
 
 
 class Unauthorized(Exception):

@@ -6,9 +6,13 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tdev.agents import runtime
+from tdev.environment import AgentEnvironment
 from tdev.models import VerifyEvent
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import verify
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = AgentEnvironment.at_cold_start()
 
 # Agno and the agent runtime load at init (cold start), as in run_agent.
 _ = runtime.run_agent

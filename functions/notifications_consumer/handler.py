@@ -7,9 +7,13 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev.environment import MessagingEnvironment
 from tdev.messaging import consumers
 from tdev.messaging.idempotency import CONFIG, idempotent
 from tdev.observability import logger, metrics, tracer
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = MessagingEnvironment.at_cold_start()
 
 processor = BatchProcessor(event_type=EventType.SQS)
 notify = idempotent(consumers.notify)

@@ -4,8 +4,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev.environment import ReconcilerEnvironment
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import reconciler
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = ReconcilerEnvironment.at_cold_start()
 
 
 @logger.inject_lambda_context

@@ -9,9 +9,13 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev.environment import SandboxEnvironment
 from tdev.models import SandboxEvent
 from tdev.observability import logger, metrics, tracer
 from tdev.sandbox import Limits, run_tests
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = SandboxEnvironment.at_cold_start()
 
 
 @logger.inject_lambda_context

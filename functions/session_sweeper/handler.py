@@ -4,8 +4,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev.environment import SessionSweeperEnvironment
 from tdev.observability import logger, metrics, tracer
 from tdev.sessions.service import service
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = SessionSweeperEnvironment.at_cold_start()
 
 
 @logger.inject_lambda_context

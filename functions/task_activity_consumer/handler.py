@@ -11,11 +11,15 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev.environment import MessagingEnvironment
 from tdev.messaging import consumers
 from tdev.messaging.idempotency import CONFIG, idempotent
 from tdev.messaging.queues import AGENT_EXECUTION
 from tdev.messaging.visibility import VisibilityExtender, queue_url_from_arn
 from tdev.observability import logger, metrics, tracer
+
+# The stack's variables for this function, validated at cold start (tdev.environment).
+environment = MessagingEnvironment.at_cold_start()
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 record_activity = idempotent(consumers.record_task_activity)

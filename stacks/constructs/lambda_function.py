@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from functions.registry import FUNCTIONS, all_layers, layers_of, provider_secret_name, secret_providers
 from stacks import acknowledge
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 
 if TYPE_CHECKING:
     from stacks.cache_stack import FunctionNetwork
@@ -22,8 +25,8 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 
-# The dependencies layer is built for exactly this runtime and architecture (Makefile `layer` target:
-# pip --platform manylinux2014_aarch64 --python-version 3.12); change all three together.
+# The layers are built for exactly this runtime and architecture (functions/layers.py: pip --platform
+# manylinux_2_28_aarch64 ... --python-version 3.12); change them together.
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
 HANDLER = "handler.lambda_handler"
@@ -31,12 +34,18 @@ ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc", "**/.pytest_cache", "**/.mypy_ca
 
 
 class TdevLayers(Construct):
-    """The two layers every function gets: `core` (our `tdev` package) and third-party `dependencies`."""
+    """The layers of one stack: `core` (our `tdev` package) and the third-party layers its functions import.
+
+    `dependencies_path` is the folder `make layer` builds (build/layers/lambda), one subfolder per layer of
+    functions/registry.py. A layer version is created the first time a function of the stack needs it.
+    """
 
     def __init__(
         self, scope: Construct, construct_id: str, *, core_path: str, dependencies_path: str
     ) -> None:
         super().__init__(scope, construct_id)
+        self._dependencies_path = Path(dependencies_path)
+        self._versions: dict[str, lambda_.LayerVersion] = {}
         self.core = lambda_.LayerVersion(
             self,
             "Core",
@@ -45,18 +54,23 @@ class TdevLayers(Construct):
             compatible_architectures=[ARCHITECTURE],
             description="T-Developer domain package (tdev)",
         )
-        self.dependencies = lambda_.LayerVersion(
-            self,
-            "Dependencies",
-            code=lambda_.Code.from_asset(dependencies_path, exclude=ASSET_EXCLUDES),
-            compatible_runtimes=[RUNTIME],
-            compatible_architectures=[ARCHITECTURE],
-            description="Third-party runtime packages (Powertools, pydantic, Agno, Agent Squad)",
-        )
 
-    @property
-    def all(self) -> list[lambda_.ILayerVersion]:
-        return [self.dependencies, self.core]
+    def layer(self, name: str, providers: Sequence[str]) -> lambda_.LayerVersion:
+        if name not in self._versions:
+            spec = all_layers(providers)[name]
+            self._versions[name] = lambda_.LayerVersion(
+                self,
+                "".join(part.title() for part in name.split("_")),
+                code=lambda_.Code.from_asset(str(self._dependencies_path / name), exclude=ASSET_EXCLUDES),
+                compatible_runtimes=[RUNTIME],
+                compatible_architectures=[ARCHITECTURE],
+                description=f"Third-party packages: {spec.description}",
+            )
+        return self._versions[name]
+
+    def for_function(self, name: str, providers: Sequence[str]) -> list[lambda_.ILayerVersion]:
+        """Exactly the layers `name` imports (functions/registry.py), base first, our core last."""
+        return [*(self.layer(layer, providers) for layer in layers_of(name, providers)), self.core]
 
 
 class TdevFunction(Construct):
@@ -74,7 +88,7 @@ class TdevFunction(Construct):
         *,
         name: str,
         settings: EnvironmentSettings,
-        layers: Sequence[lambda_.ILayerVersion],
+        layers: TdevLayers,
         log_key: kms.IKey,
         environment: Mapping[str, str] | None = None,
         memory_mb: int | None = None,
@@ -109,7 +123,7 @@ class TdevFunction(Construct):
             architecture=ARCHITECTURE,
             handler=HANDLER,
             code=lambda_.Code.from_asset(str(code_path), exclude=ASSET_EXCLUDES),
-            layers=list(layers),
+            layers=layers.for_function(name, settings.providers),
             role=self.role,
             memory_size=memory_mb or settings.lambda_memory_mb,
             timeout=timeout or Duration.seconds(30),
@@ -123,21 +137,24 @@ class TdevFunction(Construct):
             vpc_subnets=network.subnets if network else None,
             security_groups=[network.security_group] if network else None,
             environment={
-                "POWERTOOLS_SERVICE_NAME": name,
-                "POWERTOOLS_METRICS_NAMESPACE": "TDeveloper",
-                "POWERTOOLS_LOG_LEVEL": settings.log_level,
-                "AGNO_TELEMETRY": "false",
-                "TDEV_ENV": settings.name,
-                **({"REDIS_URL": network.redis_url} if network else {}),
+                Var.POWERTOOLS_SERVICE_NAME: name,
+                Var.POWERTOOLS_METRICS_NAMESPACE: "TDeveloper",
+                Var.POWERTOOLS_LOG_LEVEL: settings.log_level,
+                Var.AGNO_TELEMETRY: "false",
+                Var.TDEV_ENV: settings.name,
+                **({Var.REDIS_URL: network.redis_url} if network else {}),
                 **(environment or {}),
             },
         )
 
+        if FUNCTIONS[name].calls_models:
+            self._read_provider_secrets(settings, log_key)
+
         acknowledge(
             self.function,
             "AwsSolutions-L1",
-            "Pinned to python3.12 on purpose: the dependencies layer is built for it "
-            "(pip --python-version 3.12 --platform manylinux2014_aarch64); runtime and layer move together.",
+            "Pinned to python3.12 on purpose: the layers are built for it (functions/layers.py: pip "
+            "--python-version 3.12 --platform manylinux_2_28_aarch64 ...); runtime and layers move together.",
         )
         acknowledge(
             self.role,
@@ -153,3 +170,37 @@ class TdevFunction(Construct):
                 "Added by CDK for functions in a VPC: ENI create/describe/delete, which Lambda needs to "
                 "attach the function to its subnets; the AWS-managed policy tracks Lambda's requirements.",
             )
+
+    def _read_provider_secrets(self, settings: EnvironmentSettings, key: kms.IKey) -> None:
+        """The API keys of the enabled providers (secrets of the data stack, by their derived names)."""
+        secrets = {p: provider_secret_name(settings.prefix, p) for p in secret_providers(settings.providers)}
+        if not secrets:
+            return
+        self.function.add_environment(Var.TDEV_PROVIDER_SECRETS, json.dumps(secrets, sort_keys=True))
+        stack = Stack.of(self)
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadProviderApiKeys",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[
+                    # Secrets Manager appends six random characters to a secret's name in its ARN.
+                    stack.format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name=f"{name}-??????",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                    for name in secrets.values()
+                ],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="DecryptProviderApiKeys",
+                actions=["kms:Decrypt"],
+                resources=[key.key_arn],
+                conditions={
+                    "StringEquals": {"kms:ViaService": f"secretsmanager.{stack.region}.amazonaws.com"}
+                },
+            )
+        )

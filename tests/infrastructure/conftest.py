@@ -1,7 +1,8 @@
 """Synthesize the CDK app once per session (it takes seconds) and share templates and the nag report.
 
-The dependencies layer points at a temporary folder with a placeholder file, so these tests need neither
-`make layer` nor network; node must be installed (jsii runs aws-cdk-lib in it).
+The third-party layers point at a temporary folder with a placeholder file per layer, so these template
+tests need neither `make layer` nor network; node must be installed (jsii runs aws-cdk-lib in it). The
+package-size test (test_packages.py) builds and measures the real layers instead.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import aws_cdk as cdk  # noqa: E402
 from aws_cdk.assertions import Template  # noqa: E402
 
 import app as tdev_app  # noqa: E402
+from functions.registry import all_layers  # noqa: E402
 
 
 @dataclass
@@ -69,10 +71,11 @@ def synthesize(outdir: Path, dependencies_layer: Path, **build_args: Any) -> Syn
 
 @pytest.fixture(scope="session")
 def dependencies_layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    layer = tmp_path_factory.mktemp("dependencies-layer")
-    (layer / "python").mkdir()
-    (layer / "python" / "PLACEHOLDER.txt").write_text("tests stand in for `make layer`\n")
-    return layer
+    layers = tmp_path_factory.mktemp("layers")
+    for name in all_layers(("bedrock",)):
+        (layers / name / "python").mkdir(parents=True)
+        (layers / name / "python" / "PLACEHOLDER.txt").write_text("tests stand in for `make layer`\n")
+    return layers
 
 
 @pytest.fixture(scope="session")

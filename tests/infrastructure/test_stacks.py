@@ -11,6 +11,7 @@ from aws_cdk.assertions import Match
 from cfnlint.api import lint_file
 
 import app as tdev_app
+from functions.registry import layers_of
 from stacks.api_stack import ROUTES
 from stacks.orchestration_stack import AGENT_FUNCTIONS
 from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
@@ -244,8 +245,9 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         assert props["TracingConfig"] == {"Mode": "Active"}, logical_id
         assert props["LoggingConfig"]["LogFormat"] == "JSON", logical_id
         assert "Ref" in props["LoggingConfig"]["LogGroup"], logical_id  # the explicit log group
-        assert len(props["Layers"]) == 2, logical_id
         variables = props["Environment"]["Variables"]
+        # core + exactly the third-party layers the registry gives the function
+        assert len(props["Layers"]) == 1 + len(layers_of(variables["POWERTOOLS_SERVICE_NAME"])), logical_id
         # The test sandbox reads nothing but its payload: no table to name.
         no_table = {"TABLE_NAME"} if variables["POWERTOOLS_SERVICE_NAME"] == "sandbox" else set()
         assert set(variables) >= COMMON_FUNCTION_ENV - {"TDEV_DEFAULT_MODEL"} - no_table, logical_id
@@ -255,8 +257,12 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         if variables["POWERTOOLS_SERVICE_NAME"] not in ("authorizer", "sandbox"):  # they run no model
             assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
 
-        # Every function runs in the cache's VPC, as a client of the cache, and knows where Redis is.
+        # Every function runs in a VPC; all but the test sandbox (isolated subnets, no route to anything)
+        # as clients of the cache, knowing where Redis is.
         assert set(props["VpcConfig"]) == {"SecurityGroupIds", "SubnetIds"}, logical_id
+        if variables["POWERTOOLS_SERVICE_NAME"] == "sandbox":
+            assert not variables.get("REDIS_URL"), logical_id
+            continue
         assert "REDIS_URL" in variables, logical_id
         url = json.dumps(variables["REDIS_URL"])  # a Fn::Join of the serverless cache's endpoint
         assert "rediss://" in url and "?cluster=true" in url, logical_id  # TLS, cluster protocol

@@ -18,6 +18,7 @@ import pytest
 from statemachines.request_workflow import (
     RECONCILED_FAILURES,
     RECORDING_FUNCTIONS,
+    WORKFLOW_TUNING,
     function_arn_placeholder,
 )
 
@@ -29,7 +30,7 @@ RECORDERS = {"${" + function_arn_placeholder(name) + "}" for name in RECORDING_F
 def load(path: Path) -> dict[str, Any]:
     # Placeholders for numbers are unquoted in the files: any number makes them JSON.
     text = path.read_text()
-    for name in ("MaxConcurrentTasks", "RetryIntervalSeconds", "MaxTransientRetries"):
+    for name in WORKFLOW_TUNING:
         text = text.replace("${" + name + "}", "1")
     return dict(json.loads(text))
 

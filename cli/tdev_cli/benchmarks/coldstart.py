@@ -1,5 +1,12 @@
 """Cold start: each Lambda handler imported and initialised in a fresh interpreter, vs Agent Squad and Agno.
 
+Each handler runs with exactly its deployed package on the path and nothing else (`python -S`: no
+site-packages): its code folder as the code root (`import handler`, as Lambda does), our core layer and the
+third-party layers functions/registry.py gives it, built by functions/layers.py for THIS machine
+(build/layers/host), since the arm64 / Python 3.12 wheels deployed to Lambda cannot load here. Like Lambda,
+which ships no bytecode for 3.12 and cannot write any (its code and layers are read-only), every run compiles
+what it imports (an empty PYTHONPYCACHEPREFIX); the same import with bytecode is measured beside it.
+
 Every run is a new `python` process with fake AWS credentials, a closed proxy and a socket guard that
 refuses (and reports) any connection outside 127.0.0.1, so nothing reaches AWS. Inside, the time from
 just before the first import to the end of initialisation is measured; outside, the whole process.
@@ -9,10 +16,13 @@ from __future__ import annotations
 
 import importlib.metadata as metadata
 import json
+import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +36,8 @@ DESCRIPTION = (
     "Init phase of each function in a fresh interpreter (median of the runs): import + module-level "
     "initialisation, measured inside the process, and the whole process including interpreter start-up. "
     "Beside them, Agent Squad's orchestrator with its Bedrock classifier and one Bedrock agent, and an Agno "
-    "agent on Bedrock. Package size = the function's code + our layer + the installed size of the "
-    "dependency closure (no .pyc)."
+    "agent on Bedrock. Each handler runs from exactly its deployed package (code + its layers, built for "
+    "this machine), without bytecode as deployed; package size = code + layers as built for Lambda."
 )
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BEDROCK_MODEL_ID = "amazon.nova-lite-v1:0"
@@ -117,24 +127,59 @@ def _tree_bytes(root: Path) -> int:
 
 
 def package_sizes() -> dict[str, int]:
-    ours_deps = _installed_bytes(_distribution_closure(metadata.requires("t-developer-core") or []))
-    layer = _tree_bytes(REPO_ROOT / "layers" / "core" / "python")
-    sizes = {name: _tree_bytes(REPO_ROOT / "functions" / name) + layer + ours_deps for name in handlers()}
+    """Each function's deployed size (code + its layers as built for Lambda, else for this machine)."""
+    from functions.layers import HOST_DIR, LAMBDA_DIR
+    from functions.registry import package_sizes as function_sizes
+
+    layers = LAMBDA_DIR if (LAMBDA_DIR / "base" / "python").is_dir() else HOST_DIR
+    sizes = {s.function: s.total_bytes for s in function_sizes(layers)}
     sizes["agent-squad orchestrator"] = _installed_bytes(_distribution_closure(["agent-squad[aws]"]))
     sizes["agno agent"] = _installed_bytes(_distribution_closure(["agno", "boto3"]))
     return sizes
 
 
-def measure(body: str, runs: int, env: dict[str, str], paths: list[str]) -> dict[str, Any]:
+def deployed_package(name: str, root: Path) -> list[str]:
+    """The function's package as Lambda assembles it, hard-linked under `root` without any bytecode: its
+    code root (/var/task), our core layer and its third-party layers (/opt); the paths, in that order."""
+    from functions.layers import HOST_DIR
+    from functions.registry import CORE_LAYER_DIR, FUNCTIONS, layers_of
+
+    sources = {
+        "task": FUNCTIONS[name].code_dir,
+        "core": CORE_LAYER_DIR / "python",
+        **{layer: HOST_DIR / layer / "python" for layer in layers_of(name)},
+    }
+    paths = []
+    for label, source in sources.items():
+        target = root / label
+        shutil.copytree(
+            source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), copy_function=os.link
+        )
+        paths.append(str(target))
+    return paths
+
+
+def measure(
+    body: str,
+    runs: int,
+    env: dict[str, str],
+    paths: list[str],
+    *,
+    isolated: bool = False,
+    bytecode: bool = True,
+) -> dict[str, Any]:
+    """`isolated`: no site-packages (only `paths`); without `bytecode` nothing compiled is written (as in
+    Lambda's read-only code and layers), so each run compiles what `paths` hold."""
     script = _CHILD.format(paths=paths, body=body)
     inits, processes, attempts = [], [], set()
+    run_env = dict(env) if bytecode else {**env, "PYTHONDONTWRITEBYTECODE": "1"}
     for _ in range(runs):
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-X", "frozen_modules=on", "-c", script],
+            [sys.executable, *(["-S"] if isolated else []), "-X", "frozen_modules=on", "-c", script],
             capture_output=True,
             text=True,
-            env=env,
+            env=run_env,
             timeout=120,
             check=False,
         )
@@ -159,9 +204,14 @@ def measure(body: str, runs: int, env: dict[str, str], paths: list[str]) -> dict
 
 def run(quick: bool = False) -> dict[str, Any]:
     runs = 2 if quick else 10
-    paths = [str(REPO_ROOT), str(REPO_ROOT / "layers" / "core" / "python")]
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from functions.layers import HOST_DIR, build_layers
+    from functions.registry import FUNCTIONS
+
+    build_layers(host=True)  # cached: rebuilt only when the requirements change
     measured: dict[str, dict[str, Any]] = {}
-    for name in handlers():
+    for name in FUNCTIONS:
         env = offline_env(
             AWS_LAMBDA_FUNCTION_NAME=name,  # as in Lambda: Powertools' tracer is live, not disabled
             POWERTOOLS_SERVICE_NAME=name,
@@ -169,12 +219,19 @@ def run(quick: bool = False) -> dict[str, Any]:
             TABLE_NAME="tdev-coldstart",
             STATE_MACHINE_ARN="arn:aws:states:us-east-1:123456789012:stateMachine:coldstart",
         )
-        measured[name] = measure(f"import functions.{name}.handler", runs, env, paths)
+        # Hard links need the same file system as the layers: a scratch folder under build/.
+        with tempfile.TemporaryDirectory(dir=HOST_DIR.parent) as scratch:
+            paths = deployed_package(name, Path(scratch))
+            measured[name] = measure("import handler", runs, env, paths, isolated=True, bytecode=False)
+            # The same package with bytecode (written by a warm-up run): what shipping .pyc would save.
+            measure("import handler", 1, env, paths, isolated=True)
+            compiled = measure("import handler", runs, env, paths, isolated=True)
+        measured[name]["init_ms_with_bytecode"] = compiled["init_ms_median"]
     measured["agent-squad orchestrator"] = measure(AGENT_SQUAD_BODY, runs, offline_env(), [])
     measured["agno agent"] = measure(AGNO_BODY, runs, offline_env(), [])
     for name, size in package_sizes().items():
         measured[name]["package_mib"] = size / 1024 / 1024
-    ours = {n: m for n, m in measured.items() if n in handlers()}
+    ours = {n: m for n, m in measured.items() if n in FUNCTIONS}
     slowest = max(ours, key=lambda n: ours[n]["init_ms_median"])
     squad = measured["agent-squad orchestrator"]["init_ms_median"]
     ratio = ours[slowest]["init_ms_median"] / squad
@@ -183,6 +240,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             n,
             m["init_ms_median"],
             m["init_ms_min"],
+            m.get("init_ms_with_bytecode", m["init_ms_median"]),
             m["process_ms_median"],
             m["modules_loaded"],
             m["package_mib"],
@@ -204,7 +262,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         "tables": [
             {
                 "title": f"Cold start (median of {runs} fresh interpreters)",
-                "columns": ["subject", "init ms", "min ms", "process ms", "modules", "package MiB"],
+                "columns": [
+                    "subject",
+                    "init ms",
+                    "min ms",
+                    "init ms with .pyc",
+                    "process ms",
+                    "modules",
+                    "package MiB",
+                ],
                 "rows": rows,
             }
         ],
@@ -216,7 +282,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "y_label": "ms",
                 "series": {
                     "init ms": [[r[0], r[1]] for r in rows],
-                    "process ms": [[r[0], r[3]] for r in rows],
+                    "process ms": [[r[0], r[4]] for r in rows],
                 },
             },
             {
@@ -224,15 +290,19 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "kind": "bar",
                 "x_label": "subject",
                 "y_label": "MiB",
-                "series": {"MiB": [[r[0], r[5]] for r in rows]},
+                "series": {"MiB": [[r[0], r[6]] for r in rows]},
             },
         ],
         "notes": [
             f"Python {sys.version.split()[0]} on this machine, not Lambda's 3.12 arm64; the ratio is the "
             "figure "
             "to read, the absolute times will differ.",
-            "Package sizes are installed sizes of this machine's wheels (x86_64) without .pyc; `make layer` "
-            "builds the arm64 layer that is deployed.",
+            "Each handler ran from exactly its package (code + core + its layers, `python -S`), built for "
+            "this machine (build/layers/host) because the arm64 / 3.12 wheels deployed cannot load here; "
+            "package MiB is code + layers as built for Lambda (build/layers/lambda) after `make layer`.",
+            "init ms = without bytecode, as deployed (Lambda's code and layers are read-only and we ship no "
+            ".pyc: this machine has no Python 3.12 to compile with); init ms with .pyc = the same import "
+            "from compiled bytecode, i.e. what shipping it would save.",
             "Our handlers are only imported (the init phase); AWS clients are created on first use, in the "
             "first invocation.",
         ],

@@ -115,6 +115,25 @@ def _accepts(cls: type, parameter: str) -> bool:
     return parameter in inspect.signature(cls).parameters
 
 
+# A key changed in Secrets Manager reaches running functions within this many seconds.
+SECRET_MAX_AGE_SECONDS = 300
+
+
+def api_key_from_secrets(p: Provider) -> str | None:
+    """Deployed, an API-key provider's key is the Secrets Manager secret the stack created for it, named in
+    TDEV_PROVIDER_SECRETS; read through Powertools Parameters, cached for SECRET_MAX_AGE_SECONDS. None when
+    no secret is configured (locally, Agno reads the provider's variable, e.g. OPENAI_API_KEY, itself)."""
+    from tdev.environment import provider_secrets
+
+    secret = provider_secrets().get(p.name)
+    if not secret:
+        return None
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    value = get_secret(secret, max_age=SECRET_MAX_AGE_SECONDS)
+    return value if isinstance(value, str) and value else None
+
+
 def build_model(provider_name: str, model_id: str, **options: Any) -> Model:
     """An Agno model of `provider_name` for `model_id`.
 
@@ -126,5 +145,7 @@ def build_model(provider_name: str, model_id: str, **options: Any) -> Model:
     base_url = os.environ.get(f"TDEV_{p.name.upper().replace('-', '_')}_BASE_URL")
     if base_url and "base_url" not in options:
         options["base_url"] = base_url
+    if options.get("api_key") is None and _accepts(cls, "api_key"):
+        options["api_key"] = api_key_from_secrets(p)
     accepted = {k: v for k, v in options.items() if v is not None and _accepts(cls, k)}
     return cls(id=model_id, **accepted)

@@ -1,0 +1,199 @@
+"""Each function's environment variables as a typed model: the contract between the stacks and the code.
+
+The stacks set exactly the variables of a function's model (`functions/registry.py` names the model of each
+function; tests/infrastructure checks the synthesized templates against it), and each handler validates its
+model at cold start, so a deployment that forgets or mangles a variable fails at init with the variable's
+name instead of deep inside a request. Names are only spelled here, never as strings elsewhere.
+
+Defaults are the local runtime's values. Outside Lambda (`AWS_LAMBDA_FUNCTION_NAME` unset) handlers import
+without validating, so tests can import them before they set a deployment's variables; the domain still
+reads its settings through `tdev.settings`, validated on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tdev.errors import ConfigurationError
+
+
+class Var(StrEnum):
+    """Every environment variable a stack sets on a function, for the code that names one (stacks, tests).
+
+    The models below spell each name once more as the field alias (pydantic's typing needs literals there);
+    tests/unit/test_environment.py checks the two agree."""
+
+    POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
+    POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+    POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+    AGNO_TELEMETRY = "AGNO_TELEMETRY"
+    TDEV_ENV = "TDEV_ENV"
+    REDIS_URL = "REDIS_URL"
+    TABLE_NAME = "TABLE_NAME"
+    KMS_KEY_ID = "KMS_KEY_ID"
+    STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
+    TDEV_DEFAULT_MODEL = "TDEV_DEFAULT_MODEL"
+    TDEV_CORS_ORIGINS = "TDEV_CORS_ORIGINS"
+    TDEV_USAGE_PLAN_NAME = "TDEV_USAGE_PLAN_NAME"
+    TDEV_INTERACTIVE_API_KEY_ID = "TDEV_INTERACTIVE_API_KEY_ID"
+    TDEV_JWT_ISSUER = "TDEV_JWT_ISSUER"
+    TDEV_JWT_AUDIENCE = "TDEV_JWT_AUDIENCE"
+    TDEV_JWT_ROLES_CLAIM = "TDEV_JWT_ROLES_CLAIM"
+    TDEV_JWT_TOKEN_USE = "TDEV_JWT_TOKEN_USE"
+    CHECKPOINT_BUCKET = "CHECKPOINT_BUCKET"
+    TDEV_EMBEDDINGS = "TDEV_EMBEDDINGS"
+    TDEV_PROVIDER_SECRETS = "TDEV_PROVIDER_SECRETS"
+    WORKSPACE_BUCKET = "WORKSPACE_BUCKET"
+    SANDBOX_FUNCTION_NAME = "SANDBOX_FUNCTION_NAME"
+    EVENT_BUS_NAME = "EVENT_BUS_NAME"
+    IDEMPOTENCY_TABLE_NAME = "IDEMPOTENCY_TABLE_NAME"
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class FunctionEnvironment(BaseModel):
+    """What every function gets (the shared construct sets these)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Variables whose presence depends on the deployment (e.g. REDIS_URL only for functions in the VPC).
+    optional_in_stack: ClassVar[frozenset[str]] = frozenset()
+
+    service_name: str = Field(default="t-developer", min_length=1, alias="POWERTOOLS_SERVICE_NAME")
+    metrics_namespace: str = Field(default="TDeveloper", min_length=1, alias="POWERTOOLS_METRICS_NAMESPACE")
+    log_level: LogLevel = Field(default="INFO", alias="POWERTOOLS_LOG_LEVEL")
+    agno_telemetry: Literal["false"] = Field(default="false", alias="AGNO_TELEMETRY")
+    environment: str = Field(default="local", min_length=1, alias="TDEV_ENV")
+
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """The variable names of this contract (what the stack must set, see `optional_in_stack`)."""
+        return frozenset(str(field.alias) for field in cls.model_fields.values())
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Validate the environment; a ConfigurationError names every missing or invalid variable."""
+        try:
+            return cls.model_validate(dict(os.environ if environ is None else environ))
+        except ValidationError as exc:
+            names = ", ".join(sorted({str(err["loc"][0]) for err in exc.errors()}))
+            raise ConfigurationError(f"invalid or missing environment variables: {names}") from exc
+
+    @classmethod
+    def at_cold_start(cls) -> Self:
+        """Called at a handler's module level: validates in Lambda (where the stack set the variables)."""
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            return cls.load()
+        return cls.model_construct()
+
+
+class _InVpc(FunctionEnvironment):
+    """Functions in the cache's VPC get the Redis endpoint."""
+
+    optional_in_stack: ClassVar[frozenset[str]] = frozenset({Var.REDIS_URL})
+    redis_url: str | None = Field(default=None, pattern=r"^rediss?://", alias="REDIS_URL")
+
+
+class _OnTheTable(_InVpc):
+    table_name: str = Field(min_length=3, alias="TABLE_NAME")
+    kms_key_id: str | None = Field(default=None, alias="KMS_KEY_ID")
+
+
+class WorkflowEnvironment(_OnTheTable):
+    """plan_request, run_agent, record_task_failure, aggregate_results, compensate."""
+
+    default_model: str = Field(default="offline:tdev-offline-1", min_length=3, alias="TDEV_DEFAULT_MODEL")
+
+
+class ModelCallerEnvironment(WorkflowEnvironment):
+    """Functions that call models (run_agent; the API and the sweeper through sessions)."""
+
+    # Set only when an enabled provider authenticates with an API key (-c providers=bedrock,openai).
+    optional_in_stack: ClassVar[frozenset[str]] = frozenset({Var.REDIS_URL, Var.TDEV_PROVIDER_SECRETS})
+    # {"openai": "<secret name>", ...}: the enabled providers' API keys in Secrets Manager.
+    provider_secrets: dict[str, str] = Field(default_factory=dict, alias="TDEV_PROVIDER_SECRETS")
+
+    @field_validator("provider_secrets", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+
+class WorkspaceEnvironment(WorkflowEnvironment):
+    """run_project_tests: the execution's workspace and the test sandbox it invokes."""
+
+    workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
+    sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
+
+
+class AgentEnvironment(ModelCallerEnvironment):
+    """run_agent, fix_failing_tests: models, the workspace and the test sandbox."""
+
+    workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
+    sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
+
+
+class ReconcilerEnvironment(WorkflowEnvironment):
+    """reconcile_executions: starts workflows left unstarted."""
+
+    state_machine_arn: str | None = Field(default=None, pattern=r"^arn:", alias="STATE_MACHINE_ARN")
+
+
+class SandboxEnvironment(FunctionEnvironment):
+    """The test sandbox: reads nothing but its payload (isolated network; REDIS_URL is set empty)."""
+
+    optional_in_stack: ClassVar[frozenset[str]] = frozenset({Var.REDIS_URL})
+    redis_url: str = Field(default="", alias="REDIS_URL")
+
+
+class _RunsSessions(ModelCallerEnvironment):
+    checkpoint_bucket: str | None = Field(default=None, min_length=3, alias="CHECKPOINT_BUCKET")
+    embeddings: Literal["auto", "bedrock", "minilm", "hashing"] = Field(
+        default="auto", alias="TDEV_EMBEDDINGS"
+    )
+
+
+class ApiEnvironment(_RunsSessions):
+    workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
+    state_machine_arn: str | None = Field(default=None, pattern=r"^arn:", alias="STATE_MACHINE_ARN")
+    cors_origins: str = Field(default="", alias="TDEV_CORS_ORIGINS")
+    usage_plan_name: str | None = Field(default=None, alias="TDEV_USAGE_PLAN_NAME")
+
+
+class SessionSweeperEnvironment(_RunsSessions):
+    """The sweeper: expiry, idle timeout and heartbeat recovery of sessions."""
+
+
+class AuthorizerEnvironment(_OnTheTable):
+    jwt_issuer: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_ISSUER")
+    jwt_audience: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_AUDIENCE")
+    jwt_roles_claim: str = Field(default="cognito:groups", min_length=1, alias="TDEV_JWT_ROLES_CLAIM")
+    # Cognito: access (ID tokens refused); empty for generic OIDC issuers with no such claim.
+    jwt_token_use: str = Field(default="access", pattern=r"^(access|id|)$", alias="TDEV_JWT_TOKEN_USE")
+    interactive_api_key_id: str | None = Field(default=None, alias="TDEV_INTERACTIVE_API_KEY_ID")
+
+
+class MessagingEnvironment(FunctionEnvironment):
+    """The outbox publisher and the queue consumers (not in the VPC: no Redis)."""
+
+    table_name: str = Field(min_length=3, alias="TABLE_NAME")
+    event_bus_name: str = Field(default="t-developer", min_length=1, alias="EVENT_BUS_NAME")
+    idempotency_table_name: str = Field(default="", alias="IDEMPOTENCY_TABLE_NAME")
+
+
+def provider_secrets() -> dict[str, str]:
+    """TDEV_PROVIDER_SECRETS alone (model calls read it without the rest of their function's contract)."""
+    raw = os.environ.get(Var.TDEV_PROVIDER_SECRETS) or "{}"
+    try:
+        secrets = json.loads(raw)
+        if not isinstance(secrets, dict) or not all(isinstance(v, str) for v in secrets.values()):
+            raise TypeError("not an object of secret names")
+        return {str(k): v for k, v in secrets.items()}
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"invalid environment variable: {Var.TDEV_PROVIDER_SECRETS}") from exc
