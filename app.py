@@ -110,6 +110,7 @@ def add_environment(
         settings=settings,
         table=data.table,
         key=data.key,
+        field_key=data.field_key,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
         network=cache.network,
@@ -134,6 +135,8 @@ def add_environment(
         token_issuer=security.token_issuer,
         token_audience=security.token_audience,
         roles_claim=security.roles_claim,
+        token_use=security.token_use,
+        field_key=data.field_key,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
         network=cache.network,
@@ -146,6 +149,7 @@ def add_environment(
         settings=settings,
         table=data.table,
         key=data.key,
+        field_key=data.field_key,
         alarm_topic=orchestration.alarm_topic,
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
@@ -153,7 +157,7 @@ def add_environment(
         description=f"T-Developer {settings.name}: session checkpoints, sweeper, session alarms",
         **common,
     )
-    serve_sessions(api.function, data.key, settings)
+    serve_sessions(api.function, data.key, settings, field_key=data.field_key)
     serve_artifacts(api.function, data.key, settings)
     messaging = MessagingStack(
         scope,

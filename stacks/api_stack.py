@@ -24,7 +24,7 @@ from constructs import Construct
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
-from stacks.data_stack import grant_table_data_access
+from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from tdev.environment import Var
 from tdev.security.headers import SECURITY_HEADERS
@@ -121,6 +121,8 @@ class ApiStack(Stack):
         token_issuer: str,
         token_audience: str,
         roles_claim: str,
+        token_use: str = "access",
+        field_key: kms.IKey | None = None,
         core_layer_path: str,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
@@ -144,8 +146,8 @@ class ApiStack(Stack):
                 Var.TABLE_NAME: table.table_name,
                 Var.STATE_MACHINE_ARN: state_machine.state_machine_arn,
                 Var.TDEV_DEFAULT_MODEL: settings.default_model,
-                # Field encryption (API-key metadata) under the deployment's CMK; CORS allow-list.
-                Var.KMS_KEY_ID: key.key_arn,
+                # Field encryption (request texts, API-key metadata) under the field key; CORS allow-list.
+                Var.KMS_KEY_ID: (field_key or key).key_arn,
                 Var.TDEV_CORS_ORIGINS: ",".join(settings.cors_origins),
             },
             timeout=Duration.seconds(29),  # API Gateway's integration timeout
@@ -153,6 +155,8 @@ class ApiStack(Stack):
         )
         self.function = handler.function
         grant_table_data_access(table, key, self.function, "api")
+        if field_key is not None:
+            grant_field_encryption(field_key, self.function)
         state_machine.grant_start_execution(self.function)
 
         # The Lambda authorizer: validates JWTs of the issuer (JWKS, revocation) and API keys.
@@ -169,6 +173,7 @@ class ApiStack(Stack):
                 Var.TDEV_JWT_ISSUER: token_issuer,
                 Var.TDEV_JWT_AUDIENCE: token_audience,
                 Var.TDEV_JWT_ROLES_CLAIM: roles_claim,
+                Var.TDEV_JWT_TOKEN_USE: token_use,
             },
             timeout=Duration.seconds(10),
             network=network,  # revocations are looked up in Redis first

@@ -37,6 +37,17 @@ class DataStack(Stack):
             removal_policy=settings.removal_policy,
         )
         self._let_services_use_the_key()
+        # Field encryption (request texts, agent outputs, chat, memory, API-key metadata, checkpoints) has
+        # its own key, granted only to the functions that read those texts in clear: a function that may
+        # read the table (and so use the table's key) cannot open them.
+        self.field_key = kms.Key(
+            self,
+            "FieldKey",
+            description=f"T-Developer {settings.name}: field-level envelope encryption",
+            alias=f"alias/{settings.prefix}-fields",
+            enable_key_rotation=True,
+            removal_policy=settings.removal_policy,
+        )
 
         self.table = dynamodb.Table(
             self,
@@ -153,4 +164,16 @@ def grant_table_data_access(
     )
     principal.add_to_principal_policy(
         iam.PolicyStatement(sid="UseTableKey", actions=list(TABLE_KEY_ACTIONS), resources=[key.key_arn])
+    )
+
+
+FIELD_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+
+
+def grant_field_encryption(field_key: kms.IKey, grantee: iam.IGrantable) -> None:
+    """Seal and open fields (tdev.crypto envelopes) under the field key: data keys, nothing else."""
+    grantee.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(
+            sid="SealAndOpenFields", actions=list(FIELD_KEY_ACTIONS), resources=[field_key.key_arn]
+        )
     )

@@ -22,7 +22,7 @@ from constructs import Construct
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
-from stacks.data_stack import TABLE_KEY_ACTIONS, grant_table_data_access
+from stacks.data_stack import TABLE_KEY_ACTIONS, grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from stacks.workspaces import TestSandbox, WorkspaceBucket, grant_workspaces
 from statemachines.request_workflow import (
@@ -62,6 +62,7 @@ class OrchestrationStack(Stack):
         table: dynamodb.ITable,
         key: kms.IKey,
         core_layer_path: str,
+        field_key: kms.IKey | None = None,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
         **kwargs,
@@ -76,7 +77,8 @@ class OrchestrationStack(Stack):
         shared_environment = {
             Var.TABLE_NAME: table.table_name,
             Var.TDEV_DEFAULT_MODEL: settings.default_model,
-            Var.KMS_KEY_ID: key.key_arn,  # request texts and agent outputs are envelope-encrypted
+            # Request texts and agent outputs are envelope-encrypted under the field key.
+            Var.KMS_KEY_ID: (field_key or key).key_arn,
         }
         self.functions: dict[str, TdevFunction] = {}
         for name in WORKFLOW_FUNCTIONS:
@@ -98,6 +100,8 @@ class OrchestrationStack(Stack):
                 network=network,
             )
             grant_table_data_access(table, key, self.functions[name].function, name)
+            if field_key is not None:
+                grant_field_encryption(field_key, self.functions[name].function)
         for name in AGENT_FUNCTIONS:
             self._let_agents_call_bedrock(self.functions[name])
 
@@ -117,7 +121,18 @@ class OrchestrationStack(Stack):
             )
 
         # 2. Where the workflow announces progress and outcomes.
-        self.event_bus = events.EventBus(self, "EventBus", event_bus_name=f"t-developer-{settings.name}")
+        # Events carry execution ids, statuses and errors: encrypted under their own customer-managed key
+        # (CDK adds the key policy that lets EventBridge use it for this bus only).
+        self.event_bus_key = kms.Key(
+            self,
+            "EventBusKey",
+            description=f"T-Developer {settings.name}: the event bus",
+            enable_key_rotation=True,
+            removal_policy=settings.removal_policy,
+        )
+        self.event_bus = events.EventBus(
+            self, "EventBus", event_bus_name=f"t-developer-{settings.name}", kms_key=self.event_bus_key
+        )
         self.event_bus.archive(
             "Archive",
             description=f"Every T-Developer event ({settings.name}), for replay",

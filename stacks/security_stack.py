@@ -31,6 +31,7 @@ class SecurityStack(Stack):
             self.token_issuer = settings.oidc_issuer
             self.token_audience = settings.oidc_audience or "tdev-api"
             self.roles_claim = settings.oidc_roles_claim
+            self.token_use = settings.oidc_token_use
             CfnOutput(self, "TokenIssuer", value=self.token_issuer)
             return
 
@@ -79,6 +80,7 @@ class SecurityStack(Stack):
             self.client.user_pool_client_id
         )  # `client_id` in access tokens, `aud` in ID tokens
         self.roles_claim = "cognito:groups"
+        self.token_use = "access"  # ID tokens are refused: they name a user to a client, not to the API
 
         if not settings.require_mfa:
             acknowledge(

@@ -25,7 +25,7 @@ from constructs import Construct
 from stacks import acknowledge
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
-from stacks.data_stack import grant_table_data_access
+from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from tdev.environment import Var
 
@@ -45,11 +45,14 @@ def checkpoint_bucket_name(settings: EnvironmentSettings) -> str:
     return f"{settings.prefix}-checkpoints-{Aws.ACCOUNT_ID}-{Aws.REGION}"
 
 
-def session_environment(settings: EnvironmentSettings, key: kms.IKey) -> dict[str, str]:
-    """What a function running sessions needs besides TABLE_NAME and REDIS_URL (its network gives that)."""
+def session_environment(
+    settings: EnvironmentSettings, key: kms.IKey, field_key: kms.IKey | None = None
+) -> dict[str, str]:
+    """What a function running sessions needs besides TABLE_NAME and REDIS_URL (its network gives that).
+    Checkpoints, chat and memory texts are sealed under the field key (the bucket's own SSE uses `key`)."""
     return {
         Var.CHECKPOINT_BUCKET: checkpoint_bucket_name(settings),
-        Var.KMS_KEY_ID: key.key_arn,
+        Var.KMS_KEY_ID: (field_key or key).key_arn,
         Var.TDEV_EMBEDDINGS: "bedrock",
     }
 
@@ -78,12 +81,19 @@ def grant_checkpoints(function: lambda_.Function, key: kms.IKey, settings: Envir
     )
 
 
-def serve_sessions(function: lambda_.Function, key: kms.IKey, settings: EnvironmentSettings) -> None:
+def serve_sessions(
+    function: lambda_.Function,
+    key: kms.IKey,
+    settings: EnvironmentSettings,
+    field_key: kms.IKey | None = None,
+) -> None:
     """Let another function (the API) run sessions: the environment, checkpoint access and the models."""
-    for name, value in session_environment(settings, key).items():
+    for name, value in session_environment(settings, key, field_key).items():
         function.add_environment(name, value)
     grant_checkpoints(function, key, settings)
     grant_session_models(function, settings)
+    if field_key is not None:
+        grant_field_encryption(field_key, function)
 
 
 def grant_session_models(function: lambda_.Function, settings: EnvironmentSettings) -> None:
@@ -130,6 +140,7 @@ class SessionsStack(Stack):
         table: dynamodb.ITable,
         key: kms.IKey,
         alarm_topic: sns.ITopic,
+        field_key: kms.IKey | None = None,
         core_layer_path: str,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
@@ -191,7 +202,7 @@ class SessionsStack(Stack):
             environment={
                 Var.TABLE_NAME: table.table_name,
                 Var.TDEV_DEFAULT_MODEL: settings.default_model,
-                **session_environment(settings, key),
+                **session_environment(settings, key, field_key),
             },
             network=network,
             timeout=Duration.minutes(5),
@@ -200,6 +211,8 @@ class SessionsStack(Stack):
         )
         grant_table_data_access(table, key, self.sweeper.function, "session_sweeper")
         grant_checkpoints(self.sweeper.function, key, settings)
+        if field_key is not None:
+            grant_field_encryption(field_key, self.sweeper.function)
         events.Rule(
             self,
             "SweepSchedule",

@@ -49,6 +49,8 @@ class EnvironmentSettings:
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_roles_claim: str = "roles"
+    # The `token_use` an OIDC issuer's API tokens carry ("" when it sets none; Cognito's is "access").
+    oidc_token_use: str = ""
     require_mfa: bool = True
     # Browser origins allowed by CORS (none: the API is for CLIs and services unless listed).
     cors_origins: tuple[str, ...] = ()

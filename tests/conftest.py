@@ -109,6 +109,31 @@ def runtime(redis_url: str) -> Iterator[Any]:
         yield rt
 
 
+LOCAL_SOURCES = ("127.0.0.1", "::1")  # where every test's calls come from (LocalRuntime.http, tdev serve)
+
+
+def forget_failed_authentications(url: str) -> None:
+    """Empty the failed-authentication buckets of the local source addresses on the shared Redis.
+
+    Every test calls from 127.0.0.1 and the Redis lives for the whole session: without this, the failed
+    authentications of one module (the attack suite, the fuzz) would count against the next module's
+    (100 in 10 min per source, then 429). One key per bucket, so this is cluster-safe."""
+    from tdev import cache
+
+    client = cache.connect(url)
+    try:
+        for source in LOCAL_SOURCES:
+            client.delete(f"tdev:ratelimit:authfail:source:{source}")
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def forget_local_auth_failures() -> Any:
+    """`forget_failed_authentications` for fixtures in other test directories (conftest is not importable)."""
+    return forget_failed_authentications
+
+
 @pytest.fixture(scope="module")
 def secured(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A LocalRuntime (authorizer → API function) with the spec's rate limit: 100 per 15 min per principal.
@@ -116,10 +141,12 @@ def secured(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     Module-scoped (the security tests share one); tests use their own principals (`user`)."""
     from tdev_cli.runtime import LocalRuntime
 
+    forget_failed_authentications(redis_server)
     with LocalRuntime(
         redis_url=redis_server, keys_dir=tmp_path_factory.mktemp("keys"), rate_limit_default="100/900"
     ) as rt:
         yield rt
+        forget_failed_authentications(redis_server)
         # Accepted requests start workflows; let them end here, or their threads would run on into the next
         # module's emulation (moto's backends are process-wide) and announce events there.
         import time

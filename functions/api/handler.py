@@ -22,18 +22,17 @@ from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
 from tdev.security import inputs
 from tdev.security.headers import cors_origins, with_security_headers
-from tdev.security.ownership import ProjectOwners
-from tdev.security.rbac import SHARED_PROJECT
-from tdev.settings import get_settings
+from tdev.security.services import projects
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
 environment = ApiEnvironment.at_cold_start()
 
 try:  # the package (tests, local runtime) ...
-    from functions.api import artifacts, model_routes, security, sessions
+    from functions.api import artifacts, model_routes, project_routes, security, sessions
 except ImportError:  # ... or deployed, where this folder is the code root
     import artifacts  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
+    import project_routes  # type: ignore[no-redef]
     import security  # type: ignore[no-redef]
     import sessions  # type: ignore[no-redef]
 
@@ -48,6 +47,7 @@ security.checks_in_order(app)  # every guard before the body is read
 app.include_router(security.router)
 app.include_router(sessions.router)
 app.include_router(model_routes.router)
+app.include_router(project_routes.router)
 app.include_router(artifacts.router)
 
 IdempotencyKey = Annotated[
@@ -75,17 +75,13 @@ def _correlation_id() -> str:
 def create_request(
     body: Annotated[RequestIn, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[RequestAccepted]:
-    # Developers may only submit into projects they own (the first submitter owns a project).
+    # Developers submit into the shared project, projects they own (the first submitter owns a project)
+    # and projects they are members of; a session joined must be the caller's own.
     identity = security.identity_of(app)
-    owner = (
-        None
-        if body.project_id == SHARED_PROJECT
-        else ProjectOwners(get_settings().table_name).claim(body.project_id, identity.principal)
-    )
-    attributes = {"owner": owner} if owner else {}
+    attributes = projects().attributes(body.project_id, identity.principal)
     security.authorize(app, identity, f"project/{body.project_id}", "execute", attributes)
     if body.session_id:
-        sessions.require_active(body.session_id)
+        sessions.require_attachable(body.session_id, identity)
     accepted, created = workflow.submit_request(
         body, principal=_principal(), idempotency_key=idempotency_key, correlation_id=_correlation_id()
     )
@@ -104,6 +100,11 @@ def create_request(
     middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.rsplit('/', 1)[-1]}", "read")],
 )
 def get_execution(execution_id: ExecutionId) -> ExecutionView:
+    # Project members (and admins) only; in the shared project, only the submitter. Others get 404.
+    project_id, submitted_by = container.executions().submitted(execution_id)
+    projects().require_visible(
+        security.identity_of(app), project_id, submitted_by, f"execution {execution_id}", "execution_id"
+    )
     return container.executions().view(execution_id)
 
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.openapi.params import Body, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from tdev.errors import (
@@ -31,9 +31,9 @@ from tdev.errors import (
 )
 from tdev.observability import logger
 from tdev.security import inputs, services
-from tdev.security.authorizer import identity_from_context
+from tdev.security.authorizer import identity_from_context, throttle_of
 from tdev.security.ratelimit import Limit
-from tdev.security.rbac import AccessRequest, Decision, Role
+from tdev.security.rbac import AUDIT_PAGE_MAX, AccessRequest, Decision, Role, RoleSpec
 from tdev.security.tokens import Identity
 from tdev.settings import get_settings
 
@@ -113,6 +113,11 @@ def body_limit(app: Any, next_middleware: NextMiddleware) -> Response:
 
 def current_identity(app: Any) -> Identity:
     context = (app.current_event.raw_event.get("requestContext") or {}).get("authorizer")
+    retry_after = throttle_of(context)
+    if retry_after is not None:
+        raise RateLimitError(
+            f"too many failed authentications; retry after {retry_after} s", retry_after=retry_after
+        )
     identity = identity_from_context(context)
     if identity is None:
         raise AuthenticationError(
@@ -222,13 +227,6 @@ class RevokeIn(BaseModel):
     expires_at: int | None = Field(default=None, ge=0, le=4_102_444_800)
 
 
-class RoleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inherits: list[str] = Field(default_factory=list, max_length=20)
-    permissions: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
-
-
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9@._:-]{1,128}$")]
 
@@ -294,8 +292,8 @@ def disable_principal(principal: Name) -> Response[Any]:
 
 
 @router.put("/v1/roles/<name>", middlewares=[guard("security/role/*", "update", strict=True)])
-def put_role(name: Name, body: Annotated[RoleIn, Body()]) -> Response[Any]:
-    role = Role.from_dict({"name": name, "inherits": body.inherits, "permissions": body.permissions})
+def put_role(name: Name, body: Annotated[RoleSpec, Body()]) -> Response[Any]:
+    role = Role.from_spec(name, body)
     services.policy_store().put_role(role)
     return _json(
         HTTPStatus.OK,
@@ -303,6 +301,12 @@ def put_role(name: Name, body: Annotated[RoleIn, Body()]) -> Response[Any]:
     )
 
 
+AuditCursor = Annotated[str | None, Query(pattern=r"^[0-9T:.+-]{10,40}#[0-9a-f]{8}$")]
+AuditLimit = Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)]
+
+
 @router.get("/v1/audit/<principal>", middlewares=[guard("security/audit/*", "read")])
-def audit_of(principal: Name) -> list[dict[str, Any]]:
-    return services.access().audit.entries(principal)
+def audit_of(principal: Name, limit: AuditLimit = 100, before: AuditCursor = None) -> dict[str, Any]:
+    """Newest decisions first; `next` is the `before` of the following (older) page."""
+    entries, cursor = services.access().audit.page(principal, limit=limit, before=before)
+    return {"principal": principal, "entries": entries, "next": cursor}

@@ -10,7 +10,9 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
-from tdev.errors import AuthorizationError, ValidationError
+from tdev.errors import AuthorizationError, NotFoundError, ValidationError
+from tdev.security.services import projects
+from tdev.security.tokens import Identity
 from tdev.sessions.checkpoints import CheckpointKind
 from tdev.sessions.models import CheckpointIn, MemoryIn, MessageIn, SessionIn
 from tdev.sessions.service import service
@@ -55,9 +57,13 @@ def _principal() -> str:
 
 @router.post("/v1/sessions", middlewares=_guard("create"))
 def open_session(body: Annotated[SessionIn, Body()]) -> Response[dict[str, Any]]:
-    principal = _principal()
-    if body.user_id and body.user_id != principal and "admin" not in security.identity_of(router).roles:
+    identity = security.identity_of(router)
+    principal = identity.principal
+    if body.user_id and body.user_id != principal and "admin" not in identity.roles:
         raise AuthorizationError(f"{principal} may not open a session for {body.user_id}")
+    # A session works inside a project: the same project check as submitting a request into it.
+    attributes = projects().attributes(body.project_id, principal)
+    security.authorize(router, identity, f"project/{body.project_id}", "execute", attributes)
     session = service().open(
         body.user_id or principal,
         body.project_id,
@@ -120,6 +126,14 @@ def checkpoint(session_id: SessionId, body: Annotated[CheckpointIn, Body()]) -> 
 
 def require_active(session_id: str) -> None:
     """A request may join a session only while it is active (409 otherwise, 404 when unknown)."""
+    service().require_active(session_id)
+
+
+def require_attachable(session_id: str, identity: Identity) -> None:
+    """A request may join only the caller's own session (404 for anyone else's), and only while it is
+    active (409 otherwise)."""
+    if "admin" not in identity.roles and service().repo.get(session_id).user_id != identity.principal:
+        raise NotFoundError(f"no session {session_id}", field="session_id")
     service().require_active(session_id)
 
 

@@ -15,6 +15,7 @@ from tdev.environment import AuthorizerEnvironment
 from tdev.errors import AuthenticationError
 from tdev.observability import logger
 from tdev.security import authorizer
+from tdev.security.authfailures import AuthenticationThrottled
 from tdev.security.inputs import bounded
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
@@ -28,10 +29,16 @@ class Unauthorized(Exception):
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    source_ip = ((event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
     try:
-        identity = authorizer.authenticate(event.get("headers"))
+        identity = authorizer.authenticate(event.get("headers"), source_ip)
+    except AuthenticationThrottled as exc:
+        logger.info(
+            "authentication throttled",
+            extra={"security_event": "authentication_throttled", "source_ip": source_ip},
+        )
+        return authorizer.throttled_policy(exc.retry_after, event["methodArn"])
     except AuthenticationError as exc:
-        source_ip = ((event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
         # The reason quotes what the caller sent (a kid, an alg): bounded and escaped, never verbatim.
         logger.info(
             "authentication failed",

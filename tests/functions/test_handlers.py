@@ -53,6 +53,10 @@ def stored(runtime: Any) -> Any:
         correlation_id="c0ffee00-0000-4000-8000-000000000001",
     )
     container.executions().create(execution, idempotency_key=None, request_hash=request_hash(body))
+    # As POST /v1/requests leaves it: the submitter owns the project, so it may read the execution.
+    from tdev.security.services import projects
+
+    projects().claim(execution.project_id, execution.principal)
     return runtime
 
 

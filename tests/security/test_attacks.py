@@ -51,6 +51,7 @@ def _claims(rt: Any, user: str, **overrides: Any) -> dict[str, Any]:
         "nbf": now,
         "exp": now + 600,
         "jti": uuid.uuid4().hex,
+        "token_use": "access",
         "roles": ["developer"],
     }
     claims.update(overrides)
@@ -353,6 +354,16 @@ def test_every_answer_carries_the_security_headers(secured: Any, user: str) -> N
         assert "default-src 'none'" in headers["Content-Security-Policy"]
 
 
+def test_an_id_token_is_not_an_access_token(secured: Any, user: str) -> None:
+    for claims in (
+        _claims(secured, user, token_use="id"),
+        {k: v for k, v in _claims(secured, user).items() if k != "token_use"},
+    ):
+        token = _signed(secured, claims)
+        assert _status(secured, token)[0] == 401
+        assert "only access tokens are accepted (token_use)" in _reason(token)
+
+
 # ------------------------------------------------------------------------- hostile input (issue 13)
 SECURITY_HEADER_NAMES = ("Strict-Transport-Security", "X-Content-Type-Options", "Content-Security-Policy")
 
@@ -433,6 +444,7 @@ def _every_route() -> list[tuple[str, str]]:
         "name": "role-x",
         "session_id": "ses-0123abcd",
         "execution_id": "00000000-0000-4000-8000-000000000000",
+        "project_id": "proj-x",
     }
     routes = []
     for path, methods in document["paths"].items():
@@ -530,8 +542,14 @@ def test_the_longest_accepted_correlation_id_runs_to_the_end_and_the_request_tex
     headers = {"Authorization": f"Bearer {secured.token(user)}", "X-Correlation-Id": "c" * 200}
     status, body = _answer(secured.http("POST", "/v1/requests", headers, json.dumps(request)))
     assert status == 202, body
-    view = secured.wait(body["execution_id"], timeout=240)
-    assert view["status"] in ("SUCCEEDED", "DEGRADED"), view.get("error")
+    execution_id, deadline = body["execution_id"], time.monotonic() + 240
+    while secured.workflow_status(execution_id) == "RUNNING":
+        assert time.monotonic() < deadline, "the workflow did not end"
+        time.sleep(0.5)
+    # Read as its submitter: in the shared project nobody else but an admin sees an execution.
+    reader = {"Authorization": headers["Authorization"]}
+    status, view = secured.api("GET", f"/v1/executions/{execution_id}", headers=reader)
+    assert status == 200 and view["status"] in ("SUCCEEDED", "DEGRADED"), view
     planned = [r for r in records if r.getMessage() == "request planned"]
     assert planned and planned[0].request_chars == len(request["request"])
     assert marker not in _logged(records)

@@ -20,6 +20,7 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 def load_event(name: str) -> dict[str, Any]:
     return dict(json.loads((EVENTS / f"{name}.json").read_text()))
 
+
 pytestmark = pytest.mark.slow
 
 REQUEST = {"request": "Design and implement a REST API for todo items"}
@@ -48,7 +49,9 @@ def test_the_authorizer_returns_an_allow_policy_for_the_stage_with_the_identity(
     }
     context = result["context"]
     assert (
-        context["principal"] == user and context["roles"] == "developer,viewer" and context["source"] == "jwt"
+        context["principal"] == user
+        and json.loads(context["roles"]) == ["developer", "viewer"]
+        and context["source"] == "jwt"
     )
     assert all(isinstance(v, str) for v in context.values())  # API Gateway accepts only primitives
     assert len(context["jti"]) == 32
@@ -68,7 +71,7 @@ def test_the_authorizer_accepts_an_api_key(secured: Any) -> None:
     event["headers"] = {"X-Api-Key": created["api_key"]}
     context = secured.invoke("authorizer", event)["context"]
     assert context["principal"] == f"apikey:{created['key_id']}" and context["source"] == "api_key"
-    assert context["roles"] == "viewer" and context["api_key_id"] == created["key_id"]
+    assert json.loads(context["roles"]) == ["viewer"] and context["api_key_id"] == created["key_id"]
 
 
 def test_health_needs_no_identity(secured: Any) -> None:
@@ -110,8 +113,9 @@ def test_every_decision_is_audited_with_who_what_decision_and_policies(secured: 
     secured.api("GET", "/v1/agents", headers=viewer)
     secured.api("POST", "/v1/requests", REQUEST, headers=viewer)
     admin = _auth(secured.token("auditor", ("admin",)))
-    status, entries = secured.api("GET", f"/v1/audit/{user}", headers=admin)
-    assert status == 200
+    status, page = secured.api("GET", f"/v1/audit/{user}", headers=admin)
+    assert status == 200 and page["principal"] == user and page["next"] is None
+    entries = page["entries"]
     decisions = sorted((e["resource"], e["action"], e["decision"]) for e in entries)
     assert decisions == [("agent/catalog", "list", "allow"), ("request/new", "create", "deny")]
     allowed = next(e for e in entries if e["decision"] == "allow")

@@ -76,13 +76,23 @@ ADMIN = "fuzz-admin"
 
 
 @pytest.fixture(scope="module")
-def fuzzed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def fuzzed(
+    redis_server: str, tmp_path_factory: pytest.TempPathFactory, forget_local_auth_failures: Any
+) -> Iterator[Any]:
     from tdev.settings import get_settings
     from tdev_cli.runtime import ACCOUNT, REGION, STATE_MACHINE, LocalRuntime
 
-    saved = os.environ.get("TDEV_RATE_LIMIT_STRICT")
-    os.environ["TDEV_RATE_LIMIT_STRICT"] = "1000000/900"  # the limiter still runs, it just never says no
+    # The limiters still run, they just never say no; the failed-authentication buckets of 127.0.0.1 are
+    # emptied before and after, so the fuzz neither inherits nor leaves spent budget on the shared Redis.
+    relaxed = {
+        "TDEV_RATE_LIMIT_STRICT": "1000000/900",
+        "TDEV_AUTH_FAILURE_LIMIT_SOURCE": "1000000/600",
+        "TDEV_AUTH_FAILURE_LIMIT_KEY": "1000000/600",
+    }
+    saved = {name: os.environ.get(name) for name in relaxed}
+    os.environ.update(relaxed)
     get_settings.cache_clear()
+    forget_local_auth_failures(redis_server)
     try:
         with LocalRuntime(
             redis_url=redis_server, keys_dir=tmp_path_factory.mktemp("keys"), rate_limit_default="1000000/900"
@@ -97,10 +107,12 @@ def fuzzed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             )
             yield rt
     finally:
-        if saved is None:
-            os.environ.pop("TDEV_RATE_LIMIT_STRICT", None)
-        else:
-            os.environ["TDEV_RATE_LIMIT_STRICT"] = saved
+        forget_local_auth_failures(redis_server)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         get_settings.cache_clear()
 
 

@@ -11,6 +11,7 @@ from tdev.data.agents import AgentRepository
 from tdev.data.executions import ExecutionRepository
 from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError
+from tdev.security.fields import FieldSealer
 from tdev.settings import get_settings
 
 
@@ -35,6 +36,13 @@ def cipher() -> EnvelopeCipher:
 
 
 @lru_cache(maxsize=1)
+def sealer() -> FieldSealer:
+    """Field encryption of the single table's sensitive texts (requests, outputs, chat, memory)."""
+    settings = get_settings()
+    return FieldSealer(cipher() if settings.kms_key_id else None, settings.table_name)
+
+
+@lru_cache(maxsize=1)
 def verify_records() -> VerifyRepository:
     settings = get_settings()
     return VerifyRepository(settings.table_name, retention_days=settings.execution_retention_days)
@@ -54,6 +62,7 @@ def reset() -> None:
     agents.cache_clear()
     verify_records.cache_clear()
     cipher.cache_clear()
+    sealer.cache_clear()
     from tdev.security import services as security_services
 
     security_services.reset()

@@ -45,6 +45,7 @@ class Var(StrEnum):
     TDEV_JWT_ISSUER = "TDEV_JWT_ISSUER"
     TDEV_JWT_AUDIENCE = "TDEV_JWT_AUDIENCE"
     TDEV_JWT_ROLES_CLAIM = "TDEV_JWT_ROLES_CLAIM"
+    TDEV_JWT_TOKEN_USE = "TDEV_JWT_TOKEN_USE"
     CHECKPOINT_BUCKET = "CHECKPOINT_BUCKET"
     TDEV_EMBEDDINGS = "TDEV_EMBEDDINGS"
     TDEV_PROVIDER_SECRETS = "TDEV_PROVIDER_SECRETS"
@@ -173,6 +174,8 @@ class AuthorizerEnvironment(_OnTheTable):
     jwt_issuer: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_ISSUER")
     jwt_audience: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_AUDIENCE")
     jwt_roles_claim: str = Field(default="cognito:groups", min_length=1, alias="TDEV_JWT_ROLES_CLAIM")
+    # Cognito: access (ID tokens refused); empty for generic OIDC issuers with no such claim.
+    jwt_token_use: str = Field(default="access", pattern=r"^(access|id|)$", alias="TDEV_JWT_TOKEN_USE")
     interactive_api_key_id: str | None = Field(default=None, alias="TDEV_INTERACTIVE_API_KEY_ID")
 
 

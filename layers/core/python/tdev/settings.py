@@ -26,8 +26,18 @@ class Settings(BaseModel):
     jwt_audience: str | None = Field(default=None, alias="TDEV_JWT_AUDIENCE")  # comma-separated audiences
     jwks_url: str | None = Field(default=None, alias="TDEV_JWKS_URL")  # https:// or file:// (local issuer)
     jwt_roles_claim: str = Field(default="cognito:groups", alias="TDEV_JWT_ROLES_CLAIM")
+    # Cognito marks its tokens `token_use` = access | id: only access tokens are accepted. Empty: no check
+    # (generic OIDC issuers whose tokens carry no such claim; their audience check still applies).
+    jwt_token_use: str = Field(default="access", pattern=r"^(access|id|)$", alias="TDEV_JWT_TOKEN_USE")
     rate_limit_default: str = Field(default="100/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_DEFAULT")
     rate_limit_strict: str = Field(default="10/900", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_STRICT")
+    # Failed authentications (bad tokens, unknown keys) per source IP and per API-key id before 429.
+    auth_failure_limit_source: str = Field(
+        default="100/600", pattern=r"^\d+/\d+$", alias="TDEV_AUTH_FAILURE_LIMIT_SOURCE"
+    )
+    auth_failure_limit_key: str = Field(
+        default="10/600", pattern=r"^\d+/\d+$", alias="TDEV_AUTH_FAILURE_LIMIT_KEY"
+    )
     rate_limit_api_key: str = Field(default="60/60", pattern=r"^\d+/\d+$", alias="TDEV_RATE_LIMIT_API_KEY")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1, alias="TDEV_MAX_BODY_BYTES")
     # API Gateway usage plans (tdev.security.usageplans): unset locally, where no gateway meters keys.

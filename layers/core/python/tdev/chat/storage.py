@@ -10,6 +10,8 @@ writers of the same conversation lose each other's messages (last put wins). Her
 - `PK = CHAT#<user>#<session>`, `SK = MSG#<agent>#<time>#<rand>` serves one agent's history, newest
   first with a `Limit` (the window); `GSI1PK = CHAT#<user>#<session>`, `GSI1SK = <time>#<rand>` serves
   the whole session's history across agents (what the classifier reads), also windowed;
+- the content is envelope-encrypted like request texts (`tdev.security.fields`, bound to the item's key);
+  messages stored in clear before that are still read as they are;
 - every item carries `expires_at` (DynamoDB TTL), so abandoned conversations disappear by themselves;
 - Agent Squad's storages drop a message whose role repeats the previous one (Bedrock wants turns to
   alternate). Dropping on write loses messages under concurrency, so repeats are kept and merged into
@@ -30,6 +32,7 @@ from boto3.dynamodb.conditions import Key
 
 from tdev import aws
 from tdev.errors import ValidationError
+from tdev.security.fields import FieldSealer
 
 DEFAULT_TTL_SECONDS = 30 * 86_400
 DEFAULT_WINDOW = 100
@@ -55,9 +58,11 @@ class TableChatStorage(ChatStorage):
         ttl_seconds: int | None = DEFAULT_TTL_SECONDS,
         all_chats_window: int = DEFAULT_WINDOW,
         table: Any = None,
+        sealer: FieldSealer | None = None,
     ) -> None:
         super().__init__()
         self.table_name = table_name
+        self._sealer = sealer
         self.ttl_seconds = ttl_seconds
         self.all_chats_window = all_chats_window
         self._table = table
@@ -65,6 +70,14 @@ class TableChatStorage(ChatStorage):
     @property
     def table(self) -> Any:
         return self._table if self._table is not None else aws.table(self.table_name)
+
+    @property
+    def sealer(self) -> FieldSealer:
+        if self._sealer is None:
+            from tdev import container
+
+            self._sealer = container.sealer()
+        return self._sealer
 
     # ------------------------------------------------------------------------------------- writes
     def _item(
@@ -91,6 +104,7 @@ class TableChatStorage(ChatStorage):
             raise ValidationError(
                 f"a chat message may hold at most {MAX_MESSAGE_BYTES} bytes of content", field="content"
             )
+        item["content"] = self.sealer.seal(content, item, "content")
         return item
 
     def put_message(
@@ -143,7 +157,7 @@ class TableChatStorage(ChatStorage):
     def message_items(
         self, user_id: str, session_id: str, agent_id: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
-        """Raw items oldest first: one agent's (by the table's key) or the session's (by GSI1)."""
+        """Items oldest first, content opened: one agent's (by the table's key) or the session's (by GSI1)."""
         pk = conversation_key(user_id, session_id)
         if agent_id is None:
             items = self._query(limit, IndexName="GSI1", KeyConditionExpression=Key("GSI1PK").eq(pk))
@@ -152,6 +166,8 @@ class TableChatStorage(ChatStorage):
                 limit,
                 KeyConditionExpression=Key("PK").eq(pk) & Key("SK").begins_with(f"MSG#{agent_id}#"),
             )
+        for item in items:
+            item["content"] = self.sealer.open(str(item["content"]), item, "content")  # clear stays clear
         return list(reversed(items))
 
     async def fetch_chat(

@@ -234,6 +234,17 @@ class ExecutionRepository:
             compensation_error=execution.compensation_error,
         )
 
+    def submitted(self, execution_id: str) -> tuple[str, str]:
+        """(project id, principal) of an execution, nothing decrypted: what visibility checks read first."""
+        item = self._table.get_item(
+            Key=execution_key(execution_id),
+            ProjectionExpression="project_id, principal",
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            raise NotFoundError(f"execution {execution_id} not found", field="execution_id")
+        return str(item["project_id"]), str(item.get("principal", ""))
+
     def _query_partition(self, execution_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {

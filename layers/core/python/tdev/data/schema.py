@@ -15,8 +15,16 @@ Entities (PK / SK):
     EVENT       AGGREGATE#<type>#<id>        EVENT#<sequence, 12 digits>
     LOCK        LOCK#<name>                  LOCK
     OUTBOX      OUTBOX#<partition key>       EVENT#<event id>
+    ROLE        ROLE#<name>                  ROLE             (custom roles; ROLES / REVISION bumps on change)
+    APIKEY      APIKEY#<key id>              APIKEY
+    REVOKED     REVOKED#<jti>                REVOKED
+    PRINCIPAL   PRINCIPAL#<id>               STATUS | MEMBER#<project>
+    MEMBER      PROJECT#<id>                 OWNER | MEMBER#<principal>
+    AUDIT       AUDIT#<principal>            <iso time>#<id>  (newest first by querying backwards)
 Indexes:
     GSI1  by status      STATUS#<status> -> <created_at>#<id>     (and AGENT -> <name>)
+          listings       ROLE -> <name>; APIKEY -> <created_at>#<id>; REVOKED -> <expires_at>#<jti>;
+                         DISABLED -> <principal>   (security items an admin lists without a scan)
     GSI2  by project     PROJECT#<id>    -> <ENTITY>#<created_at>#<id>   (time-ordered)
     GSI3  by user        USER#<id>       -> <ENTITY>#<created_at>#<id>   (time-ordered)
     GSI4  sparse lookup  LOOKUP#<kind>#<value> -> <ENTITY>   (only items that have a lookup carry it)
@@ -177,3 +185,48 @@ def entity_item(
         item.update(attrs)
     item.update(attributes)
     return item
+
+
+# ------------------------------------------------------------------------------ security entities
+def role_key(name: str) -> dict[str, str]:
+    return {"PK": f"ROLE#{name}", "SK": "ROLE"}
+
+
+def roles_revision_key() -> dict[str, str]:
+    """One counter bumped on every role change: containers re-read roles when it moves (a GetItem)."""
+    return {"PK": "ROLES", "SK": "REVISION"}
+
+
+def api_key_key(key_id: str) -> dict[str, str]:
+    return {"PK": f"APIKEY#{key_id}", "SK": "APIKEY"}
+
+
+def revoked_token_key(jti: str) -> dict[str, str]:
+    return {"PK": f"REVOKED#{jti}", "SK": "REVOKED"}
+
+
+def principal_status_key(principal: str) -> dict[str, str]:
+    return {"PK": f"PRINCIPAL#{principal}", "SK": "STATUS"}
+
+
+def project_owner_key(project_id: str) -> dict[str, str]:
+    return {"PK": f"PROJECT#{project_id}", "SK": "OWNER"}
+
+
+def project_member_key(project_id: str, principal: str) -> dict[str, str]:
+    return {"PK": f"PROJECT#{project_id}", "SK": f"MEMBER#{principal}"}
+
+
+def audit_partition(principal: str) -> str:
+    return f"AUDIT#{principal}"
+
+
+LISTING_KINDS = ("ROLE", "APIKEY", "REVOKED", "DISABLED")
+TIME_DIGITS = 12  # epoch seconds, zero-padded so listings sort by time
+
+
+def listed(kind: str, sort: str) -> dict[str, str]:
+    """GSI1 attributes that list a security item under its kind (queried, never scanned)."""
+    if kind not in LISTING_KINDS:
+        raise ValueError(f"unknown listing {kind}")
+    return {"GSI1PK": kind, "GSI1SK": sort}

@@ -27,6 +27,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 
 from tdev import aws
+from tdev.security.fields import FieldSealer
 
 WORKING_CAPACITY = 1000
 SHORT_TTL_SECONDS = 3_600
@@ -107,9 +108,26 @@ class WorkingMemory:
 
 
 class ShortTermMemory:
-    def __init__(self, redis: Any, session_id: str) -> None:
+    """Memory items in Redis, their texts sealed like the long-term tier's (bound to the Redis key)."""
+
+    def __init__(self, redis: Any, session_id: str, sealer: FieldSealer | None = None) -> None:
         self.redis, self.session_id = redis, session_id
         self.index = f"tdev:mem:{{{session_id}}}:index"
+        self._sealer = sealer
+
+    @property
+    def sealer(self) -> FieldSealer:
+        if self._sealer is None:
+            from tdev import container
+
+            self._sealer = container.sealer()
+        return self._sealer
+
+    def _seal(self, item: MemoryItem) -> str:
+        return self.sealer.seal(item.to_json(), {"PK": self._key(item.item_id), "SK": "MEMORY"}, "body")
+
+    def _open(self, key: str, value: str) -> MemoryItem:
+        return MemoryItem.from_json(self.sealer.open(value, {"PK": key, "SK": "MEMORY"}, "body"))
 
     def _key(self, item_id: str) -> str:
         return f"tdev:mem:{{{self.session_id}}}:{item_id}"
@@ -117,14 +135,14 @@ class ShortTermMemory:
     def put(self, item: MemoryItem) -> None:
         ttl = CRITICAL_TTL_SECONDS if item.critical else SHORT_TTL_SECONDS
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self._key(item.item_id), item.to_json(), ex=ttl)
+        pipe.set(self._key(item.item_id), self._seal(item), ex=ttl)
         pipe.sadd(self.index, item.item_id)
         pipe.expire(self.index, CRITICAL_TTL_SECONDS)
         pipe.execute()
 
     def get(self, item_id: str) -> MemoryItem | None:
         value = self.redis.get(self._key(item_id))
-        return MemoryItem.from_json(value) if value else None
+        return self._open(self._key(item_id), value) if value else None
 
     def ttl(self, item_id: str) -> int:
         return int(self.redis.ttl(self._key(item_id)))
@@ -143,33 +161,49 @@ class ShortTermMemory:
         expired = [i for i, v in zip(ids, values, strict=True) if v is None]
         if expired:
             self.redis.srem(self.index, *expired)
-        return [MemoryItem.from_json(v) for v in values if v]
+        return [self._open(self._key(i), v) for i, v in zip(ids, values, strict=True) if v]
 
 
 class LongTermMemory:
-    def __init__(self, table_name: str, session_id: str) -> None:
+    """Memory items in the single table; their bodies (the texts) envelope-encrypted like request texts,
+    bound to the item's key. Items stored in clear before that are read as they are."""
+
+    def __init__(self, table_name: str, session_id: str, sealer: FieldSealer | None = None) -> None:
         self.table_name, self.session_id = table_name, session_id
+        self._sealer = sealer
 
     @property
     def table(self) -> Any:
         return aws.table(self.table_name)
 
+    @property
+    def sealer(self) -> FieldSealer:
+        if self._sealer is None:
+            from tdev import container
+
+            self._sealer = container.sealer()
+        return self._sealer
+
+    def _key(self, item_id: str) -> dict[str, str]:
+        return {"PK": f"MEMORY#{self.session_id}", "SK": f"ITEM#{item_id}"}
+
+    def _open(self, found: dict[str, Any]) -> MemoryItem:
+        return MemoryItem.from_json(self.sealer.open(str(found["body"]), found, "body"))
+
     def put(self, item: MemoryItem) -> None:
+        key = self._key(item.item_id)
         self.table.put_item(
             Item={
-                "PK": f"MEMORY#{self.session_id}",
-                "SK": f"ITEM#{item.item_id}",
+                **key,
                 "entity": "MemoryItem",
-                "body": item.to_json(),
+                "body": self.sealer.seal(item.to_json(), key, "body"),
                 "last_access": Decimal(str(round(item.last_access, 3))),
             }
         )
 
     def get(self, item_id: str) -> MemoryItem | None:
-        found = self.table.get_item(Key={"PK": f"MEMORY#{self.session_id}", "SK": f"ITEM#{item_id}"}).get(
-            "Item"
-        )
-        return MemoryItem.from_json(str(found["body"])) if found else None
+        found = self.table.get_item(Key=self._key(item_id)).get("Item")
+        return self._open(found) if found else None
 
     def remove(self, item_id: str) -> None:
         self.table.delete_item(Key={"PK": f"MEMORY#{self.session_id}", "SK": f"ITEM#{item_id}"})
@@ -182,7 +216,7 @@ class LongTermMemory:
         }
         while True:
             response = self.table.query(**kwargs)
-            items += [MemoryItem.from_json(str(i["body"])) for i in response.get("Items", [])]
+            items += [self._open(i) for i in response.get("Items", [])]
             if "LastEvaluatedKey" not in response:
                 return items
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]

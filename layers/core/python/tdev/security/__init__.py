@@ -11,4 +11,7 @@ knows about HTTP frameworks beyond plain header dictionaries.
     signing      HMAC-SHA256 request signatures with a replay-proof nonce store
     headers      security headers, CORS allow-list, body-size limit
     authorizer   the Lambda authorizer's domain: token or API key → identity → API Gateway policy
+    authfailures failed-authentication limits per source IP and per API-key id (429 + Retry-After)
+    ownership    projects: owner, members, transfer; who may see a project's executions and sessions
+    fields       field-level envelope encryption of texts in the table (requests, outputs, chat, memory)
 """

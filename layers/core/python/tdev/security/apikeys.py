@@ -22,6 +22,7 @@ from typing import Any
 
 from tdev import aws
 from tdev.crypto import EnvelopeCipher
+from tdev.data import schema
 from tdev.errors import AuthenticationError, NotFoundError
 from tdev.security.tokens import Identity
 from tdev.security.usageplans import UsagePlans
@@ -53,7 +54,7 @@ class ApiKeyRepository:
 
     @staticmethod
     def _key(key_id: str) -> dict[str, str]:
-        return {"PK": f"APIKEY#{key_id}", "SK": "APIKEY"}
+        return schema.api_key_key(key_id)
 
     def _context(self, key_id: str) -> dict[str, str]:
         return {"table": self.table_name, "PK": f"APIKEY#{key_id}", "field": "metadata"}
@@ -77,6 +78,8 @@ class ApiKeyRepository:
         metadata = json.dumps({"name": name, "description": description, "signing_secret": signing_secret})
         item: dict[str, Any] = {
             **self._key(key_id),
+            # Listed on GSI1 by creation time: GET /v1/api-keys is one Query, never a scan.
+            **schema.listed("APIKEY", f"{now:0{schema.TIME_DIGITS}d}#{key_id}"),
             "key_id": key_id,
             "hash": _hash(api_key),
             "roles": roles,
@@ -133,6 +136,10 @@ class ApiKeyRepository:
         item = self._item(key_id)
         if item is None:
             raise NotFoundError(f"no API key {key_id}", field="key_id")
+        return self._metadata_of(item)
+
+    def _metadata_of(self, item: dict[str, Any]) -> dict[str, Any]:
+        key_id = str(item["key_id"])
         envelope = item["metadata"]
         envelope = bytes(getattr(envelope, "value", envelope))  # boto3 returns a Binary wrapper
         return dict(json.loads(self.cipher.decrypt_text(envelope, self._context(key_id))))
@@ -159,22 +166,23 @@ class ApiKeyRepository:
             self.usage_plans.disable(str(item["gateway_key_id"]))
 
     def list(self) -> list[dict[str, Any]]:
-        """Every key without secrets: id, name, roles, owner, dates, state."""
+        """Every key without secrets, oldest first: id, name, roles, owner, dates, state (Query on GSI1)."""
         table, items = self._table(), []
-        scan: dict[str, Any] = {
-            "FilterExpression": "SK = :sk",
-            "ExpressionAttributeValues": {":sk": "APIKEY"},
+        query: dict[str, Any] = {
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :kind",
+            "ExpressionAttributeValues": {":kind": "APIKEY"},
         }
         while True:
-            page = table.scan(**scan)
+            page = table.query(**query)
             items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
                 break
-            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return [
             {
                 "key_id": i["key_id"],
-                "name": self.metadata(str(i["key_id"]))["name"],
+                "name": self._metadata_of(i)["name"],
                 "roles": list(i.get("roles", [])),
                 "owner": i["owner"],
                 "created_at": int(i["created_at"]),
@@ -182,5 +190,5 @@ class ApiKeyRepository:
                 "revoked": bool(i.get("revoked")),
                 "signing_required": bool(i.get("signing_required")),
             }
-            for i in sorted(items, key=lambda i: int(i["created_at"]))
+            for i in items
         ]

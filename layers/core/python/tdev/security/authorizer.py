@@ -2,13 +2,15 @@
 
 API Gateway caches the answer per identity source, so the policy allows the whole stage (`*/*`); what the
 caller may do on each route is decided by RBAC in the API function, from the context returned here
-(principal, roles, source, jti, api_key_id, signing_required — strings, as API Gateway requires).
+(principal, roles, source, jti, api_key_id, signing_required — strings, as API Gateway requires; the roles
+are a JSON list, never a joined string, so a role named "viewer,admin" stays one unknown role).
 Deployed, the answer also names the caller's usage-plan key (`usageIdentifierKey`, tdev.security.usageplans),
 which API Gateway throttles and meters before the function runs.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tdev.errors import AuthenticationError
@@ -16,13 +18,50 @@ from tdev.security import services
 from tdev.security.tokens import Identity, bearer_token
 
 
-def authenticate(headers: dict[str, str] | None) -> Identity:
-    """The caller of a request with these headers (Bearer token or X-Api-Key), or AuthenticationError."""
-    lower = {k.lower(): v for k, v in (headers or {}).items()}
+def authenticate(headers: dict[str, str] | None, source_ip: str | None = None) -> Identity:
+    """The caller of a request with these headers (Bearer token or X-Api-Key), or AuthenticationError;
+    AuthenticationThrottled once its source or API key has failed too often (tdev.security.authfailures)."""
+    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
     api_key = lower.get("x-api-key")
-    if api_key:
-        return services.api_keys().verify(api_key)
-    return services.token_validator().validate(bearer_token(lower.get("authorization")))
+
+    def verify() -> Identity:
+        if api_key:
+            return services.api_keys().verify(str(api_key))
+        return services.token_validator().validate(bearer_token(lower.get("authorization")))
+
+    failures = services.failed_authentications()
+    if failures is None:
+        return verify()
+    return failures.guard(source_ip, str(api_key) if api_key else None, verify)
+
+
+THROTTLED_PRINCIPAL = "throttled"
+
+
+def throttled_policy(retry_after: int, method_arn: str) -> dict[str, Any]:
+    """API Gateway's authorizers answer only 401/403: a throttled caller passes with no identity and this
+    context, and the API function answers 429 with Retry-After (no route serves a caller without one)."""
+    answer: dict[str, Any] = {
+        "principalId": THROTTLED_PRINCIPAL,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": stage_resource(method_arn)}
+            ],
+        },
+        "context": {"throttled_retry_after": str(retry_after)},
+    }
+    plans = services.usage_plans()
+    usage_key = plans.interactive_value() if plans else None
+    if usage_key:
+        answer["usageIdentifierKey"] = usage_key
+    return answer
+
+
+def throttle_of(context: dict[str, Any] | None) -> int | None:
+    """Seconds to wait when the authorizer throttled this caller (None: it did not)."""
+    value = str((context or {}).get("throttled_retry_after") or "")
+    return max(1, min(int(value), 86_400)) if value.isascii() and value.isdigit() else None
 
 
 def stage_resource(method_arn: str) -> str:
@@ -37,7 +76,7 @@ def stage_resource(method_arn: str) -> str:
 def context_of(identity: Identity) -> dict[str, str]:
     return {
         "principal": identity.principal,
-        "roles": ",".join(identity.roles),
+        "roles": json.dumps(list(identity.roles)),
         "source": identity.source,
         "jti": identity.token_id or "",
         "api_key_id": identity.api_key_id or "",
@@ -71,13 +110,24 @@ def policy(identity: Identity, method_arn: str, effect: str = "Allow") -> dict[s
     return answer
 
 
+def roles_from_context(value: Any) -> tuple[str, ...]:
+    """The roles of the context: a JSON list of strings. Anything else is no role at all (fail closed)."""
+    try:
+        roles = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return ()
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return ()
+    return tuple(r for r in roles if r)
+
+
 def identity_from_context(context: dict[str, Any] | None) -> Identity | None:
     """The identity the authorizer put in the request context (None: no authorizer ran)."""
     if not context or not context.get("principal"):
         return None
     return Identity(
         principal=str(context["principal"]),
-        roles=tuple(r for r in str(context.get("roles", "")).split(",") if r),
+        roles=roles_from_context(context.get("roles")),
         source=str(context.get("source") or "jwt"),
         token_id=str(context.get("jti") or "") or None,
         api_key_id=str(context.get("api_key_id") or "") or None,

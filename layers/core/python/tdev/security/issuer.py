@@ -100,6 +100,7 @@ class LocalIssuer:
             "nbf": issued,
             "exp": issued + ttl_seconds,
             "jti": uuid.uuid4().hex,
+            "token_use": "access",
             ROLES_CLAIM: list(roles),
             **(extra_claims or {}),
         }
@@ -116,4 +117,5 @@ class LocalIssuer:
             "TDEV_JWT_AUDIENCE": self.audience,
             "TDEV_JWKS_URL": self.jwks_url,
             "TDEV_JWT_ROLES_CLAIM": ROLES_CLAIM,
+            "TDEV_JWT_TOKEN_USE": "access",
         }

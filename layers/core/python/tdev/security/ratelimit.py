@@ -33,6 +33,21 @@ return {0, 0, tonumber(oldest[2]) + window_ms - now}
 """
 
 
+# The same bucket, looked at without taking a token: {full (1|0), retry_after in milliseconds}.
+PEEK_LUA = """
+local capacity = tonumber(ARGV[1])
+local window_ms = tonumber(ARGV[2]) * 1000
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window_ms)
+if redis.call('ZCARD', KEYS[1]) < capacity then
+  return {0, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {1, tonumber(oldest[2]) + window_ms - now}
+"""
+
+
 @dataclass(frozen=True)
 class Limit:
     requests: int
@@ -80,3 +95,10 @@ class RateLimiter:
             keys=[f"{self.prefix}{bucket}"], args=[limit.requests, limit.seconds, uuid.uuid4().hex[:12]]
         )
         return Outcome(bool(int(allowed)), int(remaining), math.ceil(int(retry_after_ms) / 1000), limit)
+
+    def full(self, bucket: str, limit: Limit) -> int:
+        """Seconds until `bucket` has room again (0: it has room now); takes nothing."""
+        full, retry_after_ms = self.redis.register_script(PEEK_LUA)(
+            keys=[f"{self.prefix}{bucket}"], args=[limit.requests, limit.seconds]
+        )
+        return max(1, math.ceil(int(retry_after_ms) / 1000)) if int(full) else 0

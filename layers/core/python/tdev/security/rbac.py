@@ -23,9 +23,24 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+import re2
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    field_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
 
 from tdev import aws
+from tdev.data import schema
 from tdev.errors import ValidationError
 from tdev.observability import logger
 
@@ -33,6 +48,113 @@ Effect = Literal["allow", "deny"]
 CONDITION_KINDS = frozenset(
     {"time_window", "source_ip", "attribute_equals", "attribute_contains", "attribute_regex"}
 )
+MAX_REGEX_LENGTH = 256
+# Globs of resources and actions: fnmatch patterns over a closed alphabet (no character classes).
+GLOB_PATTERN = r"^[A-Za-z0-9_.:@/*?#=+${}-]{1,200}$"
+NAME_PATTERN = r"^[A-Za-z0-9@._:-]{1,128}$"
+ATTRIBUTE_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+Scalar = Annotated[str, Field(max_length=256)] | StrictInt | StrictBool
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeWindowSpec(_Closed):
+    """UTC hours: start 0-23 inclusive, end 0-24 exclusive (end < start wraps past midnight); days 0-6."""
+
+    start_hour: Annotated[StrictInt, Field(ge=0, le=23)] = 0
+    end_hour: Annotated[StrictInt, Field(ge=0, le=24)] = 24
+    days: Annotated[list[Annotated[StrictInt, Field(ge=0, le=6)]], Field(max_length=7)] | None = None
+
+
+class TimeWindowCondition(_Closed):
+    kind: Literal["time_window"]
+    key: Literal[""] = ""
+    value: TimeWindowSpec = Field(default_factory=TimeWindowSpec)
+
+
+class SourceIpCondition(_Closed):
+    kind: Literal["source_ip"]
+    key: Literal[""] = ""
+    value: Annotated[list[IPvAnyNetwork], Field(min_length=1, max_length=50)]
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class AttributeCondition(_Closed):
+    kind: Literal["attribute_equals", "attribute_contains"]
+    key: Annotated[str, Field(pattern=ATTRIBUTE_KEY_PATTERN)]
+    value: Scalar
+
+
+class AttributeRegexCondition(_Closed):
+    """Regexes run on RE2 (linear time, no backreferences): no pattern can backtrack catastrophically."""
+
+    kind: Literal["attribute_regex"]
+    key: Annotated[str, Field(pattern=ATTRIBUTE_KEY_PATTERN)]
+    value: Annotated[str, Field(min_length=1, max_length=MAX_REGEX_LENGTH)]
+
+    @field_validator("value")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        if value != PRINCIPAL_PLACEHOLDER:
+            _regex(value)
+        return value
+
+
+ConditionSpec = Annotated[
+    TimeWindowCondition | SourceIpCondition | AttributeCondition | AttributeRegexCondition,
+    Field(discriminator="kind"),
+]
+
+
+class PermissionSpec(_Closed):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    resource: Annotated[str, Field(pattern=GLOB_PATTERN)]
+    action: Annotated[str, Field(pattern=GLOB_PATTERN)]
+    effect: Effect = "allow"
+    conditions: Annotated[list[ConditionSpec], Field(max_length=10)] = Field(default_factory=list)
+
+
+class RoleSpec(_Closed):
+    """A role as an admin writes it (PUT /v1/roles/{name}) and as it is stored: every field closed."""
+
+    inherits: Annotated[list[Annotated[str, Field(pattern=NAME_PATTERN)]], Field(max_length=20)] = Field(
+        default_factory=list
+    )
+    permissions: Annotated[list[PermissionSpec], Field(max_length=100)] = Field(default_factory=list)
+
+
+PRINCIPAL_PLACEHOLDER = "${principal}"
+_CONDITION = TypeAdapter(ConditionSpec)
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str) -> Any:
+    """A compiled RE2 pattern (bounded length; linear-time matching), or ValueError."""
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ValueError(f"regex longer than {MAX_REGEX_LENGTH} characters")
+    try:
+        return re2.compile(pattern)
+    except re2.error as exc:
+        raise ValueError(f"regex does not compile: {exc}") from None
+
+
+def _field_of(error: PydanticValidationError, prefix: str = "") -> str:
+    errors = error.errors()
+    first: dict[str, Any] = dict(errors[0]) if errors else {}
+    # Discriminated unions add the kind as a path element ("time_window"): it names no field.
+    location = [str(p) for p in first.get("loc", ()) if str(p) not in CONDITION_KINDS]
+    return ".".join([prefix, *location] if prefix else location) or prefix or "body"
+
+
+def _message_of(error: PydanticValidationError) -> str:
+    errors = error.errors()
+    return str(errors[0].get("msg") or "invalid") if errors else "invalid"
 
 
 @dataclass(frozen=True)
@@ -44,11 +166,16 @@ class Condition:
     def __post_init__(self) -> None:
         if self.kind not in CONDITION_KINDS:
             raise ValidationError(f"unknown condition kind {self.kind!r}", field="conditions.kind")
-        if self.kind == "attribute_regex":
-            re.compile(str(self.value))
-        if self.kind == "source_ip":
-            for cidr in self._list():
-                ipaddress.ip_network(cidr, strict=False)
+        try:
+            spec = _CONDITION.validate_python({"kind": self.kind, "key": self.key, "value": self.value})
+        except PydanticValidationError as exc:
+            field = _field_of(exc, "conditions")
+            raise ValidationError(f"{field}: {_message_of(exc)}", field=field) from None
+        # Normalised: time windows as plain dicts, networks as their canonical strings.
+        if isinstance(spec, TimeWindowCondition):
+            object.__setattr__(self, "value", spec.value.model_dump(exclude_none=True))
+        elif isinstance(spec, SourceIpCondition):
+            object.__setattr__(self, "value", [str(n) for n in spec.value])
 
     def _list(self) -> list[Any]:
         return list(self.value) if isinstance(self.value, list | tuple) else [self.value]
@@ -71,7 +198,7 @@ class Condition:
                 return False
             return any(address in ipaddress.ip_network(c, strict=False) for c in self._list())
         actual = request.attributes.get(self.key)
-        expected = request.principal if self.value == "${principal}" else self.value
+        expected = request.principal if self.value == PRINCIPAL_PLACEHOLDER else self.value
         if actual is None:
             return False
         if self.kind == "attribute_equals":
@@ -80,7 +207,9 @@ class Condition:
             return str(expected) in (
                 [str(a) for a in actual] if isinstance(actual, list | tuple | set) else str(actual)
             )
-        return re.fullmatch(str(expected), str(actual)) is not None
+        if self.value == PRINCIPAL_PLACEHOLDER:
+            return str(actual) == request.principal
+        return _regex(str(expected)).fullmatch(str(actual)[:4096]) is not None
 
 
 @dataclass(frozen=True)
@@ -107,35 +236,55 @@ class Role:
 
     def to_item(self) -> dict[str, Any]:
         return {
-            "PK": f"ROLE#{self.name}",
-            "SK": "ROLE",
+            **schema.role_key(self.name),
+            **schema.listed("ROLE", self.name),
             "name": self.name,
             "inherits": list(self.inherits),
             "permissions": json.dumps([asdict(p) for p in self.permissions]),
         }
 
     @classmethod
+    def from_spec(cls, name: str, spec: RoleSpec) -> Role:
+        return cls(
+            name=name,
+            inherits=tuple(spec.inherits),
+            permissions=tuple(
+                Permission(
+                    id=p.id,
+                    resource=p.resource,
+                    action=p.action,
+                    effect=p.effect,
+                    conditions=tuple(Condition(**c.model_dump(mode="json")) for c in p.conditions),
+                )
+                for p in spec.permissions
+            ),
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Role:
+        """A role from its stored item (or a dict of the same shape), validated as strictly as an admin's
+        input; ValidationError names the first bad field."""
         permissions = data.get("permissions", [])
-        if isinstance(permissions, str):
-            permissions = json.loads(permissions)
         try:
-            return cls(
-                name=str(data["name"]),
-                inherits=tuple(str(r) for r in data.get("inherits", [])),
-                permissions=tuple(
-                    Permission(
-                        id=str(p["id"]),
-                        resource=str(p["resource"]),
-                        action=str(p["action"]),
-                        effect=p.get("effect", "allow"),
-                        conditions=tuple(Condition(**c) for c in p.get("conditions", [])),
-                    )
-                    for p in permissions
-                ),
+            if isinstance(permissions, str):
+                permissions = json.loads(permissions)
+            name = data["name"]
+            if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+                raise ValidationError("invalid role name", field="name")
+            spec = RoleSpec.model_validate(
+                {"inherits": list(data.get("inherits") or []), "permissions": permissions}
             )
-        except (KeyError, TypeError) as exc:
-            raise ValidationError(f"invalid role definition: {exc}", field="permissions") from exc
+        except PydanticValidationError as exc:
+            field = _field_of(exc)
+            raise ValidationError(f"{field}: {_message_of(exc)}", field=field) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"invalid role definition: {exc}", field="permissions") from None
+        return cls.from_spec(name, spec)
+
+    @classmethod
+    def denying_everything(cls, name: str) -> Role:
+        """A stored role that no longer validates: an explicit deny of everything (fail closed)."""
+        return cls(name, permissions=(Permission(f"invalid-role:{name}"[:64], "*", "*", effect="deny"),))
 
 
 @dataclass(frozen=True)
@@ -159,6 +308,7 @@ class Decision:
 
 SHARED_PROJECT = "default"  # the sandbox every developer may submit to; other projects belong to one owner
 OWNER = Condition("attribute_equals", "owner", "${principal}")
+MEMBER = Condition("attribute_contains", "members", "${principal}")
 
 BUILTIN_ROLES: dict[str, Role] = {
     "viewer": Role(
@@ -177,6 +327,8 @@ BUILTIN_ROLES: dict[str, Role] = {
             Permission("developer-submit", "request/*", "create"),
             Permission("developer-project-create", "project/*", "create"),
             Permission("developer-own-projects", "project/*", "*", conditions=(OWNER,)),
+            Permission("developer-member-submit", "project/*", "execute", conditions=(MEMBER,)),
+            Permission("developer-member-read", "project/*", "read", conditions=(MEMBER,)),
             Permission("developer-shared-project", f"project/{SHARED_PROJECT}", "execute"),
             Permission("developer-agents-execute", "agent/*", "execute"),
             Permission("developer-agents-monitor", "agent/*", "monitor"),
@@ -230,41 +382,92 @@ class PolicyEngine:
 
 
 class PolicyStore:
-    """Roles in the single table (`ROLE#<name>`) over the built-in ones, re-read every `ttl_seconds`."""
+    """Roles in the single table (`ROLE#<name>`, listed on GSI1 under `ROLE`) over the built-in ones.
 
-    def __init__(self, table_name: str, *, ttl_seconds: float = 60.0) -> None:
-        self.table_name, self.ttl = table_name, ttl_seconds
+    No scans: the roles are one Query of their listing, cached; every `revision_check_seconds` one GetItem
+    of the roles' revision counter (bumped by every change) tells whether the cache is stale, so a change
+    reaches every container within seconds. A stored role that no longer validates denies everything
+    (fail closed) instead of failing every request of its holders."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        ttl_seconds: float = 300.0,
+        revision_check_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.table_name, self.ttl, self.revision_check = table_name, ttl_seconds, revision_check_seconds
+        self._clock = clock
         self._roles: dict[str, Role] | None = None
-        self._loaded_at = 0.0
+        self._revision: int | None = None
+        self._loaded_at = self._checked_at = 0.0
         self._lock = threading.Lock()
 
     def put_role(self, role: Role) -> None:
-        aws.table(self.table_name).put_item(Item=role.to_item())
+        table = aws.table(self.table_name)
+        table.put_item(Item=role.to_item())
+        table.update_item(
+            Key=schema.roles_revision_key(),
+            UpdateExpression="ADD revision :one",
+            ExpressionAttributeValues={":one": 1},
+        )
         self.invalidate()
 
     def invalidate(self) -> None:
         with self._lock:
             self._roles = None
 
+    def _current_revision(self) -> int:
+        item = aws.table(self.table_name).get_item(Key=schema.roles_revision_key()).get("Item")
+        return int(item["revision"]) if item else 0
+
+    def _load(self) -> dict[str, Role]:
+        roles = dict(BUILTIN_ROLES)
+        query: dict[str, Any] = {
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "GSI1PK = :kind",
+            "ExpressionAttributeValues": {":kind": "ROLE"},
+        }
+        table = aws.table(self.table_name)
+        while True:
+            page = table.query(**query)
+            for item in page.get("Items", []):
+                name = str(item.get("name", ""))
+                try:
+                    role = Role.from_dict(item)
+                except ValidationError as exc:
+                    logger.error(
+                        "stored role is invalid: it denies everything until an admin rewrites it",
+                        extra={
+                            "security_event": "invalid_stored_role",
+                            "role": name[:128],
+                            "field": exc.field,
+                        },
+                    )
+                    role = Role.denying_everything(name)
+                roles[role.name] = role
+            if "LastEvaluatedKey" not in page:
+                return roles
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def roles(self) -> dict[str, Role]:
         with self._lock:
-            if self._roles is None or time.monotonic() - self._loaded_at > self.ttl:
-                roles = dict(BUILTIN_ROLES)
-                table = aws.table(self.table_name)
-                scan: dict[str, Any] = {
-                    "FilterExpression": "SK = :sk AND begins_with(PK, :pk)",
-                    "ExpressionAttributeValues": {":sk": "ROLE", ":pk": "ROLE#"},
-                }
-                while True:
-                    page = table.scan(**scan)
-                    for item in page.get("Items", []):
-                        role = Role.from_dict(item)
-                        roles[role.name] = role
-                    if "LastEvaluatedKey" not in page:
-                        break
-                    scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-                self._roles, self._loaded_at = roles, time.monotonic()
+            now = self._clock()
+            if self._roles is not None and now - self._loaded_at <= self.ttl:
+                if now - self._checked_at <= self.revision_check:
+                    return self._roles
+                revision = self._current_revision()
+                self._checked_at = now
+                if revision == self._revision:
+                    return self._roles
+            revision = self._current_revision()
+            self._roles, self._revision = self._load(), revision
+            self._loaded_at = self._checked_at = self._clock()
             return self._roles
+
+
+AUDIT_PAGE_MAX = 200
 
 
 class AuditLog:
@@ -276,7 +479,7 @@ class AuditLog:
     def record(self, request: AccessRequest, decision: Decision) -> None:
         now = datetime.now(UTC)
         item = {
-            "PK": f"AUDIT#{request.principal}",
+            "PK": schema.audit_partition(request.principal),
             "SK": f"{now.isoformat()}#{uuid.uuid4().hex[:8]}",
             "principal": request.principal,
             "roles": list(request.roles),
@@ -299,11 +502,30 @@ class AuditLog:
             },
         )
 
-    def entries(self, principal: str) -> list[dict[str, Any]]:
-        response = aws.table(self.table_name).query(
-            KeyConditionExpression="PK = :pk", ExpressionAttributeValues={":pk": f"AUDIT#{principal}"}
-        )
-        return [dict(i) for i in response.get("Items", [])]
+    def page(
+        self, principal: str, *, limit: int = 100, before: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Decisions about `principal`, newest first: up to `limit`, older than the cursor `before` (the
+        `next` of the previous page). Returns the entries and the next cursor (None on the last page)."""
+        limit = max(1, min(limit, AUDIT_PAGE_MAX))
+        query: dict[str, Any] = {
+            "KeyConditionExpression": "PK = :pk",
+            "ExpressionAttributeValues": {":pk": schema.audit_partition(principal)},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if before:
+            query["ExclusiveStartKey"] = {"PK": schema.audit_partition(principal), "SK": before}
+        response = aws.table(self.table_name).query(**query)
+        items = [dict(i) for i in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        cursor = str(last["SK"]) if last and len(items) == limit else None
+        return [
+            {k: v for k, v in i.items() if k not in ("PK", "SK")} | {"id": i["SK"]} for i in items
+        ], cursor
+
+    def entries(self, principal: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        return self.page(principal, limit=limit)[0]
 
 
 class Authorizer:

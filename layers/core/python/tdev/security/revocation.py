@@ -11,9 +11,11 @@ fall back to the table when Redis is unreachable. Checks fail closed: if neither
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from tdev import aws, cache
+from tdev.data import schema
 from tdev.errors import AuthenticationError
 from tdev.observability import logger
 from tdev.security.tokens import MAX_TOKEN_LIFETIME_SECONDS
@@ -41,8 +43,9 @@ class RevocationStore:
         ttl = max(1, expires_at - now)
         self._table().put_item(
             Item={
-                "PK": f"REVOKED#{jti}",
-                "SK": "REVOKED",
+                **schema.revoked_token_key(jti),
+                # Listed by expiry on GSI1: restore() queries the unexpired ones, never scans.
+                **schema.listed("REVOKED", f"{expires_at:0{schema.TIME_DIGITS}d}#{jti}"),
                 "jti": jti,
                 "revoked_by": by,
                 "revoked_at": now,
@@ -57,8 +60,8 @@ class RevocationStore:
         """Every token of `principal` is refused from now on (a deleted or locked user)."""
         self._table().put_item(
             Item={
-                "PK": f"PRINCIPAL#{principal}",
-                "SK": "STATUS",
+                **schema.principal_status_key(principal),
+                **schema.listed("DISABLED", principal),
                 "status": "disabled",
                 "changed_by": by,
                 "changed_at": int(time.time()),
@@ -93,21 +96,30 @@ class RevocationStore:
         return dict(item) if item else None
 
     def restore(self) -> int:
-        """Copy every unexpired revocation from the table back into Redis (after a flush); returns a count."""
+        """Copy every unexpired revocation and every disabled principal from the table back into Redis
+        (after a flush): two Queries of their GSI1 listings. Returns a count."""
         now, count = int(time.time()), 0
-        scan: dict[str, Any] = {
-            "FilterExpression": "SK = :r OR SK = :s",
-            "ExpressionAttributeValues": {":r": "REVOKED", ":s": "STATUS"},
+        for item in self._listed("REVOKED", after=f"{now:0{schema.TIME_DIGITS}d}"):
+            if int(item["expires_at"]) > now:
+                self.redis.set(JTI_PREFIX + item["jti"], "1", ex=int(item["expires_at"]) - now)
+                count += 1
+        for item in self._listed("DISABLED"):
+            if item.get("status") == "disabled":
+                self.redis.set(PRINCIPAL_PREFIX + str(item["PK"]).removeprefix("PRINCIPAL#"), "1")
+                count += 1
+        return count
+
+    def _listed(self, kind: str, *, after: str | None = None) -> Iterator[dict[str, Any]]:
+        condition = "GSI1PK = :kind" + (" AND GSI1SK > :after" if after else "")
+        values: dict[str, Any] = {":kind": kind, **({":after": after} if after else {})}
+        query: dict[str, Any] = {
+            "IndexName": "GSI1",
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
         }
         while True:
-            page = self._table().scan(**scan)
-            for item in page.get("Items", []):
-                if item["SK"] == "REVOKED" and int(item["expires_at"]) > now:
-                    self.redis.set(JTI_PREFIX + item["jti"], "1", ex=int(item["expires_at"]) - now)
-                    count += 1
-                elif item["SK"] == "STATUS" and item.get("status") == "disabled":
-                    self.redis.set(PRINCIPAL_PREFIX + str(item["PK"]).removeprefix("PRINCIPAL#"), "1")
-                    count += 1
+            page = self._table().query(**query)
+            yield from page.get("Items", [])
             if "LastEvaluatedKey" not in page:
-                return count
-            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                return
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]

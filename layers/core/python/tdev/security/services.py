@@ -7,6 +7,8 @@ from typing import Any
 
 from tdev.errors import ConfigurationError
 from tdev.security.apikeys import ApiKeyRepository
+from tdev.security.authfailures import FailedAuthentications
+from tdev.security.ownership import ProjectOwners
 from tdev.security.ratelimit import Limit, RateLimiter
 from tdev.security.rbac import AuditLog, Authorizer, PolicyStore
 from tdev.security.revocation import RevocationStore
@@ -33,6 +35,7 @@ def token_validator() -> TokenValidator:
         audiences=[a.strip() for a in settings.jwt_audience.split(",") if a.strip()],
         revocations=revocations(),
         roles_claim=settings.jwt_roles_claim,
+        token_use=settings.jwt_token_use,
     )
 
 
@@ -63,6 +66,24 @@ def access() -> Authorizer:
 
 
 @lru_cache(maxsize=1)
+def projects() -> ProjectOwners:
+    return ProjectOwners(get_settings().table_name)
+
+
+@lru_cache(maxsize=1)
+def failed_authentications() -> FailedAuthentications | None:
+    """Failed-authentication limits (Redis); None where no Redis is configured (the WAF still applies)."""
+    settings = get_settings()
+    if not settings.redis_url:
+        return None
+    return FailedAuthentications(
+        rate_limiter(),
+        per_source=Limit.parse(settings.auth_failure_limit_source),
+        per_key=Limit.parse(settings.auth_failure_limit_key),
+    )
+
+
+@lru_cache(maxsize=1)
 def rate_limiter() -> RateLimiter:
     return RateLimiter()
 
@@ -83,7 +104,16 @@ def limits() -> dict[str, Limit]:
 
 def reset() -> None:
     cached: tuple[Any, ...] = (
-        revocations, token_validator, usage_plans, api_keys, policy_store, access, rate_limiter, signatures
+        revocations,
+        token_validator,
+        usage_plans,
+        api_keys,
+        policy_store,
+        access,
+        projects,
+        failed_authentications,
+        rate_limiter,
+        signatures,
     )
     for service in cached:
         service.cache_clear()

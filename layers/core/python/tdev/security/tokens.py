@@ -1,6 +1,7 @@
 """JWT validation: algorithm pinned, signature by the issuer's JWKS (cached, `kid` rotation), claims checked.
 
-Order (SPEC 1.11): header (alg pinned, kid known) → signature → iss, aud/client_id → exp, nbf, iat (small
+Order (SPEC 1.11): header (alg pinned, kid known) → signature → iss, token_use (Cognito: access only),
+aud/client_id → exp, nbf, iat (small
 skew) → lifetime bound → revocation by jti → principal still active. Every failure is an
 AuthenticationError (401) whose message says which check failed; nothing else escapes.
 """
@@ -129,6 +130,7 @@ class TokenValidator:
         audiences: Iterable[str],
         revocations: RevocationChecker | None = None,
         roles_claim: str = "cognito:groups",
+        token_use: str | None = "access",
         leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
         max_lifetime_seconds: int = MAX_TOKEN_LIFETIME_SECONDS,
     ) -> None:
@@ -136,6 +138,7 @@ class TokenValidator:
         if not self.audiences:
             raise ValueError("at least one audience (or Cognito app client id) is required")
         self.revocations, self.roles_claim = revocations, roles_claim
+        self.token_use = token_use or None
         self.leeway, self.max_lifetime = leeway_seconds, max_lifetime_seconds
 
     def validate(self, token: str) -> Identity:
@@ -175,6 +178,9 @@ class TokenValidator:
             raise AuthenticationError("token was issued by another issuer") from exc
         except jwt.PyJWTError as exc:
             raise AuthenticationError(f"token rejected: {bounded(str(exc), 120)}") from exc
+        if self.token_use is not None and claims.get("token_use") != self.token_use:
+            # An ID token (token_use=id) names the user to the client; it does not authorize API calls.
+            raise AuthenticationError(f"only {self.token_use} tokens are accepted (token_use)")
         self._check_audience(claims)
         if int(claims["exp"]) - int(claims["iat"]) > self.max_lifetime + self.leeway:
             raise AuthenticationError("token lifetime exceeds the accepted maximum")
