@@ -6,7 +6,8 @@ Pure Python (no CDK import): the local runtime does not install the CDK.
 
 Layers are per concern, so a function carries only what it imports (checked by importing each handler,
 and the domain modules its paths import lazily, with exactly its layers on the path):
-    base       Powertools (tracer, parser), pydantic, boto3, PyJWT, cryptography, redis: every function
+    base       Powertools (tracer, parser), pydantic, boto3, PyJWT, cryptography, redis, google-re2 (RBAC
+               regex conditions in linear time): every function
     squad      Agent Squad (the classifier interface the planner implements)
     agno       Agno (agents and the LLM layer's model classes)
     sessions   Agent Squad + numpy: sessions' chat storage and the context manager's vector maths
@@ -60,9 +61,9 @@ LAYERS: dict[str, Layer] = {
     for layer in (
         Layer(
             "base",
-            ("aws-lambda-powertools", "pydantic", "boto3", "PyJWT", "cryptography", "redis"),
+            ("aws-lambda-powertools", "pydantic", "boto3", "PyJWT", "cryptography", "redis", "google-re2"),
             (),
-            "Powertools, pydantic, boto3, PyJWT, cryptography, redis",
+            "Powertools, pydantic, boto3, PyJWT, cryptography, redis, google-re2",
         ),
         Layer("squad", ("agent-squad",), ("base",), "Agent Squad"),
         Layer("agno", ("agno",), ("base",), "Agno"),

@@ -38,7 +38,6 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:Query",
-        "dynamodb:Scan",
         "dynamodb:UpdateItem",
     ),
     "session_sweeper": (

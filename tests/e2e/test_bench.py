@@ -91,6 +91,8 @@ def test_cost_counts_one_request_only_and_prices_it(redis_url: str) -> None:
         "authorizer": 2,  # API Gateway asks it before each (no result caching: revocation is immediate)
         "plan_request": 1,
         "run_agent": 5,
+        "run_project_tests": 1,  # the verify loop: the generated tests pass on the first run
+        "sandbox": 3,  # the test agent, the review and the verify loop each run the tests
         "aggregate_results": 1,
     }
     # The request's events go out through the outbox: accepted, one per task, the outcome

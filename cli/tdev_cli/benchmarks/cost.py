@@ -51,8 +51,14 @@ def _memory_by_function(environment: str) -> tuple[dict[str, int], str]:
 
 
 def _redis_commands(client: Any) -> Counter[str]:
-    stats = client.info("commandstats")
-    return Counter({name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()})
+    """Commands the server ran, summed over every node (ElastiCache Serverless and the tests' Redis are a
+    cluster; a single node is a cluster of one)."""
+    nodes = [n.redis_connection for n in client.get_nodes()] if hasattr(client, "get_nodes") else [client]
+    total: Counter[str] = Counter()
+    for node in nodes:
+        stats = node.info("commandstats")
+        total.update({name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()})
+    return total
 
 
 def _wait(runtime: Any, execution_id: str, timeout: float) -> None:
@@ -101,12 +107,10 @@ def measure_request(
 
         runtime.invoke = timed_invoke  # type: ignore[method-assign]
         assert runtime.redis_url
-        import redis
+        from tdev.cache import connect
 
-        # One connection for both snapshots: its handshake (HELLO, CLIENT SETINFO) precedes "before".
-        redis_probe = stack.enter_context(
-            redis.Redis.from_url(runtime.redis_url, single_connection_client=True)
-        )
+        # One client for both snapshots: its handshake (HELLO, CLIENT SETINFO) precedes "before".
+        redis_probe = stack.enter_context(connect(runtime.redis_url))
         with meter.ignored():
             redis_before = _redis_commands(redis_probe)
         execution_id = runtime.submit(request)  # counted: API call, execution record, StartExecution
