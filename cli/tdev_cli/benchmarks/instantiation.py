@@ -99,11 +99,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     try:
         measured = {name: measure(func, iterations, warmup) for name, func in subjects().items()}
     finally:
-        for key, value in saved.items():
-            if value is None:
+        for key, before in saved.items():
+            if before is None:
                 os.environ.pop(key, None)
             else:
-                os.environ[key] = value
+                os.environ[key] = before
     ours, agno = measured["ours (bedrock model)"], measured["agno.Agent + 1 tool"]
     # Medians for the ratio: on a shared machine a few preempted runs move the means (both are reported).
     time_ratio = ours["time_us"]["median"] / agno["time_us"]["median"]
