@@ -353,9 +353,7 @@ def aggregate(execution_id: str) -> dict[str, Any]:
     tasks = execution.tasks  # per-task usage is on the execution item: no outputs read
     failed = [t for t, s in tasks.items() if s.status == TaskStatus.FAILED]
     status = ExecutionStatus.DEGRADED if failed else ExecutionStatus.SUCCEEDED
-    from tdev.orchestration.verify import fixes_usage  # not at import: the API function imports this module
-
-    usage = Usage.total(s.usage for s in tasks.values()) + fixes_usage(execution_id)  # + the verify loop's
+    usage = _request_usage(execution)
     executions.finish(
         execution_id,
         status,
@@ -391,9 +389,7 @@ def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any
                 undone.append(task_id)
             elif state.status in {TaskStatus.PENDING, TaskStatus.RUNNING}:
                 executions.set_task_status(execution_id, task_id, TaskStatus.SKIPPED)
-    from tdev.orchestration.verify import fixes_usage
-
-    usage = Usage.total(state.usage for state in execution.tasks.values()) + fixes_usage(execution_id)
+    usage = _request_usage(execution)
     failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
     status = ExecutionStatus.FAILED
     executions.finish(
@@ -431,7 +427,7 @@ def record_compensation_failure(
     message = error_message(error)
     why = error_message(compensation_error)
     undone = executions.recorded_compensations(execution_id)
-    usage = Usage.total(state.usage for state in execution.tasks.values())
+    usage = _request_usage(execution)
     failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
     status = ExecutionStatus.FAILED
     executions.finish(
@@ -486,6 +482,14 @@ def fail_unrecorded(execution_id: str, reason: str) -> dict[str, Any]:
     metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
     logger.error("request failed: reconciled", extra={"execution_id": execution_id, "error": reason})
     return _finished(execution_id, status)
+
+
+def _request_usage(execution: Execution) -> Usage:
+    """What the request used: every task's usage (on the execution item) plus the verify loop's fixes."""
+    from tdev.orchestration.verify import fixes_usage  # not at import: the API function imports this module
+
+    tasks = Usage.total(state.usage for state in execution.tasks.values())
+    return tasks + fixes_usage(execution.execution_id)
 
 
 def _finished(execution_id: str, status: ExecutionStatus) -> dict[str, Any]:
