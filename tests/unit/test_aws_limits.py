@@ -130,6 +130,30 @@ def test_api_gateway_answers_504_when_the_integration_outlasts_its_timeout(
     assert runtime.api("GET", "/v1/agents")[0] == 200
 
 
+def test_waiting_for_another_invocation_is_not_the_integration_timing_out(runtime: Any) -> None:
+    # Deployed, each invocation has its own container; here they take turns, and the turn is not
+    # the function's run time (under load the wait gave `tdev chaos` timeouts that no seed decided).
+    assert runtime.api("GET", "/health")[0] == 200  # warm: the timed call below is a quick one
+    runtime.api_timeout_seconds = 2.0
+    held, release = threading.Event(), threading.Event()
+
+    def busy_function() -> None:
+        with runtime._invocation_lock:
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=busy_function)
+    worker.start()
+    held.wait(5)
+    threading.Timer(4.0, release.set).start()
+    try:  # /health: no authorizer ahead of the function, the API call itself waits its turn
+        assert runtime.api("GET", "/health")[0] == 200
+    finally:
+        release.set()
+        worker.join()
+        runtime.api_timeout_seconds = 29.0
+
+
 def test_tdev_serve_answers_413_like_api_gateway_before_reading_the_body(runtime: Any) -> None:
     from tdev_cli.serve import make_handler
 
