@@ -2,11 +2,12 @@
 
 Built from `tdev.messaging.queues` (the same definitions as the messaging stack). Lambda's event
 source mappings are emulated by `drain()`:
-- the table's DynamoDB stream (moto) is read in order and handed to the outbox publisher as Lambda
-  would (`{"Records": [...]}`); reported failures are retried from the first failed sequence number,
+- the table's DynamoDB stream (moto) is read in order, filtered as the stack's mapping filters it (new
+  OUTBOX items only) and handed to the outbox publisher in batches of up to 100 as Lambda would
+  (`{"Records": [...]}`); reported failures are retried from the first failed sequence number,
   and after `stream_max_retries` the record goes to the on-failure queue (OUTBOX_FAILURES);
-- each queue with a consumer is received in batches of 10 (ApproximateReceiveCount requested); messages
-  the consumer reports as failed (partial batch response) stay on the queue and the rest are deleted.
+- each queue with a consumer is received in batches of up to 10 (ApproximateReceiveCount requested);
+  messages the consumer reports as failed (partial batch response) stay on the queue and the rest are deleted.
   Locally a failed message is made visible again at once instead of after its visibility timeout;
   SQS's own redrive policy (maxReceiveCount) moves it to its DLQ.
 """
@@ -51,6 +52,12 @@ def _new_client(service: str) -> Any:
     return boto3.client(service, region_name=REGION, config=Config(account_id_endpoint_mode="disabled"))
 
 
+def _is_new_outbox_item(record: dict[str, Any]) -> bool:
+    """The stream mapping's filter: `eventName` INSERT and `NewImage.entity.S` OUTBOX."""
+    image = (record.get("dynamodb") or {}).get("NewImage") or {}
+    return record.get("eventName") == "INSERT" and image.get("entity", {}).get("S") == "OUTBOX"
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return int(value.timestamp())
@@ -62,10 +69,22 @@ def _plain(value: Any) -> Any:
 
 
 class LocalMessaging:
-    def __init__(self, table_name: str, invoke: Invoke, *, stream_max_retries: int = 10) -> None:
+    def __init__(
+        self,
+        table_name: str,
+        invoke: Invoke,
+        *,
+        stream_max_retries: int = 10,
+        stream_batch_size: int = 100,
+        queue_batch_size: int = 10,
+    ) -> None:
         self.table_name = table_name
         self.invoke = invoke
         self.stream_max_retries = stream_max_retries
+        # Records per invocation, at most (the stack's batch sizes). Lambda may hand over fewer, down to
+        # one: `tdev chaos` uses 1, so each invocation is about one message, named the same in every run.
+        self.stream_batch_size = stream_batch_size
+        self.queue_batch_size = queue_batch_size
         self.queue_urls: dict[str, str] = {}
         self.queue_arns: dict[str, str] = {}
         self.stream_arn = ""
@@ -132,7 +151,7 @@ class LocalMessaging:
 
     # ------------------------------------------------------------------------------------- stream
     def pump_stream(self, limit: int = 100) -> int:
-        """Hand the next stream records to the publisher; returns how many were handed over."""
+        """Hand the next stream records to the publisher; returns how many records were read."""
         streams = _client("dynamodbstreams")
         shards = streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]["Shards"]
         handed = 0
@@ -148,27 +167,32 @@ class LocalMessaging:
             records = streams.get_records(ShardIterator=iterator, Limit=limit).get("Records", [])
             if not records:
                 continue
-            for record in records:
-                record["eventSourceARN"] = self.stream_arn
-            batch = [_plain(r) for r in records]
-            handed += len(batch)
-            self.stats["stream_batches"] += 1
-            self.stats["stream_records"] += len(batch)
-            failed_from = self._deliver_stream(batch)
-            if failed_from is None:
-                self._position[shard_id] = batch[-1]["dynamodb"]["SequenceNumber"]
-                continue
-            index = next(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] == failed_from)
-            if index > 0:
-                self._position[shard_id] = batch[index - 1]["dynamodb"]["SequenceNumber"]
-            self._attempts[failed_from] = self._attempts.get(failed_from, 0) + 1
-            if self._attempts[failed_from] > self.stream_max_retries:
-                # The on-failure destination: the record's metadata goes to a queue, the shard moves on.
-                _client("sqs").send_message(
-                    QueueUrl=self.queue_urls[q.OUTBOX_FAILURES], MessageBody=json.dumps(batch[index])
-                )
-                self.stream_dead_letters += 1
-                self._position[shard_id] = failed_from
+            # The mapping's filter (the messaging stack's FilterCriteria): only new outbox items reach
+            # the publisher; Lambda drops every other record without an invocation.
+            handed += len(records)
+            arn = self.stream_arn
+            batch = [_plain({**r, "eventSourceARN": arn}) for r in records if _is_new_outbox_item(r)]
+            for first in range(0, len(batch), self.stream_batch_size):
+                chunk = batch[first : first + self.stream_batch_size]
+                self.stats["stream_batches"] += 1
+                self.stats["stream_records"] += len(chunk)
+                failed_from = self._deliver_stream(chunk)
+                if failed_from is None:
+                    continue
+                index = next(i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] == failed_from)
+                if index > 0:
+                    self._position[shard_id] = batch[index - 1]["dynamodb"]["SequenceNumber"]
+                self._attempts[failed_from] = self._attempts.get(failed_from, 0) + 1
+                if self._attempts[failed_from] > self.stream_max_retries:
+                    # The on-failure destination: the record's metadata goes to a queue, the shard moves on.
+                    _client("sqs").send_message(
+                        QueueUrl=self.queue_urls[q.OUTBOX_FAILURES], MessageBody=json.dumps(batch[index])
+                    )
+                    self.stream_dead_letters += 1
+                    self._position[shard_id] = failed_from
+                break
+            else:  # every record read was handed over (or filtered out)
+                self._position[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
         return handed
 
     def _deliver_stream(self, batch: list[dict[str, Any]]) -> str | None:
@@ -184,12 +208,12 @@ class LocalMessaging:
 
     # ------------------------------------------------------------------------------------- queues
     def pump_queue(self, queue_name: str) -> int:
-        """One batch of up to 10 messages through the queue's consumer; returns how many were received."""
+        """One batch (at most `queue_batch_size` messages) through the consumer; how many were received."""
         sqs = _client("sqs")
         url = self.queue_urls[queue_name]
         messages = sqs.receive_message(
             QueueUrl=url,
-            MaxNumberOfMessages=10,
+            MaxNumberOfMessages=self.queue_batch_size,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
         ).get("Messages", [])
