@@ -149,7 +149,7 @@ class RedisServer:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> RedisServer:
-        self._directory = tempfile.TemporaryDirectory(prefix="tdev-redis-")
+        self._directory = tempfile.TemporaryDirectory(prefix=watchdog.owned_prefix("redis"))
         self._process = _spawn(
             [
                 redis_server_binary(),

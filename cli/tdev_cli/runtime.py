@@ -243,7 +243,8 @@ class LocalRuntime:
 
             from tdev_cli import watchdog
 
-            folder = tempfile.TemporaryDirectory(prefix="tdev-keys-")
+            watchdog.sweep_stale()  # what a process killed with its watchdog left behind
+            folder = tempfile.TemporaryDirectory(prefix=watchdog.owned_prefix("keys"))
             watchdog.guard_directory(folder.name)  # the signing key goes even if we are SIGKILLed
             self._stack.append(lambda: watchdog.release_directory(folder.name))  # after the cleanup
             self._stack.append(folder.cleanup)

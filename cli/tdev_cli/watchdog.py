@@ -6,13 +6,22 @@ watchdog process, started on first use, holds the read end of a pipe from this p
 child processes and folders to clean up, and when the pipe reaches end-of-file (this process ended, however
 it ended) it stops those processes and removes those folders. It lives in its own session, so a signal
 to the whole process group does not take it down before it has done its work.
+
+Where even the watchdog could not run (killed with its parent's whole session, an OOM kill of both),
+the folders name the process that made them (`tdev-keys-<pid>-...`), and the next local runtime removes
+those whose process is gone (`sweep_stale`).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import IO
 
 _WATCHDOG = r"""
@@ -94,3 +103,36 @@ def guard_directory(path: str) -> None:
 
 def release_directory(path: str) -> None:
     _send(f"forget-dir {path}")
+
+
+_OWNED = re.compile(r"^tdev-[a-z]+-(\d+)-")
+
+
+def owned_prefix(kind: str) -> str:
+    """The prefix of a temporary folder of this process: `tdev-<kind>-<pid>-` (see `sweep_stale`)."""
+    return f"tdev-{kind}-{os.getpid()}-"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale(directory: str | None = None) -> list[str]:
+    """Remove the temporary folders left by tdev processes that no longer exist; returns their paths."""
+    removed: list[str] = []
+    root = Path(directory or tempfile.gettempdir())
+    for folder in root.glob("tdev-*-*-*"):
+        match = _OWNED.match(folder.name)
+        if match is None or not folder.is_dir() or folder.is_symlink():
+            continue
+        if _process_exists(int(match.group(1))):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(str(folder))
+    return removed

@@ -47,3 +47,19 @@ def test_a_sigkilled_runtime_leaves_no_redis_server_and_no_temporary_folder() ->
         time.sleep(0.1)
     assert not _alive(started["redis"])
     assert not Path(started["folder"]).exists() and not Path(started["redis_folder"]).exists()
+
+
+def test_the_next_runtime_removes_the_folders_of_a_process_that_is_gone(tmp_path: Path) -> None:
+    from tdev_cli import watchdog
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"tdev-keys-{gone.pid}-abc"
+    stale.mkdir()
+    (stale / "signing-key.pem").write_text("key")
+    ours = tmp_path / f"{watchdog.owned_prefix('redis')}xyz"
+    ours.mkdir()
+    other = tmp_path / "tdev-notes"
+    other.mkdir()
+    assert watchdog.sweep_stale(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and ours.exists() and other.exists()
