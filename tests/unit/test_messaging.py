@@ -288,7 +288,9 @@ def test_a_consumer_whose_idempotency_record_write_was_throttled_after_it_was_st
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:notifications",
         "awsRegion": "us-east-1",
     }
-    events = _persistence(idempotency_table_name()).client.meta.events
+    from tdev import aws
+
+    events = _persistence(idempotency_table_name(), aws.client("dynamodb")).client.meta.events
     answered: list[str] = []
 
     def stored_then_error(request: Any, **kwargs: Any) -> Any:

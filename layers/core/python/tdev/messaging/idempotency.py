@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
+from tdev import aws
 from tdev.errors import ConfigurationError
 from tdev.messaging.queues import idempotency_table_name
 from tdev.observability import logger
@@ -30,8 +31,10 @@ CONFIG = IdempotencyConfig(event_key_jmespath="eventId", expires_after_seconds=2
 
 
 @lru_cache(maxsize=8)
-def _persistence(table_name: str) -> DynamoDBPersistenceLayer:
-    return DynamoDBPersistenceLayer(table_name=table_name)
+def _persistence(table_name: str, dynamodb: Any) -> DynamoDBPersistenceLayer:
+    """One persistence layer per table and client: on the process's shared client (`tdev.aws`), so a
+    `reset_clients()` (the local runtime, tests, `tdev chaos` installing its hooks) reaches it too."""
+    return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=dynamodb)
 
 
 def idempotent(
@@ -48,7 +51,9 @@ def idempotent(
         if not table:
             raise ConfigurationError("IDEMPOTENCY_TABLE_NAME is not set for this consumer")
         wrapped = idempotent_function(
-            data_keyword_argument="message", config=CONFIG, persistence_store=_persistence(table)
+            data_keyword_argument="message",
+            config=CONFIG,
+            persistence_store=_persistence(table, aws.client("dynamodb")),
         )(lambda message: func(message))
         try:
             result: dict[str, Any] = wrapped(message=message)
