@@ -47,6 +47,18 @@ def test_a_fault_is_decided_by_the_seed_and_the_step_never_by_the_order_steps_ru
     assert {s for s in steps if FaultPlan(seed=4).roll(0.1, "x", s)} != hits_first
 
 
+def test_a_seed_replays_its_run_the_same_faults_at_the_same_steps_and_the_same_summary() -> None:
+    runs = []
+    for _ in range(2):
+        plan = FaultPlan(seed=2)
+        report = run_chaos(3, seed=2, per_runtime=3, plan=plan)
+        runs.append((sorted(plan.hits), report.summary(), report.statuses, report.injected))
+    (hits, summary, statuses, injected), second = runs
+    assert len(hits) >= 5, hits  # faults did hit: the comparison below is about something
+    assert hits == second[0], sorted(set(hits) ^ set(second[0]))
+    assert (summary, statuses, injected) == second[1:]
+
+
 class _Runtime:
     """What the injector wraps: an invoke and a fault hook."""
 
@@ -131,6 +143,29 @@ def test_the_tool_catches_a_retried_run_agent_that_reports_success_without_stori
     assert any("has no stored result" in p for p in report.problems), report.problems
 
 
+def test_the_tool_catches_a_run_agent_whose_retry_reports_success_without_storing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tdev.errors import TransientError
+    from tdev.models import AgentResult, TaskStatus
+    from tdev.orchestration import workflow
+
+    calls: Counter[str] = Counter()
+
+    def fail_then_pretend(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
+        calls[f"{execution_id}|{task_id}"] += 1
+        if calls[f"{execution_id}|{task_id}"] == 1:  # the first invocation fails: the workflow retries
+            raise TransientError("planted: the first invocation failed before the work")
+        # the retry "succeeds" without running the agent or storing a result
+        return AgentResult(task_id=task_id, agent="Pretend", model="none", status=TaskStatus.SUCCEEDED)
+
+    monkeypatch.setattr(workflow, "run_task", fail_then_pretend)
+    report = run_chaos(1, seed=1, per_runtime=1, plan=FaultPlan(seed=1, **QUIET))
+    assert sum(calls.values()) >= 2 and report.statuses.get("SUCCEEDED") == 1, (calls, report.statuses)
+    assert report.lost >= 1 and not report.holds, report.problems
+    assert any("has no stored result" in p for p in report.problems), report.problems
+
+
 def test_the_count_of_duplicated_effects_sees_a_consumer_without_idempotency(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -167,3 +202,20 @@ def test_the_count_of_lost_messages_sees_a_publisher_that_drops_events(
     report = run_chaos(1, seed=1, per_runtime=1, plan=FaultPlan(seed=1, **QUIET))
     assert report.lost >= 1 and report.terminal == 1 and not report.holds
     assert any("activity of task" in p for p in report.problems), report.problems
+
+
+def test_dead_letters_left_after_the_redrive_fail_the_run_and_are_shown_apart_from_recovered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from functions.notifications_consumer import handler
+
+    def poison(message: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("planted: this consumer never applies a notification")
+
+    monkeypatch.setattr(handler, "notify", poison)
+    report = run_chaos(1, seed=1, per_runtime=1, plan=FaultPlan(seed=1, **QUIET))
+    assert report.terminal == 1 and report.lost == 0  # the outcome is in a DLQ, not silently gone
+    assert report.dead_lettered == 1 and report.recovered == 0 and report.dead_letters_left == 1
+    assert not report.holds
+    assert report.summary().endswith("dead_lettered=1 recovered=0 dead_letters_left=1")
+    assert any(p.startswith("dead letter left:") for p in report.problems), report.problems
