@@ -35,6 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -433,7 +434,7 @@ def _run_group(
     from tdev_cli.runtime import LocalRuntime
 
     with LocalRuntime() as runtime:
-        _replayable(runtime)
+        undo_replayable = _replayable(runtime)
         injector = ChaosInjector(runtime, plan)
 
         def invoke_api(request: str, key: str, correlation_id: str) -> tuple[int, Any]:
@@ -468,12 +469,13 @@ def _run_group(
                 runtime.drain_messaging()
         finally:
             injector.uninstall()
+            undo_replayable()
         runtime.drain_messaging()  # settle what the faults left in flight (nothing is re-sent)
         left = _measure(runtime, accepted, report)
         report.recovered += max(0, dead_lettered - left)
 
 
-def _replayable(runtime: Any) -> None:
+def _replayable(runtime: Any) -> Callable[[], None]:
     """What would make two runs of a seed meet different faults, set aside before any fault is injected.
 
     - Batches: which messages share an invocation depends on the order the concurrent workflows wrote
@@ -484,12 +486,24 @@ def _replayable(runtime: Any) -> None:
       tests/unit/test_messaging.py.
     - First use: the built-in agents are stored by whichever request needs one first (a put that only
       that request makes); a deployed registry has them already, so they are stored before the run.
+    - Agent history: the planner weighs each agent's past runs, and the runs of this group finish in
+      thread order, so a later request could be planned with other agents (seed 7: a `review` task in
+      one run, `security-review` in the other). The planner reads the history as it was when the group
+      started. Returns the function that undoes this.
     """
+    from unittest import mock
+
     from tdev import container
+    from tdev.data.agents import AgentRepository
 
     runtime.messaging.stream_batch_size = 1
     runtime.messaging.queue_batch_size = 1
-    container.agents().seed()
+    registry = container.agents()
+    registry.seed()
+    at_start = registry.history(spec.name for spec in registry.list())
+    patcher = mock.patch.object(AgentRepository, "history", lambda self, names: at_start)
+    patcher.start()
+    return patcher.stop
 
 
 def _still_running(runtime: Any, execution_ids: list[str]) -> list[str]:
