@@ -60,13 +60,25 @@ def test_a_follow_up_request_starts_from_the_earlier_execution_and_runs_its_test
     view = rt.run(FOLLOW_UP, base_execution_id=base_id, timeout=300)
 
     assert view["status"] == "SUCCEEDED", view.get("error")
-    assert view["base"] == {"source": "execution", "execution_id": base_id, "files": sorted(base_files)}
+    assert view["base"] == {
+        "source": "execution",
+        "execution_id": base_id,
+        "files": sorted(base_files),
+        "sha256": base_files,
+    }
     files = files_of(rt, view["execution_id"])
     # The base's project is all there, unchanged (shared files kept), and the new tool sits beside it
     assert {p: files[p] for p in base_files} == base_files
     assert {"text_stats/cli.py", "tests/test_text_stats.py"} <= set(files)
     # The verify loop ran the base's tests with the new ones: more tests than the base had passed
     before, after = base["verify"][-1]["tests"], view["verify"][-1]["tests"]
+    # ... and its first iteration counts as changed only what this request's agents wrote
+    assert view["verify"][0]["files_changed"] == [
+        "tests/test_text_stats.py",
+        "text_stats/__init__.py",
+        "text_stats/__main__.py",
+        "text_stats/cli.py",
+    ]
     assert view["verify"][-1]["outcome"] == "passed" and after["failed"] == 0
     assert after["passed"] > before["passed"] >= 10
     # The agents were told: the code agent's prompt listed the existing project

@@ -121,6 +121,10 @@ class ProjectBase(BaseModel):
     source: Literal["execution", "archive"]
     execution_id: str | None = Field(default=None, description="The execution whose files were copied.")
     files: list[str] = Field(default_factory=list, description="The paths the workspace started with.")
+    sha256: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each starting file's SHA-256 (the verify loop's first iteration says what changed).",
+    )
 
 
 class RequestAccepted(BaseModel):

@@ -52,11 +52,13 @@ def run_project_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     report: TestReport = sandboxed(text_files(workspace))
     previous = [r for r in records.iterations(execution_id) if r.iteration < number]
     hashes = workspace.hashes()
-    changed = changed_files(previous[-1].file_hashes if previous else {}, hashes)
     fixed_by: str | None = None
-    if number == 1:  # the run tests what the agents of the plan wrote
-        usage = Usage.total(t.usage for t in container.executions().get(execution_id).tasks.values())
+    if number == 1:  # the run tests what the agents of the plan wrote (over the base they started from)
+        execution = container.executions().get(execution_id)
+        usage = Usage.total(t.usage for t in execution.tasks.values())
+        changed = changed_files(execution.base.sha256 if execution.base else {}, hashes)
     else:
+        changed = changed_files(previous[-1].file_hashes if previous else {}, hashes)
         fix = next((f for f in records.fixes(execution_id) if f.iteration == number), None)
         usage, fixed_by = (fix.usage, fix.model) if fix else (Usage(), None)
     record = VerifyIteration(

@@ -31,6 +31,7 @@ from tdev.workspace import (
     Workspace,
     WorkspaceError,
     clean_path,
+    digest,
     open_workspace,
 )
 
@@ -56,7 +57,8 @@ def prepare_base(body: RequestIn) -> Base | None:
         return _from_execution(body.base_execution_id, body.project_id)
     if body.base_archive:
         files = files_from_archive(body.base_archive)
-        return Base(ProjectBase(source="archive", files=sorted(files)), files)
+        hashes = {path: digest(content) for path, content in sorted(files.items())}
+        return Base(ProjectBase(source="archive", files=sorted(files), sha256=hashes), files)
     return None
 
 
@@ -80,12 +82,12 @@ def _from_execution(base_id: str, project_id: str) -> Base:
             "DEGRADED execution's project can be a base",
             field="base_execution_id",
         )
-    paths = [f.path for f in open_workspace(base_id).files()]
-    if not paths:
+    hashes = open_workspace(base_id).hashes()
+    if not hashes:
         raise ValidationError(
             f"base_execution_id: execution {base_id} wrote no files", field="base_execution_id"
         )
-    return Base(ProjectBase(source="execution", execution_id=base_id, files=paths))
+    return Base(ProjectBase(source="execution", execution_id=base_id, files=sorted(hashes), sha256=hashes))
 
 
 def files_from_archive(encoded: str, *, field_name: str = "base_archive") -> dict[str, bytes]:
