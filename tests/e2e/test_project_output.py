@@ -91,7 +91,9 @@ def test_run_from_an_earlier_execution_keeps_its_project_and_runs_its_tests_with
     assert (tmp_path / "out" / "csv_to_json" / "cli.py").is_file()
     assert (tmp_path / "out" / "text_stats" / "cli.py").is_file()
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "out"], capture_output=True, text=True
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "out"],
+        capture_output=True,
+        text=True,
     )
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "21 passed" in tests.stdout  # 16 of the base's CSV tests, 5 of the new word counter's
@@ -99,8 +101,7 @@ def test_run_from_an_earlier_execution_keeps_its_project_and_runs_its_tests_with
     # Refused: an execution this machine does not know, another project, a hostile archive
     assert main(["run", "Add a CLI, with tests", "--from", "no-such-execution", "--log-dir", "logs"]) == 2
     assert "--from: no execution no-such-execution here" in capsys.readouterr().out
-    other = ["run", "Add a CLI, with tests", "--from", execution_id, "--project", "other", "--log-dir", "logs"]
-    assert main(other) == 2
+    assert main(["run", "Add a CLI, with tests", "--from", execution_id, "--project", "other"]) == 2
     assert "belongs to project 'default'" in capsys.readouterr().out
     import zipfile
 
