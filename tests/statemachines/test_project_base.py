@@ -131,6 +131,12 @@ def test_an_unfinished_or_foreign_base_is_refused_naming_the_field(rt: Any, base
     status, body = rt.api("POST", "/v1/requests", {"request": FOLLOW_UP, "base_execution_id": pending})
     assert (status, body["field"]) == (409, "base_execution_id"), body
     assert "PENDING" in body["message"]
+    # ... and once it has FAILED, it is finished but not a project to start from
+    from tdev.orchestration.workflow import fail_unrecorded
+
+    fail_unrecorded(pending, "never started")
+    status, body = rt.api("POST", "/v1/requests", {"request": FOLLOW_UP, "base_execution_id": pending})
+    assert (status, body["field"]) == (400, "base_execution_id") and "ended FAILED" in body["message"], body
 
     status, body = rt.api(
         "POST",
