@@ -136,3 +136,20 @@ def test_the_offline_model_keeps_a_base_projects_shared_files_and_adds_its_own()
     assert "pyproject.toml" in [
         json.loads(c["function"]["arguments"])["path"] for c in plan_calls("CodeAgent", fresh, project, tools)
     ]
+
+
+def test_the_request_model_bounds_the_base_fields() -> None:
+    from pydantic import ValidationError as PydanticError
+
+    from tdev.models import MAX_ARCHIVE_BASE64_CHARS, RequestIn
+
+    for fields in (
+        {"base_archive": "not base64!"},  # the alphabet bounds the body in bytes, not only in characters
+        {"base_archive": "\U00096e03" * 10},
+        {"base_archive": "A" * (MAX_ARCHIVE_BASE64_CHARS + 4)},
+        {"base_execution_id": "../other"},
+        {"base_execution_id": "abc", "base_archive": "QUJD"},
+    ):
+        with pytest.raises(PydanticError) as refused:
+            RequestIn.model_validate({"request": "Add a thing", **fields})
+        assert refused.value.errors()[0]["loc"][0] in fields, fields

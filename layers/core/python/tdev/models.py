@@ -102,6 +102,9 @@ class RequestIn(BaseModel):
         default=None,
         min_length=4,
         max_length=MAX_ARCHIVE_BASE64_CHARS,
+        # The base64 alphabet only: also bounds the body in bytes (escaped non-ASCII text of the same length
+        # could pass Lambda's 6 MB request limit before the API's own 1 MiB bound is ever checked).
+        pattern=r"^[A-Za-z0-9+/]*={0,2}$",
         description="Start from an uploaded project: a zip archive, base64-encoded (at most "
         f"{MAX_ARCHIVE_BYTES // 1024} KiB zipped; relative paths only, no symlinks; a top-level project/ "
         "folder, as in the artifacts zip, is dropped).",
