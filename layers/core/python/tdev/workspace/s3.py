@@ -11,7 +11,16 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tdev import aws
-from tdev.workspace import FileInfo, Workspace, digest
+from tdev.workspace import (
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    MAX_TOTAL_BYTES,
+    FileInfo,
+    Workspace,
+    WorkspaceError,
+    clean_path,
+    digest,
+)
 
 PREFIX = "workspaces/"
 
@@ -66,9 +75,36 @@ class S3Workspace(Workspace):
                 found.append(FileInfo(path, int(obj["Size"]), sha))
         return sorted(found, key=lambda f: f.path)
 
+    def copy_from(self, other: Workspace) -> list[str]:
+        """A prefix copy inside the bucket (CopyObject: the bytes never leave S3), the limits checked from
+        the two listings first; another store's files go through the rules one by one."""
+        if not isinstance(other, S3Workspace) or other.bucket != self.bucket:
+            return super().copy_from(other)
+        incoming = other.sizes()
+        merged = {**self.sizes(), **incoming}
+        for path, size in incoming.items():
+            clean_path(path)
+            if size > MAX_FILE_BYTES:
+                raise WorkspaceError(f"{path}: {size:,} bytes is over the file limit", field="path")
+        if len(merged) > MAX_FILES or sum(merged.values()) > MAX_TOTAL_BYTES:
+            raise WorkspaceError("the copied project is over the workspace's limits", field="path")
+        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
+        if self.kms_key_id:
+            extra["SSEKMSKeyId"] = self.kms_key_id
+        s3 = aws.client("s3")
+        for path in sorted(incoming):
+            s3.copy_object(
+                Bucket=self.bucket,
+                Key=self.prefix + path,
+                CopySource={"Bucket": other.bucket, "Key": other.prefix + path},
+                MetadataDirective="COPY",  # keeps the sha256 the listing reads
+                **extra,
+            )
+        return sorted(incoming)
+
     def presigned_url(self, path: str, expires_seconds: int = 300) -> str:
         return str(
-            aws.client("s3").generate_presigned_url(
+            aws.presigning_client("s3").generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": self.prefix + path},
                 ExpiresIn=expires_seconds,
