@@ -297,7 +297,27 @@ class LocalRuntime:
         ]["KeyId"]
         os.environ["KMS_KEY_ID"] = key_id
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=CHECKPOINT_BUCKET)
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=WORKSPACE_BUCKET)
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=WORKSPACE_BUCKET)
+        # Encrypted by default under its own key, as the stack makes it (stacks/workspaces.py): the code
+        # names no key, so an object must come out under this one, not the field key above.
+        workspace_key = boto3.client("kms", region_name=REGION).create_key(
+            Description="tdev local workspace key"
+        )["KeyMetadata"]["Arn"]
+        s3.put_bucket_encryption(
+            Bucket=WORKSPACE_BUCKET,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": workspace_key,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
         events = boto3.client("events", region_name=REGION)
         events.create_event_bus(Name=EVENT_BUS)
         sqs = boto3.client("sqs", region_name=REGION)

@@ -18,6 +18,7 @@ from tdev.workspace import MAX_FILE_BYTES, MAX_FILES, WorkspaceError
 from tdev.workspace.base import files_from_archive
 from tdev.workspace.local import LocalWorkspace
 from tdev.workspace.s3 import S3Workspace
+from tests.unit.test_workspace_tools import encrypted_bucket
 
 
 def zipped(entries: dict[str, bytes | str], *, symlinks: tuple[str, ...] = ()) -> str:
@@ -84,7 +85,7 @@ def test_a_zip_bomb_stops_at_the_file_limit_whatever_its_header_says() -> None:
 def test_s3_prefix_copy_keeps_hashes_and_encryption_and_checks_the_limits() -> None:
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="tdev-ws")
+        key = encrypted_bucket(s3, "tdev-ws")
         base = S3Workspace("tdev-ws", "exec-base")
         base.write("pkg/mod.py", "x = 1\n")
         base.write("tests/test_mod.py", "def test(): pass\n")
@@ -94,7 +95,7 @@ def test_s3_prefix_copy_keeps_hashes_and_encryption_and_checks_the_limits() -> N
 
         assert new.hashes() == base.hashes()  # the sha256 metadata came along (MetadataDirective COPY)
         head = s3.head_object(Bucket="tdev-ws", Key="workspaces/exec-new/pkg/mod.py")
-        assert head["ServerSideEncryption"] == "aws:kms"
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key
         # A base that would put the new workspace over its limits is refused before anything is copied
         crowded = S3Workspace("tdev-ws", "exec-crowded")
         for i in range(MAX_FILES - 1):

@@ -168,7 +168,7 @@ def open_workspace(execution_id: str) -> Workspace:
     if settings.workspace_bucket:
         from tdev.workspace.s3 import S3Workspace
 
-        return S3Workspace(settings.workspace_bucket, execution_id, kms_key_id=settings.kms_key_id)
+        return S3Workspace(settings.workspace_bucket, execution_id)
     from tdev.workspace.local import LocalWorkspace
 
     return LocalWorkspace(settings.workspace_dir, execution_id)

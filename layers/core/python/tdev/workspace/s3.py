@@ -1,12 +1,15 @@
 """A workspace under `workspaces/<execution-id>/` in the workspace bucket, encrypted with the CMK.
 
+Objects are written without encryption headers: the bucket's default encryption (SSE-KMS under the key the
+stack grants the workspace functions, with a bucket key) applies to every put and copy. Naming a key here
+would encrypt under whatever KMS_KEY_ID a function has (the field key), which the workspace grants do not
+cover.
+
 Sizes and hashes come from the object listing's metadata (`sha256` stored on write), so listing the
 project never downloads it.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -26,8 +29,8 @@ PREFIX = "workspaces/"
 
 
 class S3Workspace(Workspace):
-    def __init__(self, bucket: str, execution_id: str, *, kms_key_id: str | None = None) -> None:
-        self.bucket, self.execution_id, self.kms_key_id = bucket, execution_id, kms_key_id
+    def __init__(self, bucket: str, execution_id: str) -> None:
+        self.bucket, self.execution_id = bucket, execution_id
         self.prefix = f"{PREFIX}{execution_id}/"
 
     def _get(self, path: str) -> bytes | None:
@@ -40,15 +43,11 @@ class S3Workspace(Workspace):
         return bytes(body.read())
 
     def _put(self, path: str, content: bytes) -> None:
-        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
-        if self.kms_key_id:
-            extra["SSEKMSKeyId"] = self.kms_key_id
         aws.client("s3").put_object(
             Bucket=self.bucket,
             Key=self.prefix + path,
             Body=content,
             Metadata={"sha256": digest(content)},
-            **extra,
         )
 
     def _delete(self, path: str) -> None:
@@ -88,9 +87,6 @@ class S3Workspace(Workspace):
                 raise WorkspaceError(f"{path}: {size:,} bytes is over the file limit", field="path")
         if len(merged) > MAX_FILES or sum(merged.values()) > MAX_TOTAL_BYTES:
             raise WorkspaceError("the copied project is over the workspace's limits", field="path")
-        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
-        if self.kms_key_id:
-            extra["SSEKMSKeyId"] = self.kms_key_id
         s3 = aws.client("s3")
         for path in sorted(incoming):
             s3.copy_object(
@@ -98,7 +94,6 @@ class S3Workspace(Workspace):
                 Key=self.prefix + path,
                 CopySource={"Bucket": other.bucket, "Key": other.prefix + path},
                 MetadataDirective="COPY",  # keeps the sha256 the listing reads
-                **extra,
             )
         return sorted(incoming)
 
