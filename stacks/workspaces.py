@@ -80,8 +80,9 @@ def grant_workspaces(
 
 
 def serve_artifacts(function: lambda_.Function, key: kms.IKey, settings: EnvironmentSettings) -> None:
-    """Let the API read executions' artifacts (list, read, presign; never write)."""
-    grant_workspaces(function, key, settings, write=False)
+    """Let the API read executions' artifacts (list, read, presign) and seed a new request's workspace
+    from its base (an earlier execution's files, copied within the bucket, or an uploaded zip)."""
+    grant_workspaces(function, key, settings, write=True)
 
 
 class WorkspaceBucket(Construct):

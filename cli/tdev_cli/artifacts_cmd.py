@@ -9,12 +9,16 @@ of every execution's project in `.tdev/workspaces/<execution-id>/` (a local work
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
+import re
 import shutil
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from tdev_cli.token_cmd import server_url
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 KEPT = Path(".tdev/workspaces")
+KEPT_RECORDS = Path(".tdev/executions")  # <id>.json: what each kept project's execution was
 
 Api = Callable[[str, str], tuple[int, Any]]  # (method, path) -> (status, JSON body)
 
@@ -64,12 +69,74 @@ def download(api: Api, execution_id: str, output: Path) -> list[dict[str, Any]]:
 
 
 def keep_copy(api: Api, execution_id: str, kept: Path = KEPT) -> Path:
-    """The local workspace copy `tdev artifacts` reads later (the emulation ends with `tdev run`)."""
+    """The local workspace copy `tdev artifacts` and `tdev run --from` read later (the emulation ends with
+    `tdev run`), and in KEPT_RECORDS what the execution was (`<id>.json`: status, project), which
+    `--from` checks as the API checks a base."""
     folder = kept / execution_id
     if folder.exists():
         shutil.rmtree(folder)
     download(api, execution_id, folder)
+    status, view = api("GET", f"/v1/executions/{execution_id}")
+    if status == 200:
+        record = {k: view.get(k) for k in ("execution_id", "status", "project_id")}
+        records = kept.parent / KEPT_RECORDS.name
+        records.mkdir(parents=True, exist_ok=True)
+        (records / f"{execution_id}.json").write_text(json.dumps(record, indent=2))
     return folder
+
+
+BASE_STATUSES = ("SUCCEEDED", "DEGRADED")
+
+
+def zip_folder(folder: Path) -> bytes:
+    """The project in `folder` as a zip (plain files only; caches and hidden files left out)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for source in sorted(folder.rglob("*")):
+            relative = source.relative_to(folder)
+            if source.is_symlink() or not source.is_file():
+                continue
+            if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+                continue
+            archive.write(source, relative.as_posix())
+    return buffer.getvalue()
+
+
+def base_fields(
+    runtime: Any, execution_id: str | None, archive: str | None, project_id: str
+) -> tuple[dict[str, str], str]:
+    """The request's base (`tdev run --from / --from-archive`) and a line saying what it is.
+
+    An execution the runtime knows (a session backend) is named as `base_execution_id`: the API checks
+    it. One that only this machine remembers (every `tdev run` has its own emulation) is uploaded from its
+    kept copy as `base_archive`, after the same checks the API makes (finished well, same project)."""
+    if archive is not None:
+        path = Path(archive)
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        return {"base_archive": encoded}, f"base: {path} ({path.stat().st_size:,} bytes zipped)"
+    if execution_id is None:
+        return {}, ""
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,80}", execution_id):
+        raise ValueError(f"--from: {execution_id!r} is not an execution id")
+    status, _ = runtime.api("GET", f"/v1/executions/{urllib.parse.quote(execution_id)}")
+    if status == 200:
+        return {"base_execution_id": execution_id}, f"base: execution {execution_id}"
+    folder, record_path = KEPT / execution_id, KEPT_RECORDS / f"{execution_id}.json"
+    if not folder.is_dir() or not record_path.is_file():
+        raise ValueError(f"--from: no execution {execution_id} here (not in {KEPT}/, written by `tdev run`)")
+    record = json.loads(record_path.read_text())
+    if record.get("status") not in BASE_STATUSES:
+        raise ValueError(
+            f"--from: execution {execution_id} ended {record.get('status')}; start from a SUCCEEDED one"
+        )
+    if record.get("project_id") != project_id:
+        raise ValueError(
+            f"--from: execution {execution_id} belongs to project {record.get('project_id')!r}, "
+            f"not {project_id!r} (--project)"
+        )
+    zipped = zip_folder(folder)
+    encoded = base64.b64encode(zipped).decode()
+    return {"base_archive": encoded}, f"base: execution {execution_id}'s project, uploaded from {folder}"
 
 
 def _http_api(url: str, token: str) -> Api:

@@ -39,6 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-dir", default=".tdev/logs", help="where the functions' JSON logs and metrics go")
     run.add_argument("--session", help="attach the request to an open session (needs `tdev session backend`)")
     run.add_argument("--output", "-o", help="write the project the agents produced into this folder")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from",
+        dest="from_execution",
+        metavar="EXECUTION_ID",
+        help="start from the project an earlier SUCCEEDED execution wrote (its copy in .tdev/workspaces/)",
+    )
+    start.add_argument(
+        "--from-archive",
+        metavar="ZIP",
+        help="start from a project in a zip archive (e.g. one `GET .../artifacts.zip` returned)",
+    )
 
     agents = commands.add_parser("agents", help="list the registered agents")
     agents.add_argument("--json", action="store_true")
@@ -142,6 +154,16 @@ def _run(args: argparse.Namespace) -> int:
             fields["model"] = args.model
         if args.fallback:
             fields["fallback_models"] = args.fallback
+        try:
+            base, said = artifacts_cmd.base_fields(
+                runtime, args.from_execution, args.from_archive, args.project
+            )
+        except (ValueError, OSError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            return EXIT_USAGE
+        fields.update(base)
+        if said and not args.json:
+            console.print(said)
         status, body = runtime.api("POST", "/v1/requests", {"request": args.request, **fields})
         if status not in (200, 202):
             display.rejected(console, status, body)

@@ -95,6 +95,13 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
         if op == "DeleteObjects":
             objects = params.get("Delete", {}).get("Objects", [])
             return [need(action, f"arn:aws:s3:::{bucket}/{o.get('Key')}") for o in objects]
+        if op == "CopyObject":  # authorised as reading the source and writing the destination
+            source = params.get("CopySource", {})
+            if isinstance(source, str):
+                source_arn = f"arn:aws:s3:::{source.lstrip('/').split('?', 1)[0]}"
+            else:
+                source_arn = f"arn:aws:s3:::{source.get('Bucket')}/{source.get('Key')}"
+            return [need("s3:GetObject", source_arn), need("s3:PutObject", f"arn:aws:s3:::{bucket}/{key}")]
         if action == "s3:ListBucket":
             return [need(action, f"arn:aws:s3:::{bucket}", **{"s3:prefix": str(params.get("Prefix", ""))})]
         return [need(action, f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else ""))]

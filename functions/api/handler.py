@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tdev import container
 from tdev.environment import ApiEnvironment
-from tdev.errors import RateLimitError, TDevError
+from tdev.errors import NotFoundError, RateLimitError, TDevError
 from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
@@ -28,9 +28,10 @@ from tdev.security.services import projects
 environment = ApiEnvironment.at_cold_start()
 
 try:  # the package (tests, local runtime) ...
-    from functions.api import artifacts, model_routes, project_routes, security, sessions
+    from functions.api import artifacts, description, model_routes, project_routes, security, sessions
 except ImportError:  # ... or deployed, where this folder is the code root
     import artifacts  # type: ignore[no-redef]
+    import description  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
     import project_routes  # type: ignore[no-redef]
     import security  # type: ignore[no-redef]
@@ -82,6 +83,8 @@ def create_request(
     security.authorize(app, identity, f"project/{body.project_id}", "execute", attributes)
     if body.session_id:
         sessions.require_attachable(body.session_id, identity)
+    if body.base_execution_id:  # a base's files are as private as its execution (the artifacts routes' rule)
+        _require_visible(body.base_execution_id, "base_execution_id")
     accepted, created = workflow.submit_request(
         body, principal=_principal(), idempotency_key=idempotency_key, correlation_id=_correlation_id()
     )
@@ -100,12 +103,20 @@ def create_request(
     middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.rsplit('/', 1)[-1]}", "read")],
 )
 def get_execution(execution_id: ExecutionId) -> ExecutionView:
-    # Project members (and admins) only; in the shared project, only the submitter. Others get 404.
-    project_id, submitted_by = container.executions().submitted(execution_id)
-    projects().require_visible(
-        security.identity_of(app), project_id, submitted_by, f"execution {execution_id}", "execution_id"
-    )
+    _require_visible(execution_id, "execution_id")
     return container.executions().view(execution_id)
+
+
+def _require_visible(execution_id: str, field: str) -> None:
+    """Project members (and admins) only; in the shared project, only the submitter. Others get 404, as for
+    an execution that does not exist, with `field` named."""
+    try:
+        project_id, submitted_by = container.executions().submitted(execution_id)
+    except NotFoundError:
+        raise NotFoundError(f"execution {execution_id} not found", field=field) from None
+    projects().require_visible(
+        security.identity_of(app), project_id, submitted_by, f"execution {execution_id}", field
+    )
 
 
 @app.get("/v1/agents", middlewares=[security.guard("agent/catalog", "list")])
@@ -115,7 +126,20 @@ def list_agents() -> list[AgentSpec]:
 
 @app.get("/health")
 def health() -> dict[str, Any]:
-    return {"status": "ok", "service": "t-developer", "version": "0.1.0"}
+    return {"status": "ok", "service": "t-developer", "version": description.VERSION}
+
+
+# The API's description: public like /health (tdev.security.routes), no guard, no data.
+@app.get("/openapi.json")
+def openapi_document() -> Response[str]:
+    document = description.openapi_document(app, description.stage_prefix(app.current_event.raw_event))
+    return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, document)
+
+
+@app.get("/docs")
+def docs_page() -> Response[str]:
+    html, policy = description.docs_page()
+    return Response(HTTPStatus.OK, content_types.TEXT_HTML, html, headers={"Content-Security-Policy": policy})
 
 
 @app.exception_handler(RequestValidationError)

@@ -81,6 +81,22 @@ def test_api_post_request_accepts_and_starts_the_workflow(runtime: Any) -> None:
     assert again["statusCode"] == 200 and json.loads(again["body"])["execution_id"] == body["execution_id"]
 
 
+def test_api_post_request_from_an_archive_seeds_the_workspace_before_starting(runtime: Any) -> None:
+    from tdev.workspace import open_workspace
+
+    response = runtime.invoke("api", load_event("api_post_request_from_archive"))
+
+    assert response["statusCode"] == 202, response["body"]
+    execution_id = json.loads(response["body"])["execution_id"]
+    files = [f.path for f in open_workspace(execution_id).files()]
+    assert {"greeting/__init__.py", "tests/test_greeting.py", "pyproject.toml"} <= set(files)
+    from tdev import container
+
+    base = container.executions().get(execution_id).base
+    assert base is not None and (base.source, base.execution_id) == ("archive", None)
+    assert sorted(base.sha256) == sorted(files) == base.files
+
+
 def test_api_reused_idempotency_key_with_another_body_is_rejected(runtime: Any) -> None:
     runtime.invoke("api", load_event("api_post_request"))
     other = load_event("api_post_request")

@@ -230,10 +230,19 @@ def _drive_every_path(rt: Any) -> None:
     with start_execution_fails("AccessDeniedException"):
         assert rt.reconcile()["failed"] == 1
     assert rt.api("GET", f"/v1/executions/{refused}")[1]["status"] == "FAILED"
+    # A request that starts from that project: the API copies its workspace (CopyObject) before starting.
+    status, follow_up = rt.api(
+        "POST",
+        "/v1/requests",
+        {"request": "Add a CLI that counts the words in a file", "base_execution_id": fixed["execution_id"]},
+    )
+    assert status == 202, follow_up
+    assert rt.wait(follow_up["execution_id"])["base"]["execution_id"] == fixed["execution_id"]
     # 2. The read routes.
     artifacts = f"/v1/executions/{fixed['execution_id']}/artifacts"
     for path in (
         "/health",
+        "/openapi.json",
         f"/v1/executions/{failed['execution_id']}",
         "/v1/agents",
         "/v1/models",
@@ -241,6 +250,7 @@ def _drive_every_path(rt: Any) -> None:
         f"{artifacts}/csv_to_json/__init__.py",
     ):
         assert rt.api("GET", path)[0] == 200, path
+    assert rt.http("GET", "/docs", {}, None)["statusCode"] == 200  # HTML, not JSON
     assert rt.api("POST", "/v1/models/route", {"task_type": "code"})[0] == 200
     # 3. Sessions: lifecycle, chat on the Bedrock model, memory (Titan embeddings), checkpoints.
     status, session = rt.api("POST", "/v1/sessions", {"agents": ["CodeAgent"]})

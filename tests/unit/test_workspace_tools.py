@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -49,17 +50,41 @@ def test_local_workspace_refuses_symlinks_out_and_oversized_files(tmp_path: Path
     assert [f.path for f in workspace.files()] == []  # links are not files of the project
 
 
+def encrypted_bucket(s3: Any, name: str) -> str:
+    """A bucket encrypted by default as the stack makes the workspace bucket (SSE-KMS, bucket key).
+
+    Returns its key's ARN."""
+    key = boto3.client("kms", region_name="us-east-1").create_key(Description="workspace key")["KeyMetadata"]
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_encryption(
+        Bucket=name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": key["Arn"],
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    return str(key["Arn"])
+
+
 def test_s3_workspace_keeps_files_under_the_execution_prefix_encrypted() -> None:
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="tdev-ws")
+        key = encrypted_bucket(s3, "tdev-ws")
         workspace = S3Workspace("tdev-ws", "exec-2")
         info = workspace.write("pkg/mod.py", "x = 1\n")
         before = workspace.hashes()
         workspace.write("pkg/mod.py", "x = 2\n")
 
         head = s3.head_object(Bucket="tdev-ws", Key="workspaces/exec-2/pkg/mod.py")
-        assert head["ServerSideEncryption"] == "aws:kms"
+        # the bucket's default key (the one the workspace functions are granted), not a key the code names
+        assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key
         assert [f.as_dict() for f in workspace.files()] == [
             {"path": "pkg/mod.py", "size": 6, "sha256": workspace.files()[0].sha256}
         ]

@@ -35,6 +35,13 @@ def slow_client(service: str, read_timeout: int) -> Any:
     return boto3.session.Session().client(service, config=config)
 
 
+@cache
+def presigning_client(service: str) -> Any:
+    """A client whose presigned URLs are SigV4 (botocore may presign S3 URLs as SigV2, which S3 refuses
+    for KMS-encrypted objects such as the workspaces')."""
+    return boto3.session.Session().client(service, config=_CONFIG.merge(Config(signature_version="s3v4")))
+
+
 _local = threading.local()
 _generation = 0  # bumped by reset_clients(), so every thread drops resources made before it
 
@@ -57,4 +64,5 @@ def reset_clients() -> None:
     global _generation
     client.cache_clear()
     slow_client.cache_clear()
+    presigning_client.cache_clear()
     _generation += 1

@@ -12,9 +12,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 MAX_REQUEST_CHARS = 20_000
+# A base archive travels base64-encoded in the JSON body, which is bounded at 1 MiB before parsing
+# (tdev.security.inputs): 512 KiB of zip is 699,052 base64 characters, leaving room for the rest.
+MAX_ARCHIVE_BYTES = 512 * 1024
+MAX_ARCHIVE_BASE64_CHARS = 4 * -(-MAX_ARCHIVE_BYTES // 3)
+EXECUTION_ID_PATTERN = r"^[A-Za-z0-9-]{1,80}$"
 
 ModelName = Annotated[
     str,
@@ -86,6 +91,42 @@ class RequestIn(BaseModel):
         default=None,
         pattern=r"^ses-[a-f0-9]{1,40}$",
         description="An open session to attach the request to (POST /v1/sessions).",
+    )
+    base_execution_id: str | None = Field(
+        default=None,
+        pattern=EXECUTION_ID_PATTERN,
+        description="Start from the project an earlier SUCCEEDED (or DEGRADED) execution of the same project "
+        "wrote: the new workspace begins as a copy of its files.",
+    )
+    base_archive: str | None = Field(
+        default=None,
+        min_length=4,
+        max_length=MAX_ARCHIVE_BASE64_CHARS,
+        # The base64 alphabet only: also bounds the body in bytes (escaped non-ASCII text of the same length
+        # could pass Lambda's 6 MB request limit before the API's own 1 MiB bound is ever checked).
+        pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+        description="Start from an uploaded project: a zip archive, base64-encoded (at most "
+        f"{MAX_ARCHIVE_BYTES // 1024} KiB zipped; relative paths only, no symlinks; a top-level project/ "
+        "folder, as in the artifacts zip, is dropped).",
+    )
+
+    @field_validator("base_archive")
+    @classmethod
+    def _one_base(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("base_execution_id"):
+            raise ValueError("give base_execution_id or base_archive, not both")
+        return value
+
+
+class ProjectBase(BaseModel):
+    """What an execution's workspace started from (absent: an empty workspace)."""
+
+    source: Literal["execution", "archive"]
+    execution_id: str | None = Field(default=None, description="The execution whose files were copied.")
+    files: list[str] = Field(default_factory=list, description="The paths the workspace started with.")
+    sha256: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each starting file's SHA-256 (the verify loop's first iteration says what changed).",
     )
 
 
@@ -276,6 +317,7 @@ class Execution(BaseModel):
     compensations: list[str] = Field(default_factory=list)
     # Set when the failure path itself failed for good: the request is FAILED, its compensation incomplete.
     compensation_error: str | None = None
+    base: ProjectBase | None = None
     version: int = 0
 
     @field_validator("created_at", "updated_at", mode="before")
@@ -316,6 +358,9 @@ class ExecutionView(BaseModel):
     compensation_error: str | None = Field(
         default=None,
         description="Why compensating the failed request failed (its compensations are partial).",
+    )
+    base: ProjectBase | None = Field(
+        default=None, description="The existing project the workspace started from, if any."
     )
 
 

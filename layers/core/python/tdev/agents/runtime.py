@@ -35,6 +35,7 @@ WORKSPACE_INSTRUCTION = (
     "run the tests with run_tests when you have it, and end with a short summary of what you did."
 )
 MAX_UPSTREAM_CHARS = 6_000  # per upstream result: keeps a prompt of a wide level within a model's context
+MAX_EXISTING_LISTED = 100  # paths of a base project named in the prompt (list_files has the rest)
 
 
 # ------------------------------------------------------------------------------------ agno session
@@ -85,12 +86,26 @@ def build_agent(
 
 
 # ------------------------------------------------------------------------------------------ prompt
-_OUR_TAGS = re.compile(r"<(/?)(request|task|upstream)\b", re.IGNORECASE)
+_OUR_TAGS = re.compile(r"<(/?)(request|task|upstream|existing-project)\b", re.IGNORECASE)
 
 
 def _embed(text: str) -> str:
     """Text from users or other agents cannot open or close our prompt sections (no tag injection)."""
     return _OUR_TAGS.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}", text.strip())
+
+
+def existing_project_section(files: Sequence[str]) -> str:
+    """The <existing-project> section: the base's paths (bounded) and how to treat them."""
+    shown = list(files)[:MAX_EXISTING_LISTED]
+    more = len(files) - len(shown)
+    return (
+        f'<existing-project files="{len(files)}">\n'
+        + "\n".join(_embed(path) for path in shown)
+        + (f"\n[and {more} more: list_files shows them all]" if more > 0 else "")
+        + "\n</existing-project>\nThe workspace starts from this existing project: read a file before "
+        "changing it, keep what the request does not ask to change, and keep its tests passing (they run "
+        "with yours)."
+    )
 
 
 def _attribute(value: str) -> str:
@@ -103,8 +118,12 @@ def compose_prompt(
     upstream: Sequence[AgentResult],
     *,
     max_chars_per_upstream: int = MAX_UPSTREAM_CHARS,
+    existing_files: Sequence[str] = (),
 ) -> str:
     """The request, this task, and what upstream tasks produced (each bounded; failures shown as failures).
+
+    `existing_files`: the project the workspace started from (a request with a base), listed so the agent
+    reads before it changes and keeps what the request does not ask to change.
 
     Sections are XML-style tags, which models follow well and the offline model parses.
     """
@@ -114,6 +133,8 @@ def compose_prompt(
         f'<task id="{task.task_id}" agent="{_attribute(task.agent)}" intent="{_attribute(task.intent)}">\n'
         f"{_embed(task.description)}\n</task>",
     ]
+    if existing_files:
+        parts.append(existing_project_section(existing_files))
     for result in upstream:
         kind = kinds.get(result.task_id, "context")
         opening = (

@@ -232,6 +232,7 @@ class ExecutionRepository:
             compensations=execution.compensations,
             verify=iterations_from_items(items),
             compensation_error=execution.compensation_error,
+            base=execution.base,
         )
 
     def submitted(self, execution_id: str) -> tuple[str, str]:

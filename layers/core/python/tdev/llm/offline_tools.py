@@ -50,6 +50,22 @@ def call(name: str, **arguments: Any) -> dict[str, Any]:
     }
 
 
+_EXISTING = re.compile(r"<existing-project\b[^>]*>\n?(.*?)\n?</existing-project>", re.DOTALL)
+
+
+def existing_files(prompt: str) -> set[str]:
+    """The paths of the project the workspace started from (compose_prompt's <existing-project>)."""
+    match = _EXISTING.search(prompt)
+    if not match:
+        return set()
+    return {line.strip() for line in match.group(1).splitlines() if line.strip() and not line.startswith("[")}
+
+
+def own_path(project: Project, path: str) -> bool:
+    """A file of this project's own: its package and its test module (shared files are the base's)."""
+    return path.startswith(f"{project.name}/") or path == f"tests/test_{project.name}.py"
+
+
 def failures_in(prompt: str) -> str | None:
     match = _FIX.search(prompt)
     return match.group(1).strip() if match else None
@@ -62,13 +78,22 @@ def plan_calls(role: str, turn: Turn, project: Project, tools: set[str]) -> list
     def only(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [c for c in calls if c["function"]["name"] in tools]
 
+    # On an existing project, the base's shared files (pyproject.toml, README.md, docs/design.md, ...) are
+    # kept as they are: this model adds its own package and tests beside them, or rewrites its own.
+    existing = existing_files(turn.prompt)
+
+    def writes(files: dict[str, str]) -> list[dict[str, Any]]:
+        kept = {p: c for p, c in files.items() if p not in existing or own_path(project, p)}
+        return [call("write_file", path=p, content=c) for p, c in kept.items()]
+
     if role == "DesignAgent" and turn.round == 0:
-        return only([call("write_file", path="docs/design.md", content=project.design)])
+        design = "docs/design.md" if "docs/design.md" not in existing else f"docs/{project.name}.md"
+        return only([call("write_file", path=design, content=project.design)])
     if role == "CodeAgent" and turn.round == 0:
-        return only([call("write_file", path=p, content=c) for p, c in project.sources.items()])
+        return only(writes(project.sources))
     if role == "TestAgent":
         if turn.round == 0:
-            return only([call("write_file", path=p, content=c) for p, c in project.tests.items()])
+            return only(writes(project.tests))
         if turn.round == 1:
             return only([call("run_tests")])
     if role == "SecurityAgent":

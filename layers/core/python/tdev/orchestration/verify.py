@@ -8,6 +8,7 @@ so `GET /v1/executions/{id}` and `tdev run` show the loop as it goes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -51,11 +52,13 @@ def run_project_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     report: TestReport = sandboxed(text_files(workspace))
     previous = [r for r in records.iterations(execution_id) if r.iteration < number]
     hashes = workspace.hashes()
-    changed = changed_files(previous[-1].file_hashes if previous else {}, hashes)
     fixed_by: str | None = None
-    if number == 1:  # the run tests what the agents of the plan wrote
-        usage = Usage.total(t.usage for t in container.executions().get(execution_id).tasks.values())
+    if number == 1:  # the run tests what the agents of the plan wrote (over the base they started from)
+        execution = container.executions().get(execution_id)
+        usage = Usage.total(t.usage for t in execution.tasks.values())
+        changed = changed_files(execution.base.sha256 if execution.base else {}, hashes)
     else:
+        changed = changed_files(previous[-1].file_hashes if previous else {}, hashes)
         fix = next((f for f in records.fixes(execution_id) if f.iteration == number), None)
         usage, fixed_by = (fix.usage, fix.model) if fix else (Usage(), None)
     record = VerifyIteration(
@@ -87,9 +90,12 @@ def run_project_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     return {"iteration": number, "outcome": report.outcome, "needs_fix": report.outcome in FIXABLE}
 
 
-def compose_fix_prompt(request: str, record: VerifyIteration, files: list[str]) -> str:
-    """The code agent's brief for a fix: the request, the failing run (trimmed) and the project's files."""
-    from tdev.agents.runtime import _embed
+def compose_fix_prompt(
+    request: str, record: VerifyIteration, files: list[str], existing_files: Sequence[str] = ()
+) -> str:
+    """The code agent's brief for a fix: the request, the failing run (trimmed) and the project's files
+    (and, on a request with a base, which of them the workspace started with)."""
+    from tdev.agents.runtime import _embed, existing_project_section
 
     report = TestReport(
         outcome=record.outcome,
@@ -111,6 +117,7 @@ def compose_fix_prompt(request: str, record: VerifyIteration, files: list[str]) 
             "(change a test only when it contradicts the request), and keep what works.\n</task>",
             f'<test-failures iteration="{record.iteration}">\n{_embed(failures)}\n</test-failures>',
             "Files in the workspace:\n" + "\n".join(f"- {f}" for f in files[:200]),
+            *([existing_project_section(existing_files)] if existing_files else []),
             "Fix the code with your workspace tools, then summarise what you changed.",
         ]
     )
@@ -132,7 +139,12 @@ def fix_failing_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     spec = container.agents().get(FIXING_AGENT)
     workspace = open_workspace(execution_id)
     tools = WorkspaceTools(workspace, spec.tools or ["list_files", "read_file", "write_file", "patch_file"])
-    prompt = compose_fix_prompt(execution.request, record, [f.path for f in workspace.files()])
+    prompt = compose_fix_prompt(
+        execution.request,
+        record,
+        [f.path for f in workspace.files()],
+        existing_files=execution.base.files if execution.base else (),
+    )
     chained = run_chain(spec, model_chain(execution, spec), prompt, guards=shared_guards(), tools=[tools])
     fix = FixRun(
         iteration=iteration + 1,

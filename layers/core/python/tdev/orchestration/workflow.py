@@ -55,8 +55,15 @@ def submit_request(
 
     The state machine execution is named after the execution id, so a retried submission (same
     Idempotency-Key, same body) can safely call StartExecution again after a crash in between.
+
+    A request with a base (an earlier execution's project, an uploaded zip) has it checked first and its
+    workspace seeded before the execution is stored: no workflow, not even the reconciler's, ever starts
+    on a workspace still waiting for its files. (A replayed submission seeds a workspace under an id that
+    is then not used; the bucket's lifecycle expires it like any workspace.)
     """
     from tdev.llm.catalog import check_model_name
+    from tdev.workspace import open_workspace
+    from tdev.workspace.base import prepare_base, seed
 
     requested = [body.model] if body.model else []
     for field, names in (("model", requested), ("fallback_models", body.fallback_models)):
@@ -65,9 +72,13 @@ def submit_request(
                 check_model_name(name)
             except UnknownModelProviderError as exc:
                 raise UnknownModelProviderError(str(exc), field=field) from None
+    base = prepare_base(body)
+    execution_id = str(uuid.uuid4())
+    if base is not None:
+        seed(open_workspace(execution_id), base)
     now = utc_now()
     execution = Execution(
-        execution_id=str(uuid.uuid4()),
+        execution_id=execution_id,
         request=body.request,
         project_id=body.project_id,
         principal=principal,
@@ -77,6 +88,7 @@ def submit_request(
         created_at=now,
         updated_at=now,
         correlation_id=correlation_id,
+        base=base.source if base else None,
     )
     stored, created = container.executions().create(
         execution, idempotency_key=idempotency_key, request_hash=request_hash(body)
@@ -207,7 +219,12 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
         chained = run_chain(
             spec,
             chain,
-            compose_prompt(execution.request, task, upstream),
+            compose_prompt(
+                execution.request,
+                task,
+                upstream,
+                existing_files=execution.base.files if execution.base else (),
+            ),
             guards=shared_guards(),
             tools=[tools] if tools else [],
         )

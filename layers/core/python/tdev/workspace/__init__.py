@@ -143,6 +143,14 @@ class Workspace(ABC):
     def hashes(self) -> dict[str, str]:
         return {f.path: f.sha256 for f in self.files()}
 
+    def copy_from(self, other: Workspace) -> list[str]:
+        """Every file of `other` into this workspace, through the rules (a new request's starting point).
+
+        Stores that can copy without moving the bytes through this process override it (S3)."""
+        for path, content in other.snapshot().items():
+            self.write(path, content)
+        return sorted(other.sizes())
+
 
 def changed_files(before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Paths added, changed or removed between two `hashes()` views."""
@@ -160,7 +168,7 @@ def open_workspace(execution_id: str) -> Workspace:
     if settings.workspace_bucket:
         from tdev.workspace.s3 import S3Workspace
 
-        return S3Workspace(settings.workspace_bucket, execution_id, kms_key_id=settings.kms_key_id)
+        return S3Workspace(settings.workspace_bucket, execution_id)
     from tdev.workspace.local import LocalWorkspace
 
     return LocalWorkspace(settings.workspace_dir, execution_id)

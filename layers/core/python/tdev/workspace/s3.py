@@ -1,24 +1,36 @@
 """A workspace under `workspaces/<execution-id>/` in the workspace bucket, encrypted with the CMK.
 
+Objects are written without encryption headers: the bucket's default encryption (SSE-KMS under the key the
+stack grants the workspace functions, with a bucket key) applies to every put and copy. Naming a key here
+would encrypt under whatever KMS_KEY_ID a function has (the field key), which the workspace grants do not
+cover.
+
 Sizes and hashes come from the object listing's metadata (`sha256` stored on write), so listing the
 project never downloads it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from botocore.exceptions import ClientError
 
 from tdev import aws
-from tdev.workspace import FileInfo, Workspace, digest
+from tdev.workspace import (
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    MAX_TOTAL_BYTES,
+    FileInfo,
+    Workspace,
+    WorkspaceError,
+    clean_path,
+    digest,
+)
 
 PREFIX = "workspaces/"
 
 
 class S3Workspace(Workspace):
-    def __init__(self, bucket: str, execution_id: str, *, kms_key_id: str | None = None) -> None:
-        self.bucket, self.execution_id, self.kms_key_id = bucket, execution_id, kms_key_id
+    def __init__(self, bucket: str, execution_id: str) -> None:
+        self.bucket, self.execution_id = bucket, execution_id
         self.prefix = f"{PREFIX}{execution_id}/"
 
     def _get(self, path: str) -> bytes | None:
@@ -31,15 +43,11 @@ class S3Workspace(Workspace):
         return bytes(body.read())
 
     def _put(self, path: str, content: bytes) -> None:
-        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
-        if self.kms_key_id:
-            extra["SSEKMSKeyId"] = self.kms_key_id
         aws.client("s3").put_object(
             Bucket=self.bucket,
             Key=self.prefix + path,
             Body=content,
             Metadata={"sha256": digest(content)},
-            **extra,
         )
 
     def _delete(self, path: str) -> None:
@@ -66,9 +74,32 @@ class S3Workspace(Workspace):
                 found.append(FileInfo(path, int(obj["Size"]), sha))
         return sorted(found, key=lambda f: f.path)
 
+    def copy_from(self, other: Workspace) -> list[str]:
+        """A prefix copy inside the bucket (CopyObject: the bytes never leave S3), the limits checked from
+        the two listings first; another store's files go through the rules one by one."""
+        if not isinstance(other, S3Workspace) or other.bucket != self.bucket:
+            return super().copy_from(other)
+        incoming = other.sizes()
+        merged = {**self.sizes(), **incoming}
+        for path, size in incoming.items():
+            clean_path(path)
+            if size > MAX_FILE_BYTES:
+                raise WorkspaceError(f"{path}: {size:,} bytes is over the file limit", field="path")
+        if len(merged) > MAX_FILES or sum(merged.values()) > MAX_TOTAL_BYTES:
+            raise WorkspaceError("the copied project is over the workspace's limits", field="path")
+        s3 = aws.client("s3")
+        for path in sorted(incoming):
+            s3.copy_object(
+                Bucket=self.bucket,
+                Key=self.prefix + path,
+                CopySource={"Bucket": other.bucket, "Key": other.prefix + path},
+                MetadataDirective="COPY",  # keeps the sha256 the listing reads
+            )
+        return sorted(incoming)
+
     def presigned_url(self, path: str, expires_seconds: int = 300) -> str:
         return str(
-            aws.client("s3").generate_presigned_url(
+            aws.presigning_client("s3").generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": self.prefix + path},
                 ExpiresIn=expires_seconds,
