@@ -30,6 +30,7 @@ from tdev.environment import (
     AuthorizerEnvironment,
     FunctionEnvironment,
     MessagingEnvironment,
+    OutboxPublisherEnvironment,
     ReconcilerEnvironment,
     SandboxEnvironment,
     SessionSweeperEnvironment,
@@ -148,7 +149,7 @@ FUNCTIONS: dict[str, Function] = {
             lazy_imports=("tdev.agents.runtime", "tdev.chat.turns", "tdev.cache"),
         ),
         Function("reconcile_executions", "schedule", (), ReconcilerEnvironment),
-        Function("outbox_publisher", "stream", (), MessagingEnvironment),
+        Function("outbox_publisher", "stream", (), OutboxPublisherEnvironment),
         Function("notifications_consumer", "queue", (), MessagingEnvironment),
         Function("task_activity_consumer", "queue", (), MessagingEnvironment),
     )
