@@ -14,9 +14,9 @@ from typing import Any
 import boto3
 
 from tdev.data.executions import fact_event_id
+from tdev.data.outbox import outbox_put
 from tdev.data.store import transact_write
 from tdev.messaging import queues as q
-from tdev.messaging.outbox import outbox_put
 from tdev.settings import get_settings
 
 REQUEST = "Design and implement a REST API for todo items"

@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from tdev import aws
 from tdev.crypto import EnvelopeCipher
 from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
+from tdev.data.outbox import outbox_put
 from tdev.data.store import transact_write
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
 from tdev.models import (
@@ -399,8 +400,6 @@ class ExecutionRepository:
         correlation_id: str | None,
         source: str = "t-developer.executions",
     ) -> dict[str, Any]:
-        from tdev.messaging.outbox import outbox_put
-
         return outbox_put(
             self._table_name,
             source=source,

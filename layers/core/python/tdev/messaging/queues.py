@@ -9,7 +9,6 @@ from typing import Any
 from tdev.environment import Var
 
 EVENT_BUS = "t-developer"
-SOURCE_PREFIX = "t-developer."
 
 
 @dataclass(frozen=True)
