@@ -192,7 +192,11 @@ class OutboxPublisherEnvironment(MessagingEnvironment):
     """The outbox publisher also sends task completions straight to the agent-execution FIFO queue
     (tdev.messaging.queues.QUEUE_ROUTES: one message group per execution)."""
 
-    agent_execution_queue_url: str = Field(pattern=r"^https?://", alias="AGENT_EXECUTION_QUEUE_URL")
+    # Set by the stack (and by the local runtime when it creates the queue); a publisher without it fails
+    # its first task completion naming the variable (ConfigurationError), and the stream retries it.
+    agent_execution_queue_url: str = Field(
+        default="", pattern=r"^(https?://.+)?$", alias="AGENT_EXECUTION_QUEUE_URL"
+    )
 
 
 def provider_secrets() -> dict[str, str]:
