@@ -122,7 +122,7 @@ FUNCTIONS: dict[str, Function] = {
             ("agno",),
             AgentEnvironment,
             calls_models=True,
-            lazy_imports=("tdev.llm.fallback", "tdev.llm.catalog", "tdev.cache"),
+            lazy_imports=("tdev.agents.chain", "tdev.llm.fallback", "tdev.llm.catalog", "tdev.cache"),
         ),
         # Runs the project's tests in the sandbox; Agno's tool types come with the workspace tools.
         Function("run_project_tests", "workflow", ("agno",), WorkspaceEnvironment),
@@ -132,7 +132,7 @@ FUNCTIONS: dict[str, Function] = {
             ("agno",),
             AgentEnvironment,
             calls_models=True,
-            lazy_imports=("tdev.llm.fallback", "tdev.llm.catalog"),
+            lazy_imports=("tdev.agents.chain", "tdev.llm.fallback", "tdev.llm.catalog"),
         ),
         Function("sandbox", "invoke", (), SandboxEnvironment),
         Function("record_task_failure", "workflow", (), WorkflowEnvironment),

@@ -1,7 +1,14 @@
-"""Process-wide domain services built from the settings on first use (one set per Lambda container)."""
+"""Process-wide domain services built from the settings on first use (one set per Lambda container).
+
+The composition root of the core: repositories, the cipher and the sealer. The rooms that build services
+of their own on top of these (`tdev.security.services`, `tdev.sessions.service`) import this module and
+register their `reset` here (`on_reset`), so `reset()` forgets everything without this module importing
+them back.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 from tdev import aws, cache
@@ -9,9 +16,9 @@ from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
 from tdev.data.executions import ExecutionRepository
+from tdev.data.fields import FieldSealer
 from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError
-from tdev.security.fields import FieldSealer
 from tdev.settings import get_settings
 
 
@@ -53,6 +60,16 @@ def agents() -> AgentRepository:
     return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
 
 
+_resets: list[Callable[[], None]] = []
+
+
+def on_reset(forget: Callable[[], None]) -> Callable[[], None]:
+    """Have `reset()` also call `forget` (a room's own cached services); returns it unchanged."""
+    if forget not in _resets:
+        _resets.append(forget)
+    return forget
+
+
 def reset() -> None:
     """Forget settings, clients and repositories (tests and the local runtime change the environment)."""
     get_settings.cache_clear()
@@ -63,9 +80,5 @@ def reset() -> None:
     verify_records.cache_clear()
     cipher.cache_clear()
     sealer.cache_clear()
-    from tdev.security import services as security_services
-
-    security_services.reset()
-    from tdev.sessions import service as session_service
-
-    session_service.reset()
+    for forget in list(_resets):
+        forget()

@@ -11,7 +11,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tdev import aws
-from tdev.workspace import FileInfo, Workspace, digest
+from tdev.workspace.base import FileInfo, Workspace, digest
 
 PREFIX = "workspaces/"
 
