@@ -11,6 +11,10 @@ source mappings are emulated by `drain()`:
   the consumer reports as failed (partial batch response) stay on the queue and the rest are deleted.
   Locally a failed message is made visible again at once instead of after its visibility timeout;
   SQS's own redrive policy (maxReceiveCount) moves it to its DLQ.
+- FIFO queues keep SQS's rules per message group (moto): a group's messages in order, none of a group
+  handed out while one of it is in flight, other groups never blocked by it; the task-activity consumer
+  (SqsFifoPartialProcessor) skips only the failed message's group in a batch
+  (tests/unit/test_task_activity_groups.py).
 """
 
 from __future__ import annotations
