@@ -1,17 +1,15 @@
 """Process-wide domain services built from the settings on first use (one set per Lambda container).
 
 The composition root of the core: repositories, the cipher and the sealer. The rooms that build services
-of their own on top of these (`tdev.security.services`, `tdev.sessions.service`) import this module and
-register their `reset` here (`on_reset`), so `reset()` forgets everything without this module importing
-them back.
+of their own on top of these (`tdev.security.services`, `tdev.sessions.service`) register their `reset` in
+`tdev.resets`, so `reset()` forgets everything without this module importing them back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 
-from tdev import aws, cache
+from tdev import aws, cache, resets
 from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
@@ -60,16 +58,6 @@ def agents() -> AgentRepository:
     return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
 
 
-_resets: list[Callable[[], None]] = []
-
-
-def on_reset(forget: Callable[[], None]) -> Callable[[], None]:
-    """Have `reset()` also call `forget` (a room's own cached services); returns it unchanged."""
-    if forget not in _resets:
-        _resets.append(forget)
-    return forget
-
-
 def reset() -> None:
     """Forget settings, clients and repositories (tests and the local runtime change the environment)."""
     get_settings.cache_clear()
@@ -80,5 +68,4 @@ def reset() -> None:
     verify_records.cache_clear()
     cipher.cache_clear()
     sealer.cache_clear()
-    for forget in list(_resets):
-        forget()
+    resets.forget_all()

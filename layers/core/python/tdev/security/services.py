@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from tdev import container
+from tdev import resets
 from tdev.errors import ConfigurationError
 from tdev.security.apikeys import ApiKeyRepository
 from tdev.security.authfailures import FailedAuthentications
@@ -51,6 +51,8 @@ def usage_plans() -> UsagePlans | None:
 
 @lru_cache(maxsize=1)
 def api_keys() -> ApiKeyRepository:
+    from tdev import container
+
     return ApiKeyRepository(get_settings().table_name, container.cipher(), usage_plans=usage_plans())
 
 
@@ -101,7 +103,7 @@ def limits() -> dict[str, Limit]:
     }
 
 
-@container.on_reset
+@resets.on_reset
 def reset() -> None:
     cached: tuple[Any, ...] = (
         revocations,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from tdev import container
+from tdev import resets
 from tdev.chat.storage import TableChatStorage
 from tdev.crypto import EnvelopeCipher
 from tdev.errors import ConfigurationError, ConflictError, TDevError, ValidationError
@@ -435,7 +435,7 @@ class SessionService:
 @lru_cache(maxsize=1)
 def service() -> SessionService:
     """The process's SessionService, from the settings (one per Lambda container)."""
-    from tdev import cache
+    from tdev import cache, container
     from tdev.agents.catalog import DEFAULT_AGENTS
     from tdev.settings import get_settings
 
@@ -459,6 +459,6 @@ def service() -> SessionService:
     )
 
 
-@container.on_reset
+@resets.on_reset
 def reset() -> None:
     service.cache_clear()
