@@ -40,6 +40,16 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _forget_the_container_after_each_module() -> Iterator[None]:
+    """Each module starts from a clean container: services cached by one module (a gateway key id, a table
+    name) must not reach the next one's moto, whichever worker runs it after which module."""
+    yield
+    from tdev import container
+
+    container.reset()
+
+
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / f"{name}.json").read_text())
 

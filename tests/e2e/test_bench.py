@@ -116,7 +116,7 @@ def test_storage_compares_on_one_table_and_finds_the_item_limit(
 ) -> None:
     result = storage.run(quick=True)
 
-    squad = result["figures"]["agent-squad DynamoDbChatStorage"]
+    squad = result["figures"]["windowed"]["agent-squad DynamoDbChatStorage"]
     per_turn = squad["bytes_per_turn"]
     # The whole (windowed) conversation is rewritten each turn: it grows until the window is full ...
     full = storage.HISTORY_WINDOW // 2  # turns (two messages each) in the window
@@ -124,15 +124,27 @@ def test_storage_compares_on_one_table_and_finds_the_item_limit(
     # ... and then every turn still rewrites a window's worth.
     assert min(per_turn[full:]) >= 0.9 * per_turn[full - 1]
     assert squad["at"]["20"]["write_units_total"] > squad["at"]["5"]["write_units_total"] > 0
+    # Untrimmed, the one item keeps growing: every turn writes more than the one before.
+    untrimmed = result["figures"]["untrimmed"]["agent-squad DynamoDbChatStorage"]["bytes_per_turn"]
+    assert untrimmed == sorted(untrimmed) and untrimmed[-1] > per_turn[-1] * 1.5
     if result["figures"]["ours"] == "not available":
         assert "ours: not available" in result["headline"]
     else:
-        assert "ours TableChatStorage" in result["figures"]
-    # with ~100 KB messages the single-item conversation passes 400 KB within a few turns
+        ours = result["figures"]["untrimmed"]["ours TableChatStorage"]
+        # one item per message: the bytes written per turn do not grow, the reads of the whole history do
+        assert max(ours["bytes_per_turn"]) < 2 * min(ours["bytes_per_turn"])
+        assert (
+            ours["at"]["20"]["read_units_total"]
+            > result["figures"]["windowed"]["ours TableChatStorage"]["at"]["20"]["read_units_total"]
+        )
+    assert "windowed: " in result["headline"] and "| untrimmed: " in result["headline"]
+    # with ~100 KB messages the single-item conversation passes 400 KB within a few turns, in both modes
     monkeypatch.setattr(storage, "message_text", lambda turn, role: "x" * 100_000)
     monkeypatch.setattr(storage, "QUICK_CHECKPOINTS", (1, 10))
-    limited = storage.run(quick=True)["figures"]["agent-squad DynamoDbChatStorage"]
-    assert limited["item_limit_turn"] in (2, 3) and limited["at"]["10"] is None
+    limited = storage.run(quick=True)["figures"]
+    for mode in storage.MODES:
+        squad_limited = limited[mode]["agent-squad DynamoDbChatStorage"]
+        assert squad_limited["item_limit_turn"] in (2, 3) and squad_limited["at"]["10"] is None, mode
 
 
 class _Slow(BaseHTTPRequestHandler):

@@ -159,6 +159,42 @@ def test_the_meter_counts_calls_and_capacity_units_from_item_sizes(table: str) -
     assert meter.by_service() == {"dynamodb": 5}
 
 
+def test_the_meter_bills_index_writes_by_the_global_secondary_index_rules(table: str) -> None:
+    meter = AwsMeter()
+    key = {"PK": {"S": "i"}, "SK": {"S": "1"}}
+    with meter.installed():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.put_item(TableName=table, Item={**key, "body": {"S": "x"}})  # no index key: 0
+        assert meter.index_write_units == 0
+        entry = {"GSI1PK": {"S": "LIST"}, "GSI1SK": {"S": "a"}}
+        client.put_item(TableName=table, Item={**key, **entry, "body": {"S": "x" * 1500}})  # added: 1 x 2 KB
+        assert meter.index_write_units == 2
+        client.update_item(  # only a projected attribute changes: 1 write of the new entry (~3 KB)
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET body = :b",
+            ExpressionAttributeValues={":b": {"S": "y" * 2500}},
+        )
+        assert meter.index_write_units == 2 + 3
+        client.update_item(  # the entry's key changes: delete the old entry and put the new one
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET GSI1SK = :s, body = :b",
+            ExpressionAttributeValues={":s": {"S": "b"}, ":b": {"S": "z"}},
+        )
+        assert meter.index_write_units == 2 + 3 + (3 + 1)
+        client.update_item(  # nothing projected changes: no index write
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET body = :b",
+            ExpressionAttributeValues={":b": {"S": "z"}},
+        )
+        assert meter.index_write_units == 9
+        client.delete_item(TableName=table, Key=key)  # the entry removed: 1
+    assert meter.index_write_units == 10
+    assert meter.write_units == 1 + 2 + 3 + 3 + 1 + 1  # the table's own units, unchanged by the indexes
+
+
 def test_the_meter_doubles_transactions_and_records_errors(table: str) -> None:
     meter = AwsMeter()
     with meter.installed():

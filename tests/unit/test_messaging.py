@@ -250,9 +250,11 @@ def test_long_work_keeps_its_message_invisible(runtime: Any) -> None:
     url = runtime.messaging.queue_urls[q.PROJECT_BUILD.name]
     assert queue_url_from_arn(runtime.messaging.queue_arns[q.PROJECT_BUILD.name]) == url
     sqs.send_message(QueueUrl=url, MessageBody="build")
-    message = sqs.receive_message(QueueUrl=url, VisibilityTimeout=1)["Messages"][0]
-    with VisibilityExtender(url, message["ReceiptHandle"], visibility=1, interval=0.3) as extender:
-        time.sleep(1.5)  # longer than the original timeout
+    # Timeouts of seconds, not fractions: on a loaded CI machine the extender's thread can wait ~1 s for a
+    # core, which a 1 s timeout would not survive (that flake is the emulation's, not the extender's).
+    message = sqs.receive_message(QueueUrl=url, VisibilityTimeout=3)["Messages"][0]
+    with VisibilityExtender(url, message["ReceiptHandle"], visibility=3, interval=0.3) as extender:
+        time.sleep(4)  # longer than the original timeout
         assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=1).get("Messages", []) == []
     assert extender.extensions >= 3
 

@@ -111,7 +111,5 @@ def test_per_user_limit_and_release(redis_url: str) -> None:
 
 def test_session_service_limit_under_parallel_opens(runtime: Any) -> None:
     """Parallel POST /v1/sessions by one user: exactly the per-user maximum (5) get in, the rest are 429."""
-    results = _parallel(
-        8, lambda i: runtime.api("POST", "/v1/sessions", {"agents": ["CodeAgent"]})[0]
-    )
+    results = _parallel(8, lambda i: runtime.api("POST", "/v1/sessions", {"agents": ["CodeAgent"]})[0])
     assert sorted(results) == [201] * 5 + [429] * 3

@@ -138,6 +138,7 @@ def measure_request(
         "calls_by_service": meter.by_service(),
         "errors": dict(meter.errors),
         "dynamodb_write_units": meter.write_units,
+        "dynamodb_index_write_units": meter.index_write_units,
         "dynamodb_read_units": meter.read_units,
         "dynamodb_bytes_written": meter.bytes_written,
         "eventbridge_entries_put": meter.event_entries,
@@ -173,6 +174,8 @@ def price(measured: dict[str, Any], environment: str = "prod") -> dict[str, Any]
         "lambda_duration": gb_seconds * p["lambda_gb_second_arm64"],
         "api_gateway": api_requests * p["api_gateway_rest_request"],
         "dynamodb_writes": measured["dynamodb_write_units"] * p["dynamodb_on_demand_write_request_unit"],
+        "dynamodb_index_writes": measured.get("dynamodb_index_write_units", 0.0)
+        * p["dynamodb_on_demand_write_request_unit"],
         "dynamodb_reads": measured["dynamodb_read_units"] * p["dynamodb_on_demand_read_request_unit"],
         "eventbridge": events * p["eventbridge_custom_event"],
         "sqs": measured["sqs_requests"] * p["sqs_standard_request"],
@@ -265,7 +268,9 @@ def run(quick: bool = False, environment: str = "prod") -> dict[str, Any]:
             "DynamoDB units are computed from item sizes by the DynamoDB rules (moto's "
             "ReturnConsumedCapacity is a constant): writes ceil(max(before, after) / 1 KB), "
             "reads ceil(size / 4 KB), half when "
-            "eventually consistent, double in transactions.",
+            "eventually consistent, double in transactions. Global secondary index writes apart "
+            "(dynamodb_index_writes), from the table's index definitions: 1 per entry added, removed or "
+            "changed, 2 when an entry's key changes, ceil((projected bytes + 100) / 1 KB) each.",
             "Lambda durations are this machine's, with the offline model: with Bedrock, run_agent is billed "
             "while it waits for the model, so its duration (and cost) grows with the model's latency.",
             "Steady state: a first request (not counted) pays the functions' imports; --quick skips it.",

@@ -7,10 +7,19 @@ is computed from item sizes by the DynamoDB rules (moto's ReturnConsumedCapacity
 measurement): writes bill ceil(max(size before, size after) / 1 KB) WRU (x2 in a transaction), reads
 ceil(size / 4 KB) RRU (half when eventually consistent, x2 in a transaction); sizes before and after
 each write are read from the emulated table itself, outside the API, so they are not counted as calls.
+
+Index writes are counted apart (`index_write_units`), from the table's own index definitions as the emulation
+holds them (the same as deployed: `schema.create_table_kwargs` and the data stack share
+`schema.GLOBAL_INDEXES`), by the DynamoDB rules for global secondary indexes: an index entry is the projected
+attributes plus 100 bytes; a write that adds or removes an item's entry costs one index write, one that
+changes the entry's key costs two (delete and put), one that changes only projected attributes costs one,
+and one that leaves the projection unchanged (or whose item has no key for that index) costs none. Index
+writes are propagated outside the transaction, so they are not doubled in one.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import threading
@@ -20,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any
 
 ITEM_LIMIT_BYTES = 400 * 1024
+INDEX_ENTRY_OVERHEAD_BYTES = 100
 _WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
 
 
@@ -60,6 +70,7 @@ class AwsMeter:
         self.account, self.region = account, region
         self.calls: Counter[tuple[str, str]] = Counter()
         self.write_units = 0.0
+        self.index_write_units = 0.0
         self.read_units = 0.0
         self.bytes_written = 0
         self.largest_item = 0
@@ -169,7 +180,7 @@ class AwsMeter:
         body = self._body(params)
         return operation, {
             **body,
-            "_before": [self._stored(t, k) for t, k in self._written_keys(operation, body)],
+            "_before": [self._stored_item(t, k) for t, k in self._written_keys(operation, body)],
         }
 
     def _written_keys(self, operation: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -219,8 +230,9 @@ class AwsMeter:
         names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
         return {name: item[name] for name in names if name in item}
 
-    def _stored(self, table_name: str, key: dict[str, Any]) -> int:
-        """Size of the item stored under `key` right now (0 when absent), read from the emulation."""
+    def _stored_item(self, table_name: str, key: dict[str, Any]) -> Any:
+        """A copy of the item stored under `key` right now (None when absent), read from the emulation
+        (a copy: the emulation updates items in place)."""
         from moto.dynamodb.models.dynamo_type import DynamoType
 
         try:
@@ -229,21 +241,54 @@ class AwsMeter:
             range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
             item = table.get_item(hash_key, range_key)
         except Exception:
-            return 0
-        return int(item.size()) if item is not None else 0
+            return None
+        return copy.deepcopy(item) if item is not None else None
+
+    def _index_write_units(self, table_name: str, before: Any, after: Any) -> float:
+        """Write units the table's global secondary indexes bill for one item going from `before` to
+        `after` (either None when absent), by the rules in the module doc."""
+        try:
+            indexes = list(self._table(table_name).global_indexes)
+        except Exception:
+            return 0.0
+
+        def units(entry: Any) -> int:
+            return max(1, math.ceil((int(entry.size()) + INDEX_ENTRY_OVERHEAD_BYTES) / 1024))
+
+        total = 0
+        for index in indexes:
+            names = [k["AttributeName"] for k in index.schema]
+
+            def entry(item: Any, index: Any = index, names: list[str] = names) -> Any:
+                if item is None or any(name not in item.attrs for name in names):
+                    return None
+                return index.project(copy.deepcopy(item))
+
+            old, new = entry(before), entry(after)
+            if old is None and new is None:
+                continue
+            if old is None or new is None:
+                total += units(new if old is None else old)
+            elif any(before.attrs[n] != after.attrs[n] for n in names):
+                total += units(old) + units(new)
+            elif old.attrs != new.attrs:
+                total += units(new)
+        return float(total)
 
     def _account(self, operation: str, body: dict[str, Any], response: dict[str, Any]) -> None:
-        wru, rru = 0.0, 0.0
+        wru, rru, index_wru = 0.0, 0.0, 0.0
         written = 0
         if operation in _WRITES or operation in ("TransactWriteItems", "BatchWriteItem"):
             factor = 2 if operation == "TransactWriteItems" else 1
             keys = self._written_keys(operation, body)
             for (table, key), before in zip(keys, body.get("_before", []), strict=False):
-                after = self._stored(table, key)
-                size = max(before, after)
+                after_item = self._stored_item(table, key)
+                after = int(after_item.size()) if after_item is not None else 0
+                size = max(int(before.size()) if before is not None else 0, after)
                 written += after
                 self.largest_item = max(self.largest_item, after)
                 wru += factor * max(1, math.ceil(size / 1024))
+                index_wru += self._index_write_units(table, before, after_item)
         elif operation in ("GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"):
             consistent = bool(body.get("ConsistentRead"))
             if operation == "GetItem":
@@ -258,6 +303,7 @@ class AwsMeter:
             rru = sum((read_factor * max(1, math.ceil(size / 4096)) for size in sizes), 0.0)
         with self._lock:
             self.write_units += wru
+            self.index_write_units += index_wru
             self.read_units += rru
             self.bytes_written += written
 

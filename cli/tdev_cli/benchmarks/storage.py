@@ -5,6 +5,10 @@ with `save_chat_message` as Agent Squad's orchestrator does), against the local 
 table. An AwsMeter counts the calls and the DynamoDB units; bytes written are the sizes of the items
 after each write, read from the emulated table. A store that hits DynamoDB's 400 KB item limit stops
 there: the turn is reported and later checkpoints are not measured.
+
+Two runs per store: windowed (each save asks for the last HISTORY_WINDOW messages back, as an agent with a
+history window uses the store) and untrimmed (each save asks for the whole conversation, as an agent
+without a window does), each up to 1,000 turns or the store's first failing turn.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ DESCRIPTION = (
 CHECKPOINTS = (1, 50, 200, 1000)
 HISTORY_WINDOW = 20  # messages an agent reads back per turn (both stores are asked for the same window)
 QUICK_CHECKPOINTS = (1, 5, 20)
+MODES: dict[str, int | None] = {"windowed": HISTORY_WINDOW, "untrimmed": None}  # history asked back per save
 
 _TOPICS = (
     "the todo API",
@@ -59,9 +64,15 @@ def _ours(table_name: str) -> tuple[Any, str | None]:
 
 
 def converse(
-    store: Any, meter: AwsMeter, turns: int, checkpoints: tuple[int, ...], user: str
+    store: Any,
+    meter: AwsMeter,
+    turns: int,
+    checkpoints: tuple[int, ...],
+    user: str,
+    window: int | None = HISTORY_WINDOW,
 ) -> dict[str, Any]:
-    """Store `turns` turns; figures per turn and at each checkpoint; stops at the item limit."""
+    """Store `turns` turns, each save asking for `window` messages back (None: all of them); figures per
+    turn and at each checkpoint; stops at the item limit."""
     from agent_squad.types import ConversationMessage, ParticipantRole
 
     per_turn: list[dict[str, float]] = []
@@ -75,9 +86,9 @@ def converse(
             try:
                 for role in (ParticipantRole.USER.value, ParticipantRole.ASSISTANT.value):
                     message = ConversationMessage(role=role, content=[{"text": message_text(turn, role)}])
-                    # As an agent with a history window uses it: the window bounds what each save returns.
+                    # As an agent uses it: the window (if any) bounds what each save returns.
                     await store.save_chat_message(
-                        user, "session-1", "CodeAgent", message, max_history_size=HISTORY_WINDOW
+                        user, "session-1", "CodeAgent", message, max_history_size=window
                     )
             except Exception as exc:
                 if "size" in str(exc).lower():
@@ -132,7 +143,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     checkpoints = QUICK_CHECKPOINTS if quick else CHECKPOINTS
     turns = max(checkpoints)
     meter = AwsMeter(ACCOUNT, REGION)
-    results: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
     with contextlib.ExitStack() as stack:
         stack.enter_context(functions_output(".tdev/logs", "bench-storage"))
         stack.enter_context(meter.installed())
@@ -143,12 +154,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         stores = {"agent-squad DynamoDbChatStorage": squad}
         if ours is not None:
             stores = {"ours TableChatStorage": ours, **stores}
-        for index, (name, store) in enumerate(stores.items()):
-            meter.bytes_written = meter.largest_item = 0
-            meter.write_units = meter.read_units = 0.0
-            results[name] = converse(store, meter, turns, checkpoints, user=f"bench-user-{index}")
-    squad_result = results["agent-squad DynamoDbChatStorage"]
-    ours_result = results.get("ours TableChatStorage")
+        for mode, window in MODES.items():
+            for index, (name, store) in enumerate(stores.items()):
+                meter.bytes_written = meter.largest_item = 0
+                meter.write_units = meter.index_write_units = meter.read_units = 0.0
+                results[mode][name] = converse(
+                    store, meter, turns, checkpoints, user=f"bench-{mode}-{index}", window=window
+                )
     mid = str(200 if not quick else checkpoints[-1])
 
     def in_turn(result: dict[str, Any] | None) -> float | None:
@@ -156,72 +168,81 @@ def run(quick: bool = False) -> dict[str, Any]:
         return at["bytes_in_turn"] if at else None
 
     def limit(result: dict[str, Any]) -> str:
-        return (
-            f"item limit at turn {result['item_limit_turn']}"
-            if result["item_limit_turn"]
-            else "no item limit"
-        )
+        if result["item_limit_turn"]:
+            return f"item limit at turn {result['item_limit_turn']}"
+        if result["error"]:
+            return f"failed at turn {result['turns_stored'] + 1} ({result['error'][:80]})"
+        return f"no item limit by turn {turns}"
 
-    squad_bytes = in_turn(squad_result)
-    squad_text = (
-        f"Agent Squad {fmt(squad_bytes, 0)} B written in turn {mid}"
-        if squad_bytes is not None
-        else f"Agent Squad stopped before turn {mid}"
-    ) + f", {limit(squad_result)}"
-    if ours_result is None:
-        headline = f"storage: {unavailable}; {squad_text}"
-    else:
+    def comparison(mode: str) -> str:
+        squad_result = results[mode]["agent-squad DynamoDbChatStorage"]
+        ours_result = results[mode].get("ours TableChatStorage")
+        squad_bytes = in_turn(squad_result)
+        squad_text = (
+            f"Agent Squad {fmt(squad_bytes, 0)} B written in turn {mid}"
+            if squad_bytes is not None
+            else f"Agent Squad stopped before turn {mid}"
+        ) + f", {limit(squad_result)}"
+        if ours_result is None:
+            return f"{mode}: {unavailable}; {squad_text}"
         ours_bytes = in_turn(ours_result)
         ratio = (squad_bytes / ours_bytes) if squad_bytes and ours_bytes else None
         ratio_text = f"x{ratio:.1f} bytes at turn {mid} (Agent Squad / ours)" if ratio else "ratio n/a"
-        headline = (
-            f"storage: {ratio_text}; ours {fmt(ours_bytes or 0, 0)} B in turn {mid}, {limit(ours_result)}; "
-            f"{squad_text}"
-        )
+        ours_text = f"ours {fmt(ours_bytes or 0, 0)} B in turn {mid}, {limit(ours_result)}"
+        return f"{mode}: {ratio_text}; {ours_text}; {squad_text}"
+
+    headline = f"storage: {comparison('windowed')} | {comparison('untrimmed')}"
     rows = []
-    for name, result in results.items():
-        for checkpoint in checkpoints:
-            at = result["at"][str(checkpoint)]
-            rows.append(
-                [name, checkpoint]
-                + (
-                    [
-                        at["bytes_in_turn"],
-                        at["bytes_per_turn_mean"],
-                        at["write_units_total"],
-                        at["largest_item_bytes"],
-                    ]
-                    if at
-                    else [None, None, None, f"limit at turn {result['item_limit_turn']}"]
+    for mode, by_store in results.items():
+        for name, result in by_store.items():
+            for checkpoint in checkpoints:
+                at = result["at"][str(checkpoint)]
+                rows.append(
+                    [mode, name, checkpoint]
+                    + (
+                        [
+                            at["bytes_in_turn"],
+                            at["bytes_per_turn_mean"],
+                            at["write_units_total"],
+                            at["read_units_total"],
+                            at["largest_item_bytes"],
+                        ]
+                        if at
+                        else [None, None, None, None, limit(result)]
+                    )
                 )
-            )
+    series = {f"{name} ({mode})": r for mode, by_store in results.items() for name, r in by_store.items()}
     charts = [
         {
             "title": "Bytes written per turn",
             "kind": "line",
             "x_label": "turn",
             "y_label": "bytes",
-            "series": {name: [[t["turn"], t["bytes"]] for t in r["per_turn"]] for name, r in results.items()},
+            "series": {
+                label: [[t["turn"], t["bytes"]] for t in r["per_turn"]] for label, r in series.items()
+            },
         },
         {
             "title": "Cumulative write units",
             "kind": "line",
             "x_label": "turn",
             "y_label": "WRU",
-            "series": {name: _cumulative(r["per_turn"], "wru") for name, r in results.items()},
+            "series": {label: _cumulative(r["per_turn"], "wru") for label, r in series.items()},
         },
     ]
-    figures = {
+    figures: dict[str, Any] = {
         "checkpoints": list(checkpoints),
-        "ours": "not available" if ours_result is None else "TableChatStorage",
-        **{
+        "history_window": HISTORY_WINDOW,
+        "ours": "not available" if ours is None else "TableChatStorage",
+    }
+    for mode, by_store in results.items():
+        figures[mode] = {
             name: {
                 **{k: v for k, v in r.items() if k != "per_turn"},
                 "bytes_per_turn": [t["bytes"] for t in r["per_turn"]],
             }
-            for name, r in results.items()
-        },
-    }
+            for name, r in by_store.items()
+        }
     return {
         "name": NAME,
         "headline": headline,
@@ -230,11 +251,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             {
                 "title": "Conversation growth",
                 "columns": [
+                    "history asked back",
                     "store",
                     "turns",
                     "bytes in turn",
                     "mean bytes/turn",
                     "total WRU",
+                    "total RRU",
                     "largest item B",
                 ],
                 "rows": rows,
@@ -243,7 +266,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         "charts": charts,
         "notes": [
             "A turn is two save_chat_message calls (user, then assistant), ~1.8 KB of text.",
-            "Write units by the DynamoDB rule ceil(max(size before, size after) / 1 KB) per write.",
+            f"windowed: each save asks for the last {HISTORY_WINDOW} messages back; untrimmed: for all "
+            "of them (Agent Squad's DynamoDbChatStorage keeps the conversation in one item, trimmed to the "
+            "window when one is given; ours stores one item per message and reads the window back).",
+            "Write units by the DynamoDB rule ceil(max(size before, size after) / 1 KB) per write; read "
+            "units ceil(size / 4 KB), half when eventually consistent (index writes are counted by the cost "
+            "benchmark, not here).",
         ]
         + ([unavailable] if unavailable else []),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
@@ -15,6 +16,29 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "TDeveloper")
 # Read-only routes and steps publish no application metric on purpose; the warning would be noise.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
+
+class _TracerOnFirstUse:
+    """The Powertools Tracer, built the first time anything asks for it.
+
+    Building it imports the X-Ray SDK, whose recorder creates its sampler's botocore X-Ray client at import
+    (the service model loaded twice: ~100-200 ms of every cold start on Lambda, seconds on a loaded
+    machine). A function that never traces (the authorizer) should not pay for that; the others build it
+    when their module decorates its handler, at the same point of the cold start as before.
+    """
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._tracer: Tracer | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._tracer is None:
+            self._tracer = Tracer(service=self._service)
+        return getattr(self._tracer, name)
+
+
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+if TYPE_CHECKING:
+    tracer: Tracer
+else:
+    tracer = _TracerOnFirstUse(SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
