@@ -28,6 +28,7 @@ from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from tdev.environment import Var
 from tdev.security.headers import SECURITY_HEADERS
+from tdev.security.routes import PUBLIC_ROUTES
 from tdev.security.usageplans import ENV_TAG
 
 API_HANDLER_DIR = Path(__file__).resolve().parents[1] / "functions" / "api"
@@ -69,7 +70,6 @@ def handler_routes(folder: Path = API_HANDLER_DIR) -> tuple[tuple[str, str], ...
 
 # (method, path): the routes `functions/api/` serves. Anything else never reaches the function.
 ROUTES: tuple[tuple[str, str], ...] = handler_routes()
-PUBLIC_ROUTES = frozenset({("GET", "/health")})
 OPTIONAL_HEADERS = (
     "Idempotency-Key",
     "X-Correlation-Id",
@@ -259,10 +259,14 @@ class ApiStack(Stack):
                 acknowledge(
                     api_method,
                     "AwsSolutions-APIG4",
-                    "The health check is public by design (load balancers, uptime probes); no data in it.",
+                    "Public by design (tdev.security.routes): the health check (load balancers, uptime "
+                    "probes) and the API's own description (OpenAPI document, docs page); no data in them.",
                 )
                 acknowledge(
-                    api_method, "AwsSolutions-COG4", "The health check is public by design: no authorizer."
+                    api_method,
+                    "AwsSolutions-COG4",
+                    "Public by design (tdev.security.routes): the health check and the API's description "
+                    "need no authorizer.",
                 )
             else:
                 acknowledge(

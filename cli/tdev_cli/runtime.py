@@ -428,7 +428,7 @@ class LocalRuntime:
         *,
         authenticate: bool = True,
     ) -> tuple[int, Any]:
-        """Send one HTTP request as API Gateway would: the authorizer (except /health), then the API handler.
+        """Send one HTTP request as API Gateway would: the authorizer (except on public routes), then the API.
 
         Without an Authorization or X-Api-Key header, a token of the local developer is added unless
         `authenticate=False` (a request with no identity)."""
@@ -450,7 +450,7 @@ class LocalRuntime:
     def http(
         self, method: str, path: str, headers: dict[str, str], body: str | None, source_ip: str = "127.0.0.1"
     ) -> dict[str, Any]:
-        """One request through API Gateway's steps: authorizer (not for /health) → API function.
+        """One request through API Gateway's steps: authorizer (not on public routes) → API function.
 
         Returns the proxy response (statusCode, headers, body). A failed authorizer answers 401 and a
         Deny policy 403, with the JSON bodies the API stack configures as gateway responses."""
@@ -460,7 +460,9 @@ class LocalRuntime:
         event = api_event(method, path, headers=headers, raw_body=body, query=query)
         context = event["requestContext"]
         context["identity"] = {**context.get("identity", {}), "sourceIp": source_ip}
-        if path.rstrip("/") != "/health":
+        from tdev.security.routes import is_public
+
+        if not is_public(method, path):
             stage = event["requestContext"].get("stage", "local")
             method_arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:local/{stage}/{method}{path}"
             try:
@@ -688,7 +690,7 @@ def api_event(
         **template["requestContext"],
         "requestId": request_id,
         "httpMethod": method,
-        "path": f"/local{path}",
+        "path": path,  # tdev serve has no stage in its URLs (deployed: /<stage><path>)
         "resourcePath": "/{proxy+}",
     }
     return template

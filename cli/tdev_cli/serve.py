@@ -1,10 +1,11 @@
 """`tdev serve`: the API on a real HTTP server on loopback, in front of the local runtime.
 
 Each HTTP request becomes an API Gateway proxy event and goes through what API Gateway would do: the
-authorizer (except /health), then the API function; state machine executions run in the background as
-in `tdev run`. Tokens come from the local issuer (`tdev token`, keys in `.tdev/keys/`, generated on first
-use). The server records its URL in `.tdev/serve.json` for `tdev token revoke`. Limits are the spec's:
-100 requests per 15 minutes per principal, 10 on strict routes, bodies up to TDEV_MAX_BODY_BYTES.
+authorizer (except on the public routes of tdev.security.routes), then the API function; state machine
+executions run in the background as in `tdev run`. Tokens come from the local issuer (`tdev token`, keys
+in `.tdev/keys/`, generated on first use). The server records its URL in `.tdev/serve.json` for
+`tdev token revoke`. Limits are the spec's: 100 requests per 15 minutes per principal, 10 on strict
+routes, bodies up to TDEV_MAX_BODY_BYTES.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ from tdev.security.services import projects
 environment = ApiEnvironment.at_cold_start()
 
 try:  # the package (tests, local runtime) ...
-    from functions.api import artifacts, model_routes, project_routes, security, sessions
+    from functions.api import artifacts, description, model_routes, project_routes, security, sessions
 except ImportError:  # ... or deployed, where this folder is the code root
     import artifacts  # type: ignore[no-redef]
+    import description  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
     import project_routes  # type: ignore[no-redef]
     import security  # type: ignore[no-redef]
@@ -115,7 +116,20 @@ def list_agents() -> list[AgentSpec]:
 
 @app.get("/health")
 def health() -> dict[str, Any]:
-    return {"status": "ok", "service": "t-developer", "version": "0.1.0"}
+    return {"status": "ok", "service": "t-developer", "version": description.VERSION}
+
+
+# The API's description: public like /health (tdev.security.routes), no guard, no data.
+@app.get("/openapi.json")
+def openapi_document() -> Response[str]:
+    document = description.openapi_document(app, description.stage_prefix(app.current_event.raw_event))
+    return Response(HTTPStatus.OK, content_types.APPLICATION_JSON, document)
+
+
+@app.get("/docs")
+def docs_page() -> Response[str]:
+    html, policy = description.docs_page()
+    return Response(HTTPStatus.OK, content_types.TEXT_HTML, html, headers={"Content-Security-Policy": policy})
 
 
 @app.exception_handler(RequestValidationError)

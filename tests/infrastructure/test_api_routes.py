@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stacks.api_stack import PUBLIC_ROUTES, ROUTES, gateway_path, handler_routes
+from stacks.api_stack import ROUTES, gateway_path, handler_routes
+from tdev.security.routes import PUBLIC_ROUTES
 
 VERBS = ("get", "post", "put", "delete", "patch")
 

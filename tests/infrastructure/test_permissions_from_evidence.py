@@ -234,6 +234,7 @@ def _drive_every_path(rt: Any) -> None:
     artifacts = f"/v1/executions/{fixed['execution_id']}/artifacts"
     for path in (
         "/health",
+        "/openapi.json",
         f"/v1/executions/{failed['execution_id']}",
         "/v1/agents",
         "/v1/models",
@@ -241,6 +242,7 @@ def _drive_every_path(rt: Any) -> None:
         f"{artifacts}/csv_to_json/__init__.py",
     ):
         assert rt.api("GET", path)[0] == 200, path
+    assert rt.http("GET", "/docs", {}, None)["statusCode"] == 200  # HTML, not JSON
     assert rt.api("POST", "/v1/models/route", {"task_type": "code"})[0] == 200
     # 3. Sessions: lifecycle, chat on the Bedrock model, memory (Titan embeddings), checkpoints.
     status, session = rt.api("POST", "/v1/sessions", {"agents": ["CodeAgent"]})

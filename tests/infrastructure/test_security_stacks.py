@@ -1,5 +1,6 @@
-"""The security layer's infrastructure: the authorizer on every route but /health, JSON gateway answers,
-the Cognito user pool (or an OIDC issuer), WAF, keys with rotation, and no wildcard actions on data."""
+"""The security layer's infrastructure: the authorizer on every route but the public ones (health, the API's
+description), JSON gateway answers, the Cognito user pool (or an OIDC issuer), WAF, keys with rotation, and
+no wildcard actions on data."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def test_every_route_but_health_goes_through_the_lambda_authorizer(dev: Any) -> None:
+def test_every_route_but_the_public_ones_goes_through_the_lambda_authorizer(dev: Any) -> None:
     template = dev.template_json(dev.stacks.api)
     (authorizer_id, authorizer), *others = resources(template, "AWS::ApiGateway::Authorizer").items()
     assert others == []
@@ -54,8 +55,8 @@ def test_every_route_but_health_goes_through_the_lambda_authorizer(dev: Any) -> 
             assert props["AuthorizationType"] == "CUSTOM"
             assert props["AuthorizerId"] == {"Ref": authorizer_id}
             guarded.append(props["HttpMethod"])
-    assert public == [("GET", "health")]
-    assert len(guarded) == len(methods) - 1 >= 10
+    assert sorted(public) == [("GET", "docs"), ("GET", "health"), ("GET", "openapi.json")]
+    assert len(guarded) == len(methods) - 3 >= 10
 
 
 def test_usage_plans_meter_the_key_the_authorizer_names(dev: Any) -> None:

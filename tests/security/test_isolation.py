@@ -12,9 +12,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REQUEST = "Design and implement a REST API for todo items"
-# Routes that hold no user's data (the shared catalogs, health): every caller of the right role reads them.
+# Routes that hold no user's data (the shared catalogs, health, the API's description): every caller of the
+# right role reads them.
 SHARED_ROUTES = {
     ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
     ("GET", "/v1/agents"),
     ("GET", "/v1/models"),
     ("POST", "/v1/models/route"),

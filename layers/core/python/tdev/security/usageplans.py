@@ -103,4 +103,3 @@ class UsagePlans:
             key = self._client().get_api_key(apiKey=self.interactive_key_id, includeValue=True)
             self._interactive_value = str(key["value"])
         return self._interactive_value
-
