@@ -1,5 +1,6 @@
 """Reliable messaging: the outbox publisher on the table's stream, the queues with their DLQs and
-consumers, the bus rules that route to them, and an alarm per dead-letter queue.
+consumers, the bus rules that route to them, the FIFO queue the publisher sends to itself (one message
+group per execution), and an alarm per dead-letter queue.
 
 Built from `tdev.messaging.queues`, the same definitions the local runtime uses.
 """
@@ -117,6 +118,10 @@ class MessagingStack(Stack):
             Var.EVENT_BUS_NAME: event_bus.event_bus_name,
             Var.IDEMPOTENCY_TABLE_NAME: self.idempotency_table.table_name,
         }
+        # The FIFO queues the publisher sends to directly (an EventBridge target has one fixed message group).
+        routed_queues = {
+            route.queue_url_variable: self.queues[route.queue].queue_url for route in q.QUEUE_ROUTES
+        }
         self.functions: dict[str, TdevFunction] = {}
         # A consumer never outlives its messages' visibility (SQS would hand them to another consumer).
         timeouts = {"outbox_publisher": 60} | {
@@ -130,12 +135,15 @@ class MessagingStack(Stack):
                 settings=settings,
                 layers=layers,
                 log_key=table_key,
-                environment=environment,
+                environment=environment | (routed_queues if name == "outbox_publisher" else {}),
                 timeout=Duration.seconds(timeouts[name]),
             )
 
         publisher = self.functions["outbox_publisher"].function
         event_bus.grant_put_events_to(publisher)
+        # Queue routes: the publisher sends these events to their FIFO queue itself, grouped per execution.
+        for route in q.QUEUE_ROUTES:
+            self.queues[route.queue].grant_send_messages(publisher)
         # The mapping is written out (not DynamoEventSource) so the role reads exactly this table's stream:
         # DynamoEventSource also grants dynamodb:ListStreams on "*", which the mapping does not need.
         publisher.add_to_role_policy(
@@ -217,7 +225,6 @@ class MessagingStack(Stack):
                             for name, path in _fields(spec).items()
                         }
                     ),
-                    message_group_id=spec.message_group_id,
                     dead_letter_queue=self.target_failures,
                     retry_attempts=8,
                     max_event_age=Duration.hours(24),

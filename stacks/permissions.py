@@ -94,6 +94,7 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
     ("outbox_publisher", "dynamodb:DescribeStream"): _STREAM,
     ("outbox_publisher", "dynamodb:GetRecords"): _STREAM,
     ("outbox_publisher", "dynamodb:GetShardIterator"): _STREAM,
+    # (Its own SendMessage, task completions to agent-execution.fifo, is a recorded call.)
     ("outbox_publisher", "sqs:SendMessage"): "The stream mapping's on-failure destination (the outbox DLQ).",
     ("outbox_publisher", "sqs:GetQueueAttributes"): "The stream mapping checks its on-failure destination.",
     ("outbox_publisher", "sqs:GetQueueUrl"): "Granted with the on-failure destination (CDK's SqsDlq grant).",

@@ -729,10 +729,10 @@ def _command(args: argparse.Namespace) -> int:
     if args.faults < 1 or args.per_runtime < 1:
         print("tdev chaos: --faults and --per-runtime must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    from tdev_cli.main import _functions_output
+    from tdev_cli.function_logs import functions_output
 
     plan = FaultPlan(seed=args.seed)
-    with _functions_output(".tdev/logs", "chaos"):
+    with functions_output(".tdev/logs", "chaos"):
         report = run_chaos(args.faults, seed=args.seed, per_runtime=args.per_runtime, plan=plan)
     if args.fault_log:
         with open(args.fault_log, "w", encoding="utf-8") as log:

@@ -5,11 +5,17 @@ source mappings are emulated by `drain()`:
 - the table's DynamoDB stream (moto) is read in order, filtered as the stack's mapping filters it (new
   OUTBOX items only) and handed to the outbox publisher in batches of up to 100 as Lambda would
   (`{"Records": [...]}`); reported failures are retried from the first failed sequence number,
-  and after `stream_max_retries` the record goes to the on-failure queue (OUTBOX_FAILURES);
+  and after `stream_max_retries` the record goes to the on-failure queue (OUTBOX_FAILURES); the
+  publisher puts events on the bus (moto's rules route them) or, for a queue route, sends them to the
+  FIFO queue itself with the execution id as message group (AGENT_EXECUTION_QUEUE_URL is set here);
 - each queue with a consumer is received in batches of up to 10 (ApproximateReceiveCount requested);
   messages the consumer reports as failed (partial batch response) stay on the queue and the rest are deleted.
   Locally a failed message is made visible again at once instead of after its visibility timeout;
   SQS's own redrive policy (maxReceiveCount) moves it to its DLQ.
+- FIFO queues keep SQS's rules per message group (moto): a group's messages in order, none of a group
+  handed out while one of it is in flight, other groups never blocked by it; the task-activity consumer
+  (SqsFifoPartialProcessor) skips only the failed message's group in a batch
+  (tests/unit/test_task_activity_groups.py).
 """
 
 from __future__ import annotations
@@ -114,6 +120,8 @@ class LocalMessaging:
             url, arn = self._queue(sqs, spec.name, spec, dead_letter_arn=dlq_arn)
             self.queue_urls[spec.name], self.queue_arns[spec.name] = url, arn
             self.queue_urls[spec.dlq_name], self.queue_arns[spec.dlq_name] = dlq_url, dlq_arn
+        for route in q.QUEUE_ROUTES:  # the publisher sends these itself, one message group per execution
+            os.environ[route.queue_url_variable] = self.queue_urls[route.queue]
         url = sqs.create_queue(QueueName=q.OUTBOX_FAILURES)["QueueUrl"]
         self.queue_urls[q.OUTBOX_FAILURES] = url
         events = _client("events")
@@ -124,8 +132,6 @@ class LocalMessaging:
                 "Arn": self.queue_arns[rule.queue],
                 "InputTransformer": {"InputPathsMap": rule.input_paths, "InputTemplate": rule.input_template},
             }
-            if rule.message_group_id:
-                target["SqsParameters"] = {"MessageGroupId": rule.message_group_id}
             events.put_targets(Rule=rule.name, EventBusName=q.EVENT_BUS, Targets=[target])
         return self
 

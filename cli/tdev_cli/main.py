@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from tdev_cli import artifacts_cmd, bench_cmd, chaos, dlq, models_cmd, serve, session_cmd, token_cmd
+from tdev_cli.function_logs import functions_output
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
@@ -86,41 +84,6 @@ def _openapi() -> int:
     return EXIT_OK
 
 
-@contextlib.contextmanager
-def _functions_output(log_dir: str, name: str) -> Iterator[Path]:
-    """Send what the functions print (Powertools JSON logs, EMF metrics) to a file, not the terminal."""
-    directory = Path(log_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    from tdev.observability import logger as functions_logger
-
-    saved, saved_handlers = sys.stdout, logging.root.handlers[:]
-    with path.open("w") as sink:
-        sys.stdout = sink  # EMF metrics are printed
-        # Libraries that log through the root logger (botocore, agno) write there too, and so does the
-        # functions' Powertools logger, whichever stream it was created with.
-        logging.root.handlers = [logging.StreamHandler(sink)]
-        handlers = [h for h in functions_logger.handlers if isinstance(h, logging.StreamHandler)]
-        previous = [h.setStream(sink) for h in handlers]
-        # Agno's loggers do not propagate and print through their own rich handlers (e.g. a throttled
-        # model's error before the fallback answers): to the file too.
-        names = [name for name in list(logging.root.manager.loggerDict) if name.startswith("agno")]
-        agno_loggers = [logging.getLogger(name) for name in names]
-        agno_handlers = [(lg, lg.handlers[:]) for lg in agno_loggers]
-        for lg in agno_loggers:
-            lg.handlers = [logging.StreamHandler(sink)]
-        try:
-            yield path
-        finally:
-            for lg, saved_agno in agno_handlers:
-                lg.handlers = saved_agno
-            sys.stdout = saved
-            logging.root.handlers = saved_handlers
-            for handler, stream in zip(handlers, previous, strict=True):
-                if stream is not None:
-                    handler.setStream(stream)
-
-
 def _run(args: argparse.Namespace) -> int:
     from tdev_cli import display
 
@@ -130,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
             console.print(f"[red]{option} must look like provider:model-id (got {name!r})[/red]")
             return EXIT_USAGE
     os.environ.setdefault("AGNO_TELEMETRY", "false")
-    with _functions_output(args.log_dir, "run") as log_path, contextlib.ExitStack() as stack:
+    with functions_output(args.log_dir, "run") as log_path, contextlib.ExitStack() as stack:
         from tdev_cli.runtime import LocalRuntime
 
         try:
@@ -216,7 +179,7 @@ def _agents(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = _console()
-    with _functions_output(".tdev/logs", "agents"):
+    with functions_output(".tdev/logs", "agents"):
         from tdev_cli.runtime import LocalRuntime
 
         with LocalRuntime() as runtime:

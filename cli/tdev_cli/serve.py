@@ -240,11 +240,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print("tdev serve: --port must be 0..65535", file=sys.stderr)
         return EXIT_USAGE
-    from tdev_cli.main import _functions_output
+    from tdev_cli.function_logs import functions_output
     from tdev_cli.runtime import LocalRuntime
 
     os.environ.setdefault("AGNO_TELEMETRY", "false")
-    with _functions_output(args.log_dir, "serve") as log_path, contextlib.ExitStack() as stack:
+    with functions_output(args.log_dir, "serve") as log_path, contextlib.ExitStack() as stack:
         runtime = stack.enter_context(LocalRuntime(keys_dir=args.keys_dir, rate_limit_default=None))
         from tdev.settings import get_settings
 

@@ -82,11 +82,11 @@ def main(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
-    from tdev_cli.main import _functions_output
+    from tdev_cli.function_logs import functions_output
 
     global _out
     _out = sys.stdout  # the functions' logs and metrics go to a file; answers to the terminal
-    with _functions_output(".tdev/logs", "session"), client:
+    with functions_output(".tdev/logs", "session"), client:
         return _client_command(client, args)
 
 
@@ -170,9 +170,9 @@ class LocalBackend:
 def run_backend(state_file: Path, port: int, sweep_every: float) -> int:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    from tdev_cli.main import _functions_output
+    from tdev_cli.function_logs import functions_output
 
-    with _functions_output(".tdev/logs", "backend"), LocalBackend(port, sweep_every) as backend:
+    with functions_output(".tdev/logs", "backend"), LocalBackend(port, sweep_every) as backend:
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(backend.settings(), indent=2))
         print(

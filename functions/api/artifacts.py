@@ -9,9 +9,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from tdev import container
+from tdev.orchestration import artifacts
 from tdev.security.services import projects
 from tdev.settings import get_settings
-from tdev.workspace import artifacts
 
 try:  # the package (tests, local runtime) ...
     from functions.api import security

@@ -6,12 +6,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import DynamoDBRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tdev.environment import MessagingEnvironment
+from tdev.environment import OutboxPublisherEnvironment
 from tdev.messaging.publisher import OutboxPublisher
 from tdev.observability import logger, metrics, tracer
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
-environment = MessagingEnvironment.at_cold_start()
+environment = OutboxPublisherEnvironment.at_cold_start()
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from tdev import container
+from tdev.llm.fallback import model_chain
 from tdev.models import Execution, ExecutionStatus, utc_now
-from tdev.orchestration.workflow import model_chain, plan_execution, run_task
+from tdev.orchestration.workflow import plan_execution, run_task
 
 REQUEST = "Design the data model of a todo API"
 

@@ -1,5 +1,6 @@
 """The messaging stack as synthesized: queues and DLQs as specified, encryption, TLS-only, the outbox
-publisher on the table's stream, consumers with partial batch responses, rules with DLQs and retries."""
+publisher on the table's stream (sending task completions to the FIFO queue itself), consumers with
+partial batch responses, rules with DLQs and retries."""
 
 from __future__ import annotations
 
@@ -142,12 +143,44 @@ def test_rules_route_by_source_type_and_content_to_queues_with_dlq_retries_and_t
         assert "DeadLetterConfig" in target
         assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 8}
         assert "InputTemplate" in target["InputTransformer"]
-    (fifo_target,) = by_type[("TaskCompleted",)]["Targets"]
-    assert fifo_target["SqsParameters"] == {"MessageGroupId": "task-activity"}
-    assert (
-        fifo_target["InputTransformer"]["InputPathsMap"]["detail-data-executionId"]
-        == "$.detail.data.executionId"
-    )
+    # No rule targets a FIFO queue: a rule's target has one fixed message group (SqsParameters), so task
+    # completions are sent by the publisher itself, one group per execution.
+    fifo_arns = {name for name in queues_by_name(dev) if name.endswith(".fifo")}
+    for rule in rules.values():
+        (target,) = rule["Properties"]["Targets"]
+        assert "SqsParameters" not in target
+        assert not any(name.removesuffix(".fifo") in str(target["Arn"]) for name in fifo_arns)
+
+
+@pytest.mark.slow
+def test_the_publisher_sends_task_completions_to_the_fifo_queue_itself(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.messaging)
+    fifo_id = queues_by_name(dev)[q.AGENT_EXECUTION.name]["id"]
+    functions = resources(template, "AWS::Lambda::Function")
+    by_url = {
+        name: function["Properties"]["Environment"]["Variables"].get("AGENT_EXECUTION_QUEUE_URL")
+        for name, function in functions.items()
+    }
+    # Only the publisher knows the queue's URL (the consumers receive through their event source mapping).
+    (publisher_id,) = [name for name, url in by_url.items() if url is not None]
+    assert publisher_id.startswith("OutboxPublisher")
+    assert by_url[publisher_id] == {"Ref": fifo_id}
+    role = functions[publisher_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = [
+        statement
+        for policy in resources(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    sent_to = [
+        resource
+        for s in statements
+        if "sqs:SendMessage" in s["Action"]
+        for resource in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    ]
+    assert {"Fn::GetAtt": [fifo_id, "Arn"]} in sent_to
+    # The route groups by the execution id and deduplicates on the event id.
+    assert q.TASK_ACTIVITY.group_by == "executionId" and q.TASK_ACTIVITY.queue == q.AGENT_EXECUTION.name
 
 
 @pytest.mark.slow

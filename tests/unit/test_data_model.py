@@ -152,7 +152,7 @@ def test_session_by_id_and_a_users_sessions(table: Any) -> None:
 
 
 def test_outbox_records_of_one_partition(table: Any) -> None:
-    from tdev.messaging.outbox import outbox_put
+    from tdev.data.outbox import outbox_put
 
     actions = [
         outbox_put(

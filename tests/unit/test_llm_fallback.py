@@ -13,11 +13,12 @@ import pytest
 import redis
 from botocore.stub import Stubber
 
+from tdev.agents.chain import run_chain
 from tdev.cache import connect
 from tdev.errors import AgentError, TransientError
 from tdev.llm.breaker import BreakerState
 from tdev.llm.catalog import cost_usd, resolve_model
-from tdev.llm.fallback import ChainExhaustedError, Guards, chain_for, run_chain
+from tdev.llm.fallback import ChainExhaustedError, Guards, chain_for
 from tdev.models import AgentSpec
 
 SPEC = AgentSpec(

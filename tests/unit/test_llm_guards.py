@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from tdev.agents.chain import run_chain
 from tdev.cache import connect
 from tdev.llm.breaker import BreakerState
-from tdev.llm.fallback import Guards, run_chain
+from tdev.llm.fallback import Guards
 from tdev.llm.limits import estimate_tokens
 from tests.unit.test_llm_fallback import NOVA, PROMPT, SPEC, bedrock_client, converse_ok, resolver
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from tdev.agents.chain import run_chain
 from tdev.errors import UnknownModelProviderError
 from tdev.llm.catalog import cost_usd, price_known, resolve_model
-from tdev.llm.fallback import run_chain
 from tdev.llm.models_data import CAPABILITIES, LATENCY_TIERS, MODELS, TASK_TYPES, limits_of, reset_limits
 from tdev.llm.providers import PROVIDERS, agno_model_class
 from tdev.models import AgentSpec

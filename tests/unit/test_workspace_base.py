@@ -14,8 +14,8 @@ from moto import mock_aws
 
 from tdev.errors import ValidationError
 from tdev.models import MAX_ARCHIVE_BYTES
+from tdev.orchestration.project_base import files_from_archive
 from tdev.workspace import MAX_FILE_BYTES, MAX_FILES, WorkspaceError
-from tdev.workspace.base import files_from_archive
 from tdev.workspace.local import LocalWorkspace
 from tdev.workspace.s3 import S3Workspace
 from tests.unit.test_workspace_tools import encrypted_bucket

@@ -76,14 +76,14 @@ def measure_request(
     import boto3
 
     from tdev import aws, container
-    from tdev_cli.main import _functions_output
+    from tdev_cli.function_logs import functions_output
     from tdev_cli.runtime import ACCOUNT, REGION, STATE_MACHINE, LocalRuntime
 
     meter = AwsMeter(ACCOUNT, REGION)
     durations: list[tuple[str, float]] = []
     main_thread = threading.get_ident()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_functions_output(".tdev/logs", "bench-cost"))
+        stack.enter_context(functions_output(".tdev/logs", "bench-cost"))
         stack.enter_context(meter.installed())
         with meter.pause():  # set-up (tables, keys, functions) and a warm-up request are not counted
             runtime = stack.enter_context(LocalRuntime())

@@ -111,8 +111,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     os.environ.setdefault("AGNO_TELEMETRY", "false")
     from agno.models.message import Message
 
+    from tdev.agents.chain import run_chain
     from tdev.llm.catalog import resolve_model
-    from tdev.llm.fallback import Guards, run_chain
+    from tdev.llm.fallback import Guards
     from tdev.llm.router import Criteria, live_health, route
     from tdev.models import AgentSpec
 

@@ -137,7 +137,7 @@ def converse(
 def run(quick: bool = False) -> dict[str, Any]:
     from agent_squad.storage import DynamoDbChatStorage
 
-    from tdev_cli.main import _functions_output
+    from tdev_cli.function_logs import functions_output
     from tdev_cli.runtime import ACCOUNT, REGION, TABLE_NAME, LocalRuntime
 
     checkpoints = QUICK_CHECKPOINTS if quick else CHECKPOINTS
@@ -145,7 +145,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     meter = AwsMeter(ACCOUNT, REGION)
     results: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_functions_output(".tdev/logs", "bench-storage"))
+        stack.enter_context(functions_output(".tdev/logs", "bench-storage"))
         stack.enter_context(meter.installed())
         with meter.pause():
             stack.enter_context(LocalRuntime())

@@ -1,17 +1,22 @@
-"""Process-wide domain services built from the settings on first use (one set per Lambda container)."""
+"""Process-wide domain services built from the settings on first use (one set per Lambda container).
+
+The composition root of the core: repositories, the cipher and the sealer. The rooms that build services
+of their own on top of these (`tdev.security.services`, `tdev.sessions.service`) register their `reset` in
+`tdev.resets`, so `reset()` forgets everything without this module importing them back.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from tdev import aws, cache
+from tdev import aws, cache, resets
 from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
 from tdev.data.executions import ExecutionRepository
+from tdev.data.fields import FieldSealer
 from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError
-from tdev.security.fields import FieldSealer
 from tdev.settings import get_settings
 
 
@@ -63,9 +68,4 @@ def reset() -> None:
     verify_records.cache_clear()
     cipher.cache_clear()
     sealer.cache_clear()
-    from tdev.security import services as security_services
-
-    security_services.reset()
-    from tdev.sessions import service as session_service
-
-    session_service.reset()
+    resets.forget_all()

@@ -53,6 +53,7 @@ class Var(StrEnum):
     SANDBOX_FUNCTION_NAME = "SANDBOX_FUNCTION_NAME"
     EVENT_BUS_NAME = "EVENT_BUS_NAME"
     IDEMPOTENCY_TABLE_NAME = "IDEMPOTENCY_TABLE_NAME"
+    AGENT_EXECUTION_QUEUE_URL = "AGENT_EXECUTION_QUEUE_URL"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -185,6 +186,17 @@ class MessagingEnvironment(FunctionEnvironment):
     table_name: str = Field(min_length=3, alias="TABLE_NAME")
     event_bus_name: str = Field(default="t-developer", min_length=1, alias="EVENT_BUS_NAME")
     idempotency_table_name: str = Field(default="", alias="IDEMPOTENCY_TABLE_NAME")
+
+
+class OutboxPublisherEnvironment(MessagingEnvironment):
+    """The outbox publisher also sends task completions straight to the agent-execution FIFO queue
+    (tdev.messaging.queues.QUEUE_ROUTES: one message group per execution)."""
+
+    # Set by the stack (and by the local runtime when it creates the queue); a publisher without it fails
+    # its first task completion naming the variable (ConfigurationError), and the stream retries it.
+    agent_execution_queue_url: str = Field(
+        default="", pattern=r"^(https?://.+)?$", alias="AGENT_EXECUTION_QUEUE_URL"
+    )
 
 
 def provider_secrets() -> dict[str, str]:

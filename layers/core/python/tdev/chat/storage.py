@@ -10,7 +10,7 @@ writers of the same conversation lose each other's messages (last put wins). Her
 - `PK = CHAT#<user>#<session>`, `SK = MSG#<agent>#<time>#<rand>` serves one agent's history, newest
   first with a `Limit` (the window); `GSI1PK = CHAT#<user>#<session>`, `GSI1SK = <time>#<rand>` serves
   the whole session's history across agents (what the classifier reads), also windowed;
-- the content is envelope-encrypted like request texts (`tdev.security.fields`, bound to the item's key);
+- the content is envelope-encrypted like request texts (`tdev.data.fields`, bound to the item's key);
   messages stored in clear before that are still read as they are;
 - every item carries `expires_at` (DynamoDB TTL), so abandoned conversations disappear by themselves;
 - Agent Squad's storages drop a message whose role repeats the previous one (Bedrock wants turns to
@@ -31,8 +31,8 @@ from agent_squad.types import ConversationMessage, ParticipantRole, TimestampedM
 from boto3.dynamodb.conditions import Key
 
 from tdev import aws
+from tdev.data.fields import FieldSealer
 from tdev.errors import ValidationError
-from tdev.security.fields import FieldSealer
 
 DEFAULT_TTL_SECONDS = 30 * 86_400
 DEFAULT_WINDOW = 100

@@ -23,7 +23,10 @@ from botocore.exceptions import ClientError
 from tdev import aws
 from tdev.crypto import EnvelopeCipher
 from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
+from tdev.data.fields import FieldSealer
+from tdev.data.outbox import outbox_put
 from tdev.data.store import transact_write
+from tdev.data.verify import iterations_from_items
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
 from tdev.models import (
     AgentResult,
@@ -36,7 +39,6 @@ from tdev.models import (
     Usage,
     utc_now,
 )
-from tdev.security.fields import FieldSealer
 
 
 def execution_key(execution_id: str) -> dict[str, str]:
@@ -209,8 +211,6 @@ class ExecutionRepository:
         results.sort(key=lambda r: order.index(r.task_id) if r.task_id in order else len(order))
         plan_item = next((i for i in items if i["SK"] == "PLAN"), None)
         plan = self._plan(plan_item) if plan_item else None
-        from tdev.data.verify import iterations_from_items
-
         live_usage = Usage.total(t.usage for t in execution.tasks.values())
         usage = execution.usage if execution.status.terminal else live_usage
         return ExecutionView(
@@ -400,8 +400,6 @@ class ExecutionRepository:
         correlation_id: str | None,
         source: str = "t-developer.executions",
     ) -> dict[str, Any]:
-        from tdev.messaging.outbox import outbox_put
-
         return outbox_put(
             self._table_name,
             source=source,

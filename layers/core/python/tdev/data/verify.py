@@ -14,7 +14,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 
 from tdev import aws
-from tdev.data.executions import from_item, to_item
+from tdev.data.codec import from_item, to_item
 from tdev.data.schema import fix_key, verify_key
 from tdev.models import FixRun, VerifyIteration
 

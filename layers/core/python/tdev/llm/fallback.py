@@ -7,7 +7,8 @@ trace and counted (metric `LLMCalls` by model and outcome). When no model answer
 TransientError listing each hop, so the state machine retries the task later with backoff.
 
 The chain for a task is: the request's model and fallbacks, else the agent spec's, else the deployment's
-default (see `chain_for`).
+default (see `chain_for`). Running an agent down a chain is `tdev.agents.chain.run_chain` (agents use
+models; models know nothing of agents); streaming a plain completion down one is `stream_chain` here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-from tdev.errors import AgentError, TDevError, TransientError
+from tdev.errors import TransientError
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
 from tdev.llm.guards import CallAdmission, Guards
 from tdev.llm.limits import estimate_tokens
@@ -29,8 +30,7 @@ from tdev.observability import NAMESPACE, logger, tracer
 if TYPE_CHECKING:
     from agno.models.base import Model
 
-    from tdev.agents.runtime import AgentRun
-    from tdev.models import AgentSpec
+    from tdev.models import AgentSpec, Execution
 
 MAX_CHAIN = 6
 
@@ -56,6 +56,19 @@ def chain_for(
         if name not in seen:
             seen.append(name)
     return seen[:MAX_CHAIN]
+
+
+def model_chain(execution: Execution, spec: AgentSpec) -> list[str]:
+    """The models a task tries in order: the request's, else the agent spec's, else the deployment default."""
+    from tdev.settings import get_settings
+
+    return chain_for(
+        request_model=execution.model,
+        request_fallbacks=execution.fallback_models,
+        spec_model=spec.model,
+        spec_fallbacks=spec.fallback_models,
+        default_model=get_settings().default_model,
+    )
 
 
 # ------------------------------------------------------------------------------------------ guards
@@ -90,12 +103,6 @@ class Hop:
         }
 
 
-@dataclass
-class ChainRun:
-    run: AgentRun
-    hops: list[Hop] = field(default_factory=list)
-
-
 class ChainExhaustedError(TransientError):
     """No model in the chain answered; every failure was transient (or a skip): try again later."""
 
@@ -117,7 +124,7 @@ def _count(hop: Hop) -> None:
             metric.add_dimension(name="model", value=hop.model)
 
 
-def _note(hops: list[Hop], hop: Hop) -> None:
+def note_hop(hops: list[Hop], hop: Hop) -> None:
     hops.append(hop)
     tracer.put_annotation(key=f"llm_hop_{len(hops)}", value=f"{hop.model} {hop.outcome}")
     level = logger.info if hop.outcome == "succeeded" else logger.warning
@@ -125,7 +132,7 @@ def _note(hops: list[Hop], hop: Hop) -> None:
     _count(hop)
 
 
-class _Admission:
+class Admission:
     """Breaker + rate limit for one model, one script before and one after each call (Guards); a Redis
     outage means 'no shared state', never a failure."""
 
@@ -169,52 +176,6 @@ class _Admission:
             logger.warning("could not record the model call's outcome", extra={"error": str(exc)})
 
 
-# --------------------------------------------------------------------------------------------- run
-@tracer.capture_method(capture_response=False)
-def run_chain(
-    spec: AgentSpec,
-    chain: Sequence[str],
-    prompt: str,
-    *,
-    guards: Guards | None = None,
-    resolve: Callable[[str], Model] = resolve_model,
-    tools: Sequence[Any] = (),
-) -> ChainRun:
-    """Run the agent on the first model of `chain` that is admitted and answers."""
-    from tdev.agents.runtime import run_agent
-
-    if not chain:
-        raise AgentError("empty model chain")
-    admission = _Admission(guards)
-    estimated = estimate_tokens(prompt)
-    hops: list[Hop] = []
-    for name in chain:
-        skipped = admission.check(name, estimated)
-        if skipped is not None:
-            _note(hops, skipped)
-            continue
-        started = time.perf_counter()
-        try:
-            run = run_agent(spec, name, prompt, model=resolve(name), tools=tools)
-        except TDevError as exc:
-            duration_ms = int((time.perf_counter() - started) * 1000)
-            transient = isinstance(exc, TransientError)
-            admission.settle(
-                name, succeeded=False, transient=transient, latency_ms=duration_ms, est=0, used=0
-            )
-            _note(hops, Hop(name, "transient" if transient else "failed", str(exc), duration_ms))
-            if not transient:
-                raise  # bad request, auth, content filter: another model would not make it right
-            continue
-        used = run.usage.input_tokens + run.usage.output_tokens
-        admission.settle(
-            name, succeeded=True, transient=False, latency_ms=run.duration_ms, est=estimated, used=used
-        )
-        _note(hops, Hop(name, "succeeded", "", run.duration_ms))
-        return ChainRun(run=run, hops=hops)
-    raise ChainExhaustedError(hops)
-
-
 # ------------------------------------------------------------------------------------------ stream
 @dataclass
 class StreamResult:
@@ -245,12 +206,12 @@ def stream_chain(
     from agno.models.message import Message
 
     out = result if result is not None else StreamResult()
-    admission = _Admission(guards)
+    admission = Admission(guards)
     estimated = estimate_tokens(prompt)
     for name in chain:
         skipped = admission.check(name, estimated)
         if skipped is not None:
-            _note(out.hops, skipped)
+            note_hop(out.hops, skipped)
             continue
         messages = [Message(role="system", content=system)] if system else []
         messages.append(Message(role="user", content=prompt))
@@ -272,7 +233,7 @@ def stream_chain(
                 name, succeeded=False, transient=transient, latency_ms=duration_ms, est=0, used=0
             )
             reason = provider_error_reason(exc)
-            _note(out.hops, Hop(name, "transient" if transient else "failed", reason, duration_ms))
+            note_hop(out.hops, Hop(name, "transient" if transient else "failed", reason, duration_ms))
             if not transient or emitted:
                 raise kind(f"streaming from {name} failed: {reason}") from exc
             continue
@@ -290,6 +251,6 @@ def stream_chain(
             est=estimated,
             used=out.input_tokens + out.output_tokens,
         )
-        _note(out.hops, Hop(name, "succeeded", "", duration_ms))
+        note_hop(out.hops, Hop(name, "succeeded", "", duration_ms))
         return
     raise ChainExhaustedError(out.hops)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from tdev.llm.offline import plural, resources_in
+from tdev.llm.offline_words import fields_of, plural, resources_in
 
 _CLI_WORDS = re.compile(r"\b(cli|command[- ]line|terminal|console tool|script)\b")
 _API_WORDS = re.compile(r"\b(api|rest|restful|endpoints?|http|web service|server|crud)\b")
@@ -812,8 +812,6 @@ def requested_operations(request: str, resource: str) -> tuple[str, ...]:
 
 
 def _rest_api(request: str) -> Project:
-    from tdev.llm.offline import fields_of
-
     resource = resources_in(request)[0]
     many = plural(resource)
     pkg = f"{resource}_api"

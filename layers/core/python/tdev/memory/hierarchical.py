@@ -27,7 +27,7 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 
 from tdev import aws
-from tdev.security.fields import FieldSealer
+from tdev.data.fields import FieldSealer
 
 WORKING_CAPACITY = 1000
 SHORT_TTL_SECONDS = 3_600

@@ -1,1 +1,3 @@
-"""Reliable messaging: the transactional outbox, its publisher, queue definitions and idempotent consumers."""
+"""Reliable messaging: the outbox publisher, queue definitions and routes, and idempotent consumers.
+
+The outbox itself is a table write and lives in `tdev.data.outbox`."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
+
+from tdev.environment import Var
 
 EVENT_BUS = "t-developer"
-SOURCE_PREFIX = "t-developer."
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,6 @@ class RuleSpec:
     queue: str
     input_paths: dict[str, str]
     input_template: str
-    # FIFO targets: EventBridge gives an SQS target one fixed message group, so the whole stream of task
-    # completions is ordered (a superset of the per-execution order the consumer needs).
-    message_group_id: str | None = None
 
 
 # The orchestrator's outcome events (from the outbox, written with the terminal status) become a small
@@ -79,29 +78,80 @@ REQUEST_OUTCOMES = RuleSpec(
         '"correlationId": "<correlation>"}'
     ),
 )
-# Task completions from the outbox, in order per execution (FIFO message group = the execution id).
-TASK_ACTIVITY = RuleSpec(
+
+
+@dataclass(frozen=True)
+class QueueRoute:
+    """Outbox events the publisher sends straight to a FIFO queue, grouped by a field of the message.
+
+    An EventBridge rule gives an SQS target one fixed MessageGroupId (its `SqsParameters` take no path), so
+    a rule into a FIFO queue puts every message in one group, and one message that keeps failing holds back
+    all the others. The publisher sends these itself (and puts them on the bus as every event): the message
+    group comes from the message (the execution id), the deduplication id is the event id, the body is the
+    same flat message a rule's input transformer would make.
+    """
+
+    name: str
+    source: str
+    detail_types: tuple[str, ...]
+    statuses: tuple[str, ...]
+    queue: str
+    # message field -> what it copies: "detail-type", or a dotted path in the envelope ("data.executionId")
+    fields: dict[str, str]
+    group_by: str  # the message field whose value is the message group
+    queue_url_variable: str  # the publisher's environment variable with the queue's URL
+
+    def matches(self, source: str, detail_type: str, detail: dict[str, Any]) -> bool:
+        status = (detail.get("data") or {}).get("status")
+        return source == self.source and detail_type in self.detail_types and status in self.statuses
+
+    def message(self, detail_type: str, detail: dict[str, Any]) -> dict[str, str]:
+        """The message body: every field a string, as the rules' input templates make them."""
+        body: dict[str, str] = {}
+        for name, path in self.fields.items():
+            value: Any = detail_type if path == "detail-type" else detail
+            if path != "detail-type":
+                for part in path.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+            body[name] = "" if value is None else str(value)
+        return body
+
+    def message_group(self, detail_type: str, detail: dict[str, Any]) -> str:
+        """The FIFO message group: the message's `group_by` field (events of one group stay in order)."""
+        group = self.message(detail_type, detail)[self.group_by]
+        if not group:
+            raise ValueError(f"event {detail.get('eventId')} has no {self.group_by} to group it by")
+        return group
+
+
+# Task completions from the outbox, in order per execution: message group = the execution id, so a
+# message that keeps failing holds back only its own execution's activity.
+TASK_ACTIVITY = QueueRoute(
     name="task-activity-to-agent-execution",
-    pattern={
-        "source": ["t-developer.executions"],
-        "detail-type": ["TaskCompleted"],
-        "detail": {"data": {"status": ["SUCCEEDED", "FAILED"]}},
-    },
+    source="t-developer.executions",
+    detail_types=("TaskCompleted",),
+    statuses=("SUCCEEDED", "FAILED"),
     queue=AGENT_EXECUTION.name,
-    input_paths={
-        "id": "$.detail.eventId",
-        "execution": "$.detail.data.executionId",
-        "task": "$.detail.data.taskId",
-        "status": "$.detail.data.status",
-        "correlation": "$.detail.correlationId",
+    fields={
+        "eventId": "eventId",
+        "type": "detail-type",
+        "executionId": "data.executionId",
+        "taskId": "data.taskId",
+        "status": "data.status",
+        "correlationId": "correlationId",
     },
-    input_template=(
-        '{"eventId": "<id>", "type": "TaskCompleted", "executionId": "<execution>", "taskId": "<task>", '
-        '"status": "<status>", "correlationId": "<correlation>"}'
-    ),
-    message_group_id="task-activity",
+    group_by="executionId",
+    queue_url_variable=Var.AGENT_EXECUTION_QUEUE_URL,
 )
-RULES: tuple[RuleSpec, ...] = (REQUEST_OUTCOMES, TASK_ACTIVITY)
+QUEUE_ROUTES: tuple[QueueRoute, ...] = (TASK_ACTIVITY,)
+
+
+def route_for(source: str, detail_type: str, detail: dict[str, Any]) -> QueueRoute | None:
+    """The queue route an outbox event takes; None for events that go to the bus."""
+    return next((r for r in QUEUE_ROUTES if r.matches(source, detail_type, detail)), None)
+
+
+RULES: tuple[RuleSpec, ...] = (REQUEST_OUTCOMES,)
 
 
 def event_bus_name() -> str:

@@ -126,8 +126,8 @@ def compose_fix_prompt(
 @tracer.capture_method
 def fix_failing_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     """The code agent fixes what verify iteration `iteration` found; recorded for iteration + 1."""
-    from tdev.llm.fallback import run_chain, shared_guards
-    from tdev.orchestration.workflow import model_chain
+    from tdev.agents.chain import run_chain
+    from tdev.llm.fallback import model_chain, shared_guards
 
     records = container.verify_records()
     record = next((r for r in records.iterations(execution_id) if r.iteration == iteration), None)

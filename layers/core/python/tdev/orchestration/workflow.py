@@ -27,7 +27,6 @@ from tdev.errors import (
 )
 from tdev.models import (
     AgentResult,
-    AgentSpec,
     Execution,
     ExecutionStatus,
     ModelHop,
@@ -62,8 +61,8 @@ def submit_request(
     is then not used; the bucket's lifecycle expires it like any workspace.)
     """
     from tdev.llm.catalog import check_model_name
+    from tdev.orchestration.project_base import prepare_base, seed
     from tdev.workspace import open_workspace
-    from tdev.workspace.base import prepare_base, seed
 
     requested = [body.model] if body.model else []
     for field, names in (("model", requested), ("fallback_models", body.fallback_models)):
@@ -192,8 +191,9 @@ def step_levels(plan: Plan) -> list[dict[str, Any]]:
 @tracer.capture_method
 def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     """Run one agent task on its model chain and store the result (exactly once per task)."""
+    from tdev.agents.chain import run_chain
     from tdev.agents.runtime import compose_prompt
-    from tdev.llm.fallback import run_chain, shared_guards
+    from tdev.llm.fallback import model_chain, shared_guards
     from tdev.orchestration.verify import agent_tools
 
     executions = container.executions()
@@ -276,19 +276,6 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     return stored
 
 
-def model_chain(execution: Execution, spec: AgentSpec) -> list[str]:
-    """The models a task tries in order: the request's, else the agent spec's, else the deployment default."""
-    from tdev.llm.fallback import chain_for
-
-    return chain_for(
-        request_model=execution.model,
-        request_fallbacks=execution.fallback_models,
-        spec_model=spec.model,
-        spec_fallbacks=spec.fallback_models,
-        default_model=get_settings().default_model,
-    )
-
-
 def _record_agent_metrics(agent: str, model: str, status: str, duration_ms: int, usage: Usage) -> None:
     with single_metric(name="AgentRuns", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="agent", value=agent)
@@ -331,6 +318,8 @@ def error_message(error: dict[str, Any] | None) -> str:
 @tracer.capture_method
 def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] | None) -> dict[str, Any]:
     """Mark the task FAILED and say whether the request can go on (its failure policy)."""
+    from tdev.llm.fallback import model_chain
+
     executions = container.executions()
     plan = executions.get_plan(execution_id)
     task = plan.task(task_id)

@@ -1,6 +1,7 @@
 """The security layer: who is calling (tokens, API keys, signed requests), what they may do (RBAC), how
 often (rate limits), and the headers every answer carries. Handlers call into these modules; nothing here
-knows about HTTP frameworks beyond plain header dictionaries.
+knows about HTTP frameworks beyond plain header dictionaries. (The field-level envelope encryption of texts
+in the table is a table concern: `tdev.data.fields`.)
 
     tokens       JWT validation (RS256/ES256 only), JWKS cache with `kid` rotation
     revocation   revoked token ids (Redis key per jti + durable table item) and disabled principals
@@ -13,5 +14,4 @@ knows about HTTP frameworks beyond plain header dictionaries.
     authorizer   the Lambda authorizer's domain: token or API key → identity → API Gateway policy
     authfailures failed-authentication limits per source IP and per API-key id (429 + Retry-After)
     ownership    projects: owner, members, transfer; who may see a project's executions and sessions
-    fields       field-level envelope encryption of texts in the table (requests, outputs, chat, memory)
 """

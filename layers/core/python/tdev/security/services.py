@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from tdev import resets
 from tdev.errors import ConfigurationError
 from tdev.security.apikeys import ApiKeyRepository
 from tdev.security.authfailures import FailedAuthentications
@@ -102,6 +103,7 @@ def limits() -> dict[str, Limit]:
     }
 
 
+@resets.on_reset
 def reset() -> None:
     cached: tuple[Any, ...] = (
         revocations,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from tdev import resets
 from tdev.chat.storage import TableChatStorage
 from tdev.crypto import EnvelopeCipher
 from tdev.errors import ConfigurationError, ConflictError, TDevError, ValidationError
@@ -458,5 +459,6 @@ def service() -> SessionService:
     )
 
 
+@resets.on_reset
 def reset() -> None:
     service.cache_clear()

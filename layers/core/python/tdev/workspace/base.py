@@ -1,156 +1,157 @@
-"""Starting a request from an existing project: the files of an earlier execution, or an uploaded zip.
+"""The workspace's rules, whichever store is behind it (`tdev.workspace` opens one; `local` and `s3` store).
 
-`prepare_base` checks the base before anything is stored (a refused base stores no execution and starts
-no workflow); `seed` then fills the new execution's workspace through the store abstraction (deployed:
-an S3 prefix copy; locally: the same rules over the local store). Every refusal is a 4xx naming the
-request field that carried the base.
-
-Archive rules: base64 of a zip of at most MAX_ARCHIVE_BYTES; every entry a relative path that
-`clean_path` accepts (no absolute path, no `..`, no hidden or odd names), no symlinks, no encrypted or
-duplicate entries, each file and the whole project within the workspace's limits (sizes are checked as
-the bytes are read, not from the zip's own headers, so a zip bomb stops at the limit). A top-level
-`project/` folder, as `GET /v1/executions/{id}/artifacts.zip` writes it, is dropped.
+Two homes behind one interface: an S3 prefix deployed (`workspaces/<execution-id>/`, KMS-encrypted bucket,
+expiring like checkpoints) and a directory under `.tdev/` on a laptop. Every path goes through
+`clean_path` and every write through the size and count limits, whichever store is behind it, so a path
+such as `../../etc/passwd`, `/abs`, `a/./b` or a name with control characters never reaches a store.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
-import stat
-import zipfile
-from dataclasses import dataclass, field
+import hashlib
+import posixpath
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
-from tdev import container
-from tdev.errors import ConflictError, ValidationError
-from tdev.models import MAX_ARCHIVE_BYTES, ExecutionStatus, ProjectBase, RequestIn
-from tdev.workspace import (
-    MAX_FILE_BYTES,
-    MAX_FILES,
-    MAX_TOTAL_BYTES,
-    Workspace,
-    WorkspaceError,
-    clean_path,
-    digest,
-    open_workspace,
-)
+from tdev.errors import TDevError
 
-ARCHIVE_ROOT = "project/"  # the artifacts zip's folder (tdev.workspace.artifacts.ZIP_ROOT)
-BASE_STATUSES = frozenset({ExecutionStatus.SUCCEEDED, ExecutionStatus.DEGRADED})
-MAX_ARCHIVE_ENTRIES = 2 * MAX_FILES  # files and folder entries
+MAX_FILE_BYTES = 256 * 1024  # one file (source or test): generous for code, small for a Lambda payload
+MAX_FILES = 200
+MAX_TOTAL_BYTES = 4 * 1024 * 1024  # the whole project travels to the sandbox in one (≤ 6 MB) invocation
+MAX_PATH_CHARS = 200
+MAX_DEPTH = 8
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
-@dataclass
-class Base:
-    """A checked base: where it came from and, for an archive, its files."""
+class WorkspaceError(TDevError):
+    """A refused workspace operation (bad path, too large, too many files, symlink out)."""
 
-    source: ProjectBase
-    files: dict[str, bytes] = field(default_factory=dict)  # an archive's files (an execution's: copied)
+    status_code = 400
+    code = "WorkspaceError"
 
 
-def prepare_base(body: RequestIn) -> Base | None:
-    """The request's base, checked; None when the request starts from an empty workspace.
+class WorkspaceFileNotFound(WorkspaceError):
+    status_code = 404
+    code = "NotFound"
 
-    The caller has already checked that it may see `base_execution_id` (the API's membership check).
+
+def clean_path(path: str) -> str:
+    """`path` as a normalised relative POSIX path inside the workspace, or WorkspaceError.
+
+    Refused: empty, absolute, `..` anywhere, backslashes, hidden or odd segment names, too deep or long.
     """
-    if body.base_execution_id:
-        return _from_execution(body.base_execution_id, body.project_id)
-    if body.base_archive:
-        files = files_from_archive(body.base_archive)
-        hashes = {path: digest(content) for path, content in sorted(files.items())}
-        return Base(ProjectBase(source="archive", files=sorted(files), sha256=hashes), files)
-    return None
+    if not isinstance(path, str) or not path.strip():
+        raise WorkspaceError("path: empty", field="path")
+    raw = path.strip()
+    if "\\" in raw or "\x00" in raw:
+        raise WorkspaceError(f"path: {raw!r} has a backslash or NUL", field="path")
+    if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
+        raise WorkspaceError(f"path: {raw!r} is absolute; paths are relative to the project", field="path")
+    segments = [s for s in raw.split("/") if s not in ("", ".")]
+    if any(s == ".." for s in segments):
+        raise WorkspaceError(f"path: {raw!r} leaves the workspace (..)", field="path")
+    if not segments:
+        raise WorkspaceError(f"path: {raw!r} names no file", field="path")
+    for segment in segments:
+        if not _SEGMENT.match(segment):
+            raise WorkspaceError(f"path: segment {segment!r} is not allowed", field="path")
+    cleaned = posixpath.join(*segments)
+    if len(cleaned) > MAX_PATH_CHARS or len(segments) > MAX_DEPTH:
+        raise WorkspaceError(f"path: {raw!r} is too long or too deep", field="path")
+    return cleaned
 
 
-def _from_execution(base_id: str, project_id: str) -> Base:
-    base = container.executions().get(base_id)  # NotFoundError naming execution_id: rename the field
-    if base.project_id != project_id:
-        raise ValidationError(
-            f"base_execution_id: execution {base_id} belongs to project {base.project_id!r}, not "
-            f"{project_id!r}; a request starts from a project of its own project",
-            field="base_execution_id",
-        )
-    if not base.status.terminal:
-        raise ConflictError(
-            f"base_execution_id: execution {base_id} is still {base.status.value}; start from it once it "
-            "has SUCCEEDED",
-            field="base_execution_id",
-        )
-    if base.status not in BASE_STATUSES:
-        raise ValidationError(
-            f"base_execution_id: execution {base_id} ended {base.status.value}; only a SUCCEEDED or "
-            "DEGRADED execution's project can be a base",
-            field="base_execution_id",
-        )
-    hashes = open_workspace(base_id).hashes()
-    if not hashes:
-        raise ValidationError(
-            f"base_execution_id: execution {base_id} wrote no files", field="base_execution_id"
-        )
-    return Base(ProjectBase(source="execution", execution_id=base_id, files=sorted(hashes), sha256=hashes))
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
-def files_from_archive(encoded: str, *, field_name: str = "base_archive") -> dict[str, bytes]:
-    """The files of a base64-encoded zip, every rule checked (see the module's docstring)."""
+def digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
-    def refuse(message: str) -> ValidationError:
-        return ValidationError(f"{field_name}: {message}", field=field_name)
 
-    try:
-        raw = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise refuse("is not base64") from None
-    if len(raw) > MAX_ARCHIVE_BYTES:
-        raise refuse(f"{len(raw):,} bytes is over the {MAX_ARCHIVE_BYTES:,}-byte archive limit")
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(raw))
-        entries = archive.infolist()
-    except (zipfile.BadZipFile, ValueError, EOFError):
-        raise refuse("is not a zip archive") from None
-    if len(entries) > MAX_ARCHIVE_ENTRIES:
-        raise refuse(f"holds {len(entries)} entries, over {MAX_ARCHIVE_ENTRIES}")
-    names = [e.filename for e in entries]
-    strip = bool(names) and all(n.startswith(ARCHIVE_ROOT) for n in names)
-    files: dict[str, bytes] = {}
-    total = 0
-    for entry in entries:
-        name = entry.filename
-        mode = entry.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            raise refuse(f"{name!r} is a symlink; an archive holds plain files only")
-        if entry.flag_bits & 0x1:
-            raise refuse(f"{name!r} is encrypted")
-        if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-            raise refuse(f"{name!r} is an absolute path; paths are relative to the project")
-        relative = name[len(ARCHIVE_ROOT) :] if strip else name
-        if entry.is_dir() or not relative:
-            continue
+class Workspace(ABC):
+    """The files of one execution's project. Subclasses store bytes; this class enforces the rules."""
+
+    execution_id: str
+
+    # ------------------------------------------------------------------------------ storage (subclass)
+    @abstractmethod
+    def _get(self, path: str) -> bytes | None: ...
+
+    @abstractmethod
+    def _put(self, path: str, content: bytes) -> None: ...
+
+    @abstractmethod
+    def _delete(self, path: str) -> None: ...
+
+    @abstractmethod
+    def files(self) -> list[FileInfo]:
+        """Every file, sorted by path."""
+
+    # --------------------------------------------------------------------------------- the rules
+    def read(self, path: str) -> bytes:
+        cleaned = clean_path(path)
+        content = self._get(cleaned)
+        if content is None:
+            raise WorkspaceFileNotFound(f"no file {cleaned} in the workspace", field="path")
+        return content
+
+    def read_text(self, path: str) -> str:
+        content = self.read(path)
         try:
-            path = clean_path(relative)
-        except WorkspaceError as exc:
-            raise refuse(f"entry {name!r}: {exc.message}") from None
-        if path in files:
-            raise refuse(f"{path!r} appears twice")
-        if len(files) >= MAX_FILES:
-            raise refuse(f"holds more than {MAX_FILES} files")
-        with archive.open(entry) as handle:
-            content = handle.read(MAX_FILE_BYTES + 1)  # never more than the limit, whatever the header says
-        if len(content) > MAX_FILE_BYTES:
-            raise refuse(f"{path} is over the {MAX_FILE_BYTES:,}-byte file limit")
-        total += len(content)
+            return content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WorkspaceError(f"{clean_path(path)} is not UTF-8 text", field="path") from None
+
+    def write(self, path: str, content: bytes | str) -> FileInfo:
+        cleaned = clean_path(path)
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        if len(data) > MAX_FILE_BYTES:
+            raise WorkspaceError(
+                f"{cleaned}: {len(data):,} bytes is over the {MAX_FILE_BYTES:,}-byte file limit",
+                field="content",
+            )
+        existing = self.sizes()
+        if cleaned not in existing and len(existing) >= MAX_FILES:
+            raise WorkspaceError(f"the workspace already holds {MAX_FILES} files", field="path")
+        total = sum(size for p, size in existing.items() if p != cleaned) + len(data)
         if total > MAX_TOTAL_BYTES:
-            raise refuse(f"the files hold more than {MAX_TOTAL_BYTES:,} bytes")
-        files[path] = content
-    if not files:
-        raise refuse("holds no files")
-    return files
+            raise WorkspaceError(
+                f"the workspace would hold {total:,} bytes, over {MAX_TOTAL_BYTES:,}", field="content"
+            )
+        self._put(cleaned, data)
+        return FileInfo(cleaned, len(data), digest(data))
+
+    def delete(self, path: str) -> None:
+        self._delete(clean_path(path))
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file's content (bounded by MAX_TOTAL_BYTES), e.g. for the sandbox or a zip."""
+        return {f.path: self.read(f.path) for f in self.files()}
+
+    def sizes(self) -> dict[str, int]:
+        """Every file's size (stores that can list sizes without reading or hashing override this)."""
+        return {f.path: f.size for f in self.files()}
+
+    def hashes(self) -> dict[str, str]:
+        return {f.path: f.sha256 for f in self.files()}
+
+    def copy_from(self, other: Workspace) -> list[str]:
+        """Every file of `other` into this workspace, through the rules (a new request's starting point).
+
+        Stores that can copy without moving the bytes through this process override it (S3)."""
+        for path, content in other.snapshot().items():
+            self.write(path, content)
+        return sorted(other.sizes())
 
 
-def seed(workspace: Workspace, base: Base) -> None:
-    """Fill a new execution's workspace with the base's files (safe to repeat: same files, same bytes)."""
-    if base.source.source == "execution":
-        assert base.source.execution_id is not None
-        workspace.copy_from(open_workspace(base.source.execution_id))
-        return
-    for path, content in base.files.items():
-        workspace.write(path, content)
+def changed_files(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Paths added, changed or removed between two `hashes()` views."""
+    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tdev.workspace import FileInfo, Workspace, WorkspaceError, digest
+from tdev.workspace.base import FileInfo, Workspace, WorkspaceError, digest
 
 
 class LocalWorkspace(Workspace):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from tdev import aws
-from tdev.workspace import (
+from tdev.workspace.base import (
     MAX_FILE_BYTES,
     MAX_FILES,
     MAX_TOTAL_BYTES,
