@@ -25,7 +25,7 @@ $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 
 # Everything: runtime, local emulation, CDK/cdk-nag/cfn-lint, test and lint tools.
 $(VENV)/.dev-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[local,infra,dev]"
+	$(BIN)/pip install -q -e ".[local,infra,dev,sandbox]"
 	$(MAKE) --no-print-directory memory-model
 	touch $@ $(VENV)/.run-deps
 

@@ -11,6 +11,7 @@ and the domain modules its paths import lazily, with exactly its layers on the p
     squad      Agent Squad (the classifier interface the planner implements)
     agno       Agno (agents and the LLM layer's model classes)
     sessions   Agent Squad + numpy: sessions' chat storage and the context manager's vector maths
+    testing    pytest (pyproject's `sandbox` extra): the test sandbox runs the agents' projects' tests
     providers  the SDKs of the enabled non-Bedrock model providers (`-c providers=bedrock,openai`);
                Bedrock needs nothing beyond boto3, so the default (bedrock only) builds no such layer
 Lambda allows five layers per function, our `core` (the tdev package) included.
@@ -69,6 +70,7 @@ LAYERS: dict[str, Layer] = {
         Layer("squad", ("agent-squad",), ("base",), "Agent Squad"),
         Layer("agno", ("agno",), ("base",), "Agno"),
         Layer("sessions", ("agent-squad", "numpy"), ("base",), "Agent Squad and numpy"),
+        Layer("testing", ("pytest",), ("base",), "pytest: the test sandbox runs the projects' tests with it"),
     )
 }
 PROVIDERS_LAYER = "providers"
@@ -134,7 +136,8 @@ FUNCTIONS: dict[str, Function] = {
             calls_models=True,
             lazy_imports=("tdev.agents.chain", "tdev.llm.fallback", "tdev.llm.catalog"),
         ),
-        Function("sandbox", "invoke", (), SandboxEnvironment),
+        # Runs the agents' projects' tests: pytest from its layer, in a child process (tdev.sandbox).
+        Function("sandbox", "invoke", ("testing",), SandboxEnvironment, lazy_imports=("pytest",)),
         Function("record_task_failure", "workflow", (), WorkflowEnvironment),
         Function("aggregate_results", "workflow", (), WorkflowEnvironment),
         Function("compensate", "workflow", (), WorkflowEnvironment),
@@ -223,9 +226,16 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+DEPLOYED_EXTRAS = ("sandbox",)  # optional dependencies that deployed functions run (pytest, in the sandbox)
+
+
 def pinned_requirements(pyproject: Path = REPO_ROOT / "pyproject.toml") -> dict[str, str]:
-    """Runtime requirements of pyproject.toml by canonical name: {"pydantic": "pydantic==2.14.3", ...}."""
-    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    """What deployed functions run, by canonical name: pyproject.toml's dependencies and its deployed
+    extras ({"pydantic": "pydantic==2.14.3", "pytest": "pytest==9.0.3", ...})."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    dependencies = list(project["dependencies"])
+    for extra in DEPLOYED_EXTRAS:
+        dependencies += project.get("optional-dependencies", {}).get(extra, [])
     pins: dict[str, str] = {}
     for requirement in dependencies:
         name = re.split(r"[\[=<>!~; ]", requirement, maxsplit=1)[0]

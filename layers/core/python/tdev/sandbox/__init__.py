@@ -139,6 +139,14 @@ def is_python_project(files: dict[str, str]) -> bool:
     return any(path.endswith(".py") for path in files)
 
 
+def _pytest_site() -> str:
+    """The import root pytest was found under (its package's parent directory)."""
+    spec = importlib.util.find_spec("pytest")
+    if spec is None or spec.origin is None:
+        raise ConfigurationError("pytest is not installed where the test sandbox runs")
+    return str(Path(spec.origin).parent.parent)
+
+
 def run_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
     """Run the project's pytest tests on a copy of `files` (path -> text) and report what happened."""
     if not files:
@@ -184,7 +192,9 @@ def run_tests(files: dict[str, str], limits: Limits = Limits()) -> TestReport:
             "HOME": str(root),
             "LANG": "C.UTF-8",
             "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPATH": f"{guard}{os.pathsep}{root}",
+            # pytest from where this process found it (deployed: the sandbox function's `testing` layer
+            # under /opt/python, which a child interpreter would not search by itself)
+            "PYTHONPATH": os.pathsep.join([str(guard), str(root), _pytest_site()]),
             "PYTHONHASHSEED": "0",
             "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # the platform's pytest plugins are not the project's
         }
