@@ -121,45 +121,64 @@ def evidence(
     from tdev_cli.runtime import LocalRuntime
 
     patch = pytest.MonkeyPatch()
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",  # what the Bedrock path's session is made from (answered by the fake)
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TDEV_EMBEDDINGS": "bedrock",  # as the stacks set it for the functions that run sessions
-    }.items():
-        patch.setenv(key, value)
-    bedrock = FakeBedrock()
-    original = botocore.session.Session.create_client
+    try:
+        for key, value in {
+            # what the Bedrock path's session is made from (answered by the fake)
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "TDEV_EMBEDDINGS": "bedrock",  # as the stacks set it for the functions that run sessions
+        }.items():
+            patch.setenv(key, value)
+        bedrock = FakeBedrock()
+        original = botocore.session.Session.create_client
 
-    def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
-        client = original(session, *args, **kwargs)
-        if client.meta.service_model.service_name == "bedrock-runtime":
-            client.meta.events.register_first("before-send.bedrock-runtime", bedrock)
-        return client
+        def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
+            client = original(session, *args, **kwargs)
+            if client.meta.service_model.service_name == "bedrock-runtime":
+                client.meta.events.register_first("before-send.bedrock-runtime", bedrock)
+            return client
 
-    with (
-        mock.patch.object(botocore.session.Session, "create_client", create_client),
-        LocalRuntime(
-            redis_url=redis_server,
-            keys_dir=tmp_path_factory.mktemp("keys"),
-            default_model=BEDROCK_MODEL,
-            retry_interval_seconds=1,
-            max_transient_retries=1,
-        ) as rt,
-    ):
-        _emulate_the_gateways_usage_plans(patch)
-        _drive_every_path(rt)
-        assert any(p.endswith("/converse") for p in bedrock.calls), "the Bedrock model path was not driven"
-        assert any(p.endswith("/invoke") for p in bedrock.calls), "Titan embeddings were not driven"
-        import os
+        from moto.core.botocore_stubber import BotocoreStubber
 
-        bindings = {name: os.environ.get(name, "") for name in BOUND_BY_ENVIRONMENT}
-        invoked = {name for name, outcome in rt.invocations if outcome == "ok"}
-        yield list(rt.aws_calls.calls), {"*": bindings, "invoked": dict.fromkeys(sorted(invoked), "ok")}
-    patch.undo()
-    from tdev import container
+        moto_answers = BotocoreStubber.__call__
 
-    container.reset()  # the cached services named this run's gateway keys: later tests must not meet them
+        def fake_before_moto(stubber: Any, event_name: str, request: Any, **kwargs: Any) -> Any:
+            # A bedrock-runtime client made before this fixture (a cached one, or one whose session an
+            # earlier local runtime set up) lacks the handler above: moto would answer "not implemented".
+            if "bedrock-runtime" in str(request.url):
+                return bedrock(request)
+            return moto_answers(stubber, event_name, request, **kwargs)
+
+        with (
+            mock.patch.object(botocore.session.Session, "create_client", create_client),
+            mock.patch.object(BotocoreStubber, "__call__", fake_before_moto),
+            LocalRuntime(
+                redis_url=redis_server,
+                keys_dir=tmp_path_factory.mktemp("keys"),
+                default_model=BEDROCK_MODEL,
+                retry_interval_seconds=1,
+                max_transient_retries=1,
+            ) as rt,
+        ):
+            _emulate_the_gateways_usage_plans(patch)
+            _drive_every_path(rt)
+            converse = [p for p in bedrock.calls if p.endswith("/converse")]
+            assert converse, "the Bedrock model path was not driven"
+            assert any(p.endswith("/invoke") for p in bedrock.calls), "Titan embeddings were not driven"
+            import os
+
+            bindings = {name: os.environ.get(name, "") for name in BOUND_BY_ENVIRONMENT}
+            invoked = {name for name, outcome in rt.invocations if outcome == "ok"}
+            yield list(rt.aws_calls.calls), {"*": bindings, "invoked": dict.fromkeys(sorted(invoked), "ok")}
+    finally:
+        # Also when driving the paths failed: the gateway's key id and plan name must not stay in the
+        # environment (and the services cached from them), or every later test's authorizer asks a fresh
+        # moto for that key.
+        patch.undo()
+        from tdev import container
+
+        container.reset()
 
 
 def _emulate_the_gateways_usage_plans(patch: pytest.MonkeyPatch) -> None:
