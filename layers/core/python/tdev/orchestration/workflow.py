@@ -395,19 +395,7 @@ def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any
                 undone.append(task_id)
             elif state.status in {TaskStatus.PENDING, TaskStatus.RUNNING}:
                 executions.set_task_status(execution_id, task_id, TaskStatus.SKIPPED)
-    usage = _request_usage(execution)
-    failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
-    status = ExecutionStatus.FAILED
-    executions.finish(
-        execution_id,
-        status,
-        usage,
-        error=message,
-        compensations=undone,
-        outcome=_outcome(
-            "RequestFailed", execution, status, usage, failed_tasks=failed, error=message, compensated=undone
-        ),
-    )
+    status = _record_failed(execution, message, compensated=undone)
     metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
     logger.error("request failed", extra={"error": message, "compensated": undone})
     return _finished(execution_id, status)
@@ -433,27 +421,7 @@ def record_compensation_failure(
     message = error_message(error)
     why = error_message(compensation_error)
     undone = executions.recorded_compensations(execution_id)
-    usage = _request_usage(execution)
-    failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
-    status = ExecutionStatus.FAILED
-    executions.finish(
-        execution_id,
-        status,
-        usage,
-        error=message,
-        compensations=undone,
-        compensation_error=why,
-        outcome=_outcome(
-            "RequestFailed",
-            execution,
-            status,
-            usage,
-            failed_tasks=failed,
-            error=message,
-            compensated=undone,
-            compensation_error=why,
-        ),
-    )
+    status = _record_failed(execution, message, compensated=undone, compensation_error=why)
     metrics.add_metric(name="CompensationsFailed", unit=MetricUnit.Count, value=1)
     logger.error(
         "request failed and its compensation failed",
@@ -472,22 +440,46 @@ def fail_unrecorded(execution_id: str, reason: str) -> dict[str, Any]:
     execution = executions.get(execution_id)
     if execution.status.terminal:
         return _finished(execution_id, execution.status)
-    usage = Usage.total(state.usage for state in execution.tasks.values())
-    failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
-    status = ExecutionStatus.FAILED
     try:
-        executions.finish(
-            execution_id,
-            status,
-            usage,
-            error=reason,
-            outcome=_outcome("RequestFailed", execution, status, usage, failed_tasks=failed, error=reason),
-        )
+        status = _record_failed(execution, reason)
     except ConflictError:
         return _finished(execution_id, executions.get(execution_id).status)
     metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
     logger.error("request failed: reconciled", extra={"execution_id": execution_id, "error": reason})
     return _finished(execution_id, status)
+
+
+def _record_failed(
+    execution: Execution,
+    message: str,
+    *,
+    compensated: list[str] | None = None,
+    compensation_error: str | None = None,
+) -> ExecutionStatus:
+    """Record FAILED and its RequestFailed event in one write (compensate, a failed compensation, the
+    reconciler): what the request used, its failed tasks, the error and what was compensated."""
+    usage = _request_usage(execution)
+    failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
+    status = ExecutionStatus.FAILED
+    container.executions().finish(
+        execution.execution_id,
+        status,
+        usage,
+        error=message,
+        compensations=compensated,
+        compensation_error=compensation_error,
+        outcome=_outcome(
+            "RequestFailed",
+            execution,
+            status,
+            usage,
+            failed_tasks=failed,
+            error=message,
+            compensated=compensated,
+            compensation_error=compensation_error,
+        ),
+    )
+    return status
 
 
 def _request_usage(execution: Execution) -> Usage:
