@@ -306,20 +306,7 @@ class LocalRuntime:
         workspace_key = boto3.client("kms", region_name=REGION).create_key(
             Description="tdev local workspace key"
         )["KeyMetadata"]["Arn"]
-        s3.put_bucket_encryption(
-            Bucket=WORKSPACE_BUCKET,
-            ServerSideEncryptionConfiguration={
-                "Rules": [
-                    {
-                        "ApplyServerSideEncryptionByDefault": {
-                            "SSEAlgorithm": "aws:kms",
-                            "KMSMasterKeyID": workspace_key,
-                        },
-                        "BucketKeyEnabled": True,
-                    }
-                ]
-            },
-        )
+        encrypt_by_default(s3, WORKSPACE_BUCKET, workspace_key)
         events = boto3.client("events", region_name=REGION)
         events.create_event_bus(Name=EVENT_BUS)
         sqs = boto3.client("sqs", region_name=REGION)
@@ -680,6 +667,24 @@ def aws_gateway_response(status: int, message: str) -> dict[str, Any]:
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps({"message": message}),
     }
+
+
+def encrypt_by_default(s3: Any, bucket: str, key_arn: str) -> None:
+    """Default encryption as the stack gives the workspace bucket: SSE-KMS under `key_arn`, bucket key on."""
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": key_arn,
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
 
 
 def api_event(

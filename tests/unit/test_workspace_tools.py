@@ -54,22 +54,11 @@ def encrypted_bucket(s3: Any, name: str) -> str:
     """A bucket encrypted by default as the stack makes the workspace bucket (SSE-KMS, bucket key).
 
     Returns its key's ARN."""
+    from tdev_cli.runtime import encrypt_by_default
+
     key = boto3.client("kms", region_name="us-east-1").create_key(Description="workspace key")["KeyMetadata"]
     s3.create_bucket(Bucket=name)
-    s3.put_bucket_encryption(
-        Bucket=name,
-        ServerSideEncryptionConfiguration={
-            "Rules": [
-                {
-                    "ApplyServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": key["Arn"],
-                    },
-                    "BucketKeyEnabled": True,
-                }
-            ]
-        },
-    )
+    encrypt_by_default(s3, name, key["Arn"])
     return str(key["Arn"])
 
 
