@@ -18,9 +18,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Runtime + local emulation only: what `make run` needs.
+# Runtime + local emulation, and pytest for the test sandbox the verify loop runs: what `make run` needs.
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[local]"
+	$(BIN)/pip install -q -e ".[local,sandbox]"
 	touch $@
 
 # Everything: runtime, local emulation, CDK/cdk-nag/cfn-lint, test and lint tools.
