@@ -1,0 +1,542 @@
+"""The read cache (spec 1.13): cache-aside, tiered (an in-process L1 in front of the shared Redis), tag
+invalidation, one loader per key, and every path correct without Redis.
+
+Keys (cluster-safe: each entry, its lock and its generation share one hash slot through `{...}`):
+    tdev:cache:{<namespace>:<key>}        hash: g = generation token, v = the encoded value
+    tdev:cache:{<namespace>:<key>}:lock   the loader's lease (SET NX PX, released by its owner only)
+    tdev:cache:tag:{<namespace>:<tag>}    set of the entry hashes filled under that tag
+    tdev:cache:stats:{<namespace>}        hash of counters (hits, misses, loads, ...) for `tdev cache stats`
+
+Why a generation and not pub/sub for the L1s: Redis pub/sub is fire-and-forget, and a Lambda container is
+frozen between invocations, so an L1 that trusted the invalidations it happened to hear would serve stale
+values after a write was acknowledged (a message lost while frozen or reconnecting). Instead every L1 hit
+checks the entry's generation with one HGET in the entry's own slot (a few bytes, not the value): an
+invalidation changes the generation and deletes the value in one script, so the first read after it, in
+any container, misses. The L1 saves the transfer and decoding of the value; it never decides freshness.
+
+Cache-aside races are closed the same way: a loader notes the generation before it reads the backend and
+fills only if it is unchanged (a script), so a value read before a write cannot land after that write's
+invalidation. A tag invalidation invalidates each member entry (the entry joins the tag's set before its
+loader reads the backend). Redis unreachable: reads go to the backend (no L1 either: nothing can say it is
+fresh), invalidations are retried, then either raised (`strict`, for authorization: a revoke is not
+acknowledged until no cache can serve the revoked thing) or remembered and replayed before this process
+uses Redis again, the entry's TTL bounding what another container could serve meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from tdev import cache, resets
+from tdev.errors import TransientError
+from tdev.observability import NAMESPACE, logger
+
+T = TypeVar("T")
+
+
+class Freshness(StrEnum):
+    """The spec's TTL policy: how hot an item is and how often it changes."""
+
+    STABLE = "stable"  # hot and rarely updated: 24 h
+    WARM = "warm"  # read often, changes sometimes: 1 h
+    VOLATILE = "volatile"  # everything else: 5 min
+
+
+TTL_SECONDS: dict[Freshness, int] = {
+    Freshness.STABLE: 86_400,
+    Freshness.WARM: 3_600,
+    Freshness.VOLATILE: 300,
+}
+
+L1_SECONDS = 5.0  # an in-process copy lives this long at most (and is revalidated on every hit)
+L1_MAX_ENTRIES = 2_048
+LOCK_LEASE_MS = 10_000  # a loader that dies holding the lock blocks the others this long at most
+WAIT_SECONDS = 5.0  # how long a reader waits for another loader's value before loading itself
+POLL_SECONDS = 0.01
+DOWN_SECONDS = 2.0  # after a Redis error, go straight to the backend this long before trying again
+STATS_FLUSH_SECONDS = 10.0
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_RETRIES = 3
+
+COUNTERS = ("hits_l1", "hits_l2", "misses", "loads", "waited", "bypassed", "rejected_fills", "invalidations")
+
+_READ = """
+local r = redis.call('HMGET', KEYS[1], 'g', 'v')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'g', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return {ARGV[1], false}
+end
+return r
+"""
+_FILL = """
+if redis.call('HGET', KEYS[1], 'g') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+_INVALIDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'g', ARGV[1])
+redis.call('HDEL', KEYS[1], 'v')
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class CacheUnavailable(TransientError):
+    """An invalidation that must reach Redis (strict) could not: the write is done, retry the call."""
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.RedisError, OSError)
+
+
+def _part(text: str) -> str:
+    """A key or tag as a hash-tag-safe part: braces (which would move the slot) are hashed away."""
+    if "{" in text or "}" in text or len(text) > 200:
+        return "h" + hashlib.sha256(text.encode()).hexdigest()[:32]
+    return text
+
+
+class TieredCache:
+    """One namespace of the cache (`executions`, `apikeys`, `roles`, ...), shared by a process.
+
+    `redis` returns the client (the shared `tdev.cache.redis_client` by default); `clock` is monotonic time.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        redis: Callable[[], Any] = cache.redis_client,
+        l1_seconds: float = L1_SECONDS,
+        l1_max_entries: int = L1_MAX_ENTRIES,
+        lock_lease_ms: int = LOCK_LEASE_MS,
+        wait_seconds: float = WAIT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not _NAME.match(namespace):
+            raise ValueError(f"cache namespace {namespace!r} must match {_NAME.pattern}")
+        self.namespace = namespace
+        self._redis, self._clock = redis, clock
+        self.l1_seconds, self.l1_max_entries = l1_seconds, l1_max_entries
+        self.lock_lease_ms, self.wait_seconds = lock_lease_ms, wait_seconds
+        # entry key -> (generation, encoded value, monotonic time it lapses)
+        self._l1: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        self._inflight: dict[str, threading.Event] = {}  # entries this process is loading now
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._pending: set[str] = set()  # invalidations that could not reach Redis yet (lenient ones)
+        self._scripts: dict[str, Any] = {}
+        self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._unflushed: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._flushed_at = clock()
+
+    # ------------------------------------------------------------------------------------------- keys
+    def entry_key(self, key: str) -> str:
+        return f"tdev:cache:{{{self.namespace}:{_part(key)}}}"
+
+    def tag_key(self, tag: str) -> str:
+        return f"tdev:cache:tag:{{{self.namespace}:{_part(tag)}}}"
+
+    def stats_key(self) -> str:
+        return stats_key(self.namespace)
+
+    # ------------------------------------------------------------------------------------------ reads
+    def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        *,
+        freshness: Freshness = Freshness.VOLATILE,
+        encode: Callable[[T], str] = json.dumps,
+        decode: Callable[[str], T] = json.loads,
+        tags: Iterable[str] = (),
+    ) -> T:
+        """The cached value of `key`, or `loader()`'s (stored for the policy's TTL, under `tags`).
+
+        Concurrent misses of one key (in any container) run one loader; the others wait for its value.
+        Without Redis, `loader()` answers every call.
+        """
+        client = self._client()
+        if client is None:
+            self._count("bypassed")
+            return loader()
+        ttl = TTL_SECONDS[freshness]
+        entry = self.entry_key(key)
+        try:
+            hit = self._l1_hit(client, entry)
+            if hit is not None:
+                self._count("hits_l1")
+                return decode(hit)
+            generation, value = self._read(client, entry, ttl)
+            if value is not None:
+                self._count("hits_l2")
+                self._l1_put(entry, generation, value, ttl)
+                return decode(value)
+            self._count("misses")
+            return self._single_flight(client, entry, generation, loader, encode, decode, ttl, tuple(tags))
+        except _redis_errors() as exc:
+            self._went_down(exc)
+            self._count("bypassed")
+            return loader()
+
+    def _l1_hit(self, client: Any, entry: str) -> str | None:
+        with self._lock:
+            held = self._l1.get(entry)
+            if held is None:
+                return None
+            if held[2] < self._clock():
+                del self._l1[entry]
+                return None
+        if client.hget(entry, "g") == held[0]:  # still the generation it was filled under
+            return held[1]
+        with self._lock:
+            self._l1.pop(entry, None)
+        return None
+
+    def _l1_put(self, entry: str, generation: str, value: str, ttl: int) -> None:
+        with self._lock:
+            self._l1[entry] = (generation, value, self._clock() + min(self.l1_seconds, ttl))
+            self._l1.move_to_end(entry)
+            while len(self._l1) > self.l1_max_entries:
+                self._l1.popitem(last=False)
+
+    def _read(self, client: Any, entry: str, ttl: int) -> tuple[str, str | None]:
+        read = self._script(client, "read", _READ)
+        generation, value = read(keys=[entry], args=[secrets.token_hex(8), ttl])
+        return str(generation), value
+
+    def _single_flight(
+        self,
+        client: Any,
+        entry: str,
+        generation: str,
+        loader: Callable[[], T],
+        encode: Callable[[T], str],
+        decode: Callable[[str], T],
+        ttl: int,
+        tags: tuple[str, ...],
+    ) -> T:
+        """Threads of this process that miss the same entry wait for one of them (no Redis polling)."""
+        with self._lock:
+            running = self._inflight.get(entry)
+            if running is None:
+                running = self._inflight[entry] = threading.Event()
+                leader = True
+            else:
+                leader = False
+        if leader:
+            try:
+                return self._load(client, entry, generation, loader, encode, decode, ttl, tags)
+            finally:
+                with self._lock:
+                    self._inflight.pop(entry, None)
+                running.set()
+        running.wait(self.wait_seconds)
+        with self._lock:
+            held = self._l1.get(entry)
+        if held is not None:  # the leader's fill (revalidated like any L1 hit below)
+            hit = self._l1_hit(client, entry)
+            if hit is not None:
+                self._count("waited")
+                return decode(hit)
+        return self._load(client, entry, generation, loader, encode, decode, ttl, tags)
+
+    def _load(
+        self,
+        client: Any,
+        entry: str,
+        generation: str,
+        loader: Callable[[], T],
+        encode: Callable[[T], str],
+        decode: Callable[[str], T],
+        ttl: int,
+        tags: tuple[str, ...],
+    ) -> T:
+        """One loader per key: the lock's holder loads and fills; the others wait for its value."""
+        token = secrets.token_hex(8)
+        deadline = self._clock() + self.wait_seconds
+        while not client.set(f"{entry}:lock", token, nx=True, px=self.lock_lease_ms):
+            time.sleep(POLL_SECONDS)
+            generation, value = self._read(client, entry, ttl)
+            if value is not None:
+                self._count("waited")
+                self._l1_put(entry, generation, value, ttl)
+                return decode(value)
+            if self._clock() > deadline:  # the holder is slow or gone: answer from the backend
+                self._count("loads")
+                return loader()
+        try:
+            # Another loader may have filled it between our read and our lock.
+            generation, value = self._read(client, entry, ttl)
+            if value is not None:
+                self._count("waited")
+                return decode(value)
+            for tag in tags:  # join the tags first, so an invalidation during the load reaches this entry
+                tag_key = self.tag_key(tag)
+                client.sadd(tag_key, entry)
+                client.expire(tag_key, TTL_SECONDS[Freshness.STABLE])
+            self._count("loads")
+            loaded = loader()
+            try:
+                encoded = encode(loaded)
+            except (TypeError, ValueError) as exc:  # not cacheable: answered, not stored
+                logger.warning(
+                    "cache value not encodable", extra={"cache": self.namespace, "error": str(exc)[:200]}
+                )
+                return loaded
+            if self._script(client, "fill", _FILL)(keys=[entry], args=[generation, encoded, ttl]):
+                self._l1_put(entry, generation, encoded, ttl)
+            else:
+                self._count("rejected_fills")  # invalidated while loading: the next read loads again
+            return loaded
+        finally:
+            self._script(client, "release", _RELEASE)(keys=[f"{entry}:lock"], args=[token])
+
+    # ----------------------------------------------------------------------------------- invalidation
+    def invalidate(self, key: str, *, strict: bool = False) -> None:
+        """Make `key` miss everywhere (Redis and every container's L1) from now on.
+
+        Call it in the code path of the write, after the write. `strict`: raise CacheUnavailable when
+        Redis cannot be told (authorization: the caller retries), else remember it and replay it later.
+        """
+        self._invalidate_entries([self.entry_key(key)], strict=strict)
+
+    def invalidate_tag(self, tag: str, *, strict: bool = False) -> None:
+        """Invalidate every entry filled under `tag` (in any container)."""
+        tag_key = self.tag_key(tag)
+
+        def members(client: Any) -> list[str]:
+            return sorted(client.smembers(tag_key))
+
+        self._with_retries(
+            lambda client: self._invalidate_tag(client, tag_key, members(client)), strict, tag_key
+        )
+
+    def _invalidate_tag(self, client: Any, tag_key: str, entries: list[str]) -> None:
+        self._invalidate_now(client, entries)
+        if entries:
+            client.srem(tag_key, *entries)  # members only: an entry that joined since keeps its place
+
+    def _invalidate_entries(self, entries: list[str], *, strict: bool) -> None:
+        with self._lock:
+            for entry in entries:
+                self._l1.pop(entry, None)
+        self._with_retries(lambda client: self._invalidate_now(client, entries), strict, *entries)
+
+    def _invalidate_now(self, client: Any, entries: list[str]) -> None:
+        script = self._script(client, "invalidate", _INVALIDATE)
+        for entry in entries:
+            with self._lock:
+                self._l1.pop(entry, None)
+            script(keys=[entry], args=[secrets.token_hex(8)])
+            self._count("invalidations")
+
+    def _with_retries(self, action: Callable[[Any], None], strict: bool, *entries: str) -> None:
+        errors = _redis_errors()
+        for attempt in range(_RETRIES):
+            try:
+                action(self._connected())
+                return
+            except errors as exc:
+                if attempt == _RETRIES - 1:
+                    self._went_down(exc)
+                    logger.error(
+                        "cache invalidation could not reach Redis",
+                        extra={"cache": self.namespace, "keys": list(entries)[:10], "strict": strict},
+                    )
+                    if strict:
+                        raise CacheUnavailable(
+                            "the change is stored but the cache could not be invalidated; retry"
+                        ) from exc
+                    with self._lock:
+                        self._pending.update(e for e in entries if not e.startswith("tdev:cache:tag:"))
+                    return
+                time.sleep(0.05 * (attempt + 1))
+
+    # ------------------------------------------------------------------------------- redis, health
+    def _connected(self) -> Any:
+        return self._redis()
+
+    def _client(self) -> Any | None:
+        """The client, or None while Redis is known to be down (or unconfigured); replays pending work."""
+        if self._clock() < self._down_until:
+            return None
+        try:
+            client = self._redis()
+        except Exception as exc:  # unconfigured (no REDIS_URL) counts as down: the backend answers
+            self._went_down(exc)
+            return None
+        if self._pending:
+            with self._lock:
+                pending, self._pending = sorted(self._pending), set()
+            try:
+                self._invalidate_now(client, pending)
+            except _redis_errors() as exc:
+                with self._lock:
+                    self._pending.update(pending)
+                self._went_down(exc)
+                return None
+        self._maybe_flush_stats(client)
+        return client
+
+    def _went_down(self, exc: BaseException) -> None:
+        if self._clock() >= self._down_until:
+            logger.warning(
+                "cache unavailable: reading from the backend",
+                extra={"cache": self.namespace, "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+        self._down_until = self._clock() + DOWN_SECONDS
+        with self._lock:
+            self._l1.clear()  # nothing can revalidate these while Redis is away
+
+    def _script(self, client: Any, name: str, source: str) -> Any:
+        held = self._scripts.get(name)
+        if held is None or held[0] is not client:
+            held = self._scripts[name] = (client, client.register_script(source))
+        return held[1]
+
+    # -------------------------------------------------------------------------------------- stats
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.counts[name] += 1
+            self._unflushed[name] += 1
+
+    def hit_rate(self) -> float:
+        hits = self.counts["hits_l1"] + self.counts["hits_l2"] + self.counts["waited"]
+        total = hits + self.counts["misses"] + self.counts["bypassed"]
+        return hits / total if total else 0.0
+
+    def _maybe_flush_stats(self, client: Any, *, force: bool = False) -> None:
+        if not force and self._clock() - self._flushed_at < STATS_FLUSH_SECONDS:
+            return
+        self.flush_stats(client)
+
+    def flush_stats(self, client: Any | None = None) -> None:
+        """Add this process's counters since the last flush to Redis and publish them as EMF metrics."""
+        with self._lock:
+            delta, self._unflushed = self._unflushed, dict.fromkeys(COUNTERS, 0)
+            self._flushed_at = self._clock()
+        delta = {k: v for k, v in delta.items() if v}
+        if not delta:
+            return
+        emit_metrics(self.namespace, delta)
+        try:
+            target = client if client is not None else self._redis()
+            pipe = target.pipeline(transaction=False)
+            for name, value in delta.items():
+                pipe.hincrby(self.stats_key(), name, value)
+            pipe.execute()
+        except Exception as exc:  # statistics never fail a read
+            logger.debug("cache statistics not flushed", extra={"error": str(exc)[:200]})
+
+    def forget_local(self) -> None:
+        """Drop the L1 (tests; a process that changes REDIS_URL)."""
+        with self._lock:
+            self._l1.clear()
+            self._pending.clear()
+        self._scripts.clear()
+        self._down_until = 0.0
+
+
+def stats_key(namespace: str) -> str:
+    return f"tdev:cache:stats:{{{namespace}}}"
+
+
+def emit_metrics(namespace: str, counts: dict[str, int]) -> None:
+    """CacheHits / CacheMisses (and the rest) as one EMF document for the cache `namespace`."""
+    from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+    hits = counts.get("hits_l1", 0) + counts.get("hits_l2", 0) + counts.get("waited", 0)
+    misses = counts.get("misses", 0) + counts.get("bypassed", 0)
+    document = EphemeralMetrics(namespace=NAMESPACE)  # its own metric set: flushed here, not by a handler
+    document.add_dimension(name="Cache", value=namespace)
+    for name, value in (
+        ("CacheHits", hits),
+        ("CacheMisses", misses),
+        ("CacheBypassed", counts.get("bypassed", 0)),
+        ("CacheLoads", counts.get("loads", 0)),
+    ):
+        document.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    document.flush_metrics()
+
+
+# ------------------------------------------------------------------------------ the process's caches
+# Every namespace a product path caches; `tdev cache stats` reads their counters (no keyspace walk).
+NAMESPACES = ("executions", "apikeys", "roles")
+_caches: dict[str, TieredCache] = {}
+_registry_lock = threading.Lock()
+
+
+def named(namespace: str) -> TieredCache:
+    """The process-wide cache of `namespace` (one of NAMESPACES), created on first use."""
+    if namespace not in NAMESPACES:
+        raise ValueError(f"unknown cache namespace {namespace!r}; add it to tdev.caching.NAMESPACES")
+    with _registry_lock:
+        if namespace not in _caches:
+            _caches[namespace] = TieredCache(namespace)
+        return _caches[namespace]
+
+
+@resets.on_reset
+def reset() -> None:
+    """Forget every namespace's L1 and state (the container's reset; tests change REDIS_URL)."""
+    with _registry_lock:
+        for held in _caches.values():
+            held.forget_local()
+        _caches.clear()
+
+
+def stats(client: Any) -> dict[str, Any]:
+    """What `tdev cache stats` prints: per-namespace counters, and the server's memory, keys and hits."""
+    namespaces: dict[str, dict[str, Any]] = {}
+    for namespace in NAMESPACES:
+        raw = client.hgetall(stats_key(namespace)) or {}
+        counts = {name: int(raw.get(name, 0)) for name in COUNTERS}
+        hits = counts["hits_l1"] + counts["hits_l2"] + counts["waited"]
+        total = hits + counts["misses"] + counts["bypassed"]
+        namespaces[namespace] = {**counts, "hit_rate": round(hits / total, 4) if total else None}
+    server = _server_info(client)
+    return {"namespaces": namespaces, "server": server}
+
+
+def _server_info(client: Any) -> dict[str, Any]:
+    """INFO (memory, stats) and DBSIZE summed over the primaries (one node outside cluster mode)."""
+    from redis.cluster import RedisCluster
+
+    nodes: list[Any]
+    if isinstance(client, RedisCluster):
+        nodes = [client.get_redis_connection(node) for node in client.get_primaries()]
+    else:
+        nodes = [client]
+    totals = {"keys": 0, "used_memory": 0, "keyspace_hits": 0, "keyspace_misses": 0, "evicted_keys": 0}
+    slow = 0
+    for node in nodes:
+        info = node.info()
+        totals["keys"] += int(node.dbsize())
+        for name in ("used_memory", "keyspace_hits", "keyspace_misses", "evicted_keys"):
+            totals[name] += int(info.get(name, 0))
+        slow += int(node.slowlog_len())
+    lookups = totals["keyspace_hits"] + totals["keyspace_misses"]
+    return {
+        **totals,
+        "nodes": len(nodes),
+        "slowlog_entries": slow,
+        "server_hit_rate": round(totals["keyspace_hits"] / lookups, 4) if lookups else None,
+    }

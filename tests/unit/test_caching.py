@@ -1,0 +1,239 @@
+"""The read cache (tdev.caching) on the tests' real Redis (a three-master cluster by default).
+
+Two "containers" are two TieredCache instances of one namespace: each has its own L1, both share Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import key_slot
+
+from tdev import cache, caching
+from tdev.caching import CacheUnavailable, Freshness, TieredCache
+
+
+class Backend:
+    """The source of truth: a dict, counting its reads."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = dict(values)
+        self.loads = 0
+        self._lock = threading.Lock()
+
+    def loader(self, key: str, delay: float = 0.0) -> Callable[[], Any]:
+        def load() -> Any:
+            with self._lock:
+                self.loads += 1
+            if delay:
+                time.sleep(delay)
+            return self.values[key]
+
+        return load
+
+
+def _container(namespace: str = "executions", **options: Any) -> TieredCache:
+    return TieredCache(namespace, redis=cache.redis_client, **options)
+
+
+def test_cache_aside_loads_once_then_serves_from_l1_and_l2(redis_url: str) -> None:
+    backend = Backend(item={"status": "RUNNING"})
+    first, second = _container(), _container()
+    assert first.get_or_load("e-1", backend.loader("item")) == {"status": "RUNNING"}
+    assert first.get_or_load("e-1", backend.loader("item")) == {"status": "RUNNING"}
+    assert second.get_or_load("e-1", backend.loader("item")) == {"status": "RUNNING"}
+    assert backend.loads == 1
+    assert first.counts["misses"] == 1 and first.counts["hits_l1"] == 1
+    assert second.counts["hits_l2"] == 1
+
+
+@pytest.mark.parametrize(
+    ("freshness", "ttl"), [(Freshness.STABLE, 86_400), (Freshness.WARM, 3_600), (Freshness.VOLATILE, 300)]
+)
+def test_the_ttl_policy_is_the_specs(redis_url: str, freshness: Freshness, ttl: int) -> None:
+    container = _container()
+    container.get_or_load("k", lambda: 1, freshness=freshness)
+    assert ttl - 5 <= cache.redis_client().ttl(container.entry_key("k")) <= ttl
+
+
+def test_an_entry_its_lock_and_its_tags_are_cluster_safe_keys(redis_url: str) -> None:
+    container = _container()
+    entry = container.entry_key("e-1")
+    assert key_slot(entry.encode()) == key_slot(f"{entry}:lock".encode())
+    assert "{" not in container.entry_key("a{b}c")[len("tdev:cache:{") :]  # a brace cannot move the slot
+    assert container.entry_key("a{b}c") != container.entry_key("a{b}d")
+
+
+def test_no_stale_read_in_another_container_after_a_write_is_acknowledged(redis_url: str) -> None:
+    backend = Backend(item="v1")
+    writer, reader = _container(), _container()
+    assert reader.get_or_load("e-1", backend.loader("item")) == "v1"  # reader's L1 and Redis hold v1
+    assert writer.get_or_load("e-1", backend.loader("item")) == "v1"
+    # The write: the backend changes, then (same code path) the entry is invalidated; then acknowledged.
+    backend.values["item"] = "v2"
+    writer.invalidate("e-1")
+    assert reader.get_or_load("e-1", backend.loader("item")) == "v2"  # its L1 copy was not served
+    assert writer.get_or_load("e-1", backend.loader("item")) == "v2"
+    assert reader.get_or_load("e-1", backend.loader("item")) == "v2"
+
+
+def test_a_tag_invalidates_every_entry_filled_under_it_in_every_container(redis_url: str) -> None:
+    backend = Backend(a="a1", b="b1", c="c1")
+    one, two = _container("roles"), _container("roles")
+    one.get_or_load("a", backend.loader("a"), tags=["role:dev"])
+    two.get_or_load("b", backend.loader("b"), tags=["role:dev"])
+    one.get_or_load("c", backend.loader("c"), tags=["role:ops"])
+    for name in ("a", "b", "c"):
+        two.get_or_load(name, backend.loader(name))  # now in both L1s
+    backend.values.update(a="a2", b="b2", c="c2")
+    one.invalidate_tag("role:dev")
+    assert [two.get_or_load(n, backend.loader(n)) for n in "abc"] == ["a2", "b2", "c1"]
+    assert [one.get_or_load(n, backend.loader(n)) for n in "abc"] == ["a2", "b2", "c1"]
+
+
+def test_a_value_loaded_before_a_write_is_not_stored_after_its_invalidation(redis_url: str) -> None:
+    """The cache-aside race: a slow loader read v1, the write and its invalidation happen meanwhile."""
+    backend = Backend(item="v1")
+    slow, writer = _container(), _container()
+
+    def load_then_write_happens() -> str:
+        value = backend.values["item"]
+        backend.values["item"] = "v2"
+        writer.invalidate("e-1")  # acknowledged before the slow loader fills
+        return str(value)
+
+    assert slow.get_or_load("e-1", load_then_write_happens) == "v1"  # its own read, concurrent with the write
+    assert slow.counts["rejected_fills"] == 1
+    assert writer.get_or_load("e-1", backend.loader("item")) == "v2"
+    assert slow.get_or_load("e-1", backend.loader("item")) == "v2"
+
+
+def test_a_tag_invalidation_during_a_load_reaches_the_entry(redis_url: str) -> None:
+    backend = Backend(item="v1")
+    slow, writer = _container("roles"), _container("roles")
+
+    def load_then_tag_changes() -> str:
+        value = backend.values["item"]
+        backend.values["item"] = "v2"
+        writer.invalidate_tag("role:dev")
+        return str(value)
+
+    slow.get_or_load("p", load_then_tag_changes, tags=["role:dev"])
+    assert writer.get_or_load("p", backend.loader("item"), tags=["role:dev"]) == "v2"
+
+
+def test_two_hundred_concurrent_misses_load_the_backend_once(redis_url: str) -> None:
+    backend = Backend(item={"status": "RUNNING"})
+    containers = [_container(), _container()]
+    start = threading.Barrier(200)
+    answers: list[Any] = []
+
+    def read(i: int) -> None:
+        start.wait()
+        answers.append(containers[i % 2].get_or_load("hot", backend.loader("item", delay=0.2)))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 200 and all(a == {"status": "RUNNING"} for a in answers)
+    assert backend.loads == 1
+
+
+class Switch:
+    """A Redis that can be taken away: the real client, or a connection error."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        if not self.up:
+            return _DeadClient()
+        return cache.redis_client()
+
+
+class _DeadClient:
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+        if name == "register_script":
+            return lambda source: fail
+        return fail
+
+
+def test_redis_down_every_read_is_answered_by_the_backend_and_never_stale(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caching, "DOWN_SECONDS", 0.0)  # retry Redis on every call: the slowest path
+    backend = Backend(item="v1")
+    switch = Switch()
+    down_one = TieredCache("executions", redis=switch)
+    other = _container()
+    assert down_one.get_or_load("e-1", backend.loader("item")) == "v1"  # filled while up: in L1 and Redis
+    assert other.get_or_load("e-1", backend.loader("item")) == "v1"
+    switch.up = False
+    backend.values["item"] = "v2"
+    assert down_one.get_or_load("e-1", backend.loader("item")) == "v2"  # its L1 copy cannot be revalidated
+    with pytest.raises(CacheUnavailable):
+        down_one.invalidate("e-1", strict=True)  # authorization: not acknowledged
+    down_one.invalidate("e-1")  # lenient: remembered
+    assert down_one.counts["bypassed"] >= 1
+    loads = backend.loads
+    assert [down_one.get_or_load("e-1", backend.loader("item")) for _ in range(3)] == ["v2"] * 3
+    assert backend.loads == loads + 3  # slower (every read from the backend), not wrong
+    switch.up = True
+    # Back: the remembered invalidation is replayed before anything is read from Redis.
+    assert down_one.get_or_load("e-1", backend.loader("item")) == "v2"
+    assert other.get_or_load("e-1", backend.loader("item")) == "v2"
+
+
+def test_an_unreachable_redis_url_is_a_bypass_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("TABLE_NAME", "t")
+    from tdev.settings import get_settings
+
+    get_settings.cache_clear()
+    cache.reset()
+    try:
+        container = _container()
+        backend = Backend(item="v")
+        started = time.monotonic()
+        assert [container.get_or_load("k", backend.loader("item")) for _ in range(5)] == ["v"] * 5
+        assert backend.loads == 5 and container.counts["bypassed"] == 5
+        assert time.monotonic() - started < 5  # one failed connect, then straight to the backend
+    finally:
+        cache.reset()
+        get_settings.cache_clear()
+
+
+def test_stats_count_hits_and_misses_in_redis_and_read_the_servers_info(redis_url: str) -> None:
+    backend = Backend(item=1)
+    container = caching.named("executions")
+    for _ in range(4):
+        container.get_or_load("s", backend.loader("item"))
+    container.flush_stats()
+    figures = caching.stats(cache.redis_client())
+    executions = figures["namespaces"]["executions"]
+    assert executions["misses"] == 1 and executions["hits_l1"] == 3 and executions["hit_rate"] == 0.75
+    assert figures["server"]["keys"] >= 2 and figures["server"]["used_memory"] > 0
+    caching.reset()
+
+
+def test_cache_metrics_are_emf_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    caching.emit_metrics("executions", {"hits_l1": 3, "hits_l2": 1, "misses": 2, "loads": 2})
+    import json
+
+    document = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert document["Cache"] == "executions"
+    assert document["CacheHits"] == [4.0] and document["CacheMisses"] == [2.0]
+    names = {m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"CacheHits", "CacheMisses", "CacheLoads"} <= names
