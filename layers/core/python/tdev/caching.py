@@ -163,12 +163,15 @@ class TieredCache:
         key: str,
         loader: Callable[[], T],
         *,
-        freshness: Freshness = Freshness.VOLATILE,
+        freshness: Freshness | Callable[[T], Freshness] = Freshness.VOLATILE,
         encode: Callable[[T], str] = json.dumps,
         decode: Callable[[str], T] = json.loads,
         tags: Iterable[str] = (),
     ) -> T:
         """The cached value of `key`, or `loader()`'s (stored for the policy's TTL, under `tags`).
+
+        `freshness` is the TTL class, or a function of the loaded value that returns it (an execution
+        that has finished is cached longer than a running one).
 
         Concurrent misses of one key (in any container) run one loader; the others wait for its value.
         Without Redis, `loader()` answers every call.
@@ -177,7 +180,7 @@ class TieredCache:
         if client is None:
             self._count("bypassed")
             return loader()
-        ttl = TTL_SECONDS[freshness]
+        ttl = TTL_SECONDS[freshness if isinstance(freshness, Freshness) else Freshness.VOLATILE]
         entry = self.entry_key(key)
         try:
             hit = self._l1_hit(client, entry)
@@ -190,7 +193,10 @@ class TieredCache:
                 self._l1_put(entry, generation, value, ttl)
                 return decode(value)
             self._count("misses")
-            return self._single_flight(client, entry, generation, loader, encode, decode, ttl, tuple(tags))
+            policy = freshness if callable(freshness) and not isinstance(freshness, Freshness) else None
+            return self._single_flight(
+                client, entry, generation, loader, encode, decode, ttl, tuple(tags), policy
+            )
         except _redis_errors() as exc:
             self._went_down(exc)
             self._count("bypassed")
@@ -232,6 +238,7 @@ class TieredCache:
         decode: Callable[[str], T],
         ttl: int,
         tags: tuple[str, ...],
+        policy: Callable[[T], Freshness] | None = None,
     ) -> T:
         """Threads of this process that miss the same entry wait for one of them (no Redis polling)."""
         with self._lock:
@@ -243,7 +250,7 @@ class TieredCache:
                 leader = False
         if leader:
             try:
-                return self._load(client, entry, generation, loader, encode, decode, ttl, tags)
+                return self._load(client, entry, generation, loader, encode, decode, ttl, tags, policy)
             finally:
                 with self._lock:
                     self._inflight.pop(entry, None)
@@ -256,7 +263,7 @@ class TieredCache:
             if hit is not None:
                 self._count("waited")
                 return decode(hit)
-        return self._load(client, entry, generation, loader, encode, decode, ttl, tags)
+        return self._load(client, entry, generation, loader, encode, decode, ttl, tags, policy)
 
     def _load(
         self,
@@ -268,6 +275,7 @@ class TieredCache:
         decode: Callable[[str], T],
         ttl: int,
         tags: tuple[str, ...],
+        policy: Callable[[T], Freshness] | None = None,
     ) -> T:
         """One loader per key: the lock's holder loads and fills; the others wait for its value."""
         token = secrets.token_hex(8)
@@ -294,6 +302,8 @@ class TieredCache:
                 client.expire(tag_key, TTL_SECONDS[Freshness.STABLE])
             self._count("loads")
             loaded = loader()
+            if policy is not None:
+                ttl = TTL_SECONDS[policy(loaded)]
             try:
                 encoded = encode(loaded)
             except (TypeError, ValueError) as exc:  # not cacheable: answered, not stored

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tdev import aws, cache, resets
+from tdev import aws, cache, caching, resets
 from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
-from tdev.data.executions import ExecutionRepository
+from tdev.data.executions import EXECUTION_CACHE, ExecutionRepository
 from tdev.data.fields import FieldSealer
 from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError
@@ -28,6 +28,8 @@ def executions() -> ExecutionRepository:
         retention_days=settings.execution_retention_days,
         idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         cipher=cipher() if settings.kms_key_id else None,  # request texts and outputs encrypted at rest
+        # Views (the CLI's polling path) through the read cache over the shared Redis, when there is one.
+        cache=caching.named(EXECUTION_CACHE) if settings.redis_url else None,
     )
 
 

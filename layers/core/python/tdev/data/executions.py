@@ -8,6 +8,13 @@ Item layout (one partition per execution, so one Query returns the whole executi
     PK=EXECUTION#<id>  SK=COMPENSATION#<id>   what the failure path undid
     PK=IDEMPOTENCY#<principal>#<key>  SK=IDEMPOTENCY   request hash -> execution id
 GSI1 lists executions by status (newest first), GSI2 by project (time-ordered).
+
+`GET /v1/executions/{id}` (what the CLI polls while a request runs) reads the partition through the read
+cache (`tdev.caching`, namespace `executions`) when there is one: the items are cached as stored (request
+texts and outputs stay sealed in Redis, opened per read), 5 min while the execution runs and 24 h once it
+is terminal. Every write to the partition, here and elsewhere (`execution_changed`), invalidates the
+cached view in its own code path, whether the write succeeded or not (an ambiguous timeout may have
+written), so no reader sees an older view after a write is acknowledged.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
-from tdev import aws
+from tdev import aws, caching
+from tdev.caching import Freshness, TieredCache
 from tdev.crypto import EnvelopeCipher
 from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
 from tdev.data.fields import FieldSealer
@@ -39,6 +47,7 @@ from tdev.models import (
     Usage,
     utc_now,
 )
+from tdev.settings import get_settings
 
 
 def execution_key(execution_id: str) -> dict[str, str]:
@@ -73,6 +82,26 @@ def fact_event_id(execution_id: str, *fact: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "t-developer:" + ":".join((execution_id, *fact))))
 
 
+EXECUTION_CACHE = "executions"  # the read cache's namespace for execution views
+
+
+def _view_key(execution_id: str) -> str:
+    return f"{execution_id}:view"
+
+
+def execution_changed(execution_id: str) -> None:
+    """Forget the cached view of `execution_id`: every writer of its partition calls this after writing."""
+    if get_settings().redis_url:
+        caching.named(EXECUTION_CACHE).invalidate(_view_key(execution_id))
+
+
+def _view_freshness(items: list[dict[str, Any]]) -> Freshness:
+    """A finished execution's view no longer changes (24 h); a running one changes often (5 min)."""
+    head = next((i for i in items if i.get("SK") == "EXECUTION"), None)
+    terminal = head is not None and ExecutionStatus(str(head["status"])).terminal
+    return Freshness.STABLE if terminal else Freshness.VOLATILE
+
+
 def outcome_event_id(execution_id: str, status: ExecutionStatus) -> str:
     """The id of the event announcing that `execution_id` ended with `status` (one terminal status each)."""
     return fact_event_id(execution_id, "outcome", status.value)
@@ -86,8 +115,10 @@ class ExecutionRepository:
         retention_days: int = 90,
         idempotency_ttl_seconds: int = 86_400,
         cipher: EnvelopeCipher | None = None,
+        cache: TieredCache | None = None,
     ):
         self._table_name = table_name
+        self._cache = cache  # the read cache of views (None: every view reads the table)
         self._retention_seconds = retention_days * 86_400
         self._idempotency_ttl = idempotency_ttl_seconds
         # Request texts and agent outputs are envelope-encrypted when a cipher (KMS_KEY_ID) is configured.
@@ -96,6 +127,11 @@ class ExecutionRepository:
     @property
     def _table(self) -> Any:
         return aws.table(self._table_name)
+
+    def _changed(self, execution_id: str) -> None:
+        """After any write to the partition (succeeded, failed or unknown): no cached view survives it."""
+        if self._cache is not None:
+            self._cache.invalidate(_view_key(execution_id))
 
     # ------------------------------------------------------------------------------------ create
     def create(
@@ -200,8 +236,15 @@ class ExecutionRepository:
         return AgentResult.model_validate(data)
 
     def view(self, execution_id: str) -> ExecutionView:
-        """The execution with every task result: one Query over its partition."""
-        items = self._query_partition(execution_id)
+        """The execution with every task result: one Query over its partition (or the read cache's copy)."""
+        if self._cache is None:
+            items = self._query_partition(execution_id)
+        else:
+            items = self._cache.get_or_load(
+                _view_key(execution_id),
+                lambda: [from_item(i) for i in self._query_partition(execution_id)],
+                freshness=_view_freshness,
+            )
         head = next((i for i in items if i["SK"] == "EXECUTION"), None)
         if head is None:
             raise NotFoundError(f"execution {execution_id} not found", field="execution_id")
@@ -236,7 +279,19 @@ class ExecutionRepository:
         )
 
     def submitted(self, execution_id: str) -> tuple[str, str]:
-        """(project id, principal) of an execution, nothing decrypted: what visibility checks read first."""
+        """(project id, principal) of an execution, nothing decrypted: what visibility checks read first.
+
+        Both are written once, at creation: cached for 24 h (an unknown id is not cached)."""
+        if self._cache is None:
+            return self._submitted(execution_id)
+        project_id, principal = self._cache.get_or_load(
+            f"{execution_id}:submitted",
+            lambda: list(self._submitted(execution_id)),
+            freshness=Freshness.STABLE,
+        )
+        return str(project_id), str(principal)
+
+    def _submitted(self, execution_id: str) -> tuple[str, str]:
         item = self._table.get_item(
             Key=execution_key(execution_id),
             ProjectionExpression="project_id, principal",
@@ -384,6 +439,8 @@ class ExecutionRepository:
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 raise ConflictError(f"execution {execution_id} is missing or already finished") from exc
             raise
+        finally:
+            self._changed(execution_id)
 
     def mark_task_running(self, execution_id: str, task_id: str, attempt: int) -> None:
         self._update_task(
@@ -486,6 +543,8 @@ class ExecutionRepository:
                     f"execution {execution_id} already finished; task {result.task_id} is too late"
                 ) from exc
             raise TransientError(f"task {result.task_id}: result write was cancelled; retry") from exc
+        finally:
+            self._changed(execution_id)
         return result
 
     def stored_success(self, execution_id: str, task_id: str) -> AgentResult | None:
@@ -537,6 +596,8 @@ class ExecutionRepository:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise NotFoundError(f"task {task_id} is not part of execution {execution_id}") from exc
             raise
+        finally:
+            self._changed(execution_id)
 
     def finish(
         self,
@@ -611,6 +672,8 @@ class ExecutionRepository:
                     f"execution {execution_id} already finished as {current.status.value}"
                 ) from exc
             raise
+        finally:
+            self._changed(execution_id)
         return self.get(execution_id)
 
     def recorded_compensations(self, execution_id: str) -> list[str]:
@@ -642,3 +705,5 @@ class ExecutionRepository:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
             raise
+        finally:
+            self._changed(execution_id)

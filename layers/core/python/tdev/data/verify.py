@@ -53,7 +53,19 @@ class VerifyRepository:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def _changed(self, execution_id: str) -> None:
+        # Imported here: the execution repository imports this module (it reads these items in views).
+        from tdev.data.executions import execution_changed
+
+        execution_changed(execution_id)  # the execution's view lists these items
+
     def save_iteration(self, execution_id: str, record: VerifyIteration) -> None:
+        try:
+            self._put_iteration(execution_id, record)
+        finally:
+            self._changed(execution_id)
+
+    def _put_iteration(self, execution_id: str, record: VerifyIteration) -> None:
         self._table.put_item(
             Item={
                 **verify_key(execution_id, record.iteration),
@@ -71,6 +83,12 @@ class VerifyRepository:
         return iterations_from_items(self._partition(execution_id, "VERIFY#"))
 
     def save_fix(self, execution_id: str, fix: FixRun) -> None:
+        try:
+            self._put_fix(execution_id, fix)
+        finally:
+            self._changed(execution_id)
+
+    def _put_fix(self, execution_id: str, fix: FixRun) -> None:
         self._table.put_item(
             Item={
                 **fix_key(execution_id, fix.iteration),

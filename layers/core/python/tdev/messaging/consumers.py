@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tdev.data import schema
+from tdev.data.executions import execution_changed
 from tdev.data.store import cancellation_codes, error_code, serialize, transact_write
 from tdev.errors import NotFoundError, ValidationError
 from tdev.settings import get_settings
@@ -79,7 +80,10 @@ def notify(message: dict[str, Any]) -> dict[str, Any]:
             "ExpressionAttributeValues": serialize({":one": 1, ":type": message["type"]}),
         }
     }
-    applied = apply_once("notifications", message["eventId"], effect)
+    try:
+        applied = apply_once("notifications", message["eventId"], effect)
+    finally:
+        execution_changed(message["executionId"])  # the cached copy of its items holds the counters
     return {"eventId": message["eventId"], "applied": applied}
 
 
@@ -95,5 +99,8 @@ def record_task_activity(message: dict[str, Any]) -> dict[str, Any]:
             "ExpressionAttributeValues": serialize({":one": 1, ":task": message["taskId"]}),
         }
     }
-    applied = apply_once("task-activity", message["eventId"], effect)
+    try:
+        applied = apply_once("task-activity", message["eventId"], effect)
+    finally:
+        execution_changed(message["executionId"])
     return {"eventId": message["eventId"], "applied": applied}
