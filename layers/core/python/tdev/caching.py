@@ -96,6 +96,15 @@ return 0
 """
 
 
+class _LoaderFailed(Exception):
+    """The loader's own exception, carried past the Redis-error handling (the backend's error is the
+    caller's to see, not a reason to load again)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class CacheUnavailable(TransientError):
     """An invalidation that must reach Redis (strict) could not: the write is done, retry the call."""
 
@@ -197,6 +206,8 @@ class TieredCache:
             return self._single_flight(
                 client, entry, generation, loader, encode, decode, ttl, tuple(tags), policy
             )
+        except _LoaderFailed as failed:
+            raise failed.error from None
         except _redis_errors() as exc:
             self._went_down(exc)
             self._count("bypassed")
@@ -289,7 +300,10 @@ class TieredCache:
                 return decode(value)
             if self._clock() > deadline:  # the holder is slow or gone: answer from the backend
                 self._count("loads")
-                return loader()
+                try:
+                    return loader()
+                except Exception as exc:
+                    raise _LoaderFailed(exc) from exc
         try:
             # Another loader may have filled it between our read and our lock.
             generation, value = self._read(client, entry, ttl)
@@ -301,7 +315,10 @@ class TieredCache:
                 client.sadd(tag_key, entry)
                 client.expire(tag_key, TTL_SECONDS[Freshness.STABLE])
             self._count("loads")
-            loaded = loader()
+            try:
+                loaded = loader()
+            except Exception as exc:
+                raise _LoaderFailed(exc) from exc
             if policy is not None:
                 ttl = TTL_SECONDS[policy(loaded)]
             try:

@@ -7,6 +7,12 @@ after 365 days by default, revocable, each with its own rate limit and, optional
               the HMAC signing secret; encryption context bound to the item key), and where API Gateway
               meters keys, gateway_key_id + usage_key (its twin in the machine usage plan; names the
               caller to API Gateway, authenticates nothing)
+
+Every authenticated call reads its key's item; with a read cache (`tdev.caching`, namespace `apikeys`) the
+fields that authenticate (hash, roles, revoked, expiry, rate limit; never the encrypted metadata) are cached
+for an hour. A revoke writes the item, then invalidates the cached copy strictly: it is acknowledged only
+when no container can authenticate the key from a cache any more (if Redis cannot be told, the revoke
+fails with a retryable error; the key is already revoked in the table).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tdev import aws
+from tdev.caching import Freshness, TieredCache
 from tdev.crypto import EnvelopeCipher
 from tdev.data import schema
 from tdev.errors import AuthenticationError, NotFoundError
@@ -29,6 +36,11 @@ from tdev.security.usageplans import UsagePlans
 
 KEY_PATTERN = re.compile(r"^tdk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 DEFAULT_EXPIRY_DAYS = 365
+# What verify() and rate_limit() read: what the read cache holds of a key (no metadata, no secret).
+AUTH_FIELDS = (
+    *("key_id", "hash", "roles", "revoked", "expires_at"),
+    *("rate_limit", "signing_required", "usage_key"),
+)
 
 
 @dataclass(frozen=True)
@@ -43,11 +55,21 @@ def _hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+class _UnknownKey(LookupError):
+    """No item for this key id: answered as unknown, never stored in the cache."""
+
+
 class ApiKeyRepository:
     def __init__(
-        self, table_name: str, cipher: EnvelopeCipher, *, usage_plans: UsagePlans | None = None
+        self,
+        table_name: str,
+        cipher: EnvelopeCipher,
+        *,
+        usage_plans: UsagePlans | None = None,
+        cache: TieredCache | None = None,
     ) -> None:
         self.table_name, self.cipher, self.usage_plans = table_name, cipher, usage_plans
+        self._cache = cache
 
     def _table(self) -> Any:
         return aws.table(self.table_name)
@@ -108,12 +130,43 @@ class ApiKeyRepository:
         item = self._table().get_item(Key=self._key(key_id), ConsistentRead=True).get("Item")
         return dict(item) if item else None
 
+    def _auth_fields(self, key_id: str) -> dict[str, Any] | None:
+        """The authenticating fields of a key (through the read cache when there is one); None: unknown.
+
+        Unknown ids are not cached (a flood of made-up ids must not fill the cache)."""
+        if self._cache is None:
+            return self._auth_fields_of(self._item(key_id))
+        try:
+            return self._cache.get_or_load(key_id, lambda: self._known(key_id), freshness=Freshness.WARM)
+        except _UnknownKey:
+            return None
+
+    def _known(self, key_id: str) -> dict[str, Any]:
+        fields = self._auth_fields_of(self._item(key_id))
+        if fields is None:
+            raise _UnknownKey(key_id)
+        return fields
+
+    @staticmethod
+    def _auth_fields_of(item: dict[str, Any] | None) -> dict[str, Any] | None:
+        if item is None:
+            return None
+        fields = {name: item[name] for name in AUTH_FIELDS if item.get(name) is not None}
+        fields["roles"] = [str(r) for r in item.get("roles", [])]
+        fields["expires_at"] = int(item["expires_at"])
+        return fields
+
+    def _forget(self, key_id: str) -> None:
+        """After a change to the key's item: strict (a revoke is not acknowledged while a cache has it)."""
+        if self._cache is not None:
+            self._cache.invalidate(key_id, strict=True)
+
     def verify(self, api_key: str) -> Identity:
         """The identity of a valid key; AuthenticationError for unknown, wrong, revoked or expired keys."""
         match = KEY_PATTERN.match(api_key.strip())
         if not match:
             raise AuthenticationError("malformed API key", field="X-Api-Key")
-        item = self._item(match.group(1))
+        item = self._auth_fields(match.group(1))
         # Compare even when the key id is unknown so timing does not reveal which ids exist.
         stored = str(item["hash"]) if item else "0" * 64
         if not hmac.compare_digest(stored, _hash(api_key.strip())) or item is None:
@@ -148,7 +201,7 @@ class ApiKeyRepository:
         return str(self.metadata(key_id)["signing_secret"])
 
     def rate_limit(self, key_id: str) -> str:
-        item = self._item(key_id)
+        item = self._auth_fields(key_id)
         return str(item.get("rate_limit", "60/60")) if item else "60/60"
 
     def revoke(self, key_id: str, *, by: str) -> None:
@@ -161,6 +214,8 @@ class ApiKeyRepository:
             )
         except self._table().meta.client.exceptions.ConditionalCheckFailedException as exc:
             raise NotFoundError(f"no API key {key_id}", field="key_id") from exc
+        finally:
+            self._forget(key_id)
         item = self._item(key_id)
         if self.usage_plans and item and item.get("gateway_key_id"):
             self.usage_plans.disable(str(item["gateway_key_id"]))

@@ -40,7 +40,9 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from tdev import aws
+from tdev.caching import Freshness, TieredCache
 from tdev.data import schema
+from tdev.data.codec import from_item
 from tdev.errors import ValidationError
 from tdev.observability import logger
 
@@ -384,10 +386,15 @@ class PolicyEngine:
 class PolicyStore:
     """Roles in the single table (`ROLE#<name>`, listed on GSI1 under `ROLE`) over the built-in ones.
 
-    No scans: the roles are one Query of their listing, cached; every `revision_check_seconds` one GetItem
-    of the roles' revision counter (bumped by every change) tells whether the cache is stale, so a change
-    reaches every container within seconds. A stored role that no longer validates denies everything
+    No scans: the stored roles are one Query of their listing. With a read cache (`tdev.caching`, namespace
+    `roles`), every container takes that listing from the shared cache, revalidated on each use (one HGET),
+    and `put_role` invalidates it strictly: once a role change is acknowledged no container decides with
+    the old role (the decision cache is keyed by the roles' generation too). Without one, the listing is
+    cached here and every `revision_check_seconds` one GetItem of the roles' revision counter (bumped by
+    every change) tells whether it is stale. A stored role that no longer validates denies everything
     (fail closed) instead of failing every request of its holders."""
+
+    CACHE_KEY = "listing"
 
     def __init__(
         self,
@@ -396,34 +403,44 @@ class PolicyStore:
         ttl_seconds: float = 300.0,
         revision_check_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        cache: TieredCache | None = None,
     ) -> None:
         self.table_name, self.ttl, self.revision_check = table_name, ttl_seconds, revision_check_seconds
         self._clock = clock
+        self._cache = cache
         self._roles: dict[str, Role] | None = None
+        self._listing: str | None = None  # the cached listing self._roles was parsed from
         self._revision: int | None = None
         self._loaded_at = self._checked_at = 0.0
         self._lock = threading.Lock()
+        self.generation = 0  # changes whenever the roles in use change (the decision cache's key)
 
     def put_role(self, role: Role) -> None:
         table = aws.table(self.table_name)
-        table.put_item(Item=role.to_item())
-        table.update_item(
-            Key=schema.roles_revision_key(),
-            UpdateExpression="ADD revision :one",
-            ExpressionAttributeValues={":one": 1},
-        )
-        self.invalidate()
+        try:
+            table.put_item(Item=role.to_item())
+            table.update_item(
+                Key=schema.roles_revision_key(),
+                UpdateExpression="ADD revision :one",
+                ExpressionAttributeValues={":one": 1},
+            )
+        finally:
+            self.invalidate()
+            if self._cache is not None:
+                self._cache.invalidate(self.CACHE_KEY, strict=True)
 
     def invalidate(self) -> None:
         with self._lock:
             self._roles = None
+            self._listing = None
 
     def _current_revision(self) -> int:
         item = aws.table(self.table_name).get_item(Key=schema.roles_revision_key()).get("Item")
         return int(item["revision"]) if item else 0
 
-    def _load(self) -> dict[str, Role]:
-        roles = dict(BUILTIN_ROLES)
+    def _stored(self) -> list[dict[str, Any]]:
+        """The stored roles' items (name, inherits, permissions), from their GSI1 listing."""
+        items: list[dict[str, Any]] = []
         query: dict[str, Any] = {
             "IndexName": "GSI1",
             "KeyConditionExpression": "GSI1PK = :kind",
@@ -432,26 +449,40 @@ class PolicyStore:
         table = aws.table(self.table_name)
         while True:
             page = table.query(**query)
-            for item in page.get("Items", []):
-                name = str(item.get("name", ""))
-                try:
-                    role = Role.from_dict(item)
-                except ValidationError as exc:
-                    logger.error(
-                        "stored role is invalid: it denies everything until an admin rewrites it",
-                        extra={
-                            "security_event": "invalid_stored_role",
-                            "role": name[:128],
-                            "field": exc.field,
-                        },
-                    )
-                    role = Role.denying_everything(name)
-                roles[role.name] = role
+            for item in map(from_item, page.get("Items", [])):  # Decimals become numbers
+                items.append(
+                    {
+                        "name": str(item.get("name", "")),
+                        "inherits": [str(r) for r in item.get("inherits") or []],
+                        "permissions": item.get("permissions", []),
+                    }
+                )
             if "LastEvaluatedKey" not in page:
-                return roles
+                return items
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    @staticmethod
+    def _parse(items: Iterable[Mapping[str, Any]]) -> dict[str, Role]:
+        roles = dict(BUILTIN_ROLES)
+        for item in items:
+            name = str(item.get("name", ""))
+            try:
+                role = Role.from_dict(item)
+            except ValidationError as exc:
+                logger.error(
+                    "stored role is invalid: it denies everything until an admin rewrites it",
+                    extra={"security_event": "invalid_stored_role", "role": name[:128], "field": exc.field},
+                )
+                role = Role.denying_everything(name)
+            roles[role.name] = role
+        return roles
+
+    def _load(self) -> dict[str, Role]:
+        return self._parse(self._stored())
+
     def roles(self) -> dict[str, Role]:
+        if self._cache is not None:
+            return self._cached_roles(self._cache)
         with self._lock:
             now = self._clock()
             if self._roles is not None and now - self._loaded_at <= self.ttl:
@@ -463,8 +494,28 @@ class PolicyStore:
                     return self._roles
             revision = self._current_revision()
             self._roles, self._revision = self._load(), revision
+            self.generation += 1
             self._loaded_at = self._checked_at = self._clock()
             return self._roles
+
+    def _cached_roles(self, cache: TieredCache) -> dict[str, Role]:
+        """The listing from the read cache; parsed again only when it is not the one parsed last."""
+        listing = cache.get_or_load(
+            self.CACHE_KEY,
+            lambda: json.dumps(self._stored(), sort_keys=True, default=str),
+            freshness=Freshness.WARM,
+            encode=_same,
+            decode=_same,
+        )
+        with self._lock:
+            if self._roles is None or listing != self._listing:
+                self._roles, self._listing = self._parse(json.loads(listing)), listing
+                self.generation += 1
+            return self._roles
+
+
+def _same(text: str) -> str:
+    return text
 
 
 AUDIT_PAGE_MAX = 200
@@ -548,6 +599,7 @@ class Authorizer:
         cacheable = not engine.has_time_conditions(request.roles)
         key = json.dumps(
             [
+                self.store.generation,  # a changed role is never decided from an older decision
                 request.principal,
                 sorted(request.roles),
                 request.resource,

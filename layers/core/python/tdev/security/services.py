@@ -51,14 +51,25 @@ def usage_plans() -> UsagePlans | None:
 
 @lru_cache(maxsize=1)
 def api_keys() -> ApiKeyRepository:
-    from tdev import container
+    from tdev import caching, container
 
-    return ApiKeyRepository(get_settings().table_name, container.cipher(), usage_plans=usage_plans())
+    settings = get_settings()
+    return ApiKeyRepository(
+        settings.table_name,
+        container.cipher(),
+        usage_plans=usage_plans(),
+        # Every authenticated call reads its key: through the read cache over the shared Redis, if any.
+        cache=caching.named("apikeys") if settings.redis_url else None,
+    )
 
 
 @lru_cache(maxsize=1)
 def policy_store() -> PolicyStore:
-    return PolicyStore(get_settings().table_name)
+    from tdev import caching
+
+    settings = get_settings()
+    # Every authorization reads the roles: through the read cache over the shared Redis, if any.
+    return PolicyStore(settings.table_name, cache=caching.named("roles") if settings.redis_url else None)
 
 
 @lru_cache(maxsize=1)
