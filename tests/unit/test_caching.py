@@ -237,3 +237,24 @@ def test_cache_metrics_are_emf_documents(capsys: pytest.CaptureFixture[str]) -> 
     assert document["CacheHits"] == [4.0] and document["CacheMisses"] == [2.0]
     names = {m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
     assert {"CacheHits", "CacheMisses", "CacheLoads"} <= names
+
+
+def test_tdev_cache_stats_prints_the_hit_rate_keys_and_memory(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tdev_cli.main import main
+
+    backend = Backend(item=1)
+    container = caching.named("apikeys")
+    for _ in range(5):
+        container.get_or_load("k", backend.loader("item"))
+    container.flush_stats()
+    capsys.readouterr()
+    assert main(["cache", "stats", "--redis-url", redis_url]) == 0
+    out = capsys.readouterr().out
+    apikeys = next(line for line in out.splitlines() if line.startswith("apikeys"))
+    assert apikeys.split()[1] == "80.0%"  # 4 of 5 lookups served by the cache
+    assert "MiB used" in out and "keys" in out
+    assert out.strip().splitlines()[-1].startswith("read cache: hit rate")
+    assert main(["cache", "stats", "--redis-url", "redis://127.0.0.1:1/0"]) == 1
+    caching.reset()
