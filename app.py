@@ -46,7 +46,7 @@ from functions.registry import (  # noqa: E402
     size_table,
 )
 from stacks.api_stack import ApiStack  # noqa: E402
-from stacks.cache_stack import CacheStack  # noqa: E402
+from stacks.cache_stack import CacheAlarms, CacheStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
 from stacks.messaging_stack import MessagingStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
@@ -117,6 +117,8 @@ def add_environment(
         description=f"T-Developer {settings.name}: request workflow, agents, event bus, alarms",
         **common,
     )
+    # The cache's alarms live next to the alarm topic (the orchestration stack already depends on the cache).
+    CacheAlarms(orchestration, "CacheAlarms", settings=settings, topic=orchestration.alarm_topic)
     security = SecurityStack(
         scope,
         f"{settings.prefix}-security",

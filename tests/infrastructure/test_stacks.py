@@ -149,6 +149,39 @@ def test_the_cache_is_private_encrypted_and_reachable_only_from_the_functions(
     assert len(nat) == (2 if environment == "prod" else 1)
 
 
+@pytest.mark.slow
+def test_the_read_cache_alarms_on_a_falling_hit_rate_and_on_memory(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)  # next to the alarm topic (no stack cycle)
+    alarms = {
+        k: v["Properties"]
+        for k, v in resources(template, "AWS::CloudWatch::Alarm").items()
+        if k.startswith("CacheAlarms")
+    }
+    hit_rate = next(a for k, a in alarms.items() if "HitRate" in k)
+    memory = next(a for k, a in alarms.items() if "Memory" in k)
+    assert hit_rate["ComparisonOperator"] == "LessThanThreshold" and hit_rate["Threshold"] == 50
+    expression = next(m for m in hit_rate["Metrics"] if "Expression" in m)["Expression"]
+    assert expression.startswith("IF(") and "100 *" in expression
+    selected = [m["MetricStat"]["Metric"] for m in hit_rate["Metrics"] if "MetricStat" in m]
+    assert {m["MetricName"] for m in selected} == {"CacheHits", "CacheMisses"}
+    caches = {d["Value"] for m in selected for d in m["Dimensions"] if d["Name"] == "Cache"}
+    assert caches == {"executions", "apikeys", "roles"}  # every namespace a product path caches
+    assert all({"Name": "service", "Value": "cache"} in m["Dimensions"] for m in selected)
+    assert memory["MetricName"] == "BytesUsedForCache" and memory["Namespace"] == "AWS/ElastiCache"
+    cache_name = resources(dev.template_json(dev.stacks.cache), "AWS::ElastiCache::ServerlessCache")
+    (serverless,) = cache_name.values()
+    assert memory["Dimensions"] == [
+        {"Name": "clusterId", "Value": serverless["Properties"]["ServerlessCacheName"]}
+    ]
+    assert (
+        memory["Threshold"] == int(settings_for("dev").cache_max_storage_gb * 1024**3 * 0.8)
+        and memory["ComparisonOperator"] == "GreaterThanThreshold"
+    )
+    for alarm in (hit_rate, memory):
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert len(alarm["AlarmActions"]) == 1  # the encrypted alarm topic
+
+
 # --- Data --------------------------------------------------------------------------------------------------
 
 

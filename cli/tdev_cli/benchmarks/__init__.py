@@ -13,7 +13,16 @@ import importlib
 from types import ModuleType
 
 # Run order of `tdev bench all`: cheap first.
-BENCHMARKS: tuple[str, ...] = ("planning", "llm", "instantiation", "coldstart", "cost", "storage", "load")
+BENCHMARKS: tuple[str, ...] = (
+    "planning",
+    "llm",
+    "instantiation",
+    "coldstart",
+    "cost",
+    "storage",
+    "cache",
+    "load",
+)
 
 
 class BenchmarkUnavailable(RuntimeError):

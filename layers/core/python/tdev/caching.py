@@ -64,6 +64,7 @@ WAIT_SECONDS = 5.0  # how long a reader waits for another loader's value before 
 POLL_SECONDS = 0.01
 DOWN_SECONDS = 2.0  # after a Redis error, go straight to the backend this long before trying again
 STATS_FLUSH_SECONDS = 10.0
+METRICS_SERVICE = "cache"  # the `service` dimension of the cache metrics (what the alarms select)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _RETRIES = 3
 
@@ -185,6 +186,8 @@ class TieredCache:
         Concurrent misses of one key (in any container) run one loader; the others wait for its value.
         Without Redis, `loader()` answers every call.
         """
+        if not _enabled.is_set():  # switched off (the benchmark's "without" side): not a cache event
+            return loader()
         client = self._client()
         if client is None:
             self._count("bypassed")
@@ -492,7 +495,8 @@ def emit_metrics(namespace: str, counts: dict[str, int]) -> None:
 
     hits = counts.get("hits_l1", 0) + counts.get("hits_l2", 0) + counts.get("waited", 0)
     misses = counts.get("misses", 0) + counts.get("bypassed", 0)
-    document = EphemeralMetrics(namespace=NAMESPACE)  # its own metric set: flushed here, not by a handler
+    # Its own metric set, flushed here (not by a handler), under service "cache" whichever function reads.
+    document = EphemeralMetrics(namespace=NAMESPACE, service=METRICS_SERVICE)
     document.add_dimension(name="Cache", value=namespace)
     for name, value in (
         ("CacheHits", hits),
@@ -509,6 +513,23 @@ def emit_metrics(namespace: str, counts: dict[str, int]) -> None:
 NAMESPACES = ("executions", "apikeys", "roles")
 _caches: dict[str, TieredCache] = {}
 _registry_lock = threading.Lock()
+_enabled = threading.Event()
+_enabled.set()
+
+
+def is_enabled() -> bool:
+    return _enabled.is_set()
+
+
+def set_enabled(enabled: bool) -> None:
+    """Serve reads from the cache (the default) or straight from the backends, in this process.
+
+    Invalidations are sent either way, so switching back on never serves what changed meanwhile. The
+    benchmark measures the same paths with and without the cache with it."""
+    if enabled:
+        _enabled.set()
+    else:
+        _enabled.clear()
 
 
 def named(namespace: str) -> TieredCache:

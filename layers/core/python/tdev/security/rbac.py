@@ -39,7 +39,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
-from tdev import aws
+from tdev import aws, caching
 from tdev.caching import Freshness, TieredCache
 from tdev.data import schema
 from tdev.data.codec import from_item
@@ -481,7 +481,7 @@ class PolicyStore:
         return self._parse(self._stored())
 
     def roles(self) -> dict[str, Role]:
-        if self._cache is not None:
+        if self._cache is not None and caching.is_enabled():
             return self._cached_roles(self._cache)
         with self._lock:
             now = self._clock()
