@@ -142,7 +142,7 @@ def _poll(
 def _stampede(meter: AwsMeter, execution_id: str) -> int:
     """200 readers of one invalidated view at once; the partition Queries DynamoDB received."""
     from tdev import container
-    from tdev.data.executions import execution_changed
+    from tdev.data.execution_cache import execution_changed
 
     execution_changed(execution_id)
     start = threading.Barrier(STAMPEDE_READERS)

@@ -13,7 +13,8 @@ from tdev import aws, cache, caching, resets
 from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.crypto import EnvelopeCipher
 from tdev.data.agents import AgentRepository
-from tdev.data.executions import EXECUTION_CACHE, ExecutionRepository
+from tdev.data.execution_cache import EXECUTION_CACHE
+from tdev.data.executions import ExecutionRepository
 from tdev.data.fields import FieldSealer
 from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError

@@ -12,8 +12,8 @@ GSI1 lists executions by status (newest first), GSI2 by project (time-ordered).
 `GET /v1/executions/{id}` (what the CLI polls while a request runs) reads the partition through the read
 cache (`tdev.caching`, namespace `executions`) when there is one: the items are cached as stored (request
 texts and outputs stay sealed in Redis, opened per read), 5 min while the execution runs and 24 h once it
-is terminal. Every write to the partition, here and elsewhere (`execution_changed`), invalidates the
-cached view in its own code path, whether the write succeeded or not (an ambiguous timeout may have
+is terminal. Every write to the partition, here and elsewhere (`tdev.data.execution_cache`), invalidates
+the cached view in its own code path, whether the write succeeded or not (an ambiguous timeout may have
 written), so no reader sees an older view after a write is acknowledged.
 """
 
@@ -27,10 +27,11 @@ from typing import Any
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
-from tdev import aws, caching
+from tdev import aws
 from tdev.caching import Freshness, TieredCache
 from tdev.crypto import EnvelopeCipher
 from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
+from tdev.data.execution_cache import view_key
 from tdev.data.fields import FieldSealer
 from tdev.data.outbox import outbox_put
 from tdev.data.store import transact_write
@@ -47,7 +48,6 @@ from tdev.models import (
     Usage,
     utc_now,
 )
-from tdev.settings import get_settings
 
 
 def execution_key(execution_id: str) -> dict[str, str]:
@@ -80,19 +80,6 @@ class OpenExecution:
 def fact_event_id(execution_id: str, *fact: str) -> str:
     """The same fact about an execution always gets the same event id (consumers deduplicate on it)."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "t-developer:" + ":".join((execution_id, *fact))))
-
-
-EXECUTION_CACHE = "executions"  # the read cache's namespace for execution views
-
-
-def _view_key(execution_id: str) -> str:
-    return f"{execution_id}:view"
-
-
-def execution_changed(execution_id: str) -> None:
-    """Forget the cached view of `execution_id`: every writer of its partition calls this after writing."""
-    if get_settings().redis_url:
-        caching.named(EXECUTION_CACHE).invalidate(_view_key(execution_id))
 
 
 def _view_freshness(items: list[dict[str, Any]]) -> Freshness:
@@ -131,7 +118,7 @@ class ExecutionRepository:
     def _changed(self, execution_id: str) -> None:
         """After any write to the partition (succeeded, failed or unknown): no cached view survives it."""
         if self._cache is not None:
-            self._cache.invalidate(_view_key(execution_id))
+            self._cache.invalidate(view_key(execution_id))
 
     # ------------------------------------------------------------------------------------ create
     def create(
@@ -241,7 +228,7 @@ class ExecutionRepository:
             items = self._query_partition(execution_id)
         else:
             items = self._cache.get_or_load(
-                _view_key(execution_id),
+                view_key(execution_id),
                 lambda: [from_item(i) for i in self._query_partition(execution_id)],
                 freshness=_view_freshness,
             )

@@ -15,6 +15,7 @@ from boto3.dynamodb.conditions import Key
 
 from tdev import aws
 from tdev.data.codec import from_item, to_item
+from tdev.data.execution_cache import execution_changed
 from tdev.data.schema import fix_key, verify_key
 from tdev.models import FixRun, VerifyIteration
 
@@ -54,9 +55,6 @@ class VerifyRepository:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _changed(self, execution_id: str) -> None:
-        # Imported here: the execution repository imports this module (it reads these items in views).
-        from tdev.data.executions import execution_changed
-
         execution_changed(execution_id)  # the execution's view lists these items
 
     def save_iteration(self, execution_id: str, record: VerifyIteration) -> None:

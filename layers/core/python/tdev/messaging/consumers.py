@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tdev.data import schema
-from tdev.data.executions import execution_changed
+from tdev.data.execution_cache import execution_changed
 from tdev.data.store import cancellation_codes, error_code, serialize, transact_write
 from tdev.errors import NotFoundError, ValidationError
 from tdev.settings import get_settings
