@@ -144,6 +144,30 @@ def test_api_get_execution_returns_plan_and_progress(planned: Any) -> None:
     assert body["plan"]["tasks"] and body["progress"] == 0.0
 
 
+def test_api_get_execution_is_served_from_the_read_cache_until_a_step_writes(
+    planned: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's polling path: one partition Query while nothing changes, the step's write seen at once."""
+    from tdev.data.executions import ExecutionRepository
+
+    queries: list[str] = []
+    original = ExecutionRepository._query_partition
+
+    def counted(repository: ExecutionRepository, execution_id: str) -> list[dict[str, Any]]:
+        queries.append(execution_id)
+        return original(repository, execution_id)
+
+    monkeypatch.setattr(ExecutionRepository, "_query_partition", counted)
+    polls = [json.loads(planned.invoke("api", load_event("api_get_execution"))["body"]) for _ in range(3)]
+    assert queries == [EXECUTION_ID] and polls[0] == polls[2]
+    assert polls[0]["tasks"]["design"]["status"] == "PENDING"
+
+    planned.invoke("run_agent", load_event("run_agent"))  # a workflow step writes the execution
+
+    after = json.loads(planned.invoke("api", load_event("api_get_execution"))["body"])
+    assert after["tasks"]["design"]["status"] == "SUCCEEDED" and len(after["results"]) == 1
+
+
 def test_api_unknown_execution_is_404(runtime: Any) -> None:
     response = runtime.invoke("api", load_event("api_get_execution"))
 
