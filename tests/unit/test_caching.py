@@ -146,6 +146,39 @@ def test_two_hundred_concurrent_misses_load_the_backend_once(redis_url: str) -> 
     assert backend.loads == 1
 
 
+def test_a_reader_that_starts_after_a_write_does_not_take_an_older_load_in_flight(redis_url: str) -> None:
+    """Threads of one container share a load in flight, but not one that read its source before a write
+    that was acknowledged before they started."""
+    backend = Backend(item="v1")
+    container, writer = _container(), _container()
+    read_v1, release = threading.Event(), threading.Event()
+
+    def slow_load() -> str:
+        value = str(backend.values["item"])
+        read_v1.set()
+        release.wait(5)
+        return value
+
+    answers: dict[str, Any] = {}
+    leader = threading.Thread(target=lambda: answers.update(leader=container.get_or_load("e-1", slow_load)))
+    leader.start()
+    assert read_v1.wait(5)
+    backend.values["item"] = "v2"
+    writer.invalidate("e-1")  # the write is acknowledged here
+    late = threading.Thread(
+        target=lambda: answers.update(late=container.get_or_load("e-1", backend.loader("item")))
+    )
+    late.start()
+    time.sleep(0.2)  # the late reader has joined the flight
+    release.set()
+    leader.join()
+    late.join()
+    assert answers == {
+        "leader": "v1",
+        "late": "v2",
+    }  # the leader's call overlapped the write; the late one not
+
+
 class Switch:
     """A Redis that can be taken away: the real client, or a connection error."""
 

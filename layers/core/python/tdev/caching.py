@@ -106,6 +106,46 @@ class _LoaderFailed(Exception):
         self.error = error
 
 
+class _Flight:
+    """One thread's fetch of an entry that other threads of the process wait for.
+
+    A waiter takes the leader's value only if it joined before the leader's last read of its source
+    (Redis or the backend) began: that read overlaps the waiter's call, so its value is as fresh as the
+    waiter's own read would be. A waiter that joined later (a write may have been acknowledged in
+    between) fetches for itself."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._encoded: str | None = None
+        self.read_started = time.monotonic()
+
+    def reading(self) -> None:
+        self.read_started = time.monotonic()
+
+    def land(self, encoded: str | None) -> None:
+        self._encoded = encoded
+        self._done.set()
+
+    def answer(self, joined: float, timeout: float) -> str | None:
+        """The leader's encoded value; None when it failed, could not encode, took over `timeout`, or
+        read its source after `joined`."""
+        self._done.wait(timeout)
+        if not self._done.is_set() or self.read_started < joined:
+            return None
+        return self._encoded
+
+
+def _nothing() -> None:
+    return None
+
+
+def _encoded_or_none(encode: Callable[[T], str], value: T) -> str | None:
+    try:
+        return encode(value)
+    except (TypeError, ValueError):
+        return None
+
+
 class CacheUnavailable(TransientError):
     """An invalidation that must reach Redis (strict) could not: the write is done, retry the call."""
 
@@ -148,7 +188,7 @@ class TieredCache:
         self.lock_lease_ms, self.wait_seconds = lock_lease_ms, wait_seconds
         # entry key -> (generation, encoded value, monotonic time it lapses)
         self._l1: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
-        self._inflight: dict[str, threading.Event] = {}  # entries this process is loading now
+        self._inflight: dict[str, _Flight] = {}  # entries a thread of this process is fetching now
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._pending: set[str] = set()  # invalidations that could not reach Redis yet (lenient ones)
@@ -193,28 +233,82 @@ class TieredCache:
             self._count("bypassed")
             return loader()
         ttl = TTL_SECONDS[freshness if isinstance(freshness, Freshness) else Freshness.VOLATILE]
+        policy = freshness if callable(freshness) and not isinstance(freshness, Freshness) else None
         entry = self.entry_key(key)
         try:
             hit = self._l1_hit(client, entry)
-            if hit is not None:
-                self._count("hits_l1")
-                return decode(hit)
-            generation, value = self._read(client, entry, ttl)
-            if value is not None:
-                self._count("hits_l2")
-                self._l1_put(entry, generation, value, ttl)
-                return decode(value)
-            self._count("misses")
-            policy = freshness if callable(freshness) and not isinstance(freshness, Freshness) else None
-            return self._single_flight(
-                client, entry, generation, loader, encode, decode, ttl, tuple(tags), policy
+        except _redis_errors() as exc:
+            self._went_down(exc)
+            self._count("bypassed")
+            return loader()
+        if hit is not None:
+            self._count("hits_l1")
+            return decode(hit)
+        # Threads of this process that miss the same entry wait for one of them: its answer (from Redis
+        # or the backend) is theirs, read while they were reading, with no Redis call of their own.
+        joined = time.monotonic()
+        flight, leader = self._join_flight(entry)
+        if not leader:
+            shared = flight.answer(joined, self.wait_seconds)
+            if shared is not None:
+                self._count("waited")
+                return decode(shared)
+        encoded: str | None = None
+        try:
+            value, encoded = self._fetch(
+                client, entry, loader, encode, decode, ttl, tuple(tags), policy, flight if leader else None
             )
+            return value
         except _LoaderFailed as failed:
             raise failed.error from None
         except _redis_errors() as exc:
             self._went_down(exc)
             self._count("bypassed")
-            return loader()
+            if leader:
+                flight.reading()
+            value = loader()
+            encoded = _encoded_or_none(encode, value)
+            return value
+        finally:
+            if leader:
+                self._land_flight(entry, flight, encoded)
+
+    def _join_flight(self, entry: str) -> tuple[_Flight, bool]:
+        with self._lock:
+            flight = self._inflight.get(entry)
+            if flight is not None:
+                return flight, False
+            flight = self._inflight[entry] = _Flight()
+            return flight, True
+
+    def _land_flight(self, entry: str, flight: _Flight, encoded: str | None) -> None:
+        with self._lock:
+            if self._inflight.get(entry) is flight:
+                del self._inflight[entry]
+        flight.land(encoded)
+
+    def _fetch(
+        self,
+        client: Any,
+        entry: str,
+        loader: Callable[[], T],
+        encode: Callable[[T], str],
+        decode: Callable[[str], T],
+        ttl: int,
+        tags: tuple[str, ...],
+        policy: Callable[[T], Freshness] | None,
+        flight: _Flight | None = None,
+    ) -> tuple[T, str | None]:
+        """Redis's value of the entry, or the backend's (one loader across processes): (value, encoded)."""
+        reading = flight.reading if flight is not None else _nothing
+        reading()
+        generation, value = self._read(client, entry, ttl)
+        if value is not None:
+            self._count("hits_l2")
+            self._l1_put(entry, generation, value, ttl)
+            return decode(value), value
+        self._count("misses")
+        return self._load(client, entry, generation, loader, encode, decode, ttl, tags, policy, reading)
 
     def _l1_hit(self, client: Any, entry: str) -> str | None:
         with self._lock:
@@ -242,43 +336,6 @@ class TieredCache:
         generation, value = read(keys=[entry], args=[secrets.token_hex(8), ttl])
         return str(generation), value
 
-    def _single_flight(
-        self,
-        client: Any,
-        entry: str,
-        generation: str,
-        loader: Callable[[], T],
-        encode: Callable[[T], str],
-        decode: Callable[[str], T],
-        ttl: int,
-        tags: tuple[str, ...],
-        policy: Callable[[T], Freshness] | None = None,
-    ) -> T:
-        """Threads of this process that miss the same entry wait for one of them (no Redis polling)."""
-        with self._lock:
-            running = self._inflight.get(entry)
-            if running is None:
-                running = self._inflight[entry] = threading.Event()
-                leader = True
-            else:
-                leader = False
-        if leader:
-            try:
-                return self._load(client, entry, generation, loader, encode, decode, ttl, tags, policy)
-            finally:
-                with self._lock:
-                    self._inflight.pop(entry, None)
-                running.set()
-        running.wait(self.wait_seconds)
-        with self._lock:
-            held = self._l1.get(entry)
-        if held is not None:  # the leader's fill (revalidated like any L1 hit below)
-            hit = self._l1_hit(client, entry)
-            if hit is not None:
-                self._count("waited")
-                return decode(hit)
-        return self._load(client, entry, generation, loader, encode, decode, ttl, tags, policy)
-
     def _load(
         self,
         client: Any,
@@ -290,52 +347,57 @@ class TieredCache:
         ttl: int,
         tags: tuple[str, ...],
         policy: Callable[[T], Freshness] | None = None,
-    ) -> T:
-        """One loader per key: the lock's holder loads and fills; the others wait for its value."""
+        reading: Callable[[], None] = _nothing,
+    ) -> tuple[T, str | None]:
+        """One loader per key: the lock's holder loads and fills; the others wait for its value.
+
+        Returns the value and its encoding (None when it could not be encoded)."""
         token = secrets.token_hex(8)
         deadline = self._clock() + self.wait_seconds
         while not client.set(f"{entry}:lock", token, nx=True, px=self.lock_lease_ms):
             time.sleep(POLL_SECONDS)
+            reading()
             generation, value = self._read(client, entry, ttl)
             if value is not None:
                 self._count("waited")
                 self._l1_put(entry, generation, value, ttl)
-                return decode(value)
+                return decode(value), value
             if self._clock() > deadline:  # the holder is slow or gone: answer from the backend
                 self._count("loads")
+                reading()
                 try:
-                    return loader()
+                    loaded = loader()
                 except Exception as exc:
                     raise _LoaderFailed(exc) from exc
+                return loaded, _encoded_or_none(encode, loaded)
         try:
             # Another loader may have filled it between our read and our lock.
+            reading()
             generation, value = self._read(client, entry, ttl)
             if value is not None:
                 self._count("waited")
-                return decode(value)
+                return decode(value), value
             for tag in tags:  # join the tags first, so an invalidation during the load reaches this entry
                 tag_key = self.tag_key(tag)
                 client.sadd(tag_key, entry)
                 client.expire(tag_key, TTL_SECONDS[Freshness.STABLE])
             self._count("loads")
+            reading()
             try:
                 loaded = loader()
             except Exception as exc:
                 raise _LoaderFailed(exc) from exc
             if policy is not None:
                 ttl = TTL_SECONDS[policy(loaded)]
-            try:
-                encoded = encode(loaded)
-            except (TypeError, ValueError) as exc:  # not cacheable: answered, not stored
-                logger.warning(
-                    "cache value not encodable", extra={"cache": self.namespace, "error": str(exc)[:200]}
-                )
-                return loaded
+            encoded = _encoded_or_none(encode, loaded)
+            if encoded is None:  # not cacheable: answered, not stored
+                logger.warning("cache value not encodable", extra={"cache": self.namespace})
+                return loaded, None
             if self._script(client, "fill", _FILL)(keys=[entry], args=[generation, encoded, ttl]):
                 self._l1_put(entry, generation, encoded, ttl)
             else:
                 self._count("rejected_fills")  # invalidated while loading: the next read loads again
-            return loaded
+            return loaded, encoded
         finally:
             self._script(client, "release", _RELEASE)(keys=[f"{entry}:lock"], args=[token])
 
@@ -427,6 +489,10 @@ class TieredCache:
         return client
 
     def _went_down(self, exc: BaseException) -> None:
+        import redis
+
+        if isinstance(exc, redis.exceptions.MaxConnectionsError):
+            return  # this process's pool is full (many threads at once): Redis is fine, this call bypassed
         if self._clock() >= self._down_until:
             logger.warning(
                 "cache unavailable: reading from the backend",
