@@ -96,9 +96,10 @@ def _openapi() -> int:
     from tdev_cli.runtime import REPO_ROOT  # noqa: F401  (puts functions/ on the import path)
 
     os.environ.setdefault("TABLE_NAME", "unused-for-the-schema")
+    from functions.api.description import openapi_document
     from functions.api.handler import app
 
-    print(app.get_openapi_json_schema(title="T-Developer Core API", version="0.1.0"))
+    print(json.dumps(json.loads(openapi_document(app, "")), indent=2))  # what GET /openapi.json serves
     return EXIT_OK
 
 
