@@ -72,7 +72,24 @@ def _correlation_id() -> str:
     return str(app.current_event.request_context.request_id)
 
 
-@app.post("/v1/requests", middlewares=[security.guard("request/new", "create")])
+@app.post(
+    "/v1/requests",
+    middlewares=[security.guard("request/new", "create")],
+    responses={
+        int(HTTPStatus.ACCEPTED): {
+            "description": "Accepted: a new execution, started",
+            "content": {"application/json": {"model": RequestAccepted}},
+        },
+        int(HTTPStatus.OK): {
+            "description": "The execution an earlier request with this Idempotency-Key and body started",
+            "content": {"application/json": {"model": RequestAccepted}},
+        },
+        int(HTTPStatus.UNPROCESSABLE_ENTITY): {
+            "description": "This Idempotency-Key was already used with a different body",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
+)
 def create_request(
     body: Annotated[RequestIn, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[RequestAccepted]:
