@@ -55,7 +55,7 @@ class PartitionQueries:
                 self.count += 1
             return original(repository, execution_id)
 
-        ExecutionRepository._query_partition = counted  # type: ignore[method-assign]
+        ExecutionRepository._query_partition = counted  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:

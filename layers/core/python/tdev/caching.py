@@ -67,6 +67,7 @@ STATS_FLUSH_SECONDS = 10.0
 METRICS_SERVICE = "cache"  # the `service` dimension of the cache metrics (what the alarms select)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _RETRIES = 3
+_FLIGHT_ROUNDS = 3
 
 COUNTERS = ("hits_l1", "hits_l2", "misses", "loads", "waited", "bypassed", "rejected_fills", "invalidations")
 
@@ -126,13 +127,13 @@ class _Flight:
         self._encoded = encoded
         self._done.set()
 
-    def answer(self, joined: float, timeout: float) -> str | None:
-        """The leader's encoded value; None when it failed, could not encode, took over `timeout`, or
-        read its source after `joined`."""
-        self._done.wait(timeout)
-        if not self._done.is_set() or self.read_started < joined:
-            return None
-        return self._encoded
+    def answer(self, joined: float, timeout: float) -> tuple[str | None, bool]:
+        """(the leader's encoded value, whether it landed within `timeout`); the value is None when the
+        leader failed, could not encode, or read its source after `joined`."""
+        landed = self._done.wait(timeout)
+        if not landed or self.read_started < joined:
+            return None, landed
+        return self._encoded, True
 
 
 def _nothing() -> None:
@@ -246,13 +247,19 @@ class TieredCache:
             return decode(hit)
         # Threads of this process that miss the same entry wait for one of them: its answer (from Redis
         # or the backend) is theirs, read while they were reading, with no Redis call of their own.
-        joined = time.monotonic()
-        flight, leader = self._join_flight(entry)
-        if not leader:
-            shared = flight.answer(joined, self.wait_seconds)
+        # A thread that joined after the leader's read began waits for the next fetch (a new leader reads
+        # Redis, which the first one filled), a few rounds at most; after a timeout it fetches alone.
+        for _ in range(_FLIGHT_ROUNDS):
+            joined = time.monotonic()
+            flight, leader = self._join_flight(entry)
+            if leader:
+                break
+            shared, landed = flight.answer(joined, self.wait_seconds)
             if shared is not None:
                 self._count("waited")
                 return decode(shared)
+            if not landed:
+                break
         encoded: str | None = None
         try:
             value, encoded = self._fetch(
