@@ -123,6 +123,11 @@ class _Flight:
     def reading(self) -> None:
         self.read_started = time.monotonic()
 
+    def filled(self, sent: float) -> None:
+        """The leader's fill, sent at `sent`, found the generation unchanged: the value reflects every
+        write acknowledged before then, so a waiter that joined before `sent` may take it too."""
+        self.read_started = max(self.read_started, sent)
+
     def land(self, encoded: str | None) -> None:
         self._encoded = encoded
         self._done.set()
@@ -137,6 +142,10 @@ class _Flight:
 
 
 def _nothing() -> None:
+    return None
+
+
+def _ignore(_: float) -> None:
     return None
 
 
@@ -315,7 +324,19 @@ class TieredCache:
             self._l1_put(entry, generation, value, ttl)
             return decode(value), value
         self._count("misses")
-        return self._load(client, entry, generation, loader, encode, decode, ttl, tags, policy, reading)
+        return self._load(
+            client,
+            entry,
+            generation,
+            loader,
+            encode,
+            decode,
+            ttl,
+            tags,
+            policy,
+            reading,
+            flight.filled if flight is not None else _ignore,
+        )
 
     def _l1_hit(self, client: Any, entry: str) -> str | None:
         with self._lock:
@@ -355,6 +376,7 @@ class TieredCache:
         tags: tuple[str, ...],
         policy: Callable[[T], Freshness] | None = None,
         reading: Callable[[], None] = _nothing,
+        filled: Callable[[float], None] = _ignore,
     ) -> tuple[T, str | None]:
         """One loader per key: the lock's holder loads and fills; the others wait for its value.
 
@@ -400,7 +422,9 @@ class TieredCache:
             if encoded is None:  # not cacheable: answered, not stored
                 logger.warning("cache value not encodable", extra={"cache": self.namespace})
                 return loaded, None
+            sent = time.monotonic()
             if self._script(client, "fill", _FILL)(keys=[entry], args=[generation, encoded, ttl]):
+                filled(sent)
                 self._l1_put(entry, generation, encoded, ttl)
             else:
                 self._count("rejected_fills")  # invalidated while loading: the next read loads again
