@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tdev.version import __version__
 from tdev_cli import artifacts_cmd, bench_cmd, chaos, dlq, models_cmd, serve, session_cmd, token_cmd
 from tdev_cli.function_logs import functions_output
 
@@ -18,6 +19,7 @@ EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tdev", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tdev {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run one request through the whole pipeline locally")
@@ -80,7 +82,7 @@ def _openapi() -> int:
     os.environ.setdefault("TABLE_NAME", "unused-for-the-schema")
     from functions.api.handler import app
 
-    print(app.get_openapi_json_schema(title="T-Developer Core API", version="0.1.0"))
+    print(app.get_openapi_json_schema(title="T-Developer Core API", version=__version__))
     return EXIT_OK
 
 
