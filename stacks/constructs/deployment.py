@@ -34,6 +34,9 @@ ALARM_EVALUATION_PERIODS = 2
 ERROR_RATE_PERCENT = 5
 # p99 duration as a share of the function's timeout: a version that runs close to its timeout is failing.
 DURATION_SHARE_OF_TIMEOUT = 0.8
+# How the rollback alarms' descriptions begin. They have no actions: CodeDeploy watches them during a shift,
+# and a rollback fails the stack update (and so the pipeline); the stacks' own alarms notify the topic.
+ROLLBACK = "Roll back"
 
 
 class Deployments(Construct):
@@ -106,7 +109,7 @@ class LiveAlias(Construct):
                 "ErrorsAlarm",
                 threshold=ERROR_RATE_PERCENT,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description=f"Roll back {name}: over {ERROR_RATE_PERCENT} % of its invocations failed",
+                alarm_description=f"{ROLLBACK} {name}: over {ERROR_RATE_PERCENT} % of its invocations failed",
                 **alarm,
             ),
             "duration": self.alias.metric_duration(period=ALARM_PERIOD, statistic="p99").create_alarm(
@@ -114,7 +117,7 @@ class LiveAlias(Construct):
                 "DurationAlarm",
                 threshold=timeout.to_milliseconds() * DURATION_SHARE_OF_TIMEOUT,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description=f"Roll back {name}: its p99 duration passed "
+                alarm_description=f"{ROLLBACK} {name}: its p99 duration passed "
                 f"{DURATION_SHARE_OF_TIMEOUT:.0%} of its timeout",
                 **alarm,
             ),
@@ -123,7 +126,7 @@ class LiveAlias(Construct):
                 "ThrottlesAlarm",
                 threshold=0,
                 comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                alarm_description=f"Roll back {name}: it was throttled",
+                alarm_description=f"{ROLLBACK} {name}: it was throttled",
                 **alarm,
             ),
         }

@@ -13,6 +13,7 @@ from cfnlint.api import lint_file
 import app as tdev_app
 from functions.registry import layers_of
 from stacks.api_stack import ROUTES
+from stacks.constructs.deployment import ROLLBACK
 from stacks.orchestration_stack import AGENT_FUNCTIONS
 from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
 from statemachines.request_workflow import (
@@ -43,6 +44,15 @@ ACCEPTED_CFN_LINT_RULES = {"W3005", "W3010"}  # as .cfnlintrc, with its reasons
 
 def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+
+
+def operational_alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The stack's own alarms, without the functions' rollback alarms (stacks/constructs/deployment.py)."""
+    return {
+        k: v
+        for k, v in resources(template, "AWS::CloudWatch::Alarm").items()
+        if not v["Properties"].get("AlarmDescription", "").startswith(ROLLBACK)
+    }
 
 
 def all_templates(synth: Synthesized) -> list[dict[str, Any]]:
@@ -547,9 +557,9 @@ def test_waf_guards_the_api_where_enabled(dev: Synthesized, prod: Synthesized) -
 @pytest.mark.slow
 def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synthesized) -> None:
     orchestration = dev.template_json(dev.stacks.orchestration)
-    alarms = [
-        *resources(orchestration, "AWS::CloudWatch::Alarm").values(),
-        *resources(dev.template_json(dev.stacks.api), "AWS::CloudWatch::Alarm").values(),
+    alarms = [  # (the functions' rollback alarms are CodeDeploy's: tests/infrastructure/test_deployments.py)
+        *operational_alarms(orchestration).values(),
+        *operational_alarms(dev.template_json(dev.stacks.api)).values(),
     ]
     metrics = [a["Properties"]["MetricName"] for a in alarms]
     assert "ExecutionsFailed" in metrics and "5XXError" in metrics
@@ -563,7 +573,7 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
     topic_id = next(iter(resources(orchestration, "AWS::SNS::Topic")))
     assert all(
         a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
-        for a in resources(orchestration, "AWS::CloudWatch::Alarm").values()
+        for a in operational_alarms(orchestration).values()
     )
 
 
