@@ -1,9 +1,9 @@
 """The delivery pipeline (CDK Pipelines, self-mutating): source, test and synth, dev, staging, approval, prod.
 
 Instantiated only when asked (`python app.py -c pipeline=true -c connectionArn=... -c repository=owner/name
-[-c branch=main]`, or `make pipeline`, see the README's "Shipping"), so `make synth` and the tests keep their
-shape. The source is a CodeStar (CodeConnections) connection the account owner creates once; its ARN,
-repository and branch come from context, never from the repository.
+[-c branch=main]`; `make deploy CDK_CONTEXT="-c pipeline=true ..."` deploys it, see the README's "Shipping"),
+so `make synth` and the tests keep their shape. The source is a CodeStar (CodeConnections) connection the
+account owner creates once; its ARN, repository and branch come from context, never from the repository.
 
 - Build: one CodeBuild step runs `make test` (lint, types, every test) and then `make synth` with this
   pipeline's own context (the layers, every stage's stacks with cdk-nag, cfn-lint); its cloud assembly is
@@ -238,3 +238,10 @@ class PipelineStack(Stack):
         }
         for finding, reason in findings.items():
             acknowledge(self, as_nag_prints(self, f"AwsSolutions-IAM5[{finding}]"), reason)
+        acknowledge(
+            self.pipeline.pipeline.artifact_bucket,
+            "AwsSolutions-S1",
+            "The artifact bucket holds the pipeline's own build outputs, written and read only by its roles "
+            "(encrypted with the pipeline key, TLS only, no public access); CloudTrail and the pipeline's "
+            "execution history record who started what.",
+        )
