@@ -107,16 +107,18 @@ class OrchestrationStack(Stack):
 
         # 1b. Where the agents' projects live, and the sandbox that runs their tests (stacks/workspaces.py).
         self.workspaces = WorkspaceBucket(self, "Workspaces", settings=settings, key=key).bucket
-        self.sandbox = TestSandbox(self, "TestSandbox", settings=settings, key=key, layers=layers).function
+        sandbox = TestSandbox(self, "TestSandbox", settings=settings, key=key, layers=layers)
+        self.sandbox = sandbox.function
         for name, writes in WORKSPACE_FUNCTIONS.items():
             function = self.functions[name].function
             grant_workspaces(function, key, settings, write=writes)
-            function.add_environment(Var.SANDBOX_FUNCTION_NAME, self.sandbox.function_name)
-            function.add_to_role_policy(  # the unqualified function only (grant_invoke adds ":*" too)
+            # The sandbox's `live` alias (its ARN), like every caller; grant_invoke would add ":*" too.
+            function.add_environment(Var.SANDBOX_FUNCTION_NAME, sandbox.alias.function_arn)
+            function.add_to_role_policy(
                 iam.PolicyStatement(
                     sid="RunTestsInTheSandbox",
                     actions=["lambda:InvokeFunction"],
-                    resources=[self.sandbox.function_arn],
+                    resources=[sandbox.alias.function_arn],
                 )
             )
 

@@ -189,6 +189,22 @@ def test_every_caller_invokes_the_live_alias(dev: Synthesized) -> None:
         json.dumps(qualified).replace('"ALIAS"', json.dumps(aliases(messaging)[name])) for name in expected
     }
 
+    # The test sandbox, invoked by the functions that run a project's tests: by its alias's ARN.
+    orchestration = dev.template_json(stacks.orchestration)
+    sandbox_alias = _alias_ref(dev, stacks.orchestration, "sandbox")
+    callers = {"run_agent", "run_project_tests", "fix_failing_tests"}
+    for name in callers:
+        function = orchestration["Resources"][our_functions(orchestration)[name]]
+        assert function["Properties"]["Environment"]["Variables"]["SANDBOX_FUNCTION_NAME"] == sandbox_alias
+    sandbox_invokes = [
+        s
+        for policy in resources(orchestration, "AWS::IAM::Policy").values()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Sid") == "RunTestsInTheSandbox"
+    ]
+    assert len(sandbox_invokes) == len(callers)
+    assert all(s["Resource"] == sandbox_alias for s in sandbox_invokes)
+
     # Schedules: the reconciler and the session sweeper.
     for stack, name in ((stacks.orchestration, "reconcile_executions"), (stacks.sessions, "session_sweeper")):
         template = dev.template_json(stack)
