@@ -46,6 +46,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/docs"),
         ("POST", "/v1/requests"),
         ("GET", "/v1/executions/{execution_id}"),
+        ("GET", "/v1/executions/{execution_id}/history"),
         ("GET", "/v1/executions/{execution_id}/artifacts"),
         ("GET", "/v1/executions/{execution_id}/artifacts.zip"),
         ("GET", "/v1/executions/{execution_id}/artifacts/.+"),
@@ -231,6 +232,10 @@ class Client:
 
     def execution(self, execution_id: str) -> ExecutionView:
         return ExecutionView.model_validate(self._json("GET", f"/v1/executions/{_segment(execution_id)}"))
+
+    def history(self, execution_id: str) -> dict[str, Any]:
+        """The execution's events in order and the state they replay to."""
+        return dict(self._json("GET", f"/v1/executions/{_segment(execution_id)}/history"))
 
     def follow(
         self, execution_id: str, *, poll_seconds: float = 1.0, timeout: float = 600.0

@@ -46,6 +46,8 @@ MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
 SANDBOX_FUNCTION = "sandbox"
+# Callers invoke a function's `live` alias (stacks/constructs/deployment.py); locally it is the function.
+LIVE_ALIAS = "live"
 
 LOCAL_USER = "local-developer"
 # The local runtime follows executions by polling (5 requests a second); `tdev serve` applies the spec's
@@ -182,7 +184,8 @@ class LocalRuntime:
             "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
             # Project workspaces in the emulated S3 bucket; tests run by the sandbox function.
             "WORKSPACE_BUCKET": WORKSPACE_BUCKET,
-            "SANDBOX_FUNCTION_NAME": SANDBOX_FUNCTION,
+            # Through its `live` alias, as deployed (stacks/constructs/deployment.py).
+            "SANDBOX_FUNCTION_NAME": f"{SANDBOX_FUNCTION}:{LIVE_ALIAS}",
         }
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
@@ -375,10 +378,11 @@ class LocalRuntime:
         self.invocations.append((name, "ok"))
         return result
 
-    def reconcile(self) -> dict[str, Any]:
-        """What the every-minute schedule does in AWS: one run of the execution reconciler."""
+    def reconcile(self, *, later_by: float = 0.0) -> dict[str, Any]:
+        """What the every-minute schedule does in AWS: one run of the execution reconciler, as of now or of
+        a tick `later_by` seconds from now (what it will do then, without waiting)."""
         event = json.loads((REPO_ROOT / "events" / "reconcile_executions.json").read_text())
-        event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + later_by))
         return dict(self.invoke("reconcile_executions", event))
 
     def drain_messaging(self) -> int:
@@ -387,7 +391,9 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------------------------ dispatch
     def _dispatch(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
-        name = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
+        # A name, a qualified name (name:alias) or an ARN (arn:aws:lambda:region:account:function:name...).
+        parts = function_name.split(":")
+        name = parts[6] if function_name.startswith("arn:") else parts[0]
         event = json.loads(body) if body else {}
         try:
             if self.fault_hook is not None:

@@ -124,6 +124,17 @@ def get_execution(execution_id: ExecutionId) -> ExecutionView:
     return container.executions().view(execution_id)
 
 
+@app.get(
+    "/v1/executions/<execution_id>/history",
+    middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.split('/')[3]}", "read")],
+)
+def get_execution_history(execution_id: ExecutionId) -> dict[str, Any]:
+    """The execution's events in order (accepted, each task's result, the outcome) and the state they replay
+    to (tdev.data.history)."""
+    _require_visible(execution_id, "execution_id")
+    return container.executions().history(execution_id)
+
+
 def _require_visible(execution_id: str, field: str) -> None:
     """Project members (and admins) only; in the shared project, only the submitter. Others get 404, as for
     an execution that does not exist, with `field` named."""
