@@ -244,5 +244,15 @@ def enabled(name: str, user: str, segments: Iterable[str] = ()) -> bool:
     return current().enabled(name, user, segments)
 
 
+def product_flag_parameters(environment: str) -> dict[str, str]:
+    """Parameter name -> document of every product flag's default: what the config stack creates (and the
+    local runtime, from this same function), so operators find each flag in Parameter Store to change."""
+    from tdev.config.parameters import FLAGS, name
+
+    return {name(environment, FLAGS, flag): dump(spec) for flag, spec in PRODUCT_FLAGS.items()}
+
+
 def dump(spec: FlagSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
+    # Defaults left out (short documents), except `enabled`, which a reader looks for first.
+    document = {"enabled": spec.enabled, **spec.model_dump(mode="json", exclude_defaults=True)}
+    return json.dumps(document, sort_keys=True)
