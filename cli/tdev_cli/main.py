@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tdev_cli import artifacts_cmd, bench_cmd, chaos, dlq, models_cmd, serve, session_cmd, token_cmd
+from tdev_cli import (
+    artifacts_cmd,
+    bench_cmd,
+    chaos,
+    config_cmd,
+    dlq,
+    models_cmd,
+    serve,
+    session_cmd,
+    token_cmd,
+)
 from tdev_cli.function_logs import functions_output
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
@@ -63,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     session_cmd.register(commands)
     bench_cmd.register(commands)
     artifacts_cmd.register(commands)
+    config_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):

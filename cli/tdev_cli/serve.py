@@ -37,6 +37,12 @@ def register(commands: Any) -> None:
         "--keys-dir", default=".tdev/keys", help="the local issuer's keys (default .tdev/keys)"
     )
     serve.add_argument("--log-dir", default=".tdev/logs", help="where the functions' JSON logs go")
+    serve.add_argument(
+        "--config-poll-seconds",
+        type=int,
+        default=None,
+        help="how often functions re-read Parameter Store (default 60, as deployed)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -245,7 +251,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("AGNO_TELEMETRY", "false")
     with functions_output(args.log_dir, "serve") as log_path, contextlib.ExitStack() as stack:
-        runtime = stack.enter_context(LocalRuntime(keys_dir=args.keys_dir, rate_limit_default=None))
+        runtime = stack.enter_context(
+            LocalRuntime(
+                keys_dir=args.keys_dir, rate_limit_default=None, config_poll_seconds=args.config_poll_seconds
+            )
+        )
         from tdev.settings import get_settings
 
         try:
