@@ -16,6 +16,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from stacks import acknowledge, as_nag_prints
 from stacks.permissions import PARAMETER_ACTIONS
 from stacks.settings import EnvironmentSettings
 from tdev.config.flags import product_flag_parameters
@@ -57,4 +58,15 @@ def grant_configuration(function: lambda_.IFunction, settings: EnvironmentSettin
     if writes:
         function.grant_principal.add_to_principal_policy(
             iam.PolicyStatement(sid="ChangeConfiguration", actions=writes, resources=[f"{root}/*"])
+        )
+        finding = as_nag_prints(
+            function,
+            f"AwsSolutions-IAM5[Resource::arn:{{partition}}:ssm:{{region}}:{{account}}:parameter{prefix(settings.name)}/*]",
+        )
+        acknowledge(
+            function.role or function,  # type: ignore[arg-type]
+            finding,
+            "Admins add configuration keys and flags by name at run time (PUT /v1/config/<key>, /v1/flags/"
+            "<name>, validated and audited by tdev.config.service): the API writes only under this "
+            "environment's own /t-developer/<env>/ path, whose names are not known at deploy time.",
         )
