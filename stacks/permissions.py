@@ -58,6 +58,8 @@ PARAMETER_ACTIONS: dict[str, tuple[str, ...]] = {
     "run_project_tests": ("ssm:GetParametersByPath",),
     "fix_failing_tests": ("ssm:GetParametersByPath",),
     "record_task_failure": ("ssm:GetParametersByPath",),
+    # Recovering a session rebuilds its agents on the configured default model.
+    "session_sweeper": ("ssm:GetParametersByPath",),
 }
 # What Powertools idempotency does with its own table (DynamoDBPersistenceLayer).
 IDEMPOTENCY_TABLE_ACTIONS = (
