@@ -82,7 +82,24 @@ def _correlation_id() -> str:
     return str(app.current_event.request_context.request_id)
 
 
-@app.post("/v1/requests", middlewares=[security.guard("request/new", "create")])
+@app.post(
+    "/v1/requests",
+    middlewares=[security.guard("request/new", "create")],
+    responses={
+        int(HTTPStatus.ACCEPTED): {
+            "description": "Accepted: a new execution, started",
+            "content": {"application/json": {"model": RequestAccepted}},
+        },
+        int(HTTPStatus.OK): {
+            "description": "The execution an earlier request with this Idempotency-Key and body started",
+            "content": {"application/json": {"model": RequestAccepted}},
+        },
+        int(HTTPStatus.UNPROCESSABLE_ENTITY): {
+            "description": "This Idempotency-Key was already used with a different body",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
+)
 def create_request(
     body: Annotated[RequestIn, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[RequestAccepted]:
@@ -115,6 +132,17 @@ def create_request(
 def get_execution(execution_id: ExecutionId) -> ExecutionView:
     _require_visible(execution_id, "execution_id")
     return container.executions().view(execution_id)
+
+
+@app.get(
+    "/v1/executions/<execution_id>/history",
+    middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.split('/')[3]}", "read")],
+)
+def get_execution_history(execution_id: ExecutionId) -> dict[str, Any]:
+    """The execution's events in order (accepted, each task's result, the outcome) and the state they replay
+    to (tdev.data.history)."""
+    _require_visible(execution_id, "execution_id")
+    return container.executions().history(execution_id)
 
 
 def _require_visible(execution_id: str, field: str) -> None:

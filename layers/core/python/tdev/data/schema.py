@@ -12,9 +12,8 @@ Entities (PK / SK):
     EXECUTION   EXECUTION#<id>               EXECUTION | PLAN | TASK#<task> | COMPENSATION#<task>
                                              | VERIFY#<n, 4 digits> | FIX#<n, 4 digits>  (the verify loop)
     TASK        EXECUTION#<id>               TASK#<task_id>   (in its execution's partition)
-    EVENT       AGGREGATE#<type>#<id>        EVENT#<sequence, 12 digits>
     LOCK        LOCK#<name>                  LOCK
-    OUTBOX      OUTBOX#<partition key>       EVENT#<event id>
+    OUTBOX      OUTBOX#<partition key>       EVENT#<event id>  (an execution's: its history)
     ROLE        ROLE#<name>                  ROLE             (custom roles; ROLES / REVISION bumps on change)
     APIKEY      APIKEY#<key id>              APIKEY
     REVOKED     REVOKED#<jti>                REVOKED
@@ -45,7 +44,6 @@ TTL_ATTRIBUTE = "expires_at"
 VERSION_ATTRIBUTE = "version"
 # The outbox publisher reads new items from the table's stream.
 STREAM_VIEW_TYPE = "NEW_IMAGE"
-SEQUENCE_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -143,17 +141,6 @@ def verify_key(execution_id: str, iteration: int) -> dict[str, str]:
 
 def fix_key(execution_id: str, iteration: int) -> dict[str, str]:
     return {"PK": f"EXECUTION#{execution_id}", "SK": f"FIX#{iteration:04d}"}
-
-
-def event_key(aggregate_type: str, aggregate_id: str, sequence: int) -> dict[str, str]:
-    return {
-        "PK": aggregate_partition(aggregate_type, aggregate_id),
-        "SK": f"EVENT#{sequence:0{SEQUENCE_DIGITS}d}",
-    }
-
-
-def aggregate_partition(aggregate_type: str, aggregate_id: str) -> str:
-    return f"AGGREGATE#{aggregate_type}#{aggregate_id}"
 
 
 def lock_key(name: str) -> dict[str, str]:
