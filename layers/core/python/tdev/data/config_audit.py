@@ -137,8 +137,9 @@ class ConfigAudit:
 
     # ---------------------------------------------------------------------------- pending changes
     def propose(self, scope: str, change: dict[str, Any], *, author: str, reason: str) -> dict[str, Any]:
-        pending = {
-            "change_id": uuid.uuid4().hex[:16],
+        change_id = uuid.uuid4().hex[:16]
+        pending: dict[str, Any] = {
+            "change_id": change_id,
             "scope": scope,
             "change": change,
             "author": author,
@@ -148,7 +149,7 @@ class ConfigAudit:
         }
         self._table.put_item(
             Item={
-                **config_change_key(scope, pending["change_id"]),
+                **config_change_key(scope, change_id),
                 "entity": "CONFIG_CHANGE",
                 **to_item({**pending, "expires_at": int(time.time()) + PENDING_TTL_SECONDS}),
             }
