@@ -196,7 +196,7 @@ class ApiStack(Stack):
         self.authorizer = apigw.RequestAuthorizer(
             self,
             "Authorizer",
-            handler=self.authorizer_function,
+            handler=authorizer.alias,  # the `live` alias, like every caller (stacks/constructs/deployment.py)
             identity_sources=[],
             results_cache_ttl=Duration.seconds(0),
         )
@@ -242,7 +242,8 @@ class ApiStack(Stack):
             validate_request_parameters=True,
             validate_request_body=True,
         )
-        integration = apigw.LambdaIntegration(self.function, allow_test_invoke=False)
+        # The `live` alias: a new version takes the API's traffic only as CodeDeploy shifts it.
+        integration = apigw.LambdaIntegration(handler.alias, allow_test_invoke=False)
         for method, path in ROUTES:
             resource = self.api.root.resource_for_path(path)
             parameters = {f"method.request.header.{h}": False for h in OPTIONAL_HEADERS}

@@ -220,7 +220,7 @@ class SessionsStack(Stack):
             "SweepSchedule",
             description="Sweep open sessions every minute",
             schedule=events.Schedule.rate(SWEEP_EVERY),
-            targets=[targets.LambdaFunction(self.sweeper.function, retry_attempts=0)],
+            targets=[targets.LambdaFunction(self.sweeper.alias, retry_attempts=0)],
         )
 
         # 3. Alarms on the session metrics (emitted by the API and the sweeper) and on the sweeper itself.

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tdev.version import __version__
 from tdev_cli import (
     artifacts_cmd,
     bench_cmd,
@@ -30,6 +31,7 @@ EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tdev", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tdev {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run one request through the whole pipeline locally")

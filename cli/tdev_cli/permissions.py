@@ -373,6 +373,9 @@ class RoleIndex:
             return f"arn:aws:sns:{self.region}:{self.account}:{physical}"
         if kind == "AWS::IAM::Role":
             return f"role/{stack}/{name}"
+        if kind == "AWS::Lambda::Alias":  # the alias's ARN: its function's, qualified by the alias name
+            alias = self.resolve(stack, self._resource(stack, name)["Properties"]["Name"])
+            return f"arn:aws:lambda:{self.region}:{self.account}:function:{physical}:{alias}"
         return physical
 
     def _get_att(self, stack: str, logical: str, attribute: str) -> str:

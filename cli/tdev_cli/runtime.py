@@ -46,6 +46,8 @@ MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
 SANDBOX_FUNCTION = "sandbox"
+# Callers invoke a function's `live` alias (stacks/constructs/deployment.py); locally it is the function.
+LIVE_ALIAS = "live"
 
 LOCAL_USER = "local-developer"
 # The local runtime follows executions by polling (5 requests a second); `tdev serve` applies the spec's
@@ -185,7 +187,8 @@ class LocalRuntime:
             "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
             # Project workspaces in the emulated S3 bucket; tests run by the sandbox function.
             "WORKSPACE_BUCKET": WORKSPACE_BUCKET,
-            "SANDBOX_FUNCTION_NAME": SANDBOX_FUNCTION,
+            # Through its `live` alias, as deployed (stacks/constructs/deployment.py).
+            "SANDBOX_FUNCTION_NAME": f"{SANDBOX_FUNCTION}:{LIVE_ALIAS}",
         }
         if self.config_poll_seconds is not None:
             env["TDEV_CONFIG_POLL_SECONDS"] = str(self.config_poll_seconds)
@@ -399,7 +402,9 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------------------------ dispatch
     def _dispatch(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
-        name = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
+        # A name, a qualified name (name:alias) or an ARN (arn:aws:lambda:region:account:function:name...).
+        parts = function_name.split(":")
+        name = parts[6] if function_name.startswith("arn:") else parts[0]
         event = json.loads(body) if body else {}
         try:
             if self.fault_hook is not None:

@@ -21,6 +21,7 @@ from unittest import mock
 
 import pytest
 
+from stacks.constructs.deployment import LIVE_ALIAS
 from stacks.permissions import NOT_CALLED_BY_CODE
 from tdev.errors import TransientError
 from tdev.llm.offline import read_brief
@@ -345,7 +346,8 @@ def _wait_for_workflows(rt: Any) -> None:
 
 # ------------------------------------------------------------------------------------------ checks
 def _last_segment(value: str) -> str:
-    return re.split(r"[:/]", value.rstrip("/"))[-1]
+    # A function's `live` alias (deployed ARN or local qualified name) binds by the function's name.
+    return re.split(r"[:/]", value.rstrip("/").removesuffix(f":{LIVE_ALIAS}"))[-1]
 
 
 def _renames(index: RoleIndex, local: dict[str, str], prefix: str) -> dict[str, str]:
