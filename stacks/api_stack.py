@@ -23,6 +23,7 @@ from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
+from stacks.configuration import grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -155,6 +156,7 @@ class ApiStack(Stack):
         )
         self.function = handler.function
         grant_table_data_access(table, key, self.function, "api")
+        grant_configuration(self.function, settings, "api")  # reads and changes /t-developer/<env>/...
         if field_key is not None:
             grant_field_encryption(field_key, self.function)
         state_machine.grant_start_execution(self.function)

@@ -21,6 +21,7 @@ from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
+from stacks.configuration import grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import TABLE_KEY_ACTIONS, grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -100,6 +101,7 @@ class OrchestrationStack(Stack):
                 network=network,
             )
             grant_table_data_access(table, key, self.functions[name].function, name)
+            grant_configuration(self.functions[name].function, settings, name)
             if field_key is not None:
                 grant_field_encryption(field_key, self.functions[name].function)
         for name in AGENT_FUNCTIONS:

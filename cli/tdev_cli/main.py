@@ -16,6 +16,7 @@ from tdev_cli import (
     bench_cmd,
     cache_cmd,
     chaos,
+    config_cmd,
     dlq,
     login_cmd,
     models_cmd,
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     cache_cmd.register(commands)
     seed.register(commands)
     login_cmd.register(commands)
+    config_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):

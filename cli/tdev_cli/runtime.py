@@ -131,8 +131,11 @@ class LocalRuntime:
         fallback_models: tuple[str, ...] = (),
         api_timeout_seconds: float = API_GATEWAY_TIMEOUT_SECONDS,
         max_verify_iterations: int = 3,
+        config_poll_seconds: int | None = None,
     ) -> None:
         self.default_model = default_model
+        # How often functions re-read Parameter Store (tdev.config.live); tests shorten the 60 s default.
+        self.config_poll_seconds = config_poll_seconds
         self.fallback_models = fallback_models  # models a request may fall back to (Bedrock stays real)
         self.api_timeout_seconds = api_timeout_seconds  # API Gateway's integration timeout (tests shorten it)
         self.substitutions = local_substitutions(
@@ -187,6 +190,8 @@ class LocalRuntime:
             # Through its `live` alias, as deployed (stacks/constructs/deployment.py).
             "SANDBOX_FUNCTION_NAME": f"{SANDBOX_FUNCTION}:{LIVE_ALIAS}",
         }
+        if self.config_poll_seconds is not None:
+            env["TDEV_CONFIG_POLL_SECONDS"] = str(self.config_poll_seconds)
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
             os.environ[key] = value
@@ -302,6 +307,12 @@ class LocalRuntime:
         ]["KeyId"]
         os.environ["KMS_KEY_ID"] = key_id
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=CHECKPOINT_BUCKET)
+        # The product flags' documents, as the config stack creates them (tdev.config.flags.PRODUCT_FLAGS).
+        from tdev.config.flags import product_flag_parameters
+
+        ssm = boto3.client("ssm", region_name=REGION)
+        for parameter, document in product_flag_parameters("local").items():
+            ssm.put_parameter(Name=parameter, Value=document, Type="String")
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=WORKSPACE_BUCKET)
         # Encrypted by default under its own key, as the stack makes it (stacks/workspaces.py): the code

@@ -51,6 +51,8 @@ class Settings(BaseModel):
     workspace_bucket: str | None = Field(default=None, alias="WORKSPACE_BUCKET")
     workspace_dir: str = Field(default=".tdev/workspaces", alias="TDEV_WORKSPACE_DIR")
     sandbox_function_name: str | None = Field(default=None, alias="SANDBOX_FUNCTION_NAME")
+    # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
+    config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
 
 
 @lru_cache(maxsize=1)

@@ -20,6 +20,10 @@ Entities (PK / SK):
     PRINCIPAL   PRINCIPAL#<id>               STATUS | MEMBER#<project>
     MEMBER      PROJECT#<id>                 OWNER | MEMBER#<principal>
     AUDIT       AUDIT#<principal>            <iso time>#<id>  (newest first by querying backwards)
+    CONFIG      CONFIG#<scope>               HEAD | VERSION#<n, 8 digits> | CHANGE#<id>
+                (scope: config | flags; one partition per scope: its head counter, every version with
+                 who/what/why/checksum and the whole layer it produced, and protected changes awaiting
+                 approval)
 Indexes:
     GSI1  by status      STATUS#<status> -> <created_at>#<id>     (and AGENT -> <name>)
           listings       ROLE -> <name>; APIKEY -> <created_at>#<id>; REVOKED -> <expires_at>#<jti>;
@@ -217,3 +221,25 @@ def listed(kind: str, sort: str) -> dict[str, str]:
     if kind not in LISTING_KINDS:
         raise ValueError(f"unknown listing {kind}")
     return {"GSI1PK": kind, "GSI1SK": sort}
+
+
+# ------------------------------------------------------------------------- configuration audit
+CONFIG_VERSION_DIGITS = 8
+
+
+def config_partition(scope: str) -> str:
+    return f"CONFIG#{scope}"
+
+
+def config_head_key(scope: str) -> dict[str, str]:
+    """The scope's latest version number (a conditional update makes versions gap-free and unique)."""
+    return {"PK": config_partition(scope), "SK": "HEAD"}
+
+
+def config_version_key(scope: str, version: int) -> dict[str, str]:
+    return {"PK": config_partition(scope), "SK": f"VERSION#{version:0{CONFIG_VERSION_DIGITS}d}"}
+
+
+def config_change_key(scope: str, change_id: str) -> dict[str, str]:
+    """A change to a protected key, waiting for an approver other than its author."""
+    return {"PK": config_partition(scope), "SK": f"CHANGE#{change_id}"}
