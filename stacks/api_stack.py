@@ -158,6 +158,8 @@ class ApiStack(Stack):
         if field_key is not None:
             grant_field_encryption(field_key, self.function)
         state_machine.grant_start_execution(self.function)
+        # The kill switch (POST /v1/executions/{id}/cancel): stop this workflow's executions, nothing else.
+        state_machine.grant_execution(self.function, "states:StopExecution")
 
         # The Lambda authorizer: validates JWTs of the issuer (JWKS, revocation) and API keys.
         authorizer = TdevFunction(

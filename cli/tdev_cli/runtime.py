@@ -9,10 +9,12 @@ CDK stacks use (table schema, ASL file and its substitutions), so local and depl
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -406,8 +408,10 @@ class LocalRuntime:
         self.invocations.append((name, "ok"))
         return json.dumps(result).encode()
 
-    def invoke(self, function: str, event: dict[str, Any]) -> Any:
-        """Call a function's real handler with an event, as Lambda would."""
+    def invoke(self, function: str, event: dict[str, Any], *, take_turn: bool = True) -> Any:
+        """Call a function's real handler with an event, as Lambda would.
+
+        `take_turn=False`: run now, beside whatever handler has the turn (the kill switch, see `http`)."""
         if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
@@ -417,7 +421,8 @@ class LocalRuntime:
                 f"{request_bytes} byte payload is too large for the RequestResponse invocation type "
                 f"(limit {LAMBDA_SYNC_PAYLOAD_BYTES} bytes)"
             )
-        with self._invocation_lock, running(function):
+        turn = self._invocation_lock if take_turn else _logger_keys_kept()
+        with turn, running(function):
             started = time.monotonic()
             try:
                 result = module.lambda_handler(event, LambdaContext(function_name=function))
@@ -475,6 +480,9 @@ class LocalRuntime:
         context["identity"] = {**context.get("identity", {}), "sourceIp": source_ip}
         from tdev.security.routes import is_public
 
+        # The kill switch must not queue behind the work it stops: deployed, every invocation has its own
+        # container; here handler bodies take turns, and a looping agent would keep the turn for ever.
+        take_turn = not (method.upper() == "POST" and KILL_SWITCH_PATH.fullmatch(path))
         if not is_public(method, path):
             stage = event["requestContext"].get("stage", "local")
             method_arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:local/{stage}/{method}{path}"
@@ -487,6 +495,7 @@ class LocalRuntime:
                         "headers": event["headers"],
                         "requestContext": event["requestContext"],
                     },
+                    take_turn=take_turn,
                 )
             except Exception as exc:
                 if str(exc) != "Unauthorized":
@@ -498,7 +507,7 @@ class LocalRuntime:
             context["authorizer"] = {"principalId": result["principalId"], **result["context"]}
         self._handler_time.seconds = 0.0
         try:
-            response = dict(self.invoke("api", event))
+            response = dict(self.invoke("api", event, take_turn=take_turn))
         except (RequestEntityTooLargeException, ResponseSizeTooLarge):
             # The integration failed (Lambda refused the event, or the function's answer was too large).
             return aws_gateway_response(502, "Internal server error")
@@ -569,6 +578,25 @@ class LocalRuntime:
             for message in messages:
                 events.append(json.loads(message["Body"]))
                 sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+KILL_SWITCH_PATH = re.compile(r"/v1/executions/[A-Za-z0-9-]+/cancel")
+
+
+@contextlib.contextmanager
+def _logger_keys_kept() -> Iterator[None]:
+    """A handler run beside the one that has the turn: afterwards the functions' logger carries that one's
+    keys again (Powertools' keys are process-wide), not the keys this run appended."""
+    from tdev.observability import logger
+
+    saved = dict(logger.get_current_keys())
+    try:
+        yield
+    finally:
+        added = [key for key in logger.get_current_keys() if key not in saved]
+        if added:
+            logger.remove_keys(added)
+        logger.append_keys(**saved)
 
 
 def _payload_bytes(value: Any) -> int:
