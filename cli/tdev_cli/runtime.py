@@ -224,6 +224,7 @@ class LocalRuntime:
         patcher.start()
         self._stack.append(patcher.stop)
         self._stack.append(_terminal_errors_escape_states_all())
+        self._stack.append(_atomic_dynamodb_writes())
 
         from tdev import container
 
@@ -646,6 +647,32 @@ def _terminal_errors_escape_states_all() -> Callable[[], None]:
         mock.patch.object(ErrorEqualsDecl, "_eval_body", eval_body),
         mock.patch.object(iteration_worker, "CustomErrorName", error_name_of),
     ]
+    for patcher in patchers:
+        patcher.start()
+
+    def stop() -> None:
+        for patcher in reversed(patchers):
+            patcher.stop()
+
+    return stop
+
+
+def _atomic_dynamodb_writes() -> Callable[[], None]:
+    """As in DynamoDB, a conditional write checks its condition and writes in one step. Moto checks, then
+    writes, without a lock: two threads (the parallel tasks of a level reserving from one budget) could both
+    pass one condition. Its writes take turns here. Returns the function that undoes the patch."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    patchers = []
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        patchers.append(mock.patch.object(DynamoDBBackend, name, atomic))
     for patcher in patchers:
         patcher.start()
 
