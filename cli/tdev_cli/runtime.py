@@ -225,6 +225,7 @@ class LocalRuntime:
         self._stack.append(patcher.stop)
         self._stack.append(_terminal_errors_escape_states_all())
         self._stack.append(_atomic_dynamodb_writes())
+        self._stack.append(_stopped_executions_stay_aborted())
 
         from tdev import container
 
@@ -681,6 +682,25 @@ def _atomic_dynamodb_writes() -> Callable[[], None]:
             patcher.stop()
 
     return stop
+
+
+def _stopped_executions_stay_aborted() -> Callable[[], None]:
+    """As in Step Functions, a stopped execution (StopExecution: the kill switch) ends ABORTED and runs
+    nothing more. Moto's interpreter stops too, but a Task still in flight that fails afterwards overwrote
+    the stop with its error (FAILED). Returns the function that undoes the patch."""
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    original = Environment.set_error
+
+    def set_error(self: Any, error: Any) -> None:
+        if isinstance(self._program_state, ProgramStopped):
+            return
+        original(self, error)
+
+    patcher = mock.patch.object(Environment, "set_error", set_error)
+    patcher.start()
+    return patcher.stop
 
 
 def _real_aws_session() -> Any:
