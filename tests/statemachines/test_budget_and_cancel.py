@@ -79,7 +79,10 @@ def test_a_looping_agent_is_stopped_by_the_budget_and_the_request_ends_budget_ex
 
     # Then the request ended BUDGET_EXCEEDED, with its spend within the budget plus one call's worst case
     assert view["status"] == "BUDGET_EXCEEDED" and workflow == "FAILED"
-    assert view["error"].startswith("BudgetExceeded")
+    assert (
+        view["error"].startswith("BudgetExceeded: execution ")
+        and "left of its 0.03 USD budget" in view["error"]
+    )
     spent = view["budget"]["spent_usd"]
     assert view["budget"]["budget_usd"] == budget and view["budget"]["reserved_usd"] == 0
     assert 0 < to_micro_usd(spent) <= to_micro_usd(budget) + worst_case_micro_usd(MODEL, 20_000, 256)
