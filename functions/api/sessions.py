@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from tdev.errors import AuthorizationError, NotFoundError, ValidationError
+from tdev.orchestration import workflow
 from tdev.security.services import projects
 from tdev.security.tokens import Identity
 from tdev.sessions.checkpoints import CheckpointKind
@@ -97,6 +98,12 @@ def resume_session(session_id: SessionId) -> dict[str, Any]:
 @router.post("/v1/sessions/<session_id>/terminate", middlewares=_guard("update"))
 def terminate_session(session_id: SessionId) -> dict[str, Any]:
     return service().terminate(session_id).view()
+
+
+@router.post("/v1/sessions/<session_id>/kill", middlewares=_guard("kill"))
+def kill_session(session_id: SessionId) -> dict[str, Any]:
+    """The kill switch of a session: its running executions are cancelled, then it is terminated."""
+    return workflow.kill_session(session_id, by=_principal())
 
 
 @router.post("/v1/sessions/<session_id>/heartbeat", middlewares=_guard("update"))

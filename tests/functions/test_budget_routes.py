@@ -127,3 +127,28 @@ def test_a_request_keeps_its_budget(runtime: Any) -> None:
     assert status == 202
     _, view = runtime.api("GET", f"/v1/executions/{body['execution_id']}")
     assert view["budget"]["budget_usd"] == 0.05
+
+
+def test_the_sample_kill_event_cancels_the_sessions_executions_and_terminates_it(running: Any) -> None:
+    from tdev.sessions.lifecycle import SessionStatus
+    from tdev.sessions.service import service
+
+    session = service().open("sample-user", "todo-api", ["CodeAgent"])
+    service().attach_request(session.session_id, EXECUTION_ID)
+    event = json.loads(
+        json.dumps(load_event("api_kill_session")).replace("ses-5a3e0c1d9b7f4e26", session.session_id)
+    )
+
+    response = running.invoke("api", event)
+
+    assert response["statusCode"] == 200, response["body"]
+    body = json.loads(response["body"])
+    assert body["cancelled_executions"] == [EXECUTION_ID]
+    assert service().repo.get(session.session_id).status is SessionStatus.COMPLETED
+    assert container.executions().get(EXECUTION_ID).status == ExecutionStatus.CANCELLED
+    # someone else's session: not theirs to kill
+    other = service().open("owner-2", "todo-api", ["CodeAgent"])
+    status, _ = running.as_principal("stranger", ("developer",)).api(
+        "POST", f"/v1/sessions/{other.session_id}/kill"
+    )
+    assert status == 403

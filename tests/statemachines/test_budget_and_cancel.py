@@ -137,3 +137,25 @@ def test_a_running_execution_is_cancelled_and_its_agent_stops_within_seconds(loo
     assert view["tasks"]["design"]["status"] == "SKIPPED"
     assert [e["detail"]["data"]["status"] for e in events] == ["CANCELLED"]
     print(f"cancel answered in {answered:.2f} s; workflow stopped {stopped_after:.2f} s after the cancel")
+
+
+def test_a_killed_session_stops_its_running_execution_within_seconds(looping: Looping) -> None:
+    with LocalRuntime() as rt:
+        status, session = rt.api("POST", "/v1/sessions", {"project_id": "default"})
+        assert status == 201, session
+        execution_id = rt.submit(REQUEST, session_id=session["session_id"])
+        deadline = time.monotonic() + 60
+        while len(looping.calls) < 5:
+            assert time.monotonic() < deadline, "the looping agent never started"
+            time.sleep(0.05)
+
+        asked = time.monotonic()
+        status, body = rt.api("POST", f"/v1/sessions/{session['session_id']}/kill")
+        assert status == 200, body
+        assert body["cancelled_executions"] == [execution_id] and body["status"] == "completed"
+        while rt.workflow_status(execution_id) == "RUNNING" and time.monotonic() - asked < 30:
+            time.sleep(0.1)
+        stopped_after = time.monotonic() - asked
+        assert rt.workflow_status(execution_id) == "ABORTED" and stopped_after < 5
+        assert [t for t in looping.calls if t > asked + 1.0] == []
+    print(f"session killed; its workflow stopped {stopped_after:.2f} s after the kill")
