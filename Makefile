@@ -39,11 +39,13 @@ memory-model: | $(BIN)/python
 run: $(VENV)/.run-deps
 	$(BIN)/tdev run "$(REQUEST)" $(ARGS)
 
-## test: lint, types, then the whole test suite (unit, functions, state machines, infrastructure, e2e)
+## test: lint, types, then the whole test suite (unit, functions, state machines, infrastructure, e2e);
+## JUnit XML in build/test-results/junit.xml, a failing test retried once (flaky ones listed in flaky.txt)
+TEST_RESULTS := build/test-results
 test: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --reruns 1 --junitxml=$(TEST_RESULTS)/junit.xml $(ARGS)
 
 ## layer: the third-party layers of functions/registry.py for Lambda (arm64, Python 3.12) into build/layers/lambda
 # (PROVIDERS=bedrock,openai adds the providers' SDK layer); rebuilt only when requirements change.

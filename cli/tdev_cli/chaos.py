@@ -357,6 +357,8 @@ class ChaosReport:
     dead_letters_left: int = 0  # still in a DLQ at the end: the run fails
     statuses: dict[str, int] = field(default_factory=dict)
     half_done: int = 0
+    orphaned: int = 0  # never terminal, and no workflow behind it (its start was lost and not reconciled)
+    stuck: int = 0  # never terminal, behind a workflow that has ended (a step failed with nothing to record)
     published_duplicates: int = 0
     injected: dict[str, int] = field(default_factory=dict)
     fault_fingerprint: str = ""
@@ -371,13 +373,16 @@ class ChaosReport:
             and self.duplicated_effects == 0
             and self.terminal == self.requests
             and self.dead_letters_left == 0
+            and self.orphaned == 0
+            and self.stuck == 0
         )
 
     def summary(self) -> str:
         return (
             f"requests={self.requests} terminal={self.terminal} lost={self.lost} "
             f"duplicated_effects={self.duplicated_effects} dead_lettered={self.dead_lettered} "
-            f"recovered={self.recovered} dead_letters_left={self.dead_letters_left}"
+            f"recovered={self.recovered} dead_letters_left={self.dead_letters_left} "
+            f"orphaned={self.orphaned} stuck={self.stuck}"
         )
 
 
@@ -421,6 +426,7 @@ def run_chaos(
     per_runtime: int = 20,
     timeout: float = 900.0,
     plan: FaultPlan | None = None,
+    reconcile: bool = True,
 ) -> ChaosReport:
     """Run `requests` requests under the fault plan, `per_runtime` at a time in a fresh local runtime.
 
@@ -434,7 +440,7 @@ def run_chaos(
     remaining = requests
     while remaining > 0:
         group = min(per_runtime, remaining)
-        _run_group(group, requests - remaining, seed, plan, report, timeout)
+        _run_group(group, requests - remaining, seed, plan, report, timeout, reconcile)
         remaining -= group
     report.injected = dict(sorted(plan.injected.items()))
     report.fault_fingerprint = plan.fingerprint()
@@ -446,7 +452,13 @@ REDRIVE_ROUNDS = 3
 
 
 def _run_group(
-    count: int, offset: int, seed: int, plan: FaultPlan, report: ChaosReport, timeout: float
+    count: int,
+    offset: int,
+    seed: int,
+    plan: FaultPlan,
+    report: ChaosReport,
+    timeout: float,
+    reconcile: bool = True,
 ) -> None:
     from tdev_cli.runtime import LocalRuntime
 
@@ -470,11 +482,7 @@ def _run_group(
                 )
                 for i in range(count)
             ]
-            pending = list(accepted)
-            deadline = time.monotonic() + timeout
-            while pending and time.monotonic() < deadline:
-                pending = _still_running(runtime, pending)
-                time.sleep(0.1)
+            _wait(runtime, accepted, timeout)
             runtime.drain_messaging()
             dead_lettered = sum(_dead_letter_counts(runtime).values())
             report.dead_lettered += dead_lettered
@@ -488,6 +496,12 @@ def _run_group(
             injector.uninstall()
             undo_replayable()
         runtime.drain_messaging()  # settle what the faults left in flight (nothing is re-sent)
+        # The every-minute reconciler, as deployed: it starts a workflow whose start was lost and fails an
+        # execution whose workflow ended without recording; then what it started runs to its end.
+        if reconcile:
+            runtime.reconcile(later_by=RECONCILE_AHEAD_SECONDS)
+            _wait(runtime, accepted, timeout)
+            runtime.drain_messaging()
         left = _measure(runtime, accepted, report)
         report.recovered += max(0, dead_lettered - left)
 
@@ -523,8 +537,33 @@ def _replayable(runtime: Any) -> Callable[[], None]:
     return patcher.stop
 
 
+def _workflow_state(runtime: Any, execution_id: str) -> str:
+    """The workflow's status, or NONE when no workflow was ever started for the execution."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return str(runtime.workflow_status(execution_id))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+            return "NONE"
+        raise
+
+
 def _still_running(runtime: Any, execution_ids: list[str]) -> list[str]:
-    return [e for e in execution_ids if runtime.workflow_status(e) == "RUNNING"]
+    return [e for e in execution_ids if _workflow_state(runtime, e) == "RUNNING"]
+
+
+def _wait(runtime: Any, execution_ids: list[str], timeout: float) -> None:
+    pending = list(execution_ids)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        pending = _still_running(runtime, pending)
+        time.sleep(0.1)
+
+
+# How far ahead the run's closing reconciler pass looks: past its one-minute threshold, as the schedule's
+# next ticks would, so a start lost to a fault is started (or failed) as deployed.
+RECONCILE_AHEAD_SECONDS = 120.0
 
 
 def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
@@ -576,7 +615,15 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
         statuses[status] += 1
         if status not in TERMINAL:
             report.lost += 1
-            report.problems.append(f"{execution_id}: never terminal ({status})")
+            workflow = _workflow_state(runtime, execution_id)
+            if workflow == "NONE":
+                report.orphaned += 1
+                report.problems.append(f"{execution_id}: orphaned: {status} and no workflow was ever started")
+            elif workflow != "RUNNING":
+                report.stuck += 1
+                report.problems.append(f"{execution_id}: stuck: {status}, but its workflow ended {workflow}")
+            else:
+                report.problems.append(f"{execution_id}: never terminal ({status}, workflow still running)")
             continue
         report.terminal += 1
         planned: dict[str, Any] = head.get("tasks", {}) or {}

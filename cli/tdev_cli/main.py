@@ -10,7 +10,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tdev_cli import artifacts_cmd, bench_cmd, chaos, dlq, models_cmd, serve, session_cmd, token_cmd
+from tdev_cli import (
+    artifacts_cmd,
+    bench_cmd,
+    chaos,
+    dlq,
+    login_cmd,
+    models_cmd,
+    seed,
+    serve,
+    session_cmd,
+    token_cmd,
+)
 from tdev_cli.function_logs import functions_output
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
@@ -51,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-dir", default=".tdev/logs", help="where the functions' JSON logs and metrics go")
     run.add_argument("--session", help="attach the request to an open session (needs `tdev session backend`)")
     run.add_argument("--output", "-o", help="write the project the agents produced into this folder")
+    remote = run.add_mutually_exclusive_group()
+    remote.add_argument(
+        "--api", help="run against this API URL (a deployed stage or tdev serve; TDEV_TOKEN / TDEV_API_KEY)"
+    )
+    remote.add_argument("--profile", help="run against the API of a `tdev login` profile")
     start = run.add_mutually_exclusive_group()
     start.add_argument(
         "--from",
@@ -84,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     session_cmd.register(commands)
     bench_cmd.register(commands)
     artifacts_cmd.register(commands)
+    seed.register(commands)
+    login_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):
@@ -101,9 +119,10 @@ def _openapi() -> int:
     from tdev_cli.runtime import REPO_ROOT  # noqa: F401  (puts functions/ on the import path)
 
     os.environ.setdefault("TABLE_NAME", "unused-for-the-schema")
+    from functions.api.description import openapi_document
     from functions.api.handler import app
 
-    print(app.get_openapi_json_schema(title="T-Developer Core API", version="0.1.0"))
+    print(json.dumps(json.loads(openapi_document(app, "")), indent=2))  # what GET /openapi.json serves
     return EXIT_OK
 
 
@@ -119,8 +138,18 @@ def _run(args: argparse.Namespace) -> int:
     with functions_output(args.log_dir, "run") as log_path, contextlib.ExitStack() as stack:
         from tdev_cli.runtime import LocalRuntime
 
+        runtime: Any  # the embedded runtime, the session backend, or a remote API: the same interface
         try:
-            if args.session:  # a session outlives this command: use the running session backend
+            if args.api or args.profile:  # a deployed API or tdev serve, through the typed client
+                from tdev_cli.client import RemoteApi
+
+                if args.session:
+                    console.print(
+                        "[red]--session works with the local session backend, not --api/--profile[/red]"
+                    )
+                    return EXIT_USAGE
+                runtime = stack.enter_context(RemoteApi(login_cmd.client_for(args.api, args.profile)))
+            elif args.session:  # a session outlives this command: use the running session backend
                 from tdev_cli.session_cmd import STATE_FILE, BackendClient
 
                 runtime = stack.enter_context(BackendClient.connect(STATE_FILE))
@@ -130,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
                     if args.model
                     else LocalRuntime(fallback_models=tuple(args.fallback))
                 )
-        except RuntimeError as exc:  # e.g. a bedrock: model without AWS credentials
+        except (RuntimeError, LookupError, ValueError, PermissionError) as exc:
+            # e.g. a bedrock: model without AWS credentials, an unknown profile, a bad --api URL
             console.print(f"[red]{exc}[/red]")
             return EXIT_USAGE
         fields: dict[str, Any] = {"project_id": args.project}
@@ -163,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(json.dumps(view, indent=2), file=console.file)
                 _save_artifacts(runtime, execution_id, args.output)  # quietly: stdout is the JSON only
             else:
-                console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
+                if not (args.api or args.profile):  # remote functions log to CloudWatch
+                    console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
                 view = display.follow(
                     console,
                     runtime,

@@ -379,10 +379,11 @@ class LocalRuntime:
         self.invocations.append((name, "ok"))
         return result
 
-    def reconcile(self) -> dict[str, Any]:
-        """What the every-minute schedule does in AWS: one run of the execution reconciler."""
+    def reconcile(self, *, later_by: float = 0.0) -> dict[str, Any]:
+        """What the every-minute schedule does in AWS: one run of the execution reconciler, as of now or of
+        a tick `later_by` seconds from now (what it will do then, without waiting)."""
         event = json.loads((REPO_ROOT / "events" / "reconcile_executions.json").read_text())
-        event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + later_by))
         return dict(self.invoke("reconcile_executions", event))
 
     def drain_messaging(self) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tdev_cli.runtime import API_GATEWAY_PAYLOAD_BYTES
+from tdev_cli.seed import SCALES
 
 EXIT_OK, EXIT_USAGE = 0, 2
 STATE_FILE = Path(".tdev/serve.json")
@@ -37,6 +38,12 @@ def register(commands: Any) -> None:
         "--keys-dir", default=".tdev/keys", help="the local issuer's keys (default .tdev/keys)"
     )
     serve.add_argument("--log-dir", default=".tdev/logs", help="where the functions' JSON logs go")
+    serve.add_argument(
+        "--seed",
+        dest="seed_scale",
+        choices=sorted(SCALES),
+        help="fill the backend with test data at this scale before serving (see `tdev seed`)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -246,6 +253,19 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("AGNO_TELEMETRY", "false")
     with functions_output(args.log_dir, "serve") as log_path, contextlib.ExitStack() as stack:
         runtime = stack.enter_context(LocalRuntime(keys_dir=args.keys_dir, rate_limit_default=None))
+        if args.seed_scale:
+            from tdev_cli import testdata
+            from tdev_cli.seed import dataset_at
+
+            dataset = dataset_at(args.seed_scale)
+            timings = testdata.load(dataset)
+            print(
+                f"tdev serve: seeded {args.seed_scale}: {len(dataset.projects)} projects, "
+                f"{len(dataset.executions)} executions in {timings.projects_s + timings.executions_s:.0f} s "
+                f"(users are user-00000...; e.g. tdev token --user {dataset.projects[0].owner})",
+                file=sys.stderr,
+                flush=True,
+            )
         from tdev.settings import get_settings
 
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -37,11 +38,73 @@ def stage_prefix(event: dict[str, Any]) -> str:
 
 @lru_cache(maxsize=8)
 def openapi_document(app: Any, prefix: str) -> str:
-    """The OpenAPI 3.1 document of `app`'s routes, naming `prefix` as its server (cached per container)."""
+    """The OpenAPI 3.1 document of `app`'s routes, naming `prefix` as its server, with the error answers
+    every route can give (cached per container)."""
     from aws_lambda_powertools.event_handler.openapi.models import Server
 
     document = app.get_openapi_json_schema(title=TITLE, version=VERSION, servers=[Server(url=prefix or "/")])
-    return str(document)
+    return json.dumps(with_error_answers(json.loads(document)))
+
+
+# The answers the API's exception handlers and API Gateway give, each with an ErrorBody naming the field
+# where there is one. Powertools documents a 422 `HTTPValidationError` for every route; this API answers
+# invalid input with 400 and an ErrorBody (functions/api/handler.py), so that 422 is replaced.
+ERROR_ANSWERS: dict[str, str] = {
+    "400": "Invalid input: `field` names the parameter or body field",
+    "401": "No valid identity: a missing, expired or revoked token or API key",
+    "403": "This identity may not do this (RBAC), or its API key's signature is wrong",
+    "404": "Not found, or not visible to this identity (answered alike, with the field named)",
+    "413": "The body is larger than the API accepts",
+    "415": "The body is not application/json",
+    "429": "Rate limit exceeded: retry after the Retry-After header's seconds",
+    "500": "Internal error: the body carries no detail; the request id is in x-amzn-RequestId",
+}
+_ERROR_BODY = "#/components/schemas/ErrorBody"
+
+
+def _applies(code: str, path: str, operation: dict[str, Any]) -> bool:
+    from tdev.security.routes import is_public
+
+    method = operation["__method"]
+    public = is_public(method, path)
+    if code in {"401", "403", "429"}:
+        return not public
+    if code == "404":
+        return "{" in path
+    if code in {"413", "415"}:
+        return "requestBody" in operation
+    if code == "400":
+        return "requestBody" in operation or bool(operation.get("parameters"))
+    return True
+
+
+def with_error_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with each operation's error answers (ERROR_ANSWERS, where they apply) as ErrorBody."""
+    from tdev.models import ErrorBody
+
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+    for path, item in document.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "delete", "patch"}:
+                continue
+            responses = operation.setdefault("responses", {})
+            default = (
+                responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            )
+            if default.get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]
+            for code, description in ERROR_ANSWERS.items():
+                if code not in responses and _applies(code, path, {**operation, "__method": method.upper()}):
+                    responses[code] = {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": _ERROR_BODY}}},
+                    }
+    text = json.dumps(document["paths"])
+    for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+        if f'/{unused}"' not in text:
+            schemas.pop(unused, None)
+    return document
 
 
 def _script_hash(script: str) -> str:

@@ -72,7 +72,24 @@ def _correlation_id() -> str:
     return str(app.current_event.request_context.request_id)
 
 
-@app.post("/v1/requests", middlewares=[security.guard("request/new", "create")])
+@app.post(
+    "/v1/requests",
+    middlewares=[security.guard("request/new", "create")],
+    responses={
+        int(HTTPStatus.ACCEPTED): {
+            "description": "Accepted: a new execution, started",
+            "content": {"application/json": {"model": RequestAccepted}},
+        },
+        int(HTTPStatus.OK): {
+            "description": "The execution an earlier request with this Idempotency-Key and body started",
+            "content": {"application/json": {"model": RequestAccepted}},
+        },
+        int(HTTPStatus.UNPROCESSABLE_ENTITY): {
+            "description": "This Idempotency-Key was already used with a different body",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
+)
 def create_request(
     body: Annotated[RequestIn, Body()], idempotency_key: IdempotencyKey = None
 ) -> Response[RequestAccepted]:
@@ -110,6 +127,16 @@ def get_execution(execution_id: ExecutionId) -> ExecutionView:
 @app.post(
     "/v1/executions/<execution_id>/cancel",
     middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.rsplit('/', 2)[-2]}", "cancel")],
+    responses={
+        int(HTTPStatus.OK): {
+            "description": "CANCELLED, with what it spent (again: the same answer)",
+            "content": {"application/json": {"model": ExecutionView}},
+        },
+        int(HTTPStatus.CONFLICT): {
+            "description": "The execution already ended with another status",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
 )
 def cancel_execution(execution_id: ExecutionId) -> ExecutionView:
     """The kill switch: stop the workflow and the agents in flight; the execution ends CANCELLED with what

@@ -235,7 +235,11 @@ def _json(status: int, body: Any) -> Response[Any]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-@router.post("/v1/api-keys", middlewares=[guard("security/apikey/new", "create", strict=True)])
+@router.post(
+    "/v1/api-keys",
+    middlewares=[guard("security/apikey/new", "create", strict=True)],
+    status_code=int(HTTPStatus.CREATED),
+)
 def create_api_key(body: Annotated[ApiKeyIn, Body()]) -> Response[Any]:
     """Create an API key (admins). The key and its signing secret are in this answer only."""
     created = services.api_keys().create(

@@ -56,7 +56,7 @@ def _principal() -> str:
     return security.identity_of(router).principal
 
 
-@router.post("/v1/sessions", middlewares=_guard("create"))
+@router.post("/v1/sessions", middlewares=_guard("create"), status_code=int(HTTPStatus.CREATED))
 def open_session(body: Annotated[SessionIn, Body()]) -> Response[dict[str, Any]]:
     identity = security.identity_of(router)
     principal = identity.principal
@@ -123,7 +123,9 @@ def remember(session_id: SessionId, body: Annotated[MemoryIn, Body()]) -> dict[s
     return {"session_id": session_id, "item_id": item_id}
 
 
-@router.post("/v1/sessions/<session_id>/checkpoints", middlewares=_guard("update"))
+@router.post(
+    "/v1/sessions/<session_id>/checkpoints", middlewares=_guard("update"), status_code=int(HTTPStatus.CREATED)
+)
 def checkpoint(session_id: SessionId, body: Annotated[CheckpointIn, Body()]) -> Response[dict[str, Any]]:
     meta = service().checkpoint(session_id, CheckpointKind(body.kind))
     return Response(

@@ -17,4 +17,4 @@ environment = ReconcilerEnvironment.at_cold_start()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(scheduled_at=event.get("time"))
-    return reconciler.reconcile().as_dict()
+    return reconciler.reconcile(now=reconciler.scheduled_time(event)).as_dict()

@@ -19,7 +19,7 @@ from tdev_cli.chaos import ChaosInjector, FaultPlan, run_chaos
 
 SUMMARY = re.compile(
     r"^requests=(\d+) terminal=(\d+) lost=(\d+) duplicated_effects=(\d+) dead_lettered=(\d+) "
-    r"recovered=(\d+) dead_letters_left=(\d+)$"
+    r"recovered=(\d+) dead_letters_left=(\d+) orphaned=(\d+) stuck=(\d+)$"
 )
 QUIET = {"before": 0.0, "after": 0.0, "hard": 0.0, "duplicate": 0.0, "aws_error": 0.0}
 
@@ -31,8 +31,8 @@ def test_a_small_chaos_run_loses_and_duplicates_nothing(capsys: pytest.CaptureFi
     lines = capsys.readouterr().out.strip().splitlines()
     match = SUMMARY.match(lines[-1])
     assert match, lines[-1]
-    requests, terminal, lost, duplicated, _dead, _recovered, left = map(int, match.groups())
-    assert (requests, terminal, lost, duplicated, left) == (4, 4, 0, 0, 0), lines
+    requests, terminal, lost, duplicated, _dead, _recovered, left, orphaned, stuck = map(int, match.groups())
+    assert (requests, terminal, lost, duplicated, left, orphaned, stuck) == (4, 4, 0, 0, 0, 0, 0), lines
     assert code == 0
     assert any(line.startswith("injected: ") and "=" in line for line in lines)
 
@@ -217,5 +217,64 @@ def test_dead_letters_left_after_the_redrive_fail_the_run_and_are_shown_apart_fr
     assert report.terminal == 1 and report.lost == 0  # the outcome is in a DLQ, not silently gone
     assert report.dead_lettered == 1 and report.recovered == 0 and report.dead_letters_left == 1
     assert not report.holds
-    assert report.summary().endswith("dead_lettered=1 recovered=0 dead_letters_left=1")
+    assert report.summary().endswith("dead_lettered=1 recovered=0 dead_letters_left=1 orphaned=0 stuck=0")
     assert any(p.startswith("dead letter left:") for p in report.problems), report.problems
+
+
+def _lose_the_first_start_of_each_workflow(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The API stores the execution, then its call to StartExecution is lost (no error, no workflow)."""
+    from tdev.orchestration import workflow
+
+    original = workflow.start_workflow
+    lost: list[str] = []
+
+    def start(execution_id: str, correlation_id: str) -> bool:
+        if execution_id not in lost:
+            lost.append(execution_id)
+            return True
+        return original(execution_id, correlation_id)
+
+    monkeypatch.setattr(workflow, "start_workflow", start)
+    return lost
+
+
+def test_the_tool_sees_an_orphaned_execution_when_nothing_reconciles_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lost = _lose_the_first_start_of_each_workflow(monkeypatch)
+    report = run_chaos(1, seed=1, per_runtime=1, plan=FaultPlan(seed=1, **QUIET), reconcile=False)
+    assert len(lost) == 1 and report.orphaned == 1 and report.stuck == 0 and not report.holds
+    assert any("orphaned: PENDING and no workflow" in p for p in report.problems), report.problems
+
+
+def test_the_reconciler_starts_a_workflow_whose_start_was_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    lost = _lose_the_first_start_of_each_workflow(monkeypatch)
+    report = run_chaos(1, seed=1, per_runtime=1, plan=FaultPlan(seed=1, **QUIET))
+    assert len(lost) == 1 and report.holds, (report.summary(), report.problems)
+    assert report.statuses == {"SUCCEEDED": 1} and report.orphaned == 0
+
+
+def test_the_tool_sees_an_execution_stuck_behind_a_workflow_without_catches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every step fails for good; with the ASL's Catches removed, nothing records the failure."""
+    from statemachines import request_workflow
+
+    original = request_workflow.render_definition
+
+    def without_catches(substitutions: Any) -> str:
+        def strip(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {k: strip(v) for k, v in node.items() if k != "Catch"}
+            if isinstance(node, list):
+                return [strip(v) for v in node]
+            return node
+
+        return json.dumps(strip(json.loads(original(substitutions))))
+
+    monkeypatch.setattr(request_workflow, "render_definition", without_catches)
+    report = run_chaos(
+        1, seed=1, per_runtime=1, plan=FaultPlan(seed=1, **{**QUIET, "hard": 1.0}), reconcile=False
+    )
+    assert report.stuck == 1 and report.orphaned == 0 and not report.holds
+    assert any("stuck:" in p and "its workflow ended FAILED" in p for p in report.problems), report.problems

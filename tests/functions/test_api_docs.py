@@ -75,3 +75,30 @@ def test_every_other_answer_keeps_the_closed_policy(runtime: Any) -> None:
     assert answer["headers"]["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
     refused = runtime.http("GET", "/v1/agents", headers={}, body=None)
     assert refused["statusCode"] == 401  # the description is public, the API is not
+
+
+def test_every_operation_describes_its_answers_and_its_errors(runtime: Any) -> None:
+    """Success codes as the handlers answer them, and each error answer with the ErrorBody it carries."""
+    document = json.loads(_get(runtime, "/openapi.json")["body"])
+    error_body = {"$ref": "#/components/schemas/ErrorBody"}
+    assert "HTTPValidationError" not in json.dumps(document)  # invalid input is a 400 ErrorBody here
+    for path, item in document["paths"].items():
+        for verb, operation in item.items():
+            answers = operation["responses"]
+            public = path in {"/health", "/openapi.json", "/docs"}
+            expected = {"500"} | (set() if public else {"401", "403", "429"})
+            expected |= {"404"} if "{" in path else set()
+            expected |= {"413", "415", "400"} if "requestBody" in operation else set()
+            assert expected <= set(answers), (verb, path, sorted(answers))
+            for code in expected:
+                assert answers[code]["content"]["application/json"]["schema"] == error_body, (
+                    verb,
+                    path,
+                    code,
+                )
+    submit = document["paths"]["/v1/requests"]["post"]["responses"]
+    assert {"200", "202", "422"} <= set(submit)
+    assert submit["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/RequestAccepted")
+    assert "201" in document["paths"]["/v1/sessions"]["post"]["responses"]
+    assert "201" in document["paths"]["/v1/api-keys"]["post"]["responses"]
+    assert set(document["components"]["schemas"]["ErrorBody"]["required"]) == {"error", "message"}

@@ -161,3 +161,17 @@ def test_a_workflow_that_ended_without_recording_an_outcome_is_failed_by_the_rec
     runtime.fault_hook = None
     runtime.drain_messaging()
     assert int(execution_item(execution_id)["notifications_sent"]) == 1
+
+
+def test_a_pass_reconciles_as_of_its_schedule_tick_when_the_tick_is_believable() -> None:
+    from datetime import UTC, datetime
+
+    from tdev.orchestration.reconciler import scheduled_time
+
+    tick = utc_now().replace(microsecond=0) + timedelta(minutes=2)
+    assert scheduled_time({"time": tick.strftime("%Y-%m-%dT%H:%M:%SZ")}) == tick
+    assert scheduled_time({}) is None
+    assert scheduled_time({"time": "not a time"}) is None
+    assert scheduled_time({"time": "2026-11-29T14:00:00"}) is None  # no zone: not an EventBridge time
+    far = datetime(2001, 1, 1, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert scheduled_time({"time": far}) is None  # an hour or more off the clock is not believed

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from tdev.crypto import EnvelopeCipher
 from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
 from tdev.data.fields import FieldSealer
 from tdev.data.outbox import outbox_put
+from tdev.data.schema import execution_key, task_key
 from tdev.data.store import transact_write
 from tdev.data.verify import iterations_from_items
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
@@ -41,11 +43,6 @@ from tdev.models import (
     to_micro_usd,
     utc_now,
 )
-
-
-def execution_key(execution_id: str) -> dict[str, str]:
-    return {"PK": f"EXECUTION#{execution_id}", "SK": "EXECUTION"}
-
 
 # The request's outcome (RequestCompleted / RequestFailed) is announced as the orchestrator's event.
 OUTCOME_SOURCE = "t-developer.orchestrator"
@@ -186,6 +183,34 @@ class ExecutionRepository:
             "GSI2SK": f"EXECUTION#{created}#{execution.execution_id}",
             "expires_at": int(time.time()) + self._retention_seconds,
         }
+
+    def _result_item(self, execution_id: str, result: AgentResult) -> dict[str, Any]:
+        key = task_key(execution_id, result.task_id)
+        return {
+            **key,
+            "entity": "TASK",
+            "status": result.status.value,
+            "result": {
+                **result.model_dump(mode="json"),
+                "output": self._fields.seal(result.output, key, "output"),
+            },
+            "expires_at": int(time.time()) + self._retention_seconds,
+        }
+
+    def import_history(self, records: Iterable[tuple[Execution, Sequence[AgentResult]]]) -> int:
+        """Store finished executions and their task results as they would have been stored, in batches of
+        25 (`tdev seed`): the same items, indexes and sealing as `create` and `save_result`, without the
+        outbox events and idempotency records a live submission makes (these requests happened before).
+        Returns the number of items written."""
+        written = 0
+        with self._table.batch_writer() as batch:
+            for execution, results in records:
+                batch.put_item(Item=to_item(self._execution_item(execution)))
+                written += 1
+                for result in results:
+                    batch.put_item(Item=to_item(self._result_item(execution.execution_id, result)))
+                    written += 1
+        return written
 
     # -------------------------------------------------------------------------------------- read
     def get(self, execution_id: str) -> Execution:
@@ -438,26 +463,13 @@ class ExecutionRepository:
             "error": result.error,
             "model": result.model or None,
         }
-        task_key = {"PK": f"EXECUTION#{execution_id}", "SK": f"TASK#{result.task_id}"}
         try:
             transact_write(
                 [
                     {
                         "Put": {
                             "TableName": self._table_name,
-                            "Item": serialize(
-                                {
-                                    "PK": f"EXECUTION#{execution_id}",
-                                    "SK": f"TASK#{result.task_id}",
-                                    "entity": "TASK",
-                                    "status": result.status.value,
-                                    "result": {
-                                        **result.model_dump(mode="json"),
-                                        "output": self._fields.seal(result.output, task_key, "output"),
-                                    },
-                                    "expires_at": int(time.time()) + self._retention_seconds,
-                                }
-                            ),
+                            "Item": serialize(self._result_item(execution_id, result)),
                             "ConditionExpression": "attribute_not_exists(PK) OR #status <> :succeeded",
                             "ExpressionAttributeNames": {"#status": "status"},
                             "ExpressionAttributeValues": serialize(

@@ -70,6 +70,18 @@ def _stamp(moment: datetime) -> str:
     return str(_TIMESTAMP.dump_python(moment, mode="json"))
 
 
+def scheduled_time(event: dict[str, Any]) -> datetime | None:
+    """The schedule's tick (the event's `time`), which a pass reconciles as of; None when absent or not a
+    time (then: now). Bounded: a tick more than an hour off the clock is not believed."""
+    try:
+        moment = _TIMESTAMP.validate_python(event.get("time"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None or abs(moment - utc_now()) > timedelta(hours=1):
+        return None
+    return moment
+
+
 def reconcile(
     *,
     now: datetime | None = None,
