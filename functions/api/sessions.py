@@ -11,7 +11,6 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 
 from tdev.errors import AuthorizationError, NotFoundError, ValidationError
-from tdev.orchestration import workflow
 from tdev.security.services import projects
 from tdev.security.tokens import Identity
 from tdev.sessions.checkpoints import CheckpointKind
@@ -103,7 +102,7 @@ def terminate_session(session_id: SessionId) -> dict[str, Any]:
 @router.post("/v1/sessions/<session_id>/kill", middlewares=_guard("kill"))
 def kill_session(session_id: SessionId) -> dict[str, Any]:
     """The kill switch of a session: its running executions are cancelled, then it is terminated."""
-    return workflow.kill_session(session_id, by=_principal())
+    return service().kill(session_id, by=_principal())
 
 
 @router.post("/v1/sessions/<session_id>/heartbeat", middlewares=_guard("update"))

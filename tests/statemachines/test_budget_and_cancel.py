@@ -112,7 +112,8 @@ def test_a_running_execution_is_cancelled_and_its_agent_stops_within_seconds(loo
         # When its owner cancels it through the API
         asked = time.monotonic()
         status, body = rt.api("POST", f"/v1/executions/{execution_id}/cancel")
-        answered = time.monotonic() - asked
+        answered_at = time.monotonic()
+        answered = answered_at - asked
 
         # Then the answer says CANCELLED at once, with what it spent so far
         assert status == 200, body
@@ -123,8 +124,8 @@ def test_a_running_execution_is_cancelled_and_its_agent_stops_within_seconds(loo
             time.sleep(0.1)
         stopped_after = time.monotonic() - asked
         time.sleep(1.0)
-        late = [t for t in looping.calls if t > asked + 1.0]
-        assert late == [], f"{len(late)} model calls more than 1 s after the cancel"
+        late = [t for t in looping.calls if t > answered_at + 0.5]  # the call in flight then may finish
+        assert late == [], f"{len(late)} model calls started after the cancel was answered"
         assert rt.workflow_status(execution_id) == "ABORTED"
         assert stopped_after < 5
         # Cancelling again is idempotent; the view and the announced outcome say CANCELLED
@@ -151,11 +152,13 @@ def test_a_killed_session_stops_its_running_execution_within_seconds(looping: Lo
 
         asked = time.monotonic()
         status, body = rt.api("POST", f"/v1/sessions/{session['session_id']}/kill")
+        answered = time.monotonic()
         assert status == 200, body
         assert body["cancelled_executions"] == [execution_id] and body["status"] == "completed"
         while rt.workflow_status(execution_id) == "RUNNING" and time.monotonic() - asked < 30:
             time.sleep(0.1)
         stopped_after = time.monotonic() - asked
         assert rt.workflow_status(execution_id) == "ABORTED" and stopped_after < 5
-        assert [t for t in looping.calls if t > asked + 1.0] == []
+        # no model call started after the kill was answered (the one in flight then may finish)
+        assert [t for t in looping.calls if t > answered + 0.5] == []
     print(f"session killed; its workflow stopped {stopped_after:.2f} s after the kill")

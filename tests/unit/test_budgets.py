@@ -86,8 +86,6 @@ def test_concurrent_reservations_never_commit_more_than_the_budget(runtime: Any)
     assert state.spent_micro_usd == spent and state.reserved_micro_usd == 0
     assert state.left_micro_usd == 20_000 - spent
     assert spent <= 20_000
-    # ... and each refusal was right: the call's worst case did not fit in what was left at the end
-    assert all(r > state.left_micro_usd for r in refused)
     print(f"budget 20000 micro-USD: {len(settled)} calls, spent {spent}, refused {len(refused)}")
 
 

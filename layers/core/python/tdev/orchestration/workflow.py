@@ -528,28 +528,6 @@ def cancel_execution(execution_id: str, *, by: str) -> ExecutionStatus:
     return status
 
 
-@tracer.capture_method
-def kill_session(session_id: str, *, by: str) -> dict[str, Any]:
-    """The session's kill switch: cancel every execution of the session still running (as
-    `cancel_execution` does), then terminate the session. Returns the session and what was cancelled."""
-    from tdev.sessions.service import service
-
-    sessions = service()
-    cancelled: list[str] = []
-    for execution_id in sessions.repo.get(session_id, with_requests=True).request_ids:
-        try:
-            if cancel_execution(execution_id, by=by) == ExecutionStatus.CANCELLED:
-                cancelled.append(execution_id)
-        except ConflictError:  # it ended before the kill: nothing to stop
-            continue
-    try:
-        view = sessions.terminate(session_id, reason=f"killed by {by}").view()
-    except ConflictError:  # already closed: the executions were what was left to stop
-        view = sessions.get(session_id)
-    logger.warning("session killed", extra={"session_id": session_id, "by": by, "cancelled": cancelled})
-    return {**view, "cancelled_executions": cancelled}
-
-
 def stop_workflow(execution_id: str, cause: str) -> bool:
     """StopExecution on the execution's workflow (named after the execution id); False when there is none
     (never started, or already ended)."""
