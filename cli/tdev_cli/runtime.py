@@ -701,9 +701,30 @@ def _stopped_executions_stay_aborted() -> Callable[[], None]:
             return
         original(self, error)
 
-    patcher = mock.patch.object(Environment, "set_error", set_error)
-    patcher.start()
-    return patcher.stop
+    # A stop right after the start (a cancel as soon as a request is accepted) found moto's worker thread
+    # without its environment yet and failed; Step Functions stops such an execution too.
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original_stop = ExecutionWorker.stop
+
+    def stop(self: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+        deadline = time.monotonic() + 5
+        while self.env is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        original_stop(self, stop_date=stop_date, error=error, cause=cause)
+
+    patchers = [
+        mock.patch.object(Environment, "set_error", set_error),
+        mock.patch.object(ExecutionWorker, "stop", stop),
+    ]
+    for patcher in patchers:
+        patcher.start()
+
+    def undo() -> None:
+        for patcher in reversed(patchers):
+            patcher.stop()
+
+    return undo
 
 
 def _real_aws_session() -> Any:
