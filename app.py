@@ -50,6 +50,7 @@ from stacks.cache_stack import CacheStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
 from stacks.messaging_stack import MessagingStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
+from stacks.pipeline_stack import STAGES, PipelineSource, PipelineStack  # noqa: E402
 from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.sessions_stack import SessionsStack, serve_sessions  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
@@ -252,6 +253,51 @@ def build_app(
     return app, stacks
 
 
+def build_pipeline_app(
+    *,
+    dependencies_layer_path: Path | str | None = None,
+    outdir: str | None = None,
+    env: cdk.Environment | None = None,
+    context: dict[str, object] | None = None,
+) -> tuple[cdk.App, PipelineStack]:
+    """The delivery pipeline (stacks/pipeline_stack.py) instead of one environment: asked for with
+    `-c pipeline=true`, its source from `-c connectionArn=... -c repository=owner/name [-c branch=main]`.
+    Each stage holds the stacks `build_app` makes for that environment; cdk-nag checks them all."""
+    app = cdk.App(outdir=outdir, context={**cdk_json_context(), **(context or {})})
+    source = PipelineSource(
+        connection_arn=str(app.node.try_get_context("connectionArn") or ""),
+        repository=str(app.node.try_get_context("repository") or ""),
+        branch=str(app.node.try_get_context("branch") or "main"),
+    )
+    default_model = app.node.try_get_context("defaultModel")
+    settings = {
+        name: settings_for(
+            name,
+            default_model=default_model,
+            providers=parse_providers(app.node.try_get_context("providers")),
+        )
+        for name in STAGES
+    }
+    providers = settings["prod"].providers
+    layers = dependencies_layer_path or dependencies_layer_or_exit(providers=providers)
+    pipeline = PipelineStack(
+        app,
+        "tdev-pipeline",
+        source=source,
+        settings=settings,
+        add_environment=lambda stage, environment: add_environment(
+            stage, environment, dependencies_layer_path=layers
+        ),
+        providers=providers,
+        stage_env=env,
+        env=env,
+        description="T-Developer: delivery pipeline (test, synth, dev, staging, approval, prod)",
+    )
+    cdk.Tags.of(pipeline).add("project", "t-developer")
+    check_with_cdk_nag(app)
+    return app, pipeline
+
+
 def main() -> None:
     # Deploy to the account and region of the caller's credentials; never a hard-coded account.
     env = cdk.Environment(
@@ -259,7 +305,13 @@ def main() -> None:
     )
     # The CDK CLI chooses the output directory; `python app.py` alone writes to cdk.out like the CLI.
     outdir = None if os.environ.get("CDK_OUTDIR") else str(REPO_ROOT / "cdk.out")
-    app, stacks = build_app(outdir=outdir, env=env, context=command_line_context(sys.argv[1:]))
+    context = command_line_context(sys.argv[1:])
+    if str(context.get("pipeline", "")).lower() == "true":
+        pipeline_app, pipeline = build_pipeline_app(outdir=outdir, env=env, context=context)
+        report_package_sizes(DEPENDENCIES_LAYER_PATH, pipeline.providers)
+        pipeline_app.synth()
+        return
+    app, stacks = build_app(outdir=outdir, env=env, context=context)
     report_package_sizes(DEPENDENCIES_LAYER_PATH, stacks.orchestration.settings.providers)
     app.synth()
 

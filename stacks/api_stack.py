@@ -24,6 +24,7 @@ from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
+from stacks.configuration import grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -184,6 +185,7 @@ class ApiStack(Stack):
         )
         self.function = handler.function
         grant_table_data_access(table, key, self.function, "api")
+        grant_configuration(self.function, settings, "api")  # reads and changes /t-developer/<env>/...
         if field_key is not None:
             grant_field_encryption(field_key, self.function)
         state_machine.grant_start_execution(self.function)
@@ -231,7 +233,7 @@ class ApiStack(Stack):
         self.authorizer = apigw.RequestAuthorizer(
             self,
             "Authorizer",
-            handler=self.authorizer_function,
+            handler=authorizer.alias,  # the `live` alias, like every caller (stacks/constructs/deployment.py)
             identity_sources=[],
             results_cache_ttl=Duration.seconds(0),
         )
@@ -277,7 +279,8 @@ class ApiStack(Stack):
             validate_request_parameters=True,
             validate_request_body=True,
         )
-        integration = apigw.LambdaIntegration(self.function, allow_test_invoke=False)
+        # The `live` alias: a new version takes the API's traffic only as CodeDeploy shifts it.
+        integration = apigw.LambdaIntegration(handler.alias, allow_test_invoke=False)
         for method, path in ROUTES:
             resource = self.api.root.resource_for_path(path)
             parameters = {f"method.request.header.{h}": False for h in OPTIONAL_HEADERS}

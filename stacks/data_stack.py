@@ -11,6 +11,7 @@ from constructs import Construct
 
 from functions.registry import provider_secret_name, secret_providers
 from stacks import acknowledge
+from stacks.configuration import FlagParameters
 from stacks.permissions import TABLE_ACTIONS
 from stacks.settings import EnvironmentSettings
 from tdev.data import schema
@@ -21,7 +22,8 @@ def _string_attribute(name: str) -> dynamodb.Attribute:
 
 
 class DataStack(Stack):
-    """`.key` encrypts the table, the log groups and the alarm topic; `.table` is the single table."""
+    """`.key` encrypts the table, the log groups and the alarm topic; `.table` is the single table; `.flags`
+    holds the product flags' parameters."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings, **kwargs
@@ -94,6 +96,9 @@ class DataStack(Stack):
                 "could call: it cannot be rotated automatically. Rotate it there and put the new value.",
             )
             self.provider_secrets[provider] = secret
+
+        # The product flags' documents in Parameter Store (tdev.config), where operators change them.
+        self.flags = FlagParameters(self, "Flags", settings=settings)
 
         if not settings.point_in_time_recovery:
             acknowledge(

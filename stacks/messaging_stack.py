@@ -157,7 +157,7 @@ class MessagingStack(Stack):
         lambda_.EventSourceMapping(
             self,
             "OutboxStream",
-            target=publisher,
+            target=self.functions["outbox_publisher"].alias,  # the `live` alias, as every caller
             event_source_arn=table.table_stream_arn,
             starting_position=lambda_.StartingPosition.TRIM_HORIZON,
             batch_size=100,
@@ -186,7 +186,7 @@ class MessagingStack(Stack):
                 )
             )
             queue = self.queues[queue_name]
-            consumer.add_event_source(
+            self.functions[function_name].alias.add_event_source(
                 sources.SqsEventSource(queue, batch_size=10, report_batch_item_failures=True)
             )
             queue.grant(consumer, "sqs:ChangeMessageVisibility", "sqs:GetQueueUrl")

@@ -21,6 +21,7 @@ from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
+from stacks.configuration import grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import TABLE_KEY_ACTIONS, grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -100,6 +101,7 @@ class OrchestrationStack(Stack):
                 network=network,
             )
             grant_table_data_access(table, key, self.functions[name].function, name)
+            grant_configuration(self.functions[name].function, settings, name)
             if field_key is not None:
                 grant_field_encryption(field_key, self.functions[name].function)
         for name in AGENT_FUNCTIONS:
@@ -107,16 +109,18 @@ class OrchestrationStack(Stack):
 
         # 1b. Where the agents' projects live, and the sandbox that runs their tests (stacks/workspaces.py).
         self.workspaces = WorkspaceBucket(self, "Workspaces", settings=settings, key=key).bucket
-        self.sandbox = TestSandbox(self, "TestSandbox", settings=settings, key=key, layers=layers).function
+        sandbox = TestSandbox(self, "TestSandbox", settings=settings, key=key, layers=layers)
+        self.sandbox = sandbox.function
         for name, writes in WORKSPACE_FUNCTIONS.items():
             function = self.functions[name].function
             grant_workspaces(function, key, settings, write=writes)
-            function.add_environment(Var.SANDBOX_FUNCTION_NAME, self.sandbox.function_name)
-            function.add_to_role_policy(  # the unqualified function only (grant_invoke adds ":*" too)
+            # The sandbox's `live` alias (its ARN), like every caller; grant_invoke would add ":*" too.
+            function.add_environment(Var.SANDBOX_FUNCTION_NAME, sandbox.alias.function_arn)
+            function.add_to_role_policy(
                 iam.PolicyStatement(
                     sid="RunTestsInTheSandbox",
                     actions=["lambda:InvokeFunction"],
-                    resources=[self.sandbox.function_arn],
+                    resources=[sandbox.alias.function_arn],
                 )
             )
 
@@ -141,8 +145,10 @@ class OrchestrationStack(Stack):
         )
 
         # 3. The state machine, from the ASL file.
+        # Each task invokes its function's `live` alias, so a new version takes the workflow's traffic only
+        # as CodeDeploy shifts it (stacks/constructs/deployment.py).
         self.workflow_substitutions = workflow_substitutions(
-            function_arns={name: fn.function.function_arn for name, fn in self.functions.items()}
+            function_arns={name: fn.alias.function_arn for name, fn in self.functions.items()}
         )
         workflow_logs = logs.LogGroup(
             self,
@@ -167,13 +173,14 @@ class OrchestrationStack(Stack):
                 include_execution_data=settings.workflow_log_execution_data,
             ),
         )
-        # The definition is a file, so CDK cannot infer permissions: invoke exactly our functions (unqualified
-        # ARNs, as the ASL uses them). No events:PutEvents: outcomes are announced through the outbox.
+        # The definition is a file, so CDK cannot infer permissions: invoke exactly our functions' `live`
+        # aliases (as the ASL names them), not their other versions. No events:PutEvents: outcomes are
+        # announced through the outbox.
         self.state_machine.add_to_role_policy(
             iam.PolicyStatement(
                 sid="InvokeWorkflowFunctions",
                 actions=["lambda:InvokeFunction"],
-                resources=[fn.function.function_arn for fn in self.functions.values()],
+                resources=[fn.alias.function_arn for fn in self.functions.values()],
             )
         )
         acknowledge(
@@ -267,7 +274,7 @@ class OrchestrationStack(Stack):
             "ReconcileSchedule",
             description="Reconcile open executions every minute",
             schedule=events.Schedule.rate(RECONCILE_EVERY),
-            targets=[targets.LambdaFunction(function, retry_attempts=0)],
+            targets=[targets.LambdaFunction(reconciler.alias, retry_attempts=0)],
         )
         return reconciler
 

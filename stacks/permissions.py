@@ -51,6 +51,17 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "notifications_consumer": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
     "task_activity_consumer": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
 }
+# Parameter Store per function (tdev.config: the live configuration and the feature flags), as recorded:
+# one GetParametersByPath on /t-developer/<env> per polling interval; the API also writes under it.
+PARAMETER_ACTIONS: dict[str, tuple[str, ...]] = {
+    "api": ("ssm:DeleteParameters", "ssm:GetParametersByPath", "ssm:PutParameter"),
+    "run_agent": ("ssm:GetParametersByPath",),
+    "run_project_tests": ("ssm:GetParametersByPath",),
+    "fix_failing_tests": ("ssm:GetParametersByPath",),
+    "record_task_failure": ("ssm:GetParametersByPath",),
+    # Recovering a session rebuilds its agents on the configured default model.
+    "session_sweeper": ("ssm:GetParametersByPath",),
+}
 # What Powertools idempotency does with its own table (DynamoDBPersistenceLayer).
 IDEMPOTENCY_TABLE_ACTIONS = (
     "dynamodb:GetItem",

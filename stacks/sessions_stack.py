@@ -24,6 +24,7 @@ from constructs import Construct
 
 from stacks import acknowledge
 from stacks.cache_stack import FunctionNetwork
+from stacks.configuration import grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -210,6 +211,7 @@ class SessionsStack(Stack):
             description="T-Developer session sweeper: expiry, idle timeout, heartbeat recovery",
         )
         grant_table_data_access(table, key, self.sweeper.function, "session_sweeper")
+        grant_configuration(self.sweeper.function, settings, "session_sweeper")
         grant_checkpoints(self.sweeper.function, key, settings)
         if field_key is not None:
             grant_field_encryption(field_key, self.sweeper.function)
@@ -218,7 +220,7 @@ class SessionsStack(Stack):
             "SweepSchedule",
             description="Sweep open sessions every minute",
             schedule=events.Schedule.rate(SWEEP_EVERY),
-            targets=[targets.LambdaFunction(self.sweeper.function, retry_attempts=0)],
+            targets=[targets.LambdaFunction(self.sweeper.alias, retry_attempts=0)],
         )
 
         # 3. Alarms on the session metrics (emitted by the API and the sweeper) and on the sweeper itself.

@@ -59,6 +59,12 @@ class EnvironmentSettings:
     usage_plan_rate_limit: float = 1.0
     usage_plan_burst_limit: int = 10
     usage_plan_daily_quota: int = 10_000
+    # How a function's new version takes its `live` alias's traffic (CodeDeploy, stacks/constructs/
+    # deployment.py): `traffic_shift_percent` more every `traffic_shift_minutes` (10 % every 5 minutes: 10,
+    # 20, ... 100 over 45 minutes, never ahead of the spec's 10 % -> 50 % -> 100 % at 5-minute steps), rolled
+    # back when one of the function's alarms fires; None shifts all at once (alarms still roll back).
+    traffic_shift_percent: int | None = 10
+    traffic_shift_minutes: int = 5
 
     @property
     def prefix(self) -> str:
@@ -80,6 +86,7 @@ ENVIRONMENTS: dict[str, EnvironmentSettings] = {
         require_mfa=False,
         workflow_log_execution_data=True,
         event_archive_retention_days=7,
+        traffic_shift_percent=None,
     ),
     "staging": EnvironmentSettings(
         name="staging",

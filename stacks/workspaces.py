@@ -141,7 +141,7 @@ class _IsolatedNetwork(FunctionNetwork):
 
 
 class TestSandbox(Construct):
-    """`.function`: the sandbox function in a VPC with no way out; `.vpc`."""
+    """`.function`: the sandbox function in a VPC with no way out, `.alias` its `live` alias; `.vpc`."""
 
     def __init__(
         self,
@@ -195,3 +195,4 @@ class TestSandbox(Construct):
             description="T-Developer test sandbox: runs a project's tests from its payload, no network",
         )
         self.function = sandbox.function
+        self.alias = sandbox.alias  # what the workflow's functions invoke (stacks/constructs/deployment.py)

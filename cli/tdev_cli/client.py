@@ -47,6 +47,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/requests"),
         ("GET", "/v1/executions/{execution_id}"),
         ("POST", "/v1/executions/{execution_id}/cancel"),
+        ("GET", "/v1/executions/{execution_id}/history"),
         ("GET", "/v1/executions/{execution_id}/artifacts"),
         ("GET", "/v1/executions/{execution_id}/artifacts.zip"),
         ("GET", "/v1/executions/{execution_id}/artifacts/.+"),
@@ -74,6 +75,14 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("PUT", "/v1/roles/{name}"),
         ("GET", "/v1/audit/{principal}"),
         ("POST", "/v1/principals/{principal}/disable"),
+        ("GET", "/v1/config"),
+        ("GET", "/v1/config/history"),
+        ("PUT", "/v1/config/{key}"),
+        ("POST", "/v1/config/changes/{change_id}/approve"),
+        ("POST", "/v1/config/rollback"),
+        ("POST", "/v1/config/validate"),
+        ("GET", "/v1/flags"),
+        ("PUT", "/v1/flags/{name}"),
     }
 )
 
@@ -240,6 +249,10 @@ class Client:
             self._json("POST", f"/v1/executions/{_segment(execution_id)}/cancel")
         )
 
+    def history(self, execution_id: str) -> dict[str, Any]:
+        """The execution's events in order and the state they replay to."""
+        return dict(self._json("GET", f"/v1/executions/{_segment(execution_id)}/history"))
+
     def follow(
         self, execution_id: str, *, poll_seconds: float = 1.0, timeout: float = 600.0
     ) -> Iterator[ExecutionView]:
@@ -374,6 +387,34 @@ class Client:
     def audit_entries(self, principal: str, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
         for page in self.audit_pages(principal, page_size=page_size):
             yield from page.get("entries", [])
+
+    # ------------------------------------------------------------------ configuration and flags
+    def configuration(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/config"))
+
+    def configuration_history(self, scope: str = "config", limit: int = 50) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/config/history", params={"scope": scope, "limit": limit}))
+
+    def set_configuration(self, key: str, value: Any, reason: str) -> dict[str, Any]:
+        body = {"value": value, "reason": reason}
+        return dict(self._json("PUT", f"/v1/config/{_segment(key)}", body=body))
+
+    def approve_configuration(self, change_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/config/changes/{_segment(change_id)}/approve"))
+
+    def rollback_configuration(self, version: int, reason: str, scope: str = "config") -> dict[str, Any]:
+        body = {"version": version, "reason": reason, "scope": scope}
+        return dict(self._json("POST", "/v1/config/rollback", body=body))
+
+    def validate_configuration(self, layer: dict[str, str], scope: str = "config") -> dict[str, Any]:
+        body = {"layer": layer, "scope": scope}
+        return dict(self._json("POST", "/v1/config/validate", body=body, safe_to_repeat=True))
+
+    def flags(self, user: str | None = None, segment: str | None = None) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/flags", params={"user": user, "segment": segment}))
+
+    def set_flag(self, name: str, spec: dict[str, Any], reason: str) -> dict[str, Any]:
+        return dict(self._json("PUT", f"/v1/flags/{_segment(name)}", body={"spec": spec, "reason": reason}))
 
 
 class RemoteApi:

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tdev.version import __version__
 from tdev_cli import (
     artifacts_cmd,
     bench_cmd,
     chaos,
+    config_cmd,
     dlq,
     login_cmd,
     models_cmd,
@@ -36,6 +38,7 @@ EXIT_CODES = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tdev", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tdev {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run one request through the whole pipeline locally")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     artifacts_cmd.register(commands)
     seed.register(commands)
     login_cmd.register(commands)
+    config_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):

@@ -115,6 +115,16 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
     if service == "bedrock-runtime":
         model = str(params.get("modelId", "*"))
         return [need(f"bedrock:{_BEDROCK_ACTIONS.get(op, op)}", _bedrock_arn(model, region, account))]
+    if service == "ssm":  # Parameter Store: authorised on the parameter, or on the path for a path read
+
+        def parameter(name: str) -> str:
+            return f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"
+
+        if op == "GetParametersByPath":
+            return [need("ssm:GetParametersByPath", parameter(str(params.get("Path", ""))).rstrip("/"))]
+        if op == "DeleteParameters":
+            return [need("ssm:DeleteParameters", parameter(str(n))) for n in params.get("Names", [])]
+        return [need(f"ssm:{op}", parameter(str(params.get("Name", "*"))))]
     if service == "apigateway":
         # The management API is authorised by HTTP verb on the resource path.
         context: dict[str, str] = {}
@@ -363,6 +373,9 @@ class RoleIndex:
             return f"arn:aws:sns:{self.region}:{self.account}:{physical}"
         if kind == "AWS::IAM::Role":
             return f"role/{stack}/{name}"
+        if kind == "AWS::Lambda::Alias":  # the alias's ARN: its function's, qualified by the alias name
+            alias = self.resolve(stack, self._resource(stack, name)["Properties"]["Name"])
+            return f"arn:aws:lambda:{self.region}:{self.account}:function:{physical}:{alias}"
         return physical
 
     def _get_att(self, stack: str, logical: str, attribute: str) -> str:

@@ -48,6 +48,8 @@ MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
 SANDBOX_FUNCTION = "sandbox"
+# Callers invoke a function's `live` alias (stacks/constructs/deployment.py); locally it is the function.
+LIVE_ALIAS = "live"
 
 LOCAL_USER = "local-developer"
 # The local runtime follows executions by polling (5 requests a second); `tdev serve` applies the spec's
@@ -131,8 +133,11 @@ class LocalRuntime:
         fallback_models: tuple[str, ...] = (),
         api_timeout_seconds: float = API_GATEWAY_TIMEOUT_SECONDS,
         max_verify_iterations: int = 3,
+        config_poll_seconds: int | None = None,
     ) -> None:
         self.default_model = default_model
+        # How often functions re-read Parameter Store (tdev.config.live); tests shorten the 60 s default.
+        self.config_poll_seconds = config_poll_seconds
         self.fallback_models = fallback_models  # models a request may fall back to (Bedrock stays real)
         self.api_timeout_seconds = api_timeout_seconds  # API Gateway's integration timeout (tests shorten it)
         self.substitutions = local_substitutions(
@@ -184,8 +189,11 @@ class LocalRuntime:
             "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
             # Project workspaces in the emulated S3 bucket; tests run by the sandbox function.
             "WORKSPACE_BUCKET": WORKSPACE_BUCKET,
-            "SANDBOX_FUNCTION_NAME": SANDBOX_FUNCTION,
+            # Through its `live` alias, as deployed (stacks/constructs/deployment.py).
+            "SANDBOX_FUNCTION_NAME": f"{SANDBOX_FUNCTION}:{LIVE_ALIAS}",
         }
+        if self.config_poll_seconds is not None:
+            env["TDEV_CONFIG_POLL_SECONDS"] = str(self.config_poll_seconds)
         for key, value in env.items():
             self._saved_env[key] = os.environ.get(key)
             os.environ[key] = value
@@ -303,6 +311,12 @@ class LocalRuntime:
         ]["KeyId"]
         os.environ["KMS_KEY_ID"] = key_id
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=CHECKPOINT_BUCKET)
+        # The product flags' documents, as the config stack creates them (tdev.config.flags.PRODUCT_FLAGS).
+        from tdev.config.flags import product_flag_parameters
+
+        ssm = boto3.client("ssm", region_name=REGION)
+        for parameter, document in product_flag_parameters("local").items():
+            ssm.put_parameter(Name=parameter, Value=document, Type="String")
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=WORKSPACE_BUCKET)
         # Encrypted by default under its own key, as the stack makes it (stacks/workspaces.py): the code
@@ -392,7 +406,9 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------------------------ dispatch
     def _dispatch(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
-        name = function_name.rsplit(":", 1)[-1] if function_name.startswith("arn:") else function_name
+        # A name, a qualified name (name:alias) or an ARN (arn:aws:lambda:region:account:function:name...).
+        parts = function_name.split(":")
+        name = parts[6] if function_name.startswith("arn:") else parts[0]
         event = json.loads(body) if body else {}
         try:
             if self.fault_hook is not None:

@@ -44,6 +44,12 @@ def register(commands: Any) -> None:
         choices=sorted(SCALES),
         help="fill the backend with test data at this scale before serving (see `tdev seed`)",
     )
+    serve.add_argument(
+        "--config-poll-seconds",
+        type=int,
+        default=None,
+        help="how often functions re-read Parameter Store (default 60, as deployed)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -252,7 +258,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("AGNO_TELEMETRY", "false")
     with functions_output(args.log_dir, "serve") as log_path, contextlib.ExitStack() as stack:
-        runtime = stack.enter_context(LocalRuntime(keys_dir=args.keys_dir, rate_limit_default=None))
+        runtime = stack.enter_context(
+            LocalRuntime(
+                keys_dir=args.keys_dir, rate_limit_default=None, config_poll_seconds=args.config_poll_seconds
+            )
+        )
         if args.seed_scale:
             from tdev_cli import testdata
             from tdev_cli.seed import dataset_at

@@ -15,8 +15,10 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from tdev.version import __version__
+
 TITLE = "T-Developer Core API"
-VERSION = "0.1.0"
+VERSION = __version__
 SWAGGER_UI = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0"
 SWAGGER_UI_JS_SRI = "sha384-gjRm0bEPMeTmMh5jT2cHccIwCUZSTd8YC+j0d0sXw0MdGEfScduGpSyF3ZSSLkX9"
 SWAGGER_UI_CSS_SRI = "sha384-WlYgdmXYOOBWL5apwjDEZwN+U3HmXSSu5R6V5aGxEcf7z+KuRNwBhoxKVN1i3D5I"

@@ -28,9 +28,18 @@ from tdev.security.services import projects
 environment = ApiEnvironment.at_cold_start()
 
 try:  # the package (tests, local runtime) ...
-    from functions.api import artifacts, description, model_routes, project_routes, security, sessions
+    from functions.api import (
+        artifacts,
+        config_routes,
+        description,
+        model_routes,
+        project_routes,
+        security,
+        sessions,
+    )
 except ImportError:  # ... or deployed, where this folder is the code root
     import artifacts  # type: ignore[no-redef]
+    import config_routes  # type: ignore[no-redef]
     import description  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
     import project_routes  # type: ignore[no-redef]
@@ -50,6 +59,7 @@ app.include_router(sessions.router)
 app.include_router(model_routes.router)
 app.include_router(project_routes.router)
 app.include_router(artifacts.router)
+app.include_router(config_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -149,6 +159,17 @@ def cancel_execution(execution_id: ExecutionId) -> ExecutionView:
     return container.executions().view(execution_id)
 
 
+@app.get(
+    "/v1/executions/<execution_id>/history",
+    middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.split('/')[3]}", "read")],
+)
+def get_execution_history(execution_id: ExecutionId) -> dict[str, Any]:
+    """The execution's events in order (accepted, each task's result, the outcome) and the state they replay
+    to (tdev.data.history)."""
+    _require_visible(execution_id, "execution_id")
+    return container.executions().history(execution_id)
+
+
 def _require_visible(execution_id: str, field: str) -> str:
     """Project members (and admins) only; in the shared project, only the submitter. Others get 404, as for
     an execution that does not exist, with `field` named. Returns the execution's project."""
@@ -231,7 +252,10 @@ def rate_limited(exc: RateLimitError) -> Response[str]:
 def domain_error(exc: TDevError) -> Response[str]:
     if exc.status_code >= 500:
         logger.exception("request failed")
-    return _error(exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field))
+    details = list(getattr(exc, "details", None) or [])  # every invalid key of a configuration change
+    return _error(
+        exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field, details=details)
+    )
 
 
 @app.exception_handler(Exception)

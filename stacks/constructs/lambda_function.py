@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack, Tags
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -16,8 +16,10 @@ from constructs import Construct
 
 from functions.registry import FUNCTIONS, all_layers, layers_of, provider_secret_name, secret_providers
 from stacks import acknowledge
+from stacks.constructs.deployment import LiveAlias
 from stacks.settings import EnvironmentSettings
 from tdev.environment import Var
+from tdev.version import __version__
 
 if TYPE_CHECKING:
     from stacks.cache_stack import FunctionNetwork
@@ -74,7 +76,9 @@ class TdevLayers(Construct):
 
 
 class TdevFunction(Construct):
-    """A handler folder `functions/<name>/` as a Lambda function; `.function` is the function itself.
+    """A handler folder `functions/<name>/` as a Lambda function; `.function` is the function itself and
+    `.alias` its `live` alias, the one thing callers invoke (stacks/constructs/deployment.py: CodeDeploy
+    shifts it to each new version and rolls it back on the function's alarms; `.deployment` holds those).
 
     The role is created here, without the AWSLambdaBasicExecutionRole managed policy: it may only write to
     the function's own (encrypted, retained-for-N-days) log group. With a `network` the function runs in
@@ -99,6 +103,7 @@ class TdevFunction(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         code_path = FUNCTIONS_DIR / name
+        timeout = timeout or Duration.seconds(30)
 
         self.log_group = logs.LogGroup(
             self,
@@ -126,7 +131,7 @@ class TdevFunction(Construct):
             layers=layers.for_function(name, settings.providers),
             role=self.role,
             memory_size=memory_mb or settings.lambda_memory_mb,
-            timeout=timeout or Duration.seconds(30),
+            timeout=timeout,
             reserved_concurrent_executions=reserved_concurrency,
             tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
@@ -142,10 +147,17 @@ class TdevFunction(Construct):
                 Var.POWERTOOLS_LOG_LEVEL: settings.log_level,
                 Var.AGNO_TELEMETRY: "false",
                 Var.TDEV_ENV: settings.name,
+                Var.TDEV_VERSION: __version__,
                 **({Var.REDIS_URL: network.redis_url} if network else {}),
                 **(environment or {}),
             },
         )
+
+        Tags.of(self.function).add("Version", __version__)
+        self.deployment = LiveAlias(
+            self, "Live", function=self.function, name=name, timeout=timeout, settings=settings
+        )
+        self.alias = self.deployment.alias
 
         if FUNCTIONS[name].calls_models:
             self._read_provider_secrets(settings, log_key)

@@ -229,6 +229,13 @@ def test_the_client_follows_a_request_on_tdev_serve(served: tuple[str, Path, dic
         assert views[-1].status.value == "SUCCEEDED"
         assert len({(v.status, v.progress) for v in views}) >= 2  # it saw progress, not just the end
         assert api.artifacts(accepted.execution_id)
+        history = api.history(accepted.execution_id)  # the outbox's facts replay to the same state
+        assert history["complete"] and history["events"][0]["type"] == "ExecutionAccepted"
+        assert history["events"][-1]["type"] == "RequestCompleted"
+        assert history["replayed"] == {
+            "status": "SUCCEEDED",
+            "tasks": {task_id: state.status.value for task_id, state in views[-1].tasks.items()},
+        }
         with pytest.raises(ApiError) as raised:
             api.execution("00000000-0000-4000-8000-000000000000")
         assert raised.value.status == 404 and raised.value.field == "execution_id"

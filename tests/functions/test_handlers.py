@@ -144,6 +144,16 @@ def test_api_get_execution_returns_plan_and_progress(planned: Any) -> None:
     assert body["plan"]["tasks"] and body["progress"] == 0.0
 
 
+def test_api_get_execution_history_replays_what_the_outbox_recorded(stored: Any) -> None:
+    response = stored.invoke("api", load_event("api_get_execution_history"))
+
+    assert response["statusCode"] == 200
+    body = json.loads(response["body"])
+    assert [e["type"] for e in body["events"]] == ["ExecutionAccepted"]
+    assert body["events"][0]["data"]["executionId"] == EXECUTION_ID
+    assert body["replayed"] == {"status": "PENDING", "tasks": {}} and body["complete"] is True
+
+
 def test_api_unknown_execution_is_404(runtime: Any) -> None:
     response = runtime.invoke("api", load_event("api_get_execution"))
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aws_cdk.assertions import Match
 
+from stacks.constructs.deployment import ROLLBACK
 from tdev.messaging import queues as q
 
 if TYPE_CHECKING:
@@ -187,7 +188,11 @@ def test_the_publisher_sends_task_completions_to_the_fifo_queue_itself(dev: Synt
 
 @pytest.mark.slow
 def test_every_dead_letter_queue_has_an_alarm_to_the_topic(dev: Synthesized) -> None:
-    alarms = resources(dev.template_json(dev.stacks.messaging), "AWS::CloudWatch::Alarm")
+    alarms = {  # (the functions' rollback alarms are CodeDeploy's: tests/infrastructure/test_deployments.py)
+        k: a
+        for k, a in resources(dev.template_json(dev.stacks.messaging), "AWS::CloudWatch::Alarm").items()
+        if not a["Properties"]["AlarmDescription"].startswith(ROLLBACK)
+    }
     assert len(alarms) == len(q.QUEUES) + 2
     for alarm in alarms.values():
         props = alarm["Properties"]

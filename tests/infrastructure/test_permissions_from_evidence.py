@@ -21,6 +21,7 @@ from unittest import mock
 
 import pytest
 
+from stacks.constructs.deployment import LIVE_ALIAS
 from stacks.permissions import NOT_CALLED_BY_CODE
 from tdev.errors import TransientError
 from tdev.llm.offline import read_brief
@@ -159,6 +160,9 @@ def evidence(
                 default_model=BEDROCK_MODEL,
                 retry_interval_seconds=1,
                 max_transient_retries=1,
+                # Every function reads Parameter Store itself, as each does in its own container deployed
+                # (here they share one process, and one cached read would hide the others' calls).
+                config_poll_seconds=0,
             ) as rt,
         ):
             _emulate_the_gateways_usage_plans(patch)
@@ -313,6 +317,22 @@ def _drive_every_path(rt: Any) -> None:
     role = {"inherits": ["viewer"], "permissions": [{"id": "p1", "resource": "agent/*", "action": "list"}]}
     assert rt.api("PUT", "/v1/roles/evidence-role", role, headers=admin)[0] == 200
     assert rt.api("GET", "/v1/audit/evidence-admin", headers=admin)[0] == 200
+    # Configuration and flags (tdev.config): a change, a protected change approved by a second admin, a
+    # rollback that deletes a parameter, a flag.
+    change = {"value": "bedrock:amazon.nova-lite-v1:0", "reason": "evidence"}
+    assert rt.api("PUT", "/v1/config/default_model", change, headers=admin)[0] == 200
+    status, pending = rt.api(
+        "PUT", "/v1/config/max_sessions_global", {"value": 99, "reason": "evidence"}, headers=admin
+    )
+    assert status == 202
+    second = {"Authorization": f"Bearer {rt.token('evidence-admin-2', ('admin',))}"}
+    assert rt.api("POST", f"/v1/config/changes/{pending['change_id']}/approve", headers=second)[0] == 200
+    assert (
+        rt.api("POST", "/v1/config/rollback", {"version": 1, "reason": "evidence"}, headers=admin)[0] == 200
+    )
+    flag = {"spec": {"enabled": True, "rollout_percent": 100}, "reason": "evidence"}
+    assert rt.api("PUT", "/v1/flags/verify_loop", flag, headers=admin)[0] == 200
+    assert rt.api("GET", "/v1/config/history", headers=admin)[0] == 200
     # 5. Messaging: outbox -> bus -> queues -> consumers.
     assert rt.drain_messaging() > 0
     _wait_for_workflows(rt)
@@ -330,7 +350,8 @@ def _wait_for_workflows(rt: Any) -> None:
 
 # ------------------------------------------------------------------------------------------ checks
 def _last_segment(value: str) -> str:
-    return re.split(r"[:/]", value.rstrip("/"))[-1]
+    # A function's `live` alias (deployed ARN or local qualified name) binds by the function's name.
+    return re.split(r"[:/]", value.rstrip("/").removesuffix(f":{LIVE_ALIAS}"))[-1]
 
 
 def _renames(index: RoleIndex, local: dict[str, str], prefix: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
+from stacks.constructs.deployment import ROLLBACK
 from tests.infrastructure.conftest import Synthesized
 
 
@@ -112,7 +113,11 @@ def test_the_api_function_knows_the_bucket_and_key(dev: Synthesized) -> None:
 
 
 def test_alarms_on_duration_error_rate_recovery_and_the_sweeper(dev: Synthesized) -> None:
-    alarms = _resources(dev.template_json(dev.stacks.sessions), "AWS::CloudWatch::Alarm")
+    alarms = {  # (the sweeper's rollback alarms are CodeDeploy's: tests/infrastructure/test_deployments.py)
+        k: a
+        for k, a in _resources(dev.template_json(dev.stacks.sessions), "AWS::CloudWatch::Alarm").items()
+        if not a["Properties"]["AlarmDescription"].startswith(ROLLBACK)
+    }
     by_description = {a["Properties"]["AlarmDescription"]: a["Properties"] for a in alarms.values()}
     duration = by_description["A session has been open for more than 7 hours (the limit is 8)"]
     assert duration["MetricName"] == "OldestSessionAge" and duration["Threshold"] == 7 * 3600

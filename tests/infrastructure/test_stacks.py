@@ -13,6 +13,7 @@ from cfnlint.api import lint_file
 import app as tdev_app
 from functions.registry import layers_of
 from stacks.api_stack import ROUTES
+from stacks.constructs.deployment import ROLLBACK
 from stacks.orchestration_stack import AGENT_FUNCTIONS
 from stacks.settings import DEFAULT_MODEL, ENVIRONMENTS, settings_for
 from statemachines.request_workflow import (
@@ -43,6 +44,15 @@ ACCEPTED_CFN_LINT_RULES = {"W3005", "W3010"}  # as .cfnlintrc, with its reasons
 
 def resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+
+
+def operational_alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The stack's own alarms, without the functions' rollback alarms (stacks/constructs/deployment.py)."""
+    return {
+        k: v
+        for k, v in resources(template, "AWS::CloudWatch::Alarm").items()
+        if not v["Properties"].get("AlarmDescription", "").startswith(ROLLBACK)
+    }
 
 
 def all_templates(synth: Synthesized) -> list[dict[str, Any]]:
@@ -329,6 +339,16 @@ def _function_logical_ids(synth: Synthesized) -> dict[str, str]:
     }
 
 
+def _alias_logical_ids(synth: Synthesized) -> dict[str, str]:
+    """Function name -> the logical id of its `live` alias (what every caller invokes)."""
+    template = synth.template_json(synth.stacks.orchestration)
+    by_function = {
+        alias["Properties"]["FunctionName"]["Ref"]: logical_id
+        for logical_id, alias in resources(template, "AWS::Lambda::Alias").items()
+    }
+    return {name: by_function[function_id] for name, function_id in _function_logical_ids(synth).items()}
+
+
 @pytest.mark.slow
 def test_the_deployed_definition_is_the_asl_file_with_every_placeholder_substituted(dev: Synthesized) -> None:
     _, machine = _state_machine(dev)
@@ -344,10 +364,10 @@ def test_the_deployed_definition_is_the_asl_file_with_every_placeholder_substitu
     for name, value in WORKFLOW_TUNING.items():
         assert substitutions[name] == value
 
-    # Each function placeholder points at its own function
-    ids = _function_logical_ids(dev)
+    # Each function placeholder points at its own function's `live` alias
+    ids = _alias_logical_ids(dev)
     for name in WORKFLOW_FUNCTIONS:
-        assert substitutions[function_arn_placeholder(name)] == {"Fn::GetAtt": [ids[name], "Arn"]}
+        assert substitutions[function_arn_placeholder(name)] == {"Ref": ids[name]}
 
     # After substitution, the definition is JSON
     text = deployed
@@ -387,8 +407,8 @@ def test_the_state_machine_may_invoke_exactly_its_functions_and_publishes_nothin
     invoke = [s for s in role_statements if "lambda:InvokeFunction" in as_list(s["Action"])]
     assert len(invoke) == 1
     expected = [
-        {"Fn::GetAtt": [logical_id, "Arn"]}
-        for name, logical_id in _function_logical_ids(dev).items()
+        {"Ref": logical_id}  # the `live` aliases the tasks invoke, no other version
+        for name, logical_id in _alias_logical_ids(dev).items()
         if name in WORKFLOW_FUNCTIONS  # not the test sandbox: only the workflow's functions call it
     ]
     assert sorted(map(json.dumps, invoke[0]["Resource"])) == sorted(map(json.dumps, expected))
@@ -414,6 +434,7 @@ def test_the_reconciler_runs_every_minute_alone_and_may_do_exactly_what_it_calls
     template = dev.template_json(dev.stacks.orchestration)
     ids = _function_logical_ids(dev)
     reconciler_id = ids["reconcile_executions"]
+    reconciler_alias_id = _alias_logical_ids(dev)["reconcile_executions"]
     function = template["Resources"][reconciler_id]
     machine_id, _ = _state_machine(dev)
 
@@ -424,7 +445,7 @@ def test_the_reconciler_runs_every_minute_alone_and_may_do_exactly_what_it_calls
         if r["Properties"].get("ScheduleExpression")
     ]
     assert [(r["ScheduleExpression"], r["Targets"][0]["Arn"]) for r in rules] == [
-        ("rate(1 minute)", {"Fn::GetAtt": [reconciler_id, "Arn"]})
+        ("rate(1 minute)", {"Ref": reconciler_alias_id})
     ]
     assert function["Properties"]["ReservedConcurrentExecutions"] == 1
     variables = function["Properties"]["Environment"]["Variables"]
@@ -549,9 +570,9 @@ def test_waf_guards_the_api_where_enabled(dev: Synthesized, prod: Synthesized) -
 @pytest.mark.slow
 def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synthesized) -> None:
     orchestration = dev.template_json(dev.stacks.orchestration)
-    alarms = [
-        *resources(orchestration, "AWS::CloudWatch::Alarm").values(),
-        *resources(dev.template_json(dev.stacks.api), "AWS::CloudWatch::Alarm").values(),
+    alarms = [  # (the functions' rollback alarms are CodeDeploy's: tests/infrastructure/test_deployments.py)
+        *operational_alarms(orchestration).values(),
+        *operational_alarms(dev.template_json(dev.stacks.api)).values(),
     ]
     metrics = [a["Properties"]["MetricName"] for a in alarms]
     assert "ExecutionsFailed" in metrics and "5XXError" in metrics
@@ -565,7 +586,7 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
     topic_id = next(iter(resources(orchestration, "AWS::SNS::Topic")))
     assert all(
         a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
-        for a in resources(orchestration, "AWS::CloudWatch::Alarm").values()
+        for a in operational_alarms(orchestration).values()
     )
 
 

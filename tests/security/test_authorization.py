@@ -13,6 +13,7 @@ import jwt
 import pytest
 
 from tdev.security.tokens import JwksCache
+from tdev.version import __version__
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -77,7 +78,7 @@ def test_the_authorizer_accepts_an_api_key(secured: Any) -> None:
 def test_health_needs_no_identity(secured: Any) -> None:
     assert secured.api("GET", "/health", authenticate=False) == (
         200,
-        {"status": "ok", "service": "t-developer", "version": "0.1.0"},
+        {"status": "ok", "service": "t-developer", "version": __version__},
     )
 
 

@@ -27,6 +27,8 @@ from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis.core import NotSet  # noqa: E402
 from schemathesis.generation.modes import GenerationMode  # noqa: E402
 
+from tdev.version import __version__  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 SEED = 20261129
@@ -159,7 +161,7 @@ def _fuzz(strategy: Any, check: Any) -> None:
 def test_generated_calls_on_every_route_never_answer_5xx(fuzzed: Any) -> None:
     from functions.api.handler import app
 
-    document = json.loads(app.get_openapi_json_schema(title="T-Developer Core API", version="0.1.0"))
+    document = json.loads(app.get_openapi_json_schema(title="T-Developer Core API", version=__version__))
     operations = [result.ok() for result in schemathesis.openapi.from_dict(document).get_all_operations()]
     token = fuzzed.token(ADMIN, ("admin",), ttl_seconds=3600)
     # Real ids for the routes that read one, so generated calls also reach sessions and executions that exist.

@@ -15,7 +15,7 @@ from moto import mock_aws
 
 from tdev import aws, container
 from tdev.data import schema
-from tdev.data.history import EventStore, execution_reducer
+from tdev.data.history import HistoryEvent, replay
 from tdev.data.locks import DistributedLock, LockNotHeld
 from tdev.data.store import query_page, serialize, transact_write, update_versioned
 from tdev.errors import ConflictError, ValidationError
@@ -270,27 +270,17 @@ def test_the_lock_is_exclusive_owner_checked_and_expires(table: Any) -> None:
 
 
 # --------------------------------------------------------------------------------- event sourcing
-def test_history_appends_conditionally_and_replay_rebuilds_the_state(table: Any) -> None:
-    store = EventStore(TABLE, "EXECUTION")
-    assert store.append("x", 0, "ExecutionAccepted", {"request": "build it"}) == 1
-    store.append("x", 1, "ExecutionPlanned", {"tasks": ["design", "code"]})
-    with pytest.raises(ConflictError):  # a writer that read the same state loses
-        store.append("x", 1, "ExecutionFinished", {"status": "FAILED"})
-    store.append("x", 2, "TaskCompleted", {"task_id": "design", "status": "SUCCEEDED"})
-    store.append("x", 3, "TaskCompensated", {"task_id": "design"})
-    store.append("x", 4, "ExecutionFinished", {"status": "FAILED"})
-    state, last = store.replay("x", execution_reducer)
-    assert last == 5
-    assert state == {
-        "status": "FAILED",
-        "request": "build it",
-        "tasks": {"design": "COMPENSATED", "code": "PENDING"},
-    }
+def _event(n: int, kind: str, **data: Any) -> HistoryEvent:
+    return HistoryEvent(f"e{n}", kind, f"2026-11-29T10:00:{n:02d}+00:00", data)
 
 
-def test_history_is_read_page_by_page(table: Any) -> None:
-    store = EventStore(TABLE, "PROJECT")
-    for n in range(120):
-        store.append("p", n, "Touched", {"n": n})
-    assert [e.sequence for e in store.events("p")] == list(range(1, 121))
-    assert [e.sequence for e in store.events("p", after=117)] == [118, 119, 120]
+def test_replay_rebuilds_the_state_from_the_events_alone() -> None:
+    events = [
+        _event(1, "ExecutionAccepted", executionId="x"),
+        _event(2, "TaskCompleted", taskId="design", status="SUCCEEDED"),
+        _event(3, "TaskCompleted", taskId="code", status="FAILED"),
+        _event(4, "RequestFailed", status="FAILED", compensated=["design"]),
+    ]
+    assert replay(events[:1]) == {"status": "PENDING", "tasks": {}}
+    assert replay(events[:2]) == {"status": "RUNNING", "tasks": {"design": "SUCCEEDED"}}
+    assert replay(events) == {"status": "FAILED", "tasks": {"design": "COMPENSATED", "code": "FAILED"}}

@@ -1,3 +1,5 @@
 """T-Developer Core domain package (shipped as the `core` Lambda layer)."""
 
-__version__ = "0.1.0"
+from tdev.version import __version__
+
+__all__ = ["__version__"]

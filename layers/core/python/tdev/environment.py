@@ -21,6 +21,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tdev.errors import ConfigurationError
+from tdev.version import __version__
 
 
 class Var(StrEnum):
@@ -34,6 +35,7 @@ class Var(StrEnum):
     POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
     AGNO_TELEMETRY = "AGNO_TELEMETRY"
     TDEV_ENV = "TDEV_ENV"
+    TDEV_VERSION = "TDEV_VERSION"
     REDIS_URL = "REDIS_URL"
     TABLE_NAME = "TABLE_NAME"
     KMS_KEY_ID = "KMS_KEY_ID"
@@ -71,6 +73,8 @@ class FunctionEnvironment(BaseModel):
     log_level: LogLevel = Field(default="INFO", alias="POWERTOOLS_LOG_LEVEL")
     agno_telemetry: Literal["false"] = Field(default="false", alias="AGNO_TELEMETRY")
     environment: str = Field(default="local", min_length=1, alias="TDEV_ENV")
+    # The release the function was deployed from (tdev.version), for logs and support.
+    version: str = Field(default=__version__, min_length=1, alias="TDEV_VERSION")
 
     @classmethod
     def variables(cls) -> frozenset[str]:

@@ -58,6 +58,8 @@ class Settings(BaseModel):
     # The deployment's own model prices, JSON {"provider:model-id": [USD/1k in, USD/1k out]}: they win over
     # the catalogue's (tdev.llm.catalog.price_of).
     model_prices: str | None = Field(default=None, max_length=20_000, alias="TDEV_MODEL_PRICES")
+    # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
+    config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
 
 
 @lru_cache(maxsize=1)

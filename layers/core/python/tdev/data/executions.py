@@ -25,6 +25,7 @@ from tdev import aws
 from tdev.crypto import EnvelopeCipher
 from tdev.data.codec import from_item, raise_if_transient, serialize, to_item
 from tdev.data.fields import FieldSealer
+from tdev.data.history import history_view
 from tdev.data.outbox import outbox_put
 from tdev.data.schema import execution_key, task_key
 from tdev.data.store import transact_write
@@ -271,6 +272,10 @@ class ExecutionRepository:
             ),
             cancel_requested_at=execution.cancel_requested_at,
         )
+
+    def history(self, execution_id: str) -> dict[str, Any]:
+        """The execution's events, in order, and the state they replay to (tdev.data.history)."""
+        return history_view(self._table_name, execution_id)
 
     def submitted(self, execution_id: str) -> tuple[str, str]:
         """(project id, principal) of an execution, nothing decrypted: what visibility checks read first."""

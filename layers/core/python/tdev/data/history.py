@@ -1,116 +1,97 @@
-"""Event-sourced history: append-only events per aggregate, written with conditional puts.
+"""An execution's history, event-sourced: the facts its outbox recorded, in order, and the state they
+replay to.
 
-    PK=AGGREGATE#<type>#<id>  SK=EVENT#<sequence, zero-padded>
+Every state change of an execution that others must hear of writes its event into the outbox in the same
+transaction (`ExecutionRepository`: ExecutionAccepted, TaskCompleted per task and status, and the outcome,
+RequestCompleted or RequestFailed). Those outbox items are the execution's event log:
 
-`append(expected_sequence=n)` writes event n+1 only if no event n+1 exists, so two writers that read
-the same state cannot both append (the loser gets ConflictError and re-reads). `replay` folds the
-events, in order, through a reducer and so rebuilds the aggregate's state from history alone.
+    PK=OUTBOX#EXECUTION#<id>  SK=EVENT#<event id>   detail_type, detail (the envelope, with its timestamp)
+
+`execution_history` reads that partition (a Query, page by page; an execution has a bounded number of
+events) and orders it by the envelope's timestamp; `replay` folds the events through `apply` and rebuilds
+the execution's status and per-task status from history alone. `GET /v1/executions/{id}/history` answers
+with both. The log is kept as long as the outbox keeps its items (`OUTBOX_RETENTION_SECONDS`, 7 days);
+after that the route answers with the events that are left, and says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from tdev import aws
 from tdev.data import schema
-from tdev.data.codec import to_item
-from tdev.data.store import error_code, query_page, raise_if_transient
-from tdev.errors import ConflictError
-from tdev.models import utc_now
+from tdev.data.outbox import OUTBOX_RETENTION_SECONDS
+from tdev.data.store import query_page
+
+TERMINAL_EVENTS = {"RequestCompleted", "RequestFailed"}
 
 
 @dataclass(frozen=True)
-class StoredEvent:
-    sequence: int
+class HistoryEvent:
+    event_id: str
     type: str
-    data: dict[str, Any]
     at: str
+    data: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "type": self.type, "at": self.at, "data": self.data}
 
 
-Reducer = Callable[[dict[str, Any], StoredEvent], dict[str, Any]]
-
-
-class EventStore:
-    def __init__(self, table_name: str, aggregate_type: str) -> None:
-        self.table_name = table_name
-        self.aggregate_type = aggregate_type
-
-    def append(self, aggregate_id: str, expected_sequence: int, event_type: str, data: dict[str, Any]) -> int:
-        """Append the event after `expected_sequence`; returns its sequence number."""
-        sequence = expected_sequence + 1
-        try:
-            aws.table(self.table_name).put_item(
-                Item=to_item(
-                    {
-                        **schema.event_key(self.aggregate_type, aggregate_id, sequence),
-                        "entity": "EVENT",
-                        "sequence": sequence,
-                        "type": event_type,
-                        "data": data,
-                        "at": utc_now().isoformat(),
-                    }
-                ),
-                ConditionExpression="attribute_not_exists(PK)",
-            )
-        except ClientError as exc:
-            raise_if_transient(exc)
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise ConflictError(
-                    f"{self.aggregate_type} {aggregate_id} already has event {sequence}; re-read and retry",
-                    field="sequence",
-                ) from exc
-            raise
-        return sequence
-
-    def events(self, aggregate_id: str, *, after: int = 0) -> Iterator[StoredEvent]:
-        """Every event in sequence order, read page by page."""
-        cursor: str | None = None
-        partition = schema.aggregate_partition(self.aggregate_type, aggregate_id)
-        start = f"EVENT#{after + 1:0{schema.SEQUENCE_DIGITS}d}"
-        end = "EVENT#" + "9" * schema.SEQUENCE_DIGITS
-        while True:
-            page = query_page(
-                self.table_name, ("PK", partition), sort_between=(start, end), limit=100, cursor=cursor
-            )
-            for item in page.items:
-                yield StoredEvent(
-                    int(item["sequence"]), str(item["type"]), dict(item.get("data") or {}), item["at"]
+def execution_history(table_name: str, execution_id: str, *, max_events: int = 1_000) -> list[HistoryEvent]:
+    """The execution's events in the order they happened (timestamp, then event id)."""
+    partition = schema.outbox_key(f"EXECUTION#{execution_id}", "")["PK"]
+    events: list[HistoryEvent] = []
+    cursor: str | None = None
+    while len(events) < max_events:
+        page = query_page(table_name, ("PK", partition), limit=100, cursor=cursor)
+        for item in page.items:
+            detail = json.loads(str(item["detail"]))
+            events.append(
+                HistoryEvent(
+                    str(item["event_id"]), str(item["detail_type"]), str(detail["timestamp"]), detail["data"]
                 )
-            if page.cursor is None:
-                return
-            cursor = page.cursor
-
-    def replay(
-        self, aggregate_id: str, reducer: Reducer, initial: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], int]:
-        """(state rebuilt from every event, last sequence)."""
-        state: dict[str, Any] = dict(initial or {})
-        last = 0
-        for event in self.events(aggregate_id):
-            if event.sequence != last + 1:
-                raise ConflictError(f"history of {aggregate_id} has a gap before event {event.sequence}")
-            state = reducer(state, event)
-            last = event.sequence
-        return state, last
+            )
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    return sorted(events, key=lambda e: (e.at, e.event_id))[:max_events]
 
 
-def execution_reducer(state: dict[str, Any], event: StoredEvent) -> dict[str, Any]:
-    """An execution's state from its events: status and per-task status."""
+def apply(state: dict[str, Any], event: HistoryEvent) -> dict[str, Any]:
+    """One event's effect on the execution's state: status, and each task's last reported status."""
     tasks = dict(state.get("tasks", {}))
     if event.type == "ExecutionAccepted":
-        return {**state, "status": "PENDING", "request": event.data.get("request"), "tasks": {}}
-    if event.type == "ExecutionPlanned":
-        return {**state, "status": "RUNNING", "tasks": {t: "PENDING" for t in event.data.get("tasks", [])}}
+        return {**state, "status": "PENDING", "tasks": tasks}
     if event.type == "TaskCompleted":
-        tasks[str(event.data["task_id"])] = str(event.data["status"])
-        return {**state, "tasks": tasks}
-    if event.type == "TaskCompensated":
-        tasks[str(event.data["task_id"])] = "COMPENSATED"
-        return {**state, "tasks": tasks}
-    if event.type == "ExecutionFinished":
-        return {**state, "status": event.data["status"]}
+        tasks[str(event.data["taskId"])] = str(event.data["status"])
+        return {
+            **state,
+            "status": "RUNNING" if state.get("status") == "PENDING" else state["status"],
+            "tasks": tasks,
+        }
+    if event.type in TERMINAL_EVENTS:
+        compensated = {str(t): "COMPENSATED" for t in event.data.get("compensated") or []}
+        return {**state, "status": str(event.data["status"]), "tasks": {**tasks, **compensated}}
     return state
+
+
+def replay(events: list[HistoryEvent]) -> dict[str, Any]:
+    """The state the events rebuild, from nothing."""
+    state: dict[str, Any] = {"status": None, "tasks": {}}
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+def history_view(table_name: str, execution_id: str) -> dict[str, Any]:
+    """What `GET /v1/executions/{id}/history` answers."""
+    events = execution_history(table_name, execution_id)
+    complete = bool(events) and events[0].type == "ExecutionAccepted"
+    return {
+        "execution_id": execution_id,
+        "events": [e.as_dict() for e in events],
+        "replayed": replay(events),
+        "complete": complete,
+        "retention_days": OUTBOX_RETENTION_SECONDS // 86_400,
+    }

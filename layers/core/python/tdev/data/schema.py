@@ -12,15 +12,18 @@ Entities (PK / SK):
     EXECUTION   EXECUTION#<id>               EXECUTION | PLAN | TASK#<task> | COMPENSATION#<task>
                                              | VERIFY#<n, 4 digits> | FIX#<n, 4 digits>  (the verify loop)
     TASK        EXECUTION#<id>               TASK#<task_id>   (in its execution's partition)
-    EVENT       AGGREGATE#<type>#<id>        EVENT#<sequence, 12 digits>
     LOCK        LOCK#<name>                  LOCK
-    OUTBOX      OUTBOX#<partition key>       EVENT#<event id>
+    OUTBOX      OUTBOX#<partition key>       EVENT#<event id>  (an execution's: its history)
     ROLE        ROLE#<name>                  ROLE             (custom roles; ROLES / REVISION bumps on change)
     APIKEY      APIKEY#<key id>              APIKEY
     REVOKED     REVOKED#<jti>                REVOKED
     PRINCIPAL   PRINCIPAL#<id>               STATUS | MEMBER#<project>
     MEMBER      PROJECT#<id>                 OWNER | MEMBER#<principal>
     AUDIT       AUDIT#<principal>            <iso time>#<id>  (newest first by querying backwards)
+    CONFIG      CONFIG#<scope>               HEAD | VERSION#<n, 8 digits> | CHANGE#<id>
+                (scope: config | flags; one partition per scope: its head counter, every version with
+                 who/what/why/checksum and the whole layer it produced, and protected changes awaiting
+                 approval)
 Indexes:
     GSI1  by status      STATUS#<status> -> <created_at>#<id>     (and AGENT -> <name>)
           listings       ROLE -> <name>; APIKEY -> <created_at>#<id>; REVOKED -> <expires_at>#<jti>;
@@ -41,7 +44,6 @@ TTL_ATTRIBUTE = "expires_at"
 VERSION_ATTRIBUTE = "version"
 # The outbox publisher reads new items from the table's stream.
 STREAM_VIEW_TYPE = "NEW_IMAGE"
-SEQUENCE_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -141,17 +143,6 @@ def fix_key(execution_id: str, iteration: int) -> dict[str, str]:
     return {"PK": f"EXECUTION#{execution_id}", "SK": f"FIX#{iteration:04d}"}
 
 
-def event_key(aggregate_type: str, aggregate_id: str, sequence: int) -> dict[str, str]:
-    return {
-        "PK": aggregate_partition(aggregate_type, aggregate_id),
-        "SK": f"EVENT#{sequence:0{SEQUENCE_DIGITS}d}",
-    }
-
-
-def aggregate_partition(aggregate_type: str, aggregate_id: str) -> str:
-    return f"AGGREGATE#{aggregate_type}#{aggregate_id}"
-
-
 def lock_key(name: str) -> dict[str, str]:
     return {"PK": f"LOCK#{name}", "SK": "LOCK"}
 
@@ -230,3 +221,25 @@ def listed(kind: str, sort: str) -> dict[str, str]:
     if kind not in LISTING_KINDS:
         raise ValueError(f"unknown listing {kind}")
     return {"GSI1PK": kind, "GSI1SK": sort}
+
+
+# ------------------------------------------------------------------------- configuration audit
+CONFIG_VERSION_DIGITS = 8
+
+
+def config_partition(scope: str) -> str:
+    return f"CONFIG#{scope}"
+
+
+def config_head_key(scope: str) -> dict[str, str]:
+    """The scope's latest version number (a conditional update makes versions gap-free and unique)."""
+    return {"PK": config_partition(scope), "SK": "HEAD"}
+
+
+def config_version_key(scope: str, version: int) -> dict[str, str]:
+    return {"PK": config_partition(scope), "SK": f"VERSION#{version:0{CONFIG_VERSION_DIGITS}d}"}
+
+
+def config_change_key(scope: str, change_id: str) -> dict[str, str]:
+    """A change to a protected key, waiting for an approver other than its author."""
+    return {"PK": config_partition(scope), "SK": f"CHANGE#{change_id}"}

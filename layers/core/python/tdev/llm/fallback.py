@@ -43,6 +43,7 @@ def chain_for(
     spec_model: str | None = None,
     spec_fallbacks: Sequence[str] = (),
     default_model: str,
+    default_fallbacks: Sequence[str] = (),
 ) -> list[str]:
     """The models to try, in order, without duplicates: request → agent spec → deployment default."""
     if request_model:
@@ -50,7 +51,7 @@ def chain_for(
     elif spec_model:
         chain = [spec_model, *(request_fallbacks or spec_fallbacks)]
     else:
-        chain = [default_model, *(request_fallbacks or spec_fallbacks)]
+        chain = [default_model, *(request_fallbacks or spec_fallbacks or default_fallbacks)]
     seen: list[str] = []
     for name in chain:
         if name not in seen:
@@ -59,16 +60,24 @@ def chain_for(
 
 
 def model_chain(execution: Execution, spec: AgentSpec) -> list[str]:
-    """The models a task tries in order: the request's, else the agent spec's, else the deployment default."""
-    from tdev.settings import get_settings
+    """The models a task tries in order: the request's, else the agent spec's, else the deployment default
+    (the live configuration's default model and fallbacks). With the `fallback_chain` flag off for the
+    submitter, only the first."""
+    from tdev.config import flags
+    from tdev.config.live import current
 
-    return chain_for(
+    configuration = current()
+    chain = chain_for(
         request_model=execution.model,
         request_fallbacks=execution.fallback_models,
         spec_model=spec.model,
         spec_fallbacks=spec.fallback_models,
-        default_model=get_settings().default_model,
+        default_model=configuration.default_model,
+        default_fallbacks=configuration.fallback_models,
     )
+    if not flags.enabled("fallback_chain", execution.principal):
+        return chain[:1]
+    return chain
 
 
 # ------------------------------------------------------------------------------------------ guards

@@ -14,8 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from tdev.memory.arrays import np
 from tdev.memory.embeddings import Embedder, default_embedder
 
 MAX_ENTRIES = 10_000

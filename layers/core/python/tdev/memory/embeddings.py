@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
+from tdev.memory.arrays import np
 
 DIMENSIONS = 384
 TITAN_MODEL_ID = "amazon.titan-embed-text-v2:0"

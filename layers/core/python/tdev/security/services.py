@@ -95,11 +95,15 @@ def signatures() -> SignatureVerifier:
 
 
 def limits() -> dict[str, Limit]:
-    settings = get_settings()
+    """The application rate limits from the live configuration (an operator's change applies within the
+    polling interval, tdev.config.live)."""
+    from tdev.config.live import current
+
+    configuration = current()
     return {
-        "default": Limit.parse(settings.rate_limit_default),
-        "strict": Limit.parse(settings.rate_limit_strict),
-        "api_key": Limit.parse(settings.rate_limit_api_key),
+        "default": Limit.parse(configuration.rate_limit_default),
+        "strict": Limit.parse(configuration.rate_limit_strict),
+        "api_key": Limit.parse(configuration.rate_limit_api_key),
     }
 
 

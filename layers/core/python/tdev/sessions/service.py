@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from tdev.sessions.repository import Session, SessionRepository
 
 if TYPE_CHECKING:
     from tdev.chat.turns import TurnResult
+    from tdev.config.model import Configuration
 
 MAX_RECOVERY_ATTEMPTS = 3
 RECOVERY_BACKOFF_SECONDS = 30.0  # 30 s, 60 s, 120 s between sweeper attempts
@@ -72,18 +74,33 @@ class SessionService:
         per_user: int = 5,
         global_max: int = 100,
         embedder: Embedder | None = None,
+        tunables: Callable[[], Configuration] | None = None,
     ) -> None:
         self.table_name = table_name
+        # The live configuration (tdev.config.live.current): when given, the default model and the
+        # session limits follow an operator's change without a redeploy.
+        self._tunables = tunables
         self.redis = redis
         self.repo = SessionRepository(table_name)
         self.limits = SessionLimits(redis, per_user=per_user, global_max=global_max)
         self.heartbeats = Heartbeats(redis)
         self.checkpoints = CheckpointStore(bucket, table_name, cipher)
         self.chats = TableChatStorage(table_name)
-        self.model_name = model_name
+        self._model_name = model_name
         self.agent_specs = agent_specs
         self._embedder = embedder
         self._workspaces: dict[str, Workspace] = {}
+
+    @property
+    def model_name(self) -> str:
+        return self._tunables().default_model if self._tunables else self._model_name
+
+    def _current_limits(self) -> SessionLimits:
+        if self._tunables:
+            configuration = self._tunables()
+            self.limits.per_user = configuration.max_sessions_per_user
+            self.limits.global_max = configuration.max_sessions_global
+        return self.limits
 
     @property
     def embedder(self) -> Embedder:
@@ -117,7 +134,7 @@ class SessionService:
             session_id=session_id,
         )
         try:
-            self.limits.acquire(user_id, session.session_id)
+            self._current_limits().acquire(user_id, session.session_id)
         except TDevError:
             self.repo.transition(session.session_id, SessionStatus.TERMINATING, reason="limit reached")
             self.repo.transition(session.session_id, SessionStatus.COMPLETED)
@@ -459,6 +476,7 @@ def service() -> SessionService:
     """The process's SessionService, from the settings (one per Lambda container)."""
     from tdev import cache, container
     from tdev.agents.catalog import DEFAULT_AGENTS
+    from tdev.config.live import current
     from tdev.settings import get_settings
 
     settings = get_settings()
@@ -478,6 +496,7 @@ def service() -> SessionService:
         agent_specs=specs,
         per_user=settings.max_sessions_per_user,
         global_max=settings.max_sessions_global,
+        tunables=current,
     )
 
 

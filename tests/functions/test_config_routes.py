@@ -1,0 +1,159 @@
+"""`/v1/config` and `/v1/flags` on a running local backend: admins only, validated, audited; a change made
+in Parameter Store reaches the running functions within the polling interval, and flags switch product
+behaviour (the fallback chain, the verify loop) without a redeploy."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+POLL_SECONDS = 1
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return dict(json.loads((REPO / "events" / f"{name}.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def backend(redis_server: str) -> Iterator[Any]:
+    """One running local backend for the module (each test leaves the configuration it found)."""
+    from tdev_cli.runtime import LocalRuntime
+
+    with LocalRuntime(redis_url=redis_server, config_poll_seconds=POLL_SECONDS) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def rt(backend: Any) -> Any:
+    return backend.as_principal("root", ("admin",))
+
+
+@pytest.mark.parametrize("name", ["api_get_config", "api_put_config", "api_get_flags", "api_put_flag"])
+def test_each_sample_event_is_served(rt: Any, name: str) -> None:
+    response = rt.invoke("api", load_event(name))
+    assert response["statusCode"] == 200, response["body"]
+    body = json.loads(response["body"])
+    if name == "api_put_config":
+        assert body["status"] == "applied" and body["author"] == "sample-admin"
+    if name == "api_get_flags":
+        assert set(body["flags"]) >= {"verify_loop", "fallback_chain"}
+        assert body["flags"]["verify_loop"]["value"] is True
+
+
+CALLS = [
+    ("GET", "/v1/config", None),
+    ("GET", "/v1/config/history", None),
+    ("PUT", "/v1/config/default_model", {"value": "bedrock:a.b-v1:0", "reason": "try it"}),
+    ("POST", "/v1/config/validate", {"layer": {}}),
+    ("POST", "/v1/config/rollback", {"version": 1, "reason": "try it"}),
+    ("POST", "/v1/config/changes/0123456789abcdef/approve", None),
+    ("GET", "/v1/flags", None),
+    ("PUT", "/v1/flags/verify_loop", {"spec": {"enabled": False}, "reason": "try it"}),
+]
+
+
+def test_only_admins_read_or_change_configuration(rt: Any) -> None:
+    for roles in (("developer",), ("viewer",)):
+        rt.as_principal("someone", roles)
+        for method, path, body in CALLS:
+            status, answer = rt.api(method, path, body)
+            assert status == 403, (roles, method, path, answer)
+
+
+def test_invalid_changes_are_refused_naming_each_field(rt: Any) -> None:
+    status, body = rt.api(
+        "POST",
+        "/v1/config/validate",
+        {"layer": {"default_model": "no-colon", "max_sessions_per_user": "0", "colour": "blue"}},
+    )
+    assert status == 400
+    assert [d["field"] for d in body["details"]] == ["default_model", "max_sessions_per_user", "colour"]
+    status, body = rt.api("PUT", "/v1/config/max_sessions_global", {"value": -1, "reason": "oops"})
+    assert (status, body["field"]) == (400, "max_sessions_global")
+    status, body = rt.api("PUT", "/v1/config/nope", {"value": 1, "reason": "oops"})
+    assert (status, body["field"]) == (400, "key")
+    status, body = rt.api("PUT", "/v1/flags/f", {"spec": {"rollout_percent": 150}, "reason": "oops"})
+    assert (status, body["field"]) == (400, "spec.rollout_percent")
+    status, body = rt.api("PUT", "/v1/config/default_model", {"value": "bedrock:a.b-v1:0"})
+    assert (status, body["field"]) == (400, "reason")
+
+
+def test_a_protected_change_needs_a_second_admin_and_rolls_back(rt: Any) -> None:
+    status, pending = rt.api("PUT", "/v1/config/max_sessions_global", {"value": 7, "reason": "cap load"})
+    assert status == 202 and pending["status"] == "pending_approval"
+    change = f"/v1/config/changes/{pending['change_id']}/approve"
+    assert rt.api("POST", change)[0] == 403  # the author cannot approve it
+    rt.as_principal("second-admin", ("admin",))
+    status, applied = rt.api("POST", change)
+    assert status == 200 and (applied["author"], applied["approved_by"]) == ("root", "second-admin")
+    assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == 7
+
+    status, rolled = rt.api(
+        "POST", "/v1/config/rollback", {"version": applied["version"] - 1, "reason": "undo"}
+    )
+    assert status == 200 and rolled["snapshot_version"] == applied["version"] + 1
+    assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == 100
+    status, back = rt.api("POST", "/v1/config/rollback", {"version": 999, "reason": "nothing there"})
+    assert (status, back["field"]) == (404, "version")
+    history = rt.api("GET", "/v1/config/history")[1]["versions"]
+    assert [v["kind"] for v in history[:3]] == ["rollback", "snapshot", "set"]
+    assert history[2]["approved_by"] == "second-admin" and history[2]["reason"] == "cap load"
+
+
+def test_the_fallback_chain_flag_switches_a_running_backend_without_redeploy(rt: Any) -> None:
+    from tdev import container
+    from tdev.llm.fallback import model_chain
+    from tdev.models import Execution, ExecutionStatus, utc_now
+
+    spec = container.agents().get("CodeAgent")
+    execution = Execution.model_validate(
+        {
+            "execution_id": "e-1",
+            "request": "x",
+            "project_id": "default",
+            "principal": "dev",
+            "status": ExecutionStatus.RUNNING,
+            "created_at": utc_now(),
+            "updated_at": utc_now(),
+            "correlation_id": "c-1",
+            "fallback_models": ["bedrock:amazon.nova-lite-v1:0"],
+            "model": "bedrock:amazon.nova-pro-v1:0",
+        }
+    )
+    assert model_chain(execution, spec) == ["bedrock:amazon.nova-pro-v1:0", "bedrock:amazon.nova-lite-v1:0"]
+    status, _ = rt.api("PUT", "/v1/flags/fallback_chain", {"spec": {"enabled": False}, "reason": "incident"})
+    assert status == 200
+    assert model_chain(execution, spec) == ["bedrock:amazon.nova-pro-v1:0"]
+    # and the configuration's default model and fallbacks apply where nothing else names one
+    plain = execution.model_copy(update={"model": None, "fallback_models": []})
+    rt.api("PUT", "/v1/flags/fallback_chain", {"spec": {"enabled": True}, "reason": "over"})
+    rt.api(
+        "PUT", "/v1/config/fallback_models", {"value": ["bedrock:amazon.nova-micro-v1:0"], "reason": "cheap"}
+    )
+    assert model_chain(plain, spec.model_copy(update={"model": None, "fallback_models": []})) == [
+        "offline:tdev-offline-1",
+        "bedrock:amazon.nova-micro-v1:0",
+    ]
+    rt.api("PUT", "/v1/config/fallback_models", {"value": [], "reason": "back"})
+
+
+def test_a_parameter_store_change_reaches_the_running_api_within_the_polling_interval(rt: Any) -> None:
+    """Last in this module: it leaves the developer rate-limited on the shared backend."""
+    # Given a running backend that lets the developer through
+    rt.as_principal("dev", ("developer",))
+    assert [rt.api("GET", "/v1/agents")[0] for _ in range(3)] == [200, 200, 200]
+    # When an operator tightens the rate limit in Parameter Store (no API, no redeploy)
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.put_parameter(Name="/t-developer/local/config/rate_limit_default", Value="2/600", Type="String")
+    time.sleep(POLL_SECONDS + 0.2)
+    # Then within the polling interval the running API enforces it
+    statuses = [rt.api("GET", "/v1/agents")[0] for _ in range(3)]
+    assert statuses[-1] == 429 and statuses.count(429) >= 1
+    ssm.delete_parameter(Name="/t-developer/local/config/rate_limit_default")
