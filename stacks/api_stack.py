@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -71,6 +72,34 @@ def handler_routes(folder: Path = API_HANDLER_DIR) -> tuple[tuple[str, str], ...
 
 # (method, path): the routes `functions/api/` serves. Anything else never reaches the function.
 ROUTES: tuple[tuple[str, str], ...] = handler_routes()
+
+
+def _executions_finding(consumer: Stack, state_machine: sfn.IStateMachine) -> str:
+    """The cdk-nag IAM5 finding of a grant on `state_machine`'s executions (arn:...:execution:<name>:*), as
+    it prints in `consumer`: the name comes from the producer stack's output that CDK publishes for the
+    machine's ARN ("Publish/Output<reference>", the id's hash as CDK's unique ids make it)."""
+    producer = Stack.of(state_machine)
+    reference = json.dumps(
+        producer.resolve(state_machine.state_machine_arn),
+        separators=(",", ":"),  # {"Ref": "<logical id>"}
+    )
+    output_id = f"Output{reference}"
+    digest = hashlib.md5(f"Publish/{output_id}".encode(), usedforsecurity=False).hexdigest()[:8].upper()
+    output_name = "Publish" + re.sub(r"[^A-Za-z0-9]", "", output_id) + digest
+    region = '{"Ref":"AWS::Region"}' if Token.is_unresolved(producer.region) else json.dumps(producer.region)
+    machine_name = (
+        '{"Fn::Select":[6,{"Fn::Split":[":",{"Fn::GetStackOutput":{"StackName":"'
+        + producer.stack_name
+        + '","Region":'
+        + region
+        + ',"OutputName":"'
+        + output_name
+        + '"}}]}]}'
+    )
+    prefix = as_nag_prints(consumer, "AwsSolutions-IAM5[Resource::arn:{partition}:states:{region}:{account}:")
+    return f"{prefix}execution:{machine_name}:*]"
+
+
 OPTIONAL_HEADERS = (
     "Idempotency-Key",
     "X-Correlation-Id",
@@ -160,6 +189,14 @@ class ApiStack(Stack):
         if field_key is not None:
             grant_field_encryption(field_key, self.function)
         state_machine.grant_start_execution(self.function)
+        # The kill switch (POST /v1/executions/{id}/cancel): stop this workflow's executions, nothing else.
+        state_machine.grant_execution(self.function, "states:StopExecution")
+        acknowledge(
+            self.function.role,  # type: ignore[arg-type]
+            _executions_finding(self, state_machine),
+            "StopExecution on this state machine's executions only: their names are the execution ids, "
+            "known at run time (the kill switch).",
+        )
 
         # The Lambda authorizer: validates JWTs of the issuer (JWKS, revocation) and API keys.
         authorizer = TdevFunction(

@@ -21,7 +21,8 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "run_agent": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     # The verify loop: reads the execution and earlier iterations (one partition query), stores its own.
     "run_project_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
-    "fix_failing_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
+    # ... and each fix's model calls reserve and settle on the execution's budget (tdev.data.budgets).
+    "fix_failing_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
     # The failure path's last step: reads the execution, records FAILED with its outbox event (a transaction).
     "record_compensation_failure": (
         "dynamodb:GetItem",

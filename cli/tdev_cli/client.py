@@ -46,6 +46,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/docs"),
         ("POST", "/v1/requests"),
         ("GET", "/v1/executions/{execution_id}"),
+        ("POST", "/v1/executions/{execution_id}/cancel"),
         ("GET", "/v1/executions/{execution_id}/history"),
         ("GET", "/v1/executions/{execution_id}/artifacts"),
         ("GET", "/v1/executions/{execution_id}/artifacts.zip"),
@@ -58,6 +59,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/sessions/{session_id}/pause"),
         ("POST", "/v1/sessions/{session_id}/resume"),
         ("POST", "/v1/sessions/{session_id}/terminate"),
+        ("POST", "/v1/sessions/{session_id}/kill"),
         ("POST", "/v1/sessions/{session_id}/heartbeat"),
         ("POST", "/v1/sessions/{session_id}/messages"),
         ("POST", "/v1/sessions/{session_id}/memory"),
@@ -241,6 +243,12 @@ class Client:
     def execution(self, execution_id: str) -> ExecutionView:
         return ExecutionView.model_validate(self._json("GET", f"/v1/executions/{_segment(execution_id)}"))
 
+    def cancel(self, execution_id: str) -> ExecutionView:
+        """The kill switch: the execution ends CANCELLED (again: the same; 409 when it ended otherwise)."""
+        return ExecutionView.model_validate(
+            self._json("POST", f"/v1/executions/{_segment(execution_id)}/cancel")
+        )
+
     def history(self, execution_id: str) -> dict[str, Any]:
         """The execution's events in order and the state they replay to."""
         return dict(self._json("GET", f"/v1/executions/{_segment(execution_id)}/history"))
@@ -310,6 +318,10 @@ class Client:
 
     def terminate_session(self, session_id: str) -> dict[str, Any]:
         return self._session_action(session_id, "terminate")
+
+    def kill_session(self, session_id: str) -> dict[str, Any]:
+        """Cancel the session's running executions and terminate it."""
+        return self._session_action(session_id, "kill")
 
     def heartbeat(self, session_id: str) -> dict[str, Any]:
         return self._session_action(session_id, "heartbeat")

@@ -25,6 +25,8 @@ STATUS_STYLE = {
     "COMPENSATED": "magenta",
     "DEGRADED": "yellow",
     "PLANNING": "dim",
+    "BUDGET_EXCEEDED": "red",
+    "CANCELLED": "magenta",
 }
 PREVIEW_LINES = 25
 
@@ -148,6 +150,9 @@ def summary(console: Console, view: dict[str, Any], seconds: float) -> None:
         f"{total}   cost: ${usage.get('cost_usd', 0.0):.6f}   "
         f"time: {seconds:.1f} s"
     )
+    budget = view.get("budget") or {}
+    if budget.get("budget_usd") is not None:
+        console.print(f"budget: ${budget['budget_usd']:.6f}   spent: ${budget.get('spent_usd', 0.0):.6f}")
     if view.get("error"):
         console.print(f"[red]error: {escape(view['error'])}[/red]")
     if view.get("compensations"):

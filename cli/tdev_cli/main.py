@@ -28,6 +28,13 @@ from tdev_cli import (
 from tdev_cli.function_logs import functions_output
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
+EXIT_BUDGET_EXCEEDED, EXIT_CANCELLED = 4, 5
+EXIT_CODES = {
+    "SUCCEEDED": EXIT_OK,
+    "DEGRADED": EXIT_DEGRADED,
+    "BUDGET_EXCEEDED": EXIT_BUDGET_EXCEEDED,
+    "CANCELLED": EXIT_CANCELLED,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a model to try when the previous one fails transiently (repeatable, in order)",
     )
     run.add_argument("--project", default="default", help="project id the execution belongs to")
+    run.add_argument(
+        "--budget",
+        type=float,
+        metavar="USD",
+        help="the most the request may spend on models (default: TDEV_DEFAULT_BUDGET_USD); a model call "
+        f"that could go over is not made and tdev exits {EXIT_BUDGET_EXCEEDED} (BUDGET_EXCEEDED)",
+    )
     run.add_argument("--json", action="store_true", help="print the final execution as JSON only")
     run.add_argument("--full", action="store_true", help="print each task's whole output")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the workflow")
@@ -69,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ZIP",
         help="start from a project in a zip archive (e.g. one `GET .../artifacts.zip` returned)",
     )
+
+    cancel = commands.add_parser(
+        "cancel",
+        help="cancel a running execution on the local backend (`tdev session backend`); Ctrl-C cancels "
+        "the execution `tdev run` follows",
+    )
+    cancel.add_argument("execution_id")
 
     agents = commands.add_parser("agents", help="list the registered agents")
     agents.add_argument("--json", action="store_true")
@@ -95,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     if args.command == "openapi":
         return _openapi()
+    if args.command == "cancel":
+        return _cancel(args)
     return _agents(args)
 
 
@@ -153,6 +176,8 @@ def _run(args: argparse.Namespace) -> int:
             fields["model"] = args.model
         if args.fallback:
             fields["fallback_models"] = args.fallback
+        if args.budget is not None:
+            fields["budget_usd"] = args.budget
         try:
             base, said = artifacts_cmd.base_fields(
                 runtime, args.from_execution, args.from_archive, args.project
@@ -168,23 +193,54 @@ def _run(args: argparse.Namespace) -> int:
             display.rejected(console, status, body)
             return EXIT_USAGE
         execution_id = body["execution_id"]
-        if args.json:
-            view = runtime.wait(execution_id, timeout=args.timeout)
-            print(json.dumps(view, indent=2), file=console.file)
-            _save_artifacts(runtime, execution_id, args.output)  # quietly: stdout is the JSON only
-        else:
-            if not (args.api or args.profile):  # remote functions log to CloudWatch
-                console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
-            view = display.follow(
-                console,
-                runtime,
-                execution_id,
-                timeout=args.timeout,
-                full=args.full,
-                note=lambda: _save_artifacts(runtime, execution_id, args.output),
-            )
+        try:
+            if args.json:
+                view = runtime.wait(execution_id, timeout=args.timeout)
+                print(json.dumps(view, indent=2), file=console.file)
+                _save_artifacts(runtime, execution_id, args.output)  # quietly: stdout is the JSON only
+            else:
+                if not (args.api or args.profile):  # remote functions log to CloudWatch
+                    console.print(f"[dim]function logs and metrics: {log_path}[/dim]")
+                view = display.follow(
+                    console,
+                    runtime,
+                    execution_id,
+                    timeout=args.timeout,
+                    full=args.full,
+                    note=lambda: _save_artifacts(runtime, execution_id, args.output),
+                )
+        except KeyboardInterrupt:  # Ctrl-C is the kill switch of the execution this command follows
+            status, view = runtime.api("POST", f"/v1/executions/{execution_id}/cancel")
+            console.print(f"cancelled: execution {execution_id} ({view.get('status', status)})")
+            return EXIT_CANCELLED if status == 200 else EXIT_FAILED
     final = view.get("status", "FAILED")
-    return {"SUCCEEDED": EXIT_OK, "DEGRADED": EXIT_DEGRADED}.get(final, EXIT_FAILED)
+    if final == "BUDGET_EXCEEDED" and not args.json:
+        console.print(
+            f"[red]stopped: the request's budget of ${(view.get('budget') or {}).get('budget_usd')} would "
+            f"have been exceeded by its next model call (exit {EXIT_BUDGET_EXCEEDED})[/red]"
+        )
+    return EXIT_CODES.get(final, EXIT_FAILED)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    """POST /v1/executions/{id}/cancel on the local backend, where executions outlive a command."""
+    from tdev_cli.session_cmd import STATE_FILE, BackendClient
+
+    console = _console()
+    with functions_output(".tdev/logs", "cancel"):
+        try:
+            backend = BackendClient.connect(STATE_FILE)
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/red]")
+            return EXIT_USAGE
+        with backend as runtime:
+            status, body = runtime.api("POST", f"/v1/executions/{args.execution_id}/cancel")
+    if status != 200:
+        console.print(f"[red]not cancelled (HTTP {status}): {body.get('message', body)}[/red]")
+        return EXIT_FAILED
+    spent = (body.get("budget") or {}).get("spent_usd", 0.0)
+    console.print(f"execution {args.execution_id}: {body['status']} (spent ${spent:.6f})")
+    return EXIT_OK
 
 
 def _save_artifacts(runtime: Any, execution_id: str, output: str | None) -> str:

@@ -9,10 +9,12 @@ CDK stacks use (table schema, ASL file and its substitutions), so local and depl
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -230,6 +232,8 @@ class LocalRuntime:
         patcher.start()
         self._stack.append(patcher.stop)
         self._stack.append(_terminal_errors_escape_states_all())
+        self._stack.append(_atomic_dynamodb_writes())
+        self._stack.append(_stopped_executions_stay_aborted())
 
         from tdev import container
 
@@ -423,8 +427,10 @@ class LocalRuntime:
         self.invocations.append((name, "ok"))
         return json.dumps(result).encode()
 
-    def invoke(self, function: str, event: dict[str, Any]) -> Any:
-        """Call a function's real handler with an event, as Lambda would."""
+    def invoke(self, function: str, event: dict[str, Any], *, take_turn: bool = True) -> Any:
+        """Call a function's real handler with an event, as Lambda would.
+
+        `take_turn=False`: run now, beside whatever handler has the turn (the kill switch, see `http`)."""
         if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
@@ -434,7 +440,8 @@ class LocalRuntime:
                 f"{request_bytes} byte payload is too large for the RequestResponse invocation type "
                 f"(limit {LAMBDA_SYNC_PAYLOAD_BYTES} bytes)"
             )
-        with self._invocation_lock, running(function):
+        turn = self._invocation_lock if take_turn else _logger_keys_kept()
+        with turn, running(function):
             started = time.monotonic()
             try:
                 result = module.lambda_handler(event, LambdaContext(function_name=function))
@@ -492,6 +499,11 @@ class LocalRuntime:
         context["identity"] = {**context.get("identity", {}), "sourceIp": source_ip}
         from tdev.security.routes import is_public
 
+        # The kill switch must not queue behind the work it stops: deployed, every invocation has its own
+        # container; here handler bodies take turns, and a looping agent would keep the turn for ever.
+        beside: dict[str, Any] = (  # passed only when set: tests and benchmarks wrap `invoke`
+            {"take_turn": False} if method.upper() == "POST" and KILL_SWITCH_PATH.fullmatch(path) else {}
+        )
         if not is_public(method, path):
             stage = event["requestContext"].get("stage", "local")
             method_arn = f"arn:aws:execute-api:{REGION}:{ACCOUNT}:local/{stage}/{method}{path}"
@@ -504,6 +516,7 @@ class LocalRuntime:
                         "headers": event["headers"],
                         "requestContext": event["requestContext"],
                     },
+                    **beside,
                 )
             except Exception as exc:
                 if str(exc) != "Unauthorized":
@@ -515,7 +528,7 @@ class LocalRuntime:
             context["authorizer"] = {"principalId": result["principalId"], **result["context"]}
         self._handler_time.seconds = 0.0
         try:
-            response = dict(self.invoke("api", event))
+            response = dict(self.invoke("api", event, **beside))
         except (RequestEntityTooLargeException, ResponseSizeTooLarge):
             # The integration failed (Lambda refused the event, or the function's answer was too large).
             return aws_gateway_response(502, "Internal server error")
@@ -588,6 +601,25 @@ class LocalRuntime:
                 sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+KILL_SWITCH_PATH = re.compile(r"/v1/executions/[A-Za-z0-9-]+/cancel|/v1/sessions/ses-[a-f0-9]+/kill")
+
+
+@contextlib.contextmanager
+def _logger_keys_kept() -> Iterator[None]:
+    """A handler run beside the one that has the turn: afterwards the functions' logger carries that one's
+    keys again (Powertools' keys are process-wide), not the keys this run appended."""
+    from tdev.observability import logger
+
+    saved = dict(logger.get_current_keys())
+    try:
+        yield
+    finally:
+        added = [key for key in logger.get_current_keys() if key not in saved]
+        if added:
+            logger.remove_keys(added)
+        logger.append_keys(**saved)
+
+
 def _payload_bytes(value: Any) -> int:
     """The size of a payload as Lambda receives it: JSON, binary values (stream records) base64-encoded."""
 
@@ -643,6 +675,72 @@ def _terminal_errors_escape_states_all() -> Callable[[], None]:
             patcher.stop()
 
     return stop
+
+
+def _atomic_dynamodb_writes() -> Callable[[], None]:
+    """As in DynamoDB, a conditional write checks its condition and writes in one step. Moto checks, then
+    writes, without a lock: two threads (the parallel tasks of a level reserving from one budget) could both
+    pass one condition. Its writes take turns here. Returns the function that undoes the patch."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    patchers = []
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def atomic(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return __original(self, *args, **kwargs)
+
+        patchers.append(mock.patch.object(DynamoDBBackend, name, atomic))
+    for patcher in patchers:
+        patcher.start()
+
+    def stop() -> None:
+        for patcher in reversed(patchers):
+            patcher.stop()
+
+    return stop
+
+
+def _stopped_executions_stay_aborted() -> Callable[[], None]:
+    """As in Step Functions, a stopped execution (StopExecution: the kill switch) ends ABORTED and runs
+    nothing more. Moto's interpreter stops too, but a Task still in flight that fails afterwards overwrote
+    the stop with its error (FAILED). Returns the function that undoes the patch."""
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    original = Environment.set_error
+
+    def set_error(self: Any, error: Any) -> None:
+        if isinstance(self._program_state, ProgramStopped):
+            return
+        original(self, error)
+
+    # A stop right after the start (a cancel as soon as a request is accepted) found moto's worker thread
+    # without its environment yet and failed; Step Functions stops such an execution too.
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    original_stop = ExecutionWorker.stop
+
+    def stop(self: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+        deadline = time.monotonic() + 5
+        while self.env is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        original_stop(self, stop_date=stop_date, error=error, cause=cause)
+
+    patchers = [
+        mock.patch.object(Environment, "set_error", set_error),
+        mock.patch.object(ExecutionWorker, "stop", stop),
+    ]
+    for patcher in patchers:
+        patcher.start()
+
+    def undo() -> None:
+        for patcher in reversed(patchers):
+            patcher.stop()
+
+    return undo
 
 
 def _real_aws_session() -> Any:

@@ -134,6 +134,31 @@ def get_execution(execution_id: ExecutionId) -> ExecutionView:
     return container.executions().view(execution_id)
 
 
+@app.post(
+    "/v1/executions/<execution_id>/cancel",
+    middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.rsplit('/', 2)[-2]}", "cancel")],
+    responses={
+        int(HTTPStatus.OK): {
+            "description": "CANCELLED, with what it spent (again: the same answer)",
+            "content": {"application/json": {"model": ExecutionView}},
+        },
+        int(HTTPStatus.CONFLICT): {
+            "description": "The execution already ended with another status",
+            "content": {"application/json": {"model": ErrorBody}},
+        },
+    },
+)
+def cancel_execution(execution_id: ExecutionId) -> ExecutionView:
+    """The kill switch: stop the workflow and the agents in flight; the execution ends CANCELLED with what
+    it spent. Idempotent; 409 when it already ended otherwise. Who may submit into its project may cancel."""
+    identity = security.identity_of(app)
+    project_id = _require_visible(execution_id, "execution_id")
+    attributes = projects().attributes(project_id, identity.principal)
+    security.authorize(app, identity, f"project/{project_id}", "execute", attributes)
+    workflow.cancel_execution(execution_id, by=identity.principal)
+    return container.executions().view(execution_id)
+
+
 @app.get(
     "/v1/executions/<execution_id>/history",
     middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.split('/')[3]}", "read")],
@@ -145,9 +170,9 @@ def get_execution_history(execution_id: ExecutionId) -> dict[str, Any]:
     return container.executions().history(execution_id)
 
 
-def _require_visible(execution_id: str, field: str) -> None:
+def _require_visible(execution_id: str, field: str) -> str:
     """Project members (and admins) only; in the shared project, only the submitter. Others get 404, as for
-    an execution that does not exist, with `field` named."""
+    an execution that does not exist, with `field` named. Returns the execution's project."""
     try:
         project_id, submitted_by = container.executions().submitted(execution_id)
     except NotFoundError:
@@ -155,6 +180,7 @@ def _require_visible(execution_id: str, field: str) -> None:
     projects().require_visible(
         security.identity_of(app), project_id, submitted_by, f"execution {execution_id}", field
     )
+    return project_id
 
 
 @app.get("/v1/agents", middlewares=[security.guard("agent/catalog", "list")])

@@ -99,6 +99,12 @@ def terminate_session(session_id: SessionId) -> dict[str, Any]:
     return service().terminate(session_id).view()
 
 
+@router.post("/v1/sessions/<session_id>/kill", middlewares=_guard("kill"))
+def kill_session(session_id: SessionId) -> dict[str, Any]:
+    """The kill switch of a session: its running executions are cancelled, then it is terminated."""
+    return service().kill(session_id, by=_principal())
+
+
 @router.post("/v1/sessions/<session_id>/heartbeat", middlewares=_guard("update"))
 def heartbeat(session_id: SessionId) -> dict[str, Any]:
     service().heartbeat(session_id)

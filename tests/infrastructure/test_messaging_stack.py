@@ -138,7 +138,9 @@ def test_rules_route_by_source_type_and_content_to_queues_with_dlq_retries_and_t
     by_type = {tuple(r["Properties"]["EventPattern"]["detail-type"]): r["Properties"] for r in rules.values()}
     outcomes = by_type[("RequestCompleted", "RequestFailed")]
     assert outcomes["EventPattern"]["source"] == ["t-developer.orchestrator"]
-    assert outcomes["EventPattern"]["detail"] == {"data": {"status": ["SUCCEEDED", "DEGRADED", "FAILED"]}}
+    assert outcomes["EventPattern"]["detail"] == {
+        "data": {"status": ["SUCCEEDED", "DEGRADED", "FAILED", "BUDGET_EXCEEDED", "CANCELLED"]}
+    }
     for rule in rules.values():
         (target,) = rule["Properties"]["Targets"]
         assert "DeadLetterConfig" in target

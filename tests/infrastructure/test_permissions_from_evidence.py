@@ -261,6 +261,10 @@ def _drive_every_path(rt: Any) -> None:
     )
     assert status == 202, follow_up
     assert rt.wait(follow_up["execution_id"])["base"]["execution_id"] == fixed["execution_id"]
+    # The kill switch: a request cancelled as soon as it is accepted (StopExecution on its workflow).
+    accepted = rt.submit("Design and implement a REST API for bookmarks")
+    status, cancelled = rt.api("POST", f"/v1/executions/{accepted}/cancel")
+    assert (status, cancelled["status"]) == (200, "CANCELLED"), cancelled
     # 2. The read routes.
     artifacts = f"/v1/executions/{fixed['execution_id']}/artifacts"
     for path in (

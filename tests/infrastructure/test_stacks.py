@@ -579,6 +579,19 @@ def test_the_api_function_may_start_only_the_workflow(dev: Synthesized) -> None:
 
 
 @pytest.mark.slow
+def test_the_api_function_may_stop_only_the_workflows_executions(dev: Synthesized) -> None:
+    stops = [
+        s
+        for s in statements(dev.template_json(dev.stacks.api))
+        if "states:StopExecution" in as_list(s["Action"])
+    ]
+    assert len(stops) == 1 and as_list(stops[0]["Action"]) == ["states:StopExecution"]
+    resource = json.dumps(stops[0]["Resource"])
+    # arn:...:execution:<the workflow's name>:* -- the executions of the one state machine, no other
+    assert ":execution:" in resource and "RequestWorkflow" in resource and '"*"' not in resource
+
+
+@pytest.mark.slow
 def test_waf_guards_the_api_where_enabled(dev: Synthesized, prod: Synthesized) -> None:
     dev.template(dev.stacks.api).resource_count_is("AWS::WAFv2::WebACL", 0)
     prod.template(prod.stacks.api).resource_count_is("AWS::WAFv2::WebACLAssociation", 1)

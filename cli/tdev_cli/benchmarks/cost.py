@@ -95,12 +95,12 @@ def measure_request(
                 runtime.published_events()  # drained: only this request's events are counted below
         invoke = runtime.invoke
 
-        def timed_invoke(function: str, event: dict[str, Any]) -> Any:
+        def timed_invoke(function: str, event: dict[str, Any], **beside: Any) -> Any:
             counted = meter._counting()
             with runtime._invocation_lock:  # handler bodies take turns here; time the body, not the wait
                 started = time.perf_counter()
                 try:
-                    return invoke(function, event)
+                    return invoke(function, event, **beside)
                 finally:
                     if counted:
                         durations.append((function, (time.perf_counter() - started) * 1000))

@@ -106,3 +106,20 @@ class UnsupportedMediaTypeError(TDevError):
 
     status_code = 415
     code = "UnsupportedMediaType"
+
+
+# Named as the ASL errors the workflow catches (the spec names them), hence no "Error" suffix.
+class BudgetExceeded(TDevError):
+    """A model call's worst-case cost would take the request over its budget: the call is not made, the
+    request ends BUDGET_EXCEEDED (tdev.data.budgets)."""
+
+    status_code = 402
+    code = "BudgetExceeded"
+
+
+class ExecutionCancelled(TDevError):
+    """The execution was cancelled (or already finished): agents stop before their next model call or
+    tool step."""
+
+    status_code = 409
+    code = "ExecutionCancelled"

@@ -7,6 +7,7 @@ from the same definitions the code runs on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,6 +21,7 @@ MAX_REQUEST_CHARS = 20_000
 MAX_ARCHIVE_BYTES = 512 * 1024
 MAX_ARCHIVE_BASE64_CHARS = 4 * -(-MAX_ARCHIVE_BYTES // 3)
 EXECUTION_ID_PATTERN = r"^[A-Za-z0-9-]{1,80}$"
+MAX_BUDGET_USD = 1_000.0  # per request; a larger figure is a typo, not a budget
 
 ModelName = Annotated[
     str,
@@ -40,10 +42,18 @@ class ExecutionStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     DEGRADED = "DEGRADED"  # succeeded, but a task behind a soft dependency failed
     FAILED = "FAILED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # stopped before a model call that could have overspent its budget
+    CANCELLED = "CANCELLED"  # stopped on request (POST /v1/executions/{id}/cancel)
 
     @property
     def terminal(self) -> bool:
-        return self in {ExecutionStatus.SUCCEEDED, ExecutionStatus.DEGRADED, ExecutionStatus.FAILED}
+        return self in {
+            ExecutionStatus.SUCCEEDED,
+            ExecutionStatus.DEGRADED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.BUDGET_EXCEEDED,
+            ExecutionStatus.CANCELLED,
+        }
 
 
 class TaskStatus(StrEnum):
@@ -108,6 +118,16 @@ class RequestIn(BaseModel):
         description="Start from an uploaded project: a zip archive, base64-encoded (at most "
         f"{MAX_ARCHIVE_BYTES // 1024} KiB zipped; relative paths only, no symlinks; a top-level project/ "
         "folder, as in the artifacts zip, is dropped).",
+    )
+
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_BUDGET_USD,
+        allow_inf_nan=False,
+        description="The most this request may spend on models, in USD (default: the deployment's "
+        "TDEV_DEFAULT_BUDGET_USD). Each model call reserves its worst case first; a call that would go over "
+        "is not made and the request ends BUDGET_EXCEEDED.",
     )
 
     @field_validator("base_archive")
@@ -231,6 +251,11 @@ class Usage(BaseModel):
         )
 
 
+def to_micro_usd(usd: float) -> int:
+    """USD → whole micro-USD, rounded up: budgets keep integer books, a cost is never under-counted."""
+    return max(0, math.ceil(round(usd * 1_000_000, 6)))
+
+
 class ModelHop(BaseModel):
     """One model tried for a task: which, how it went (succeeded, transient, failed, breaker_open, ...)."""
 
@@ -318,6 +343,12 @@ class Execution(BaseModel):
     # Set when the failure path itself failed for good: the request is FAILED, its compensation incomplete.
     compensation_error: str | None = None
     base: ProjectBase | None = None
+    # The request's budget (USD; None: no cap) and its ledger, in micro-USD so the conditional updates that
+    # reserve and settle model calls add whole numbers (tdev.data.budgets).
+    budget_usd: float | None = None
+    reserved_micro_usd: int = 0
+    spent_micro_usd: int = 0
+    cancel_requested_at: str | None = None
     version: int = 0
 
     @field_validator("created_at", "updated_at", mode="before")
@@ -331,6 +362,14 @@ class Execution(BaseModel):
             return 0.0
         done = sum(1 for t in self.tasks.values() if t.status not in {TaskStatus.PENDING, TaskStatus.RUNNING})
         return round(done / len(self.tasks), 4)
+
+
+class BudgetView(BaseModel):
+    """The budget of a request: the cap, what settled model calls spent, what calls in flight reserved."""
+
+    budget_usd: float | None = Field(description="The cap in USD; null: no cap.")
+    spent_usd: float = Field(description="What the request's settled model calls cost (their real usage).")
+    reserved_usd: float = Field(description="Worst cases reserved by model calls still in flight.")
 
 
 class ExecutionView(BaseModel):
@@ -361,6 +400,12 @@ class ExecutionView(BaseModel):
     )
     base: ProjectBase | None = Field(
         default=None, description="The existing project the workspace started from, if any."
+    )
+    budget: BudgetView | None = Field(
+        default=None, description="The request's budget and what its model calls spent and hold reserved."
+    )
+    cancel_requested_at: str | None = Field(
+        default=None, description="When cancelling was asked for (POST /v1/executions/{id}/cancel)."
     )
 
 

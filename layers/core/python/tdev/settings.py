@@ -51,6 +51,13 @@ class Settings(BaseModel):
     workspace_bucket: str | None = Field(default=None, alias="WORKSPACE_BUCKET")
     workspace_dir: str = Field(default=".tdev/workspaces", alias="TDEV_WORKSPACE_DIR")
     sandbox_function_name: str | None = Field(default=None, alias="SANDBOX_FUNCTION_NAME")
+    # Budgets (tdev.data.budgets): a request without `budget_usd` gets this cap; every model call is held
+    # to at most this many output tokens, which is also the output part of the worst case it reserves.
+    default_budget_usd: float = Field(default=10.0, gt=0, le=1_000.0, alias="TDEV_DEFAULT_BUDGET_USD")
+    max_output_tokens: int = Field(default=8_192, ge=16, le=200_000, alias="TDEV_MAX_OUTPUT_TOKENS")
+    # The deployment's own model prices, JSON {"provider:model-id": [USD/1k in, USD/1k out]}: they win over
+    # the catalogue's (tdev.llm.catalog.price_of).
+    model_prices: str | None = Field(default=None, max_length=20_000, alias="TDEV_MODEL_PRICES")
     # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
     config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
 
@@ -63,3 +70,9 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         names = ", ".join(str(err["loc"][0]) for err in exc.errors())
         raise ConfigurationError(f"invalid or missing environment variables: {names}") from exc
+
+
+def configured_model_prices() -> str | None:
+    """TDEV_MODEL_PRICES alone, without the rest of the settings: prices are read where no table is
+    configured too (`tdev models`, the router's ranking, benchmarks)."""
+    return os.environ.get(str(Settings.model_fields["model_prices"].alias)) or None

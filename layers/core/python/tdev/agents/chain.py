@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tdev.agents.runtime import AgentRun, run_agent
-from tdev.errors import AgentError, TDevError, TransientError
+from tdev.errors import AgentError, BudgetExceeded, ExecutionCancelled, TDevError, TransientError
 from tdev.llm.catalog import resolve_model
 from tdev.llm.fallback import Admission, ChainExhaustedError, Hop, note_hop
 from tdev.llm.guards import Guards
@@ -54,6 +54,8 @@ def run_chain(
         started = time.perf_counter()
         try:
             run = run_agent(spec, name, prompt, model=resolve(name), tools=tools)
+        except (BudgetExceeded, ExecutionCancelled):
+            raise  # the request stops: not the model's failure, nothing for its breaker or the next model
         except TDevError as exc:
             duration_ms = int((time.perf_counter() - started) * 1000)
             transient = isinstance(exc, TransientError)

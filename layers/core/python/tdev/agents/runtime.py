@@ -25,9 +25,11 @@ from agno.run.base import RunStatus
 from agno.tools import Toolkit
 
 from tdev.agents.tools import MAX_TOOL_CALLS
-from tdev.errors import AgentError, TransientError
+from tdev.errors import AgentError, BudgetExceeded, ExecutionCancelled, TransientError
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
+from tdev.llm.metering import meter_model, stop_check_hook
 from tdev.models import AgentResult, AgentSpec, AgentTask, TaskStatus, Usage
+from tdev.settings import get_settings
 
 WORKSPACE_INSTRUCTION = (
     "You work on the project's files through your workspace tools: paths are relative to the project "
@@ -81,6 +83,7 @@ def build_agent(
         instructions=instructions,
         tools=list(tools),
         tool_call_limit=MAX_TOOL_CALLS if tools else None,
+        tool_hooks=[stop_check_hook] if tools else None,  # a cancelled execution runs no further tool step
         telemetry=False,
     )
 
@@ -219,6 +222,8 @@ def run_agent(
     cannot (access denied, invalid request, empty answer). `model` is an already-resolved model, if any.
     """
     resolved = model if model is not None else resolve_model(model_name)
+    # Each model call reserves its worst case from the request's budget first (when a ledger is in use).
+    meter_model(resolved, model_name, get_settings().max_output_tokens)
     agent = build_agent(spec, model_name, model=resolved, tools=tools)
     _record_raised_exceptions(resolved)
     raised: list[BaseException] = []
@@ -232,6 +237,9 @@ def run_agent(
         _raised_by_model.reset(token)
     duration_ms = int((time.perf_counter() - started) * 1000)
 
+    stop = next((e for e in raised if isinstance(e, BudgetExceeded | ExecutionCancelled)), None)
+    if stop is not None:  # the ledger refused a call: the request stops, whatever Agno made of it
+        raise stop
     if output.status is not RunStatus.completed:
         # Prefer the exception the model raised; Agno's error text is the fallback when none was recorded.
         cause = (

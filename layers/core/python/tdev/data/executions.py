@@ -42,6 +42,7 @@ from tdev.data.verify import iterations_from_items
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, TransientError
 from tdev.models import (
     AgentResult,
+    BudgetView,
     Execution,
     ExecutionStatus,
     ExecutionView,
@@ -49,6 +50,7 @@ from tdev.models import (
     TaskState,
     TaskStatus,
     Usage,
+    to_micro_usd,
     utc_now,
 )
 
@@ -191,7 +193,11 @@ class ExecutionRepository:
         data = execution.model_dump(mode="json")
         data["request"] = self._fields.seal(data["request"], execution_key(execution.execution_id), "request")
         created = data["created_at"]
+        ledger: dict[str, Any] = {}
+        if execution.budget_usd is not None:  # the books of tdev.data.budgets start with the whole cap
+            ledger["budget_left_micro_usd"] = to_micro_usd(execution.budget_usd)
         return {
+            **ledger,
             **execution_key(execution.execution_id),
             "entity": "EXECUTION",
             **data,
@@ -294,6 +300,12 @@ class ExecutionRepository:
             verify=iterations_from_items(items),
             compensation_error=execution.compensation_error,
             base=execution.base,
+            budget=BudgetView(
+                budget_usd=execution.budget_usd,
+                spent_usd=round(execution.spent_micro_usd / 1_000_000, 6),
+                reserved_usd=round(execution.reserved_micro_usd / 1_000_000, 6),
+            ),
+            cancel_requested_at=execution.cancel_requested_at,
         )
 
     def history(self, execution_id: str) -> dict[str, Any]:

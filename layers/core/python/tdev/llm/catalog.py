@@ -5,11 +5,13 @@ One place decides all three so the agent runtime, the router and the cost report
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from agno.exceptions import (
@@ -19,7 +21,13 @@ from agno.exceptions import (
     ModelRateLimitError,
 )
 
-from tdev.errors import AgentError, TDevError, TransientError, UnknownModelProviderError
+from tdev.errors import (
+    AgentError,
+    ConfigurationError,
+    TDevError,
+    TransientError,
+    UnknownModelProviderError,
+)
 from tdev.llm.offline import OfflineModel
 from tdev.llm.providers import SUPPORTED_PROVIDERS, build_model
 
@@ -122,8 +130,30 @@ PRICES: dict[str, Price] = {
 _INFERENCE_PROFILE = re.compile(r"^(?:us-gov|us|eu|apac|jp|au|ca|global)\.(?=[a-z0-9-]+\.)")
 
 
+@lru_cache(maxsize=4)
+def _price_overrides(configured: str | None) -> dict[str, Price]:
+    """TDEV_MODEL_PRICES: {"provider:model-id": [USD per 1k input, USD per 1k output], ...}."""
+    if not configured:
+        return {}
+    try:
+        table = json.loads(configured)
+        return {str(name): Price(float(pair[0]), float(pair[1])) for name, pair in table.items()}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ConfigurationError(
+            'TDEV_MODEL_PRICES must be {"provider:model-id": [input_per_1k, output_per_1k], ...}'
+        ) from exc
+
+
 def price_of(model_name: str) -> Price | None:
-    """The price of a model, or None when the table does not know it (malformed names included)."""
+    """The price of a model, or None when the table does not know it (malformed names included).
+
+    The deployment's own prices (TDEV_MODEL_PRICES: negotiated rates, or a price for the offline model to
+    try budgets locally) win over both tables."""
+    from tdev.settings import configured_model_prices
+
+    override = _price_overrides(configured_model_prices()).get(model_name.strip())
+    if override is not None:
+        return override
     try:
         provider, model_id = parse_model_name(model_name)
     except UnknownModelProviderError:

@@ -61,7 +61,7 @@ REQUEST_OUTCOMES = RuleSpec(
     pattern={
         "source": ["t-developer.orchestrator"],
         "detail-type": ["RequestCompleted", "RequestFailed"],
-        "detail": {"data": {"status": ["SUCCEEDED", "DEGRADED", "FAILED"]}},
+        "detail": {"data": {"status": ["SUCCEEDED", "DEGRADED", "FAILED", "BUDGET_EXCEEDED", "CANCELLED"]}},
     },
     queue=NOTIFICATIONS.name,
     input_paths={

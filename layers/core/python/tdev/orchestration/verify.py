@@ -137,7 +137,9 @@ def compose_fix_prompt(
 def fix_failing_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     """The code agent fixes what verify iteration `iteration` found; recorded for iteration + 1."""
     from tdev.agents.chain import run_chain
+    from tdev.data.budgets import ledger_for
     from tdev.llm.fallback import model_chain, shared_guards
+    from tdev.llm.metering import metered
 
     records = container.verify_records()
     record = next((r for r in records.iterations(execution_id) if r.iteration == iteration), None)
@@ -155,7 +157,8 @@ def fix_failing_tests(execution_id: str, iteration: int) -> dict[str, Any]:
         [f.path for f in workspace.files()],
         existing_files=execution.base.files if execution.base else (),
     )
-    chained = run_chain(spec, model_chain(execution, spec), prompt, guards=shared_guards(), tools=[tools])
+    with metered(ledger_for(execution)):  # the fixes spend from the request's budget too
+        chained = run_chain(spec, model_chain(execution, spec), prompt, guards=shared_guards(), tools=[tools])
     fix = FixRun(
         iteration=iteration + 1,
         model=chained.run.model,

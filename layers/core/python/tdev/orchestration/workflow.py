@@ -17,10 +17,13 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
 
 from tdev import aws, container
+from tdev.data.budgets import ledger_for, read_state, request_cancel
 from tdev.data.executions import Outcome, outcome_event_id
 from tdev.errors import (
     AgentError,
+    BudgetExceeded,
     ConflictError,
+    ExecutionCancelled,
     TDevError,
     TransientError,
     UnknownModelProviderError,
@@ -88,6 +91,7 @@ def submit_request(
         updated_at=now,
         correlation_id=correlation_id,
         base=base.source if base else None,
+        budget_usd=body.budget_usd if body.budget_usd is not None else get_settings().default_budget_usd,
     )
     stored, created = container.executions().create(
         execution, idempotency_key=idempotency_key, request_hash=request_hash(body)
@@ -194,6 +198,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     from tdev.agents.chain import run_chain
     from tdev.agents.runtime import compose_prompt
     from tdev.llm.fallback import model_chain, shared_guards
+    from tdev.llm.metering import metered
     from tdev.orchestration.verify import agent_tools
 
     executions = container.executions()
@@ -216,18 +221,22 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     tools = agent_tools(spec, execution_id)  # the execution's workspace, when the role works on files
     started = time.perf_counter()
     try:
-        chained = run_chain(
-            spec,
-            chain,
-            compose_prompt(
-                execution.request,
-                task,
-                upstream,
-                existing_files=execution.base.files if execution.base else (),
-            ),
-            guards=shared_guards(),
-            tools=[tools] if tools else [],
-        )
+        with metered(ledger_for(execution)):  # every model call reserves from the request's budget
+            chained = run_chain(
+                spec,
+                chain,
+                compose_prompt(
+                    execution.request,
+                    task,
+                    upstream,
+                    existing_files=execution.base.files if execution.base else (),
+                ),
+                guards=shared_guards(),
+                tools=[tools] if tools else [],
+            )
+    except (BudgetExceeded, ExecutionCancelled) as exc:  # the request stops; not the agent's failure
+        logger.warning("task stopped", extra={"task_id": task_id, "agent": task.agent, "reason": str(exc)})
+        raise
     except TDevError as exc:
         duration_ms = int((time.perf_counter() - started) * 1000)
         _record_agent_metrics(
@@ -385,20 +394,48 @@ def compensate(execution_id: str, error: dict[str, Any] | None) -> dict[str, Any
         execution = executions.get(execution_id)
     except TDevError:
         raise AgentError(f"cannot compensate: execution {execution_id} not found ({message})") from None
+    if execution.status.terminal:  # cancelled through the API (which recorded it), or a retried step
+        return _finished(execution_id, execution.status)
+    undone = _undo(execution)
+    status = _record_failed(execution, message, compensated=undone, status=stopped_status(error))
+    metrics.add_metric(name=STATUS_METRICS[status], unit=MetricUnit.Count, value=1)
+    logger.error("request failed", extra={"error": message, "compensated": undone, "status": status.value})
+    return _finished(execution_id, status)
+
+
+def _undo(execution: Execution) -> list[str]:
+    """Withdraw completed tasks' results in reverse order, skip the tasks that had not finished."""
+    executions = container.executions()
     undone: list[str] = []
     for level in reversed(execution.levels):
         for task_id in reversed(level):
             state = execution.tasks[task_id]
             if state.status in {TaskStatus.SUCCEEDED, TaskStatus.COMPENSATED}:
-                executions.record_compensation(execution_id, task_id, "withdrew the task's published result")
-                executions.set_task_status(execution_id, task_id, TaskStatus.COMPENSATED)
+                executions.record_compensation(
+                    execution.execution_id, task_id, "withdrew the task's published result"
+                )
+                executions.set_task_status(execution.execution_id, task_id, TaskStatus.COMPENSATED)
                 undone.append(task_id)
             elif state.status in {TaskStatus.PENDING, TaskStatus.RUNNING}:
-                executions.set_task_status(execution_id, task_id, TaskStatus.SKIPPED)
-    status = _record_failed(execution, message, compensated=undone)
-    metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
-    logger.error("request failed", extra={"error": message, "compensated": undone})
-    return _finished(execution_id, status)
+                executions.set_task_status(execution.execution_id, task_id, TaskStatus.SKIPPED)
+    return undone
+
+
+# A request stopped by its budget or by a cancel ends in its own status, with the same saga and event.
+STOPPED_BY = {
+    BudgetExceeded.__name__: ExecutionStatus.BUDGET_EXCEEDED,
+    ExecutionCancelled.__name__: ExecutionStatus.CANCELLED,
+}
+STATUS_METRICS = {
+    ExecutionStatus.FAILED: "RequestsFailed",
+    ExecutionStatus.BUDGET_EXCEEDED: "RequestsBudgetExceeded",
+    ExecutionStatus.CANCELLED: "RequestsCancelled",
+}
+
+
+def stopped_status(error: dict[str, Any] | None) -> ExecutionStatus:
+    """The terminal status a failure path records for a Step Functions error ({Error, Cause})."""
+    return STOPPED_BY.get(str((error or {}).get("Error", "")), ExecutionStatus.FAILED)
 
 
 @tracer.capture_method
@@ -421,7 +458,9 @@ def record_compensation_failure(
     message = error_message(error)
     why = error_message(compensation_error)
     undone = executions.recorded_compensations(execution_id)
-    status = _record_failed(execution, message, compensated=undone, compensation_error=why)
+    status = _record_failed(
+        execution, message, compensated=undone, compensation_error=why, status=stopped_status(error)
+    )
     metrics.add_metric(name="CompensationsFailed", unit=MetricUnit.Count, value=1)
     logger.error(
         "request failed and its compensation failed",
@@ -440,13 +479,72 @@ def fail_unrecorded(execution_id: str, reason: str) -> dict[str, Any]:
     execution = executions.get(execution_id)
     if execution.status.terminal:
         return _finished(execution_id, execution.status)
-    try:
-        status = _record_failed(execution, reason)
+    try:  # a workflow stopped by a cancel whose recording was lost is still a cancel
+        cancelled = execution.cancel_requested_at is not None
+        status = _record_failed(
+            execution,
+            f"cancelled at {execution.cancel_requested_at}" if cancelled else reason,
+            status=ExecutionStatus.CANCELLED if cancelled else ExecutionStatus.FAILED,
+        )
     except ConflictError:
         return _finished(execution_id, executions.get(execution_id).status)
     metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
     logger.error("request failed: reconciled", extra={"execution_id": execution_id, "error": reason})
     return _finished(execution_id, status)
+
+
+@tracer.capture_method
+def cancel_execution(execution_id: str, *, by: str) -> ExecutionStatus:
+    """The kill switch: flag the execution (agents stop before their next model call or tool step), stop
+    its workflow, and record CANCELLED with what it spent, through the same saga as a failure.
+
+    Idempotent: an execution already CANCELLED answers CANCELLED again; any other terminal status is a
+    ConflictError (409). A flag set by an earlier attempt that failed before recording is finished here.
+    """
+    executions = container.executions()
+    execution = executions.get(execution_id)
+    if execution.status == ExecutionStatus.CANCELLED:
+        return execution.status
+    if execution.status.terminal or not request_cancel(get_settings().table_name, execution_id):
+        current = executions.get(execution_id).status
+        if current == ExecutionStatus.CANCELLED:
+            return current
+        raise ConflictError(
+            f"execution {execution_id} already finished as {current.value}", field="execution_id"
+        )
+    stop_workflow(execution_id, f"cancelled by {by}")
+    execution = executions.get(execution_id)  # with the flag, and the tasks as they are now
+    try:
+        status = _record_failed(
+            execution, f"cancelled by {by}", compensated=_undo(execution), status=ExecutionStatus.CANCELLED
+        )
+    except ConflictError:  # the workflow recorded an outcome first (a task saw the flag: CANCELLED too)
+        current = executions.get(execution_id).status
+        if current != ExecutionStatus.CANCELLED:
+            raise
+        return current
+    metrics.add_metric(name=STATUS_METRICS[status], unit=MetricUnit.Count, value=1)
+    logger.warning("request cancelled", extra={"execution_id": execution_id, "by": by})
+    return status
+
+
+def stop_workflow(execution_id: str, cause: str) -> bool:
+    """StopExecution on the execution's workflow (named after the execution id); False when there is none
+    (never started, or already ended)."""
+    settings = get_settings()
+    if not settings.state_machine_arn:
+        raise TDevError("STATE_MACHINE_ARN is not configured for this function")
+    arn = settings.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{execution_id}"
+    try:
+        aws.client("stepfunctions").stop_execution(executionArn=arn, error="ExecutionCancelled", cause=cause)
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        if code == "ExecutionDoesNotExist":
+            return False
+        if code in STARTS_RETRYABLE:
+            raise TransientError(f"could not stop the workflow ({code}); retry the cancel") from exc
+        raise
+    return True
 
 
 def _record_failed(
@@ -455,12 +553,18 @@ def _record_failed(
     *,
     compensated: list[str] | None = None,
     compensation_error: str | None = None,
+    status: ExecutionStatus = ExecutionStatus.FAILED,
 ) -> ExecutionStatus:
-    """Record FAILED and its RequestFailed event in one write (compensate, a failed compensation, the
-    reconciler): what the request used, its failed tasks, the error and what was compensated."""
+    """Record FAILED (or BUDGET_EXCEEDED, CANCELLED) and its RequestFailed event in one write (compensate,
+    a failed compensation, the reconciler, a cancel): what the request used, its failed tasks, the error and
+    what was compensated."""
     usage = _request_usage(execution)
+    # What the model calls spent by the ledger's books, calls still in flight included once they settle:
+    # a stopped request's running tasks never stored a usage of their own.
+    spent = read_state(get_settings().table_name, execution.execution_id).spent_micro_usd / 1_000_000
+    if spent > usage.cost_usd:
+        usage = usage.model_copy(update={"cost_usd": round(spent, 8)})
     failed = [t for t, s in execution.tasks.items() if s.status == TaskStatus.FAILED]
-    status = ExecutionStatus.FAILED
     container.executions().finish(
         execution.execution_id,
         status,

@@ -327,6 +327,8 @@ BUILTIN_ROLES: dict[str, Role] = {
         inherits=("viewer",),
         permissions=(
             Permission("developer-submit", "request/*", "create"),
+            # Cancel: the route then needs the execution visible and `execute` on its project.
+            Permission("developer-cancel", "execution/*", "cancel"),
             Permission("developer-project-create", "project/*", "create"),
             Permission("developer-own-projects", "project/*", "*", conditions=(OWNER,)),
             Permission("developer-member-submit", "project/*", "execute", conditions=(MEMBER,)),

@@ -190,6 +190,28 @@ class SessionService:
         _metric("SessionsClosed", 1)
         return session
 
+    def kill(self, session_id: str, *, by: str) -> dict[str, Any]:
+        """The session's kill switch: cancel each of its executions still running (the execution's kill
+        switch, tdev.orchestration.workflow.cancel_execution), then terminate the session. Returns the
+        session and the executions cancelled."""
+        from tdev.errors import ConflictError
+        from tdev.models import ExecutionStatus
+        from tdev.orchestration.workflow import cancel_execution
+
+        cancelled: list[str] = []
+        for execution_id in self.repo.get(session_id, with_requests=True).request_ids:
+            try:
+                if cancel_execution(execution_id, by=by) == ExecutionStatus.CANCELLED:
+                    cancelled.append(execution_id)
+            except ConflictError:  # it ended before the kill: nothing to stop
+                continue
+        try:
+            view = self.terminate(session_id, reason=f"killed by {by}").view()
+        except ConflictError:  # already closed: its executions were what was left to stop
+            view = self.get(session_id)
+        _metric("SessionsKilled", 1)
+        return {**view, "cancelled_executions": cancelled}
+
     def heartbeat(self, session_id: str, worker: str = "api") -> None:
         self.require_active(session_id)
         self.heartbeats.beat(session_id, worker)
