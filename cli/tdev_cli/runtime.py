@@ -729,7 +729,7 @@ def _stopped_executions_stay_aborted() -> Callable[[], None]:
             time.sleep(0.01)
         original_stop(self, stop_date=stop_date, error=error, cause=cause)
 
-    patchers = [
+    patchers: list[Any] = [
         mock.patch.object(Environment, "set_error", set_error),
         mock.patch.object(ExecutionWorker, "stop", stop),
     ]
