@@ -197,6 +197,14 @@ class ApiStack(Stack):
             "StopExecution on this state machine's executions only: their names are the execution ids, "
             "known at run time (the kill switch).",
         )
+        # CDK writes that grant's execution ARN as Fn::Split of the machine ARN the orchestration stack
+        # publishes (Fn::GetStackOutput, a string); cfn-lint's schema does not list Fn::GetStackOutput
+        # among Fn::Split's string-valued arguments (E1022). Ignored on this one policy, for that rule only.
+        policy = self.function.role.node.try_find_child("DefaultPolicy")  # type: ignore[union-attr]
+        if policy is not None:
+            policy.node.default_child.add_metadata(  # type: ignore[union-attr]
+                "cfn-lint", {"config": {"ignore_checks": ["E1022"]}}
+            )
 
         # The Lambda authorizer: validates JWTs of the issuer (JWKS, revocation) and API keys.
         authorizer = TdevFunction(

@@ -445,6 +445,8 @@ def _every_route() -> list[tuple[str, str]]:
         "session_id": "ses-0123abcd",
         "execution_id": "00000000-0000-4000-8000-000000000000",
         "project_id": "proj-x",
+        "key": "default_model",
+        "change_id": "0123456789abcdef",
     }
     routes = []
     for path, methods in document["paths"].items():

@@ -107,6 +107,12 @@ def test_a_stored_role_that_no_longer_validates_denies_everything(secured: Any, 
         ExpressionAttributeValues={":one": 1},
     )
     time.sleep(2.1)  # the revision check interval: every container sees the change within it
+    # With the shared read cache, the roles listing is invalidated by put_role; an edit behind the API's
+    # back must invalidate it as well (or wait for its TTL), as an operator's manual change would.
+    from tdev import caching
+    from tdev.security.rbac import PolicyStore
+
+    caching.named("roles").invalidate(PolicyStore.CACHE_KEY, strict=True)
     # Its holders are refused (403), never answered 500, even together with a role that would allow.
     for roles in (("broken",), ("viewer", "broken")):
         status, body = secured.api("GET", "/v1/agents", headers=_auth(secured.token(user, roles)))
