@@ -76,3 +76,16 @@ def configured_model_prices() -> str | None:
     """TDEV_MODEL_PRICES alone, without the rest of the settings: prices are read where no table is
     configured too (`tdev models`, the router's ranking, benchmarks)."""
     return os.environ.get(str(Settings.model_fields["model_prices"].alias)) or None
+
+
+class _OutputCap(BaseModel):
+    max_output_tokens: int = Settings.model_fields["max_output_tokens"]
+
+
+def configured_max_output_tokens() -> int:
+    """TDEV_MAX_OUTPUT_TOKENS alone, validated as Settings validates it: every model call is capped, also
+    where no table is configured (`tdev bench`, an agent run outside a deployment)."""
+    try:
+        return _OutputCap.model_validate(dict(os.environ)).max_output_tokens
+    except ValidationError as exc:
+        raise ConfigurationError("invalid environment variable: TDEV_MAX_OUTPUT_TOKENS") from exc

@@ -29,7 +29,7 @@ from tdev.errors import AgentError, BudgetExceeded, ExecutionCancelled, Transien
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
 from tdev.llm.metering import meter_model, stop_check_hook
 from tdev.models import AgentResult, AgentSpec, AgentTask, TaskStatus, Usage
-from tdev.settings import get_settings
+from tdev.settings import configured_max_output_tokens
 
 WORKSPACE_INSTRUCTION = (
     "You work on the project's files through your workspace tools: paths are relative to the project "
@@ -223,7 +223,7 @@ def run_agent(
     """
     resolved = model if model is not None else resolve_model(model_name)
     # Each model call reserves its worst case from the request's budget first (when a ledger is in use).
-    meter_model(resolved, model_name, get_settings().max_output_tokens)
+    meter_model(resolved, model_name, configured_max_output_tokens())
     agent = build_agent(spec, model_name, model=resolved, tools=tools)
     _record_raised_exceptions(resolved)
     raised: list[BaseException] = []
