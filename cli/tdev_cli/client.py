@@ -52,6 +52,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/executions/{execution_id}/artifacts.zip"),
         ("GET", "/v1/executions/{execution_id}/artifacts/.+"),
         ("GET", "/v1/agents"),
+        ("PUT", "/v1/agents/{agent_name}"),
         ("GET", "/v1/models"),
         ("POST", "/v1/models/route"),
         ("POST", "/v1/sessions"),
@@ -292,6 +293,11 @@ class Client:
     # ------------------------------------------------------------------------ catalogues
     def agents(self) -> list[AgentSpec]:
         return [AgentSpec.model_validate(a) for a in self._json("GET", "/v1/agents")]
+
+    def register_agent(self, spec: AgentSpec, reason: str) -> dict[str, Any]:
+        """`PUT /v1/agents/{name}` (admins): a new immutable version, the agent's current spec."""
+        body = {"spec": spec.model_dump(mode="json"), "reason": reason}
+        return dict(self._json("PUT", f"/v1/agents/{_segment(spec.name)}", body=body))
 
     def models(self, provider: str | None = None) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/models", params={"provider": provider}))

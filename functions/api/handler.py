@@ -29,6 +29,7 @@ environment = ApiEnvironment.at_cold_start()
 
 try:  # the package (tests, local runtime) ...
     from functions.api import (
+        agent_routes,
         artifacts,
         config_routes,
         description,
@@ -38,6 +39,7 @@ try:  # the package (tests, local runtime) ...
         sessions,
     )
 except ImportError:  # ... or deployed, where this folder is the code root
+    import agent_routes  # type: ignore[no-redef]
     import artifacts  # type: ignore[no-redef]
     import config_routes  # type: ignore[no-redef]
     import description  # type: ignore[no-redef]
@@ -60,6 +62,7 @@ app.include_router(model_routes.router)
 app.include_router(project_routes.router)
 app.include_router(artifacts.router)
 app.include_router(config_routes.router)
+app.include_router(agent_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,

@@ -447,6 +447,7 @@ def _every_route() -> list[tuple[str, str]]:
         "project_id": "proj-x",
         "key": "default_model",
         "change_id": "0123456789abcdef",
+        "agent_name": "DocsAgent",
     }
     routes = []
     for path, methods in document["paths"].items():

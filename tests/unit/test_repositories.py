@@ -254,6 +254,52 @@ def test_agent_registry_keeps_an_operators_edit(table: str) -> None:
         repo.get("NoSuchAgent")
 
 
+def test_a_new_built_in_reaches_an_existing_registry_a_custom_agent_stays(table: str) -> None:
+    # Given a registry a deploy filled with the built-ins, where an operator then registered his own
+    # CodeAgent and a custom agent
+    from tdev.data.agents import forget_checked_catalogs
+
+    old = AgentRepository(table, DEFAULT_AGENTS)
+    assert old.ensure_builtins() == len(DEFAULT_AGENTS)
+    operators_code = DEFAULT_AGENTS[1].model_copy(update={"version": "7.0.0", "max_concurrent": 2})
+    docs = AgentSpec(name="DocsAgent", role="Writer", description="Writes docs", capabilities=["docs"])
+    assert old.register(operators_code, author="ops", reason="pin")
+    assert old.register(docs, author="ops", reason="add")
+
+    # When the next deploy's code (a changed DesignAgent, a new built-in) starts cold
+    changed_design = DEFAULT_AGENTS[0].model_copy(update={"version": "1.1.0", "role": "Architect"})
+    new_builtin = AgentSpec(name="OpsAgent", role="SRE", description="Runs things", capabilities=["ops"])
+    shipped = (changed_design, *DEFAULT_AGENTS[1:], new_builtin, docs.model_copy(update={"version": "0.1.0"}))
+    forget_checked_catalogs()
+    new = AgentRepository(table, shipped)
+    written = new.ensure_builtins()
+
+    # Then the new and the changed built-ins are stored, the operator's specs are untouched
+    assert written == 2  # DesignAgent@1.1.0 and OpsAgent; CodeAgent and DocsAgent are the operator's
+    assert new.get("DesignAgent").ref == "DesignAgent@1.1.0"
+    assert new.get("DesignAgent@1.0.0").role == DEFAULT_AGENTS[0].role  # every version stays readable
+    assert new.get("OpsAgent").ref == "OpsAgent@1.0.0"
+    assert new.get("CodeAgent") == operators_code and new.origin("CodeAgent") == "custom"
+    assert new.get("DocsAgent") == docs
+    assert new.ensure_builtins() == 0  # checked once per process and catalog
+    forget_checked_catalogs()
+    assert new.ensure_builtins() == 0  # the stored catalog fingerprint is current: nothing to write
+    assert {"OpsAgent", "DocsAgent", "DesignAgent"} <= {a.name for a in new.list()}
+
+
+def test_a_registered_version_is_immutable(table: str) -> None:
+    repo = AgentRepository(table, DEFAULT_AGENTS)
+    docs = AgentSpec(name="DocsAgent", role="Writer", description="Writes docs", capabilities=["docs"])
+    assert repo.register(docs, author="ops", reason="add")
+    assert not repo.register(docs, author="ops", reason="again")  # the same spec again: nothing written
+    with pytest.raises(ConflictError) as refused:
+        repo.register(docs.model_copy(update={"role": "Editor"}), author="ops", reason="edit in place")
+    assert refused.value.field == "version"
+    assert repo.get("DocsAgent@1.0.0").role == "Writer"
+    with pytest.raises(UnknownAgentError):
+        repo.get("DocsAgent@9.9.9")
+
+
 def test_agent_history_needs_enough_runs(table: str) -> None:
     repo = AgentRepository(table, DEFAULT_AGENTS)
     for i in range(4):

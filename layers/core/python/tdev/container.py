@@ -12,7 +12,7 @@ from functools import lru_cache
 from tdev import aws, cache, caching, resets
 from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.crypto import EnvelopeCipher
-from tdev.data.agents import AgentRepository
+from tdev.data.agents import AgentRepository, forget_checked_catalogs
 from tdev.data.execution_cache import EXECUTION_CACHE
 from tdev.data.executions import ExecutionRepository
 from tdev.data.fields import FieldSealer
@@ -68,6 +68,7 @@ def reset() -> None:
     cache.reset()
     executions.cache_clear()
     agents.cache_clear()
+    forget_checked_catalogs()  # a new (emulated) table is checked again
     verify_records.cache_clear()
     cipher.cache_clear()
     sealer.cache_clear()

@@ -168,25 +168,48 @@ class ErrorBody(BaseModel):
 WorkspaceToolName = Literal["list_files", "read_file", "write_file", "patch_file", "search_text", "run_tests"]
 
 
+# Bounded vocabulary items of an agent spec: short phrases, not prose.
+AgentPhrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+AgentInstruction = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+AGENT_NAME = r"^[A-Z][A-Za-z0-9]{0,58}Agent$"
+SEMVER = r"^(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})\.(0|[1-9]\d{0,5})$"
+
+
 class AgentSpec(BaseModel):
-    """An agent as the registry stores it; instantiated lazily by `run_agent`."""
+    """An agent as the registry stores it; instantiated lazily by `run_agent`.
+
+    Every field is bounded (an operator registers specs through `PUT /v1/agents/{name}`): `tools` and the
+    model's provider are closed sets, the lists and texts have maximum sizes. `name@version` (`ref`) names
+    one immutable version; `max_concurrent` caps the runs in flight at once (tdev.orchestration.capacity).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*Agent$")
-    version: str = "1.0.0"
-    role: str
-    description: str
-    capabilities: list[str] = Field(min_length=1)
-    keywords: list[str] = Field(default_factory=list, description="Words that route a request to this agent.")
-    instructions: list[str] = Field(default_factory=list)
+    name: str = Field(pattern=AGENT_NAME)
+    version: str = Field(
+        default="1.0.0", pattern=SEMVER, description="MAJOR.MINOR.PATCH; a version is immutable"
+    )
+    role: str = Field(min_length=1, max_length=100)
+    description: str = Field(min_length=1, max_length=1000)
+    capabilities: list[AgentPhrase] = Field(min_length=1, max_length=20)
+    keywords: list[AgentPhrase] = Field(
+        default_factory=list, max_length=60, description="Words that route a request to this agent."
+    )
+    instructions: list[AgentInstruction] = Field(default_factory=list, max_length=20)
     model: ModelName | None = None
     fallback_models: list[ModelName] = Field(default_factory=list, max_length=5)
     max_concurrent: int = Field(default=10, ge=1, le=1000)
     timeout_seconds: int = Field(default=300, ge=1, le=900)
     tools: list[WorkspaceToolName] = Field(
-        default_factory=list, description="Workspace tools the agent works with (none: it only answers)."
+        default_factory=list,
+        max_length=6,
+        description="Workspace tools the agent works with (none: it only answers).",
     )
+
+    @property
+    def ref(self) -> str:
+        """`name@version`: the one version of this agent a run used."""
+        return f"{self.name}@{self.version}"
 
 
 # --------------------------------------------------------------------------------------------- plan

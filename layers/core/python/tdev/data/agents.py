@@ -1,29 +1,57 @@
-"""AgentRepository: the persisted agent registry and each agent's run history.
+"""AgentRepository: the persisted agent registry, its versions, and each agent's run history.
 
-    PK=AGENT#<name>  SK=SPEC    the agent's spec (GSI1PK=AGENT, GSI1SK=<name> lists them all)
-    PK=AGENT#<name>  SK=STATS   run counters, updated atomically with ADD by every run
+    PK=AGENT#<name>  SK=SPEC               the agent's current spec (GSI1PK=AGENT, GSI1SK=<name> lists them),
+                                           with `origin` (builtin | custom) and `spec_hash`
+    PK=AGENT#<name>  SK=VERSION#<version>  every version ever registered, immutable (`name@version`)
+    PK=AGENT#<name>  SK=STATS              run counters, updated atomically with ADD by every run
+    PK=AGENTS        SK=CATALOG            the fingerprint of the built-in catalog last upserted
 
-The built-in agents are seeded on first use with conditional puts, so a registry edited by an
-operator is never overwritten by a later deploy or a cold start.
+Built-in agents are *upserted*: each process checks the stored catalog fingerprint once (a deploy ships
+new code, so the first cold start after it) and the local runtime at start, and writes every built-in
+whose stored spec is missing or another built-in version; a spec an operator registered
+(`origin=custom`, `PUT /v1/agents/{name}`, even over a built-in's name) is never overwritten. Items
+written before origins existed were only ever written by the seeder, so they count as built-in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr, Key
+from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from tdev import aws
+from tdev.data import schema
 from tdev.data.codec import from_item, serialize, to_item
-from tdev.data.store import transact_write
-from tdev.errors import UnknownAgentError
+from tdev.data.store import cancellation_codes, transact_write
+from tdev.errors import ConflictError, UnknownAgentError
 from tdev.models import AgentSpec
 
 # Run markers only need to outlive redeliveries and retries of the same step.
 RUN_MARKER_TTL_SECONDS = 7 * 86_400
+BUILTIN, CUSTOM = "builtin", "custom"
+
+# (table, catalog fingerprint) pairs this process has already upserted or found current.
+_catalogs_checked: set[tuple[str, str]] = set()
+
+
+def forget_checked_catalogs() -> None:
+    _catalogs_checked.clear()
+
+
+def spec_hash(spec: AgentSpec) -> str:
+    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """`CodeAgent@1.2.0` -> ("CodeAgent", "1.2.0"); `CodeAgent` -> ("CodeAgent", None)."""
+    name, _, version = ref.partition("@")
+    return name, version or None
 
 
 class AgentRepository:
@@ -35,22 +63,123 @@ class AgentRepository:
     def _table(self) -> Any:
         return aws.table(self._table_name)
 
-    def seed(self, specs: Iterable[AgentSpec] | None = None) -> int:
-        """Store the given (default: built-in) specs where no spec exists yet; returns how many were new."""
-        created = 0
+    # --------------------------------------------------------------------------------- built-ins
+    def catalog_fingerprint(self) -> str:
+        return hashlib.sha256(
+            "\n".join(f"{name}={spec_hash(spec)}" for name, spec in sorted(self._defaults.items())).encode()
+        ).hexdigest()[:32]
+
+    def ensure_builtins(self) -> int:
+        """Upsert the built-ins once per process if the stored catalog is not this code's; returns writes."""
+        fingerprint = self.catalog_fingerprint()
+        if not self._defaults or (self._table_name, fingerprint) in _catalogs_checked:
+            return 0
+        stored = self._table.get_item(Key=schema.agent_catalog_key()).get("Item") or {}
+        written = 0
+        if stored.get("fingerprint") != fingerprint:
+            written = self.upsert_builtins()
+            self._table.put_item(
+                Item=to_item(
+                    {
+                        **schema.agent_catalog_key(),
+                        "fingerprint": fingerprint,
+                        "agents": [spec.ref for spec in self._defaults.values()],
+                        "upserted_at": datetime.now(UTC).isoformat(),
+                    }
+                )
+            )
+        _catalogs_checked.add((self._table_name, fingerprint))
+        return written
+
+    def upsert_builtins(self, specs: Iterable[AgentSpec] | None = None) -> int:
+        """Write each given (default: every) built-in whose stored spec is missing or another built-in
+        version; never one an operator registered. Returns how many were written."""
+        written = 0
         for spec in specs if specs is not None else self._defaults.values():
+            digest = spec_hash(spec)
+            spec_item = self._spec_item(spec, origin=BUILTIN, digest=digest)
+            condition = (
+                "attribute_not_exists(PK) OR ((attribute_not_exists(origin) OR origin = :builtin) "
+                "AND (attribute_not_exists(spec_hash) OR spec_hash <> :hash))"
+            )
             try:
-                self._table.put_item(Item=self._item(spec), ConditionExpression=Attr("PK").not_exists())
-                created += 1
+                transact_write(
+                    [
+                        {
+                            "Put": {
+                                "TableName": self._table_name,
+                                "Item": serialize(spec_item),
+                                "ConditionExpression": condition,
+                                "ExpressionAttributeValues": serialize(
+                                    {":builtin": BUILTIN, ":hash": digest}
+                                ),
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self._table_name,
+                                "Item": serialize(self._version_item(spec_item)),
+                            }
+                        },
+                    ]
+                )
+                written += 1
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                if "ConditionalCheckFailed" not in cancellation_codes(exc):
                     raise
-        return created
+        return written
+
+    # The name the seeder had before built-ins were upserted (the chaos tool calls it).
+    seed = upsert_builtins
+
+    # ------------------------------------------------------------------------------ registration
+    def register(self, spec: AgentSpec, *, author: str, reason: str) -> bool:
+        """Store an operator's spec as a new immutable version and the agent's current one (`custom`: no
+        deploy overwrites it). The same version again with the same spec changes nothing (False); with
+        another spec it is a 409: versions are immutable, bump the version."""
+        existing = self._table.get_item(Key=schema.agent_version_key(spec.name, spec.version)).get("Item")
+        if existing is not None:
+            if AgentSpec.model_validate(from_item(existing)["spec"]) == spec:
+                return False
+            raise ConflictError(
+                f"{spec.ref} is already registered with another spec; versions are immutable, "
+                "register a new version",
+                field="version",
+            )
+        spec_item = self._spec_item(
+            spec,
+            origin=CUSTOM,
+            digest=spec_hash(spec),
+            updated_by=author,
+            reason=reason,
+            updated_at=datetime.now(UTC).isoformat(),
+        )
+        try:
+            transact_write(
+                [
+                    {
+                        "Put": {
+                            "TableName": self._table_name,
+                            "Item": serialize(self._version_item(spec_item)),
+                            "ConditionExpression": "attribute_not_exists(PK)",
+                        }
+                    },
+                    {"Put": {"TableName": self._table_name, "Item": serialize(spec_item)}},
+                ]
+            )
+        except ClientError as exc:
+            if "ConditionalCheckFailed" in cancellation_codes(exc):
+                raise ConflictError(f"{spec.ref} was registered concurrently", field="version") from None
+            raise
+        return True
 
     def put(self, spec: AgentSpec) -> None:
-        self._table.put_item(Item=self._item(spec))
+        """An operator's spec (tests, tools): `register` without an author."""
+        self.register(spec, author="operator", reason="put")
 
+    # ------------------------------------------------------------------------------------ reads
     def list(self) -> list[AgentSpec]:
+        self.ensure_builtins()
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"IndexName": "GSI1", "KeyConditionExpression": Key("GSI1PK").eq("AGENT")}
         while True:
@@ -59,20 +188,35 @@ class AgentRepository:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        if not items and self._defaults:
-            self.seed()
-            return sorted(self._defaults.values(), key=lambda s: s.name)
-        return sorted((AgentSpec.model_validate(from_item(i)["spec"]) for i in items), key=lambda s: s.name)
+        # The index is eventually consistent: a built-in upserted a moment ago may not be in it yet.
+        specs = dict(self._defaults)
+        specs.update({s.name: s for s in (AgentSpec.model_validate(from_item(i)["spec"]) for i in items)})
+        return sorted(specs.values(), key=lambda s: s.name)
 
-    def get(self, name: str) -> AgentSpec:
-        """The stored spec; a built-in agent not stored yet is seeded on this first use."""
-        item = self._table.get_item(Key={"PK": f"AGENT#{name}", "SK": "SPEC"}).get("Item")
+    def get(self, ref: str) -> AgentSpec:
+        """The current spec of `name`, or the version `name@version` names; a built-in agent not stored
+        yet is upserted on this first use."""
+        self.ensure_builtins()
+        name, version = split_ref(ref)
+        if version is not None:
+            item = self._table.get_item(Key=schema.agent_version_key(name, version)).get("Item")
+            if item is not None:
+                return AgentSpec.model_validate(from_item(item)["spec"])
+            raise UnknownAgentError(f"no agent {ref} in the registry", field="agent")
+        item = self._table.get_item(Key=schema.agent_key(name)).get("Item")
         if item is not None:
             return AgentSpec.model_validate(from_item(item)["spec"])
         if name in self._defaults:
-            self.seed([self._defaults[name]])
+            self.upsert_builtins([self._defaults[name]])
             return self._defaults[name]
         raise UnknownAgentError(f"no agent named {name} in the registry", field="agent")
+
+    def origin(self, name: str) -> str | None:
+        """`builtin`, `custom`, or None when nothing is stored under `name`."""
+        item = self._table.get_item(Key=schema.agent_key(name), ProjectionExpression="origin, PK").get("Item")
+        if item is None:
+            return None
+        return str(item.get("origin", BUILTIN))
 
     def record_run(self, name: str, run_id: str, *, succeeded: bool, duration_ms: int) -> bool:
         """Count one run of `name` exactly once per `run_id` (e.g. "<execution>#<task>#SUCCEEDED").
@@ -136,17 +280,31 @@ class AgentRepository:
                 request = response.get("UnprocessedKeys") or {}
         return StoredHistory(stats)
 
-    def _item(self, spec: AgentSpec) -> dict[str, Any]:
+    def _spec_item(self, spec: AgentSpec, *, origin: str, digest: str, **audit: str) -> dict[str, Any]:
         return to_item(
             {
-                "PK": f"AGENT#{spec.name}",
-                "SK": "SPEC",
+                **schema.agent_key(spec.name),
                 "entity": "AGENT",
                 "GSI1PK": "AGENT",
                 "GSI1SK": spec.name,
                 "spec": spec.model_dump(mode="json"),
+                "ref": spec.ref,
+                "origin": origin,
+                "spec_hash": digest,
+                **audit,
             }
         )
+
+    @staticmethod
+    def _version_item(spec_item: dict[str, Any]) -> dict[str, Any]:
+        """The immutable copy of a spec item under its version (not listed: no index keys)."""
+        spec = spec_item["spec"]
+        copied = {k: v for k, v in spec_item.items() if not k.startswith("GSI")}
+        return {
+            **copied,
+            **schema.agent_version_key(spec["name"], spec["version"]),
+            "entity": "AGENT_VERSION",
+        }
 
 
 class StoredHistory:

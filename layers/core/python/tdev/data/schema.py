@@ -7,7 +7,8 @@ functions below (docs/data-model.md lists every access pattern and the test that
 Entities (PK / SK):
     USER        USER#<id>                    PROFILE
     PROJECT     PROJECT#<id>                 PROJECT
-    AGENT       AGENT#<name>                 SPEC | STATS
+    AGENT       AGENT#<name>                 SPEC | STATS | VERSION#<version> | RUN#<run id>
+                AGENTS                       CATALOG  (the built-in catalog's fingerprint last upserted)
     SESSION     SESSION#<id>                 SESSION
     EXECUTION   EXECUTION#<id>               EXECUTION | PLAN | TASK#<task> | COMPENSATION#<task>
                                              | VERIFY#<n, 4 digits> | FIX#<n, 4 digits>  (the verify loop)
@@ -121,6 +122,16 @@ def project_key(project_id: str) -> dict[str, str]:
 
 def agent_key(name: str, sort: str = "SPEC") -> dict[str, str]:
     return {"PK": f"AGENT#{name}", "SK": sort}
+
+
+def agent_version_key(name: str, version: str) -> dict[str, str]:
+    """One immutable version of an agent's spec (`name@version`)."""
+    return agent_key(name, f"VERSION#{version}")
+
+
+def agent_catalog_key() -> dict[str, str]:
+    """The fingerprint of the built-in catalog last upserted (agent names end in `Agent`: no clash)."""
+    return {"PK": "AGENTS", "SK": "CATALOG"}
 
 
 def session_key(session_id: str) -> dict[str, str]:

@@ -1,0 +1,106 @@
+"""`PUT /v1/agents/{agent_name}` on a running local backend: admins only, every field validated (closed
+enums, bounded sizes), versions immutable, the decision and the change audited; the agent is then listed
+and runs under its own spec."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+SPEC = {
+    "name": "DocsWriterAgent",
+    "version": "1.0.0",
+    "role": "Technical writer",
+    "description": "Writes documentation.",
+    "capabilities": ["documentation"],
+    "keywords": ["docs", "readme"],
+    "max_concurrent": 2,
+    "timeout_seconds": 120,
+    "tools": ["list_files", "read_file", "write_file"],
+}
+
+
+@pytest.fixture(scope="module")
+def backend(redis_server: str) -> Iterator[Any]:
+    from tdev_cli.runtime import LocalRuntime
+
+    with LocalRuntime(redis_url=redis_server) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def rt(backend: Any) -> Any:
+    # A fresh admin per test: registering is a strict route (10 calls per 15 min per principal).
+    return backend.as_principal(f"admin-{uuid.uuid4().hex[:8]}", ("admin",))
+
+
+def test_the_sample_event_is_served(rt: Any) -> None:
+    event = json.loads((REPO / "events" / "api_put_agent.json").read_text())
+    response = rt.invoke("api", event)
+    assert response["statusCode"] in (200, 201), response["body"]
+    assert json.loads(response["body"])["ref"] == "DocsWriterAgent@1.0.0"
+
+
+def test_an_admin_registers_a_version_once_and_it_is_listed(rt: Any) -> None:
+    spec = {**SPEC, "name": "GlossaryAgent"}
+    status, body = rt.api("PUT", "/v1/agents/GlossaryAgent", {"spec": spec, "reason": "a glossary writer"})
+    assert status == 201, body
+    assert (body["ref"], body["origin"], body["created"]) == ("GlossaryAgent@1.0.0", "custom", True)
+    assert rt.api("PUT", "/v1/agents/GlossaryAgent", {"spec": spec, "reason": "again"})[0] == 200
+    status, body = rt.api(
+        "PUT", "/v1/agents/GlossaryAgent", {"spec": {**spec, "role": "Editor"}, "reason": "edit in place"}
+    )
+    assert (status, body["field"]) == (409, "version")
+    status, body = rt.api(
+        "PUT", "/v1/agents/GlossaryAgent", {"spec": {**spec, "version": "1.1.0"}, "reason": "more docs"}
+    )
+    assert status == 201
+    listed = {a["name"]: a for a in rt.api("GET", "/v1/agents")[1]}
+    assert listed["GlossaryAgent"]["version"] == "1.1.0" and "CodeAgent" in listed
+    # Audited: the RBAC decision in the audit trail, the change with its author and reason in the registry.
+    entries = rt.api("GET", f"/v1/audit/{rt.default_identity[0]}")[1]["entries"]
+    assert any(e["resource"] == "agent/registry" and e["action"] == "update" for e in entries)
+    from tdev import container
+
+    assert container.agents().origin("GlossaryAgent") == "custom"
+
+
+@pytest.mark.parametrize("roles", [("developer",), ("viewer",)])
+def test_only_admins_register_agents(rt: Any, roles: tuple[str, ...]) -> None:
+    rt.as_principal("someone", roles)
+    status, body = rt.api("PUT", "/v1/agents/DocsWriterAgent", {"spec": SPEC, "reason": "let me"})
+    assert status == 403, body
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tools": ["rm_rf"]}, "spec.tools.0"),  # a closed set of tools
+        ({"model": "no-provider"}, "spec.model"),
+        ({"max_concurrent": 0}, "spec.max_concurrent"),
+        ({"timeout_seconds": 901}, "spec.timeout_seconds"),
+        ({"version": "1.0"}, "spec.version"),
+        ({"description": "x" * 1001}, "spec.description"),
+        ({"capabilities": ["c"] * 21}, "spec.capabilities"),
+        ({"keywords": ["k" * 101]}, "spec.keywords.0"),
+        ({"shell": "bash"}, "spec.shell"),  # no unknown fields
+        ({"name": "OtherAgent"}, "spec.name"),  # the path names the agent
+    ],
+)
+def test_an_invalid_spec_is_a_400_naming_the_field(rt: Any, change: dict[str, Any], field: str) -> None:
+    status, body = rt.api("PUT", "/v1/agents/DocsWriterAgent", {"spec": {**SPEC, **change}, "reason": "bad"})
+    assert (status, body.get("field")) == (400, field), body
+
+
+def test_an_invalid_name_or_missing_reason_is_a_400(rt: Any) -> None:
+    status, body = rt.api("PUT", "/v1/agents/not-an-agent", {"spec": SPEC, "reason": "bad"})
+    assert (status, body.get("field")) == (400, "agent_name"), body
+    status, body = rt.api("PUT", "/v1/agents/DocsWriterAgent", {"spec": SPEC})
+    assert (status, body.get("field")) == (400, "reason"), body
