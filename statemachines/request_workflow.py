@@ -35,6 +35,10 @@ WORKFLOW_TUNING: Mapping[str, str] = {
     "RetryIntervalSeconds": "2",
     "MaxTransientRetries": "3",
     "MaxVerifyIterations": "3",  # test runs of the verify loop (so at most 2 fixes by the code agent)
+    # A task over an agent's or a model's capacity (CapacityExhausted) waits and retries: 5 s growing x1.5
+    # to at most 60 s, 60 times (about 55 minutes, longer than any lease: tdev.orchestration.capacity).
+    "CapacityRetryIntervalSeconds": "5",
+    "MaxCapacityRetries": "60",
 }
 
 

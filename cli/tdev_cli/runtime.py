@@ -102,6 +102,8 @@ def local_substitutions(
     max_transient_retries: int = 3,
     max_concurrent_tasks: int = 50,
     max_verify_iterations: int = 3,
+    capacity_retry_interval_seconds: int = 1,
+    max_capacity_retries: int = 60,
 ) -> dict[str, str]:
     """The ASL placeholders filled through the stack's own function, with local ARNs and tuning."""
     from statemachines.request_workflow import workflow_substitutions
@@ -113,6 +115,8 @@ def local_substitutions(
             "RetryIntervalSeconds": str(retry_interval_seconds),
             "MaxTransientRetries": str(max_transient_retries),
             "MaxVerifyIterations": str(max_verify_iterations),
+            "CapacityRetryIntervalSeconds": str(capacity_retry_interval_seconds),
+            "MaxCapacityRetries": str(max_capacity_retries),
         },
     )
 
@@ -240,6 +244,8 @@ class LocalRuntime:
         container.reset()
         self._create_resources()
         container.reset()  # settings re-read with the resources' ids (KMS_KEY_ID)
+        # The built-in agents, upserted as a deploy's first cold start does (tdev.data.agents).
+        container.agents().ensure_builtins()
         # Every function's init (its module-level imports) before the first request, as each Lambda
         # function's happens at its own cold start, not inside another function's invocation.
         for name in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):

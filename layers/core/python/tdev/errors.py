@@ -123,3 +123,16 @@ class ExecutionCancelled(TDevError):
 
     status_code = 409
     code = "ExecutionCancelled"
+
+
+class CapacityExhausted(TDevError):
+    """Every slot of an agent or a model is taken (tdev.orchestration.capacity). Not a failure: the workflow's
+    `Retry` on this name waits, durably, and runs the task when a slot frees. `retry_after`: seconds until
+    the soonest lease ends at the latest."""
+
+    status_code = 503
+    code = "CapacityExhausted"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after

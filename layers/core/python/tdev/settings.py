@@ -58,6 +58,11 @@ class Settings(BaseModel):
     # The deployment's own model prices, JSON {"provider:model-id": [USD/1k in, USD/1k out]}: they win over
     # the catalogue's (tdev.llm.catalog.price_of).
     model_prices: str | None = Field(default=None, max_length=20_000, alias="TDEV_MODEL_PRICES")
+    # Capacity (tdev.orchestration.capacity): runs in flight at once per model (per agent: its spec's
+    # `max_concurrent`), and how long a slot's lease lasts: a run that crashed without releasing its slot
+    # gives it back when the lease ends, so it must outlive the longest run (a Lambda lives at most 900 s).
+    model_max_concurrent: int = Field(default=50, ge=1, le=10_000, alias="TDEV_MODEL_MAX_CONCURRENT")
+    capacity_lease_seconds: int = Field(default=960, ge=1, le=3_600, alias="TDEV_CAPACITY_LEASE_SECONDS")
     # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
     config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
 

@@ -41,6 +41,7 @@ from tdev.models import (
     utc_now,
 )
 from tdev.observability import NAMESPACE, logger, metrics, tracer
+from tdev.orchestration import capacity
 from tdev.settings import get_settings
 
 
@@ -214,75 +215,81 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     spec = container.agents().get(task.agent)
     chain = model_chain(execution, spec)
     model_name = chain[0]
-    executions.mark_task_running(execution_id, task_id, attempt + 1)
-    upstream = executions.get_results(execution_id, [d.task_id for d in task.depends_on])
-    tracer.put_annotation("agent", task.agent)
-    tracer.put_annotation("model", model_name)
-    tools = agent_tools(spec, execution_id)  # the execution's workspace, when the role works on files
-    started = time.perf_counter()
-    try:
-        with metered(ledger_for(execution)):  # every model call reserves from the request's budget
-            chained = run_chain(
-                spec,
-                chain,
-                compose_prompt(
-                    execution.request,
-                    task,
-                    upstream,
-                    existing_files=execution.base.files if execution.base else (),
-                ),
-                guards=shared_guards(),
-                tools=[tools] if tools else [],
+    # A slot of the agent's and of the model's capacity for the whole run, or CapacityExhausted: the
+    # workflow waits on it and retries (a durable wait, not a failure). The holder is the task, so a
+    # retried step renews its own slot instead of taking a second one.
+    with capacity.running(spec, model_name, holder=f"{execution_id}#{task_id}"):
+        executions.mark_task_running(execution_id, task_id, attempt + 1)
+        upstream = executions.get_results(execution_id, [d.task_id for d in task.depends_on])
+        tracer.put_annotation("agent", task.agent)
+        tracer.put_annotation("model", model_name)
+        tools = agent_tools(spec, execution_id)  # the execution's workspace, when the role works on files
+        started = time.perf_counter()
+        try:
+            with metered(ledger_for(execution)):  # every model call reserves from the request's budget
+                chained = run_chain(
+                    spec,
+                    chain,
+                    compose_prompt(
+                        execution.request,
+                        task,
+                        upstream,
+                        existing_files=execution.base.files if execution.base else (),
+                    ),
+                    guards=shared_guards(),
+                    tools=[tools] if tools else [],
+                )
+        except (BudgetExceeded, ExecutionCancelled) as exc:  # the request stops; not the agent's failure
+            logger.warning(
+                "task stopped", extra={"task_id": task_id, "agent": task.agent, "reason": str(exc)}
             )
-    except (BudgetExceeded, ExecutionCancelled) as exc:  # the request stops; not the agent's failure
-        logger.warning("task stopped", extra={"task_id": task_id, "agent": task.agent, "reason": str(exc)})
-        raise
-    except TDevError as exc:
-        duration_ms = int((time.perf_counter() - started) * 1000)
-        _record_agent_metrics(
-            task.agent,
-            model_name,
-            "transient" if isinstance(exc, TransientError) else "failed",
-            duration_ms,
-            Usage(),
+            raise
+        except TDevError as exc:
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            _record_agent_metrics(
+                task.agent,
+                model_name,
+                "transient" if isinstance(exc, TransientError) else "failed",
+                duration_ms,
+                Usage(),
+            )
+            if not isinstance(exc, TransientError):
+                container.agents().record_run(
+                    task.agent, f"{execution_id}#{task_id}#FAILED", succeeded=False, duration_ms=duration_ms
+                )
+            raise
+        run = chained.run
+        result = AgentResult(
+            task_id=task_id,
+            agent=task.agent,
+            model=run.model,
+            status=TaskStatus.SUCCEEDED,
+            output=run.output,
+            usage=run.usage,
+            duration_ms=run.duration_ms,
+            attempts=attempt + 1,
+            hops=[ModelHop(**hop.as_dict()) for hop in chained.hops],
+            files_changed=tools.changed if tools else [],
         )
-        if not isinstance(exc, TransientError):
-            container.agents().record_run(
-                task.agent, f"{execution_id}#{task_id}#FAILED", succeeded=False, duration_ms=duration_ms
-            )
-        raise
-    run = chained.run
-    result = AgentResult(
-        task_id=task_id,
-        agent=task.agent,
-        model=run.model,
-        status=TaskStatus.SUCCEEDED,
-        output=run.output,
-        usage=run.usage,
-        duration_ms=run.duration_ms,
-        attempts=attempt + 1,
-        hops=[ModelHop(**hop.as_dict()) for hop in chained.hops],
-        files_changed=tools.changed if tools else [],
-    )
-    stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
-    container.agents().record_run(
-        task.agent, f"{execution_id}#{task_id}#SUCCEEDED", succeeded=True, duration_ms=run.duration_ms
-    )
-    _record_agent_metrics(task.agent, run.model, "succeeded", run.duration_ms, run.usage)
-    logger.info(
-        "agent finished",
-        extra={
-            "task_id": task_id,
-            "agent": task.agent,
-            "model": run.model,
-            "input_tokens": run.usage.input_tokens,
-            "output_tokens": run.usage.output_tokens,
-            "cost_usd": run.usage.cost_usd,
-            "duration_ms": run.duration_ms,
-            "hops": [hop.describe() for hop in chained.hops],
-        },
-    )
-    return stored
+        stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
+        container.agents().record_run(
+            task.agent, f"{execution_id}#{task_id}#SUCCEEDED", succeeded=True, duration_ms=run.duration_ms
+        )
+        _record_agent_metrics(task.agent, run.model, "succeeded", run.duration_ms, run.usage)
+        logger.info(
+            "agent finished",
+            extra={
+                "task_id": task_id,
+                "agent": task.agent,
+                "model": run.model,
+                "input_tokens": run.usage.input_tokens,
+                "output_tokens": run.usage.output_tokens,
+                "cost_usd": run.usage.cost_usd,
+                "duration_ms": run.duration_ms,
+                "hops": [hop.describe() for hop in chained.hops],
+            },
+        )
+        return stored
 
 
 def _record_agent_metrics(agent: str, model: str, status: str, duration_ms: int, usage: Usage) -> None:

@@ -1,0 +1,114 @@
+"""Capacity semaphores with leases on the real (cluster-mode) test Redis: a burst never takes more slots
+than the limit, a crashed holder's slot comes back when its lease ends, a retried step keeps its own slot,
+and a task over capacity raises the workflow's retryable CapacityExhausted."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from tdev import cache
+from tdev.errors import CapacityExhausted
+from tdev.models import AgentSpec
+from tdev.orchestration import capacity
+from tdev.orchestration.capacity import Semaphore, agent_key, model_key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def sem(redis_url: str) -> Semaphore:
+    return Semaphore(cache.redis_client())
+
+
+def test_a_burst_of_concurrent_acquirers_never_exceeds_the_limit(redis_url: str) -> None:
+    # Given 40 workers, each with its own client, trying for one of 5 slots at the same instant
+    limit, workers = 5, 40
+    start, attempted = threading.Barrier(workers), threading.Barrier(workers)
+    granted: list[str] = []
+    refused: list[int] = []
+    peak: list[int] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        sem = Semaphore(cache.connect(redis_url, decode_responses=True))
+        start.wait()
+        try:
+            lease = sem.acquire(agent_key("BurstAgent"), limit, f"e#{i}", 60)
+        except CapacityExhausted as exc:
+            with lock:
+                refused.append(exc.retry_after)
+            attempted.wait()
+            return
+        with lock:
+            granted.append(lease.holder)
+            peak.append(sem.in_flight(agent_key("BurstAgent")))
+        attempted.wait()  # nobody releases before everyone has tried
+        sem.release(lease)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    # Then exactly the limit got a slot, the rest were told to come back, and the count never went over
+    assert len(granted) == limit and len(refused) == workers - limit
+    assert max(peak) <= limit
+    assert all(0 < r <= 61 for r in refused)
+    assert Semaphore(cache.redis_client()).in_flight(agent_key("BurstAgent")) == 0  # all released
+
+
+def test_a_crashed_holders_slot_comes_back_when_its_lease_ends(redis_url: str) -> None:
+    clock = Clock()
+    sem = Semaphore(cache.redis_client(), clock=clock)
+    key = agent_key("CrashAgent")
+    sem.acquire(key, 1, "crashed-run", 30)  # never released: its container died
+
+    with pytest.raises(CapacityExhausted) as full:
+        sem.acquire(key, 1, "next-run", 30)
+    assert full.value.retry_after == 30 and full.value.code == "CapacityExhausted"
+
+    clock.now += 29
+    with pytest.raises(CapacityExhausted):
+        sem.acquire(key, 1, "next-run", 30)
+    clock.now += 2  # the crashed holder's lease has ended
+    lease = sem.acquire(key, 1, "next-run", 30)
+    assert sem.in_flight(key) == 1 and lease.holder == "next-run"
+
+
+def test_a_retried_step_renews_its_own_slot_instead_of_taking_another(sem: Semaphore) -> None:
+    key = agent_key("RetryAgent")
+    sem.acquire(key, 2, "e-1#implement", 60)
+    sem.acquire(key, 2, "e-1#implement", 60)  # the same task again (a redelivery)
+    assert sem.in_flight(key) == 1
+    sem.acquire(key, 2, "e-2#implement", 60)
+    with pytest.raises(CapacityExhausted):
+        sem.acquire(key, 2, "e-3#implement", 60)
+
+
+def test_a_full_model_gives_the_agent_slot_back(redis_url: str, sem: Semaphore, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TDEV_MODEL_MAX_CONCURRENT", "1")
+    from tdev.settings import get_settings
+
+    get_settings.cache_clear()
+    spec = AgentSpec(name="ModelBoundAgent", role="r", description="d", capabilities=["c"], max_concurrent=5)
+    with capacity.running(spec, "offline:tdev-offline-1", holder="e-1#a", sem=sem):
+        assert sem.in_flight(agent_key(spec.name)) == 1
+        assert sem.in_flight(model_key("offline:tdev-offline-1")) == 1
+        with pytest.raises(CapacityExhausted, match="model:offline:tdev-offline-1"):
+            with capacity.running(spec, "offline:tdev-offline-1", holder="e-2#a", sem=sem):
+                pytest.fail("ran over the model's capacity")
+        assert sem.in_flight(agent_key(spec.name)) == 1  # the refused run holds nothing
+    assert (
+        sem.in_flight(agent_key(spec.name)) == 0 and sem.in_flight(model_key("offline:tdev-offline-1")) == 0
+    )
+    get_settings.cache_clear()
