@@ -27,6 +27,7 @@ from tdev.models import (
     AgentResult,
     Execution,
     ExecutionStatus,
+    Priority,
     TaskState,
     TaskStatus,
     Usage,
@@ -94,6 +95,9 @@ class ExecutionFactory(ModelFactory[Execution]):
     fallback_models = list
     tasks = dict
     levels = list
+    # Fixed, so adding admission fields drew nothing new from the seeded generator (same data, same seed).
+    priority = Priority.NORMAL
+    deadline = None
 
     @classmethod
     def execution_id(cls) -> str:

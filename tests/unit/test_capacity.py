@@ -11,8 +11,9 @@ import pytest
 
 from tdev import cache
 from tdev.errors import CapacityExhausted
-from tdev.models import AgentSpec
+from tdev.models import AgentSpec, Priority
 from tdev.orchestration import capacity
+from tdev.orchestration.admission import Waiting, admission_order, effective_priority
 from tdev.orchestration.capacity import Semaphore, agent_key, model_key
 
 
@@ -104,11 +105,98 @@ def test_a_full_model_gives_the_agent_slot_back(redis_url: str, sem: Semaphore, 
     with capacity.running(spec, "offline:tdev-offline-1", holder="e-1#a", sem=sem):
         assert sem.in_flight(agent_key(spec.name)) == 1
         assert sem.in_flight(model_key("offline:tdev-offline-1")) == 1
-        with pytest.raises(CapacityExhausted, match="model:offline:tdev-offline-1"):
-            with capacity.running(spec, "offline:tdev-offline-1", holder="e-2#a", sem=sem):
-                pytest.fail("ran over the model's capacity")
+        with (
+            pytest.raises(CapacityExhausted, match="model:offline:tdev-offline-1"),
+            capacity.running(spec, "offline:tdev-offline-1", holder="e-2#a", sem=sem),
+        ):
+            pytest.fail("ran over the model's capacity")
         assert sem.in_flight(agent_key(spec.name)) == 1  # the refused run holds nothing
     assert (
         sem.in_flight(agent_key(spec.name)) == 0 and sem.in_flight(model_key("offline:tdev-offline-1")) == 0
     )
     get_settings.cache_clear()
+
+
+# ------------------------------------------------------------------------------ admission order
+def test_a_freed_slot_goes_to_the_higher_priority_waiter_not_the_first_to_ask(redis_url: str) -> None:
+    clock = Clock()
+    sem = Semaphore(cache.redis_client(), clock=clock)
+    key = agent_key("OrderAgent")
+    running = sem.acquire(key, 1, "e-0#a", 600)
+    # Both wait: LOW since t=0, HIGH since t=10
+    with pytest.raises(CapacityExhausted):
+        sem.acquire(key, 1, "low#a", 600, priority=Priority.LOW)
+    clock.now += 10
+    with pytest.raises(CapacityExhausted):
+        sem.acquire(key, 1, "high#a", 600, priority=Priority.HIGH)
+    assert sem.waiting(key) == 2
+
+    sem.release(running)
+    clock.now += 1
+    # LOW asks first after the release, but HIGH ranks ahead of it: LOW keeps waiting
+    with pytest.raises(CapacityExhausted, match="1 waiting task"):
+        sem.acquire(key, 1, "low#a", 600, priority=Priority.LOW)
+    assert sem.acquire(key, 1, "high#a", 600, priority=Priority.HIGH).holder == "high#a"
+    assert sem.waiting(key) == 1
+
+
+def test_a_deadline_within_300_s_jumps_two_levels(redis_url: str) -> None:
+    clock = Clock()
+    sem = Semaphore(cache.redis_client(), clock=clock)
+    for due_in, winner in ((100, "normal#a"), (400, "high#a")):
+        key = agent_key(f"Deadline{due_in}Agent")
+        running = sem.acquire(key, 1, "e-0#a", 600)
+        with pytest.raises(CapacityExhausted):  # HIGH (2) waits first
+            sem.acquire(key, 1, "high#a", 600, priority=Priority.HIGH)
+        clock.now += 1
+        with pytest.raises(CapacityExhausted):  # NORMAL (3), minus 2 when due within 300 s
+            sem.acquire(key, 1, "normal#a", 600, priority=Priority.NORMAL, deadline=clock.now + due_in)
+        sem.release(running)
+        clock.now += 1
+        # Whoever asks first, the free slot goes to the one ranked first
+        loser = "high#a" if winner == "normal#a" else "normal#a"
+        with pytest.raises(CapacityExhausted):
+            sem.acquire(key, 1, loser, 600, priority=Priority[loser.split("#")[0].upper()], deadline=None)
+        deadline = clock.now + due_in - 2 if winner == "normal#a" else None
+        granted = sem.acquire(
+            key, 1, winner, 600, priority=Priority[winner.split("#")[0].upper()], deadline=deadline
+        )
+        assert granted.holder == winner, due_in
+
+
+def test_a_waiter_that_stopped_asking_is_skipped(redis_url: str) -> None:
+    clock = Clock()
+    sem = Semaphore(cache.redis_client(), clock=clock)
+    key = agent_key("CancelAgent")
+    running = sem.acquire(key, 1, "e-0#a", 600)
+    with pytest.raises(CapacityExhausted):
+        sem.acquire(
+            key, 1, "cancelled#a", 600, priority=Priority.CRITICAL
+        )  # then cancelled: never asks again
+    sem.release(running)
+    clock.now += 5
+    with pytest.raises(CapacityExhausted):  # still within its grace: the CRITICAL waiter is ahead
+        sem.acquire(key, 1, "normal#a", 600)
+    clock.now += capacity.STALE_WAITER_SECONDS
+    assert sem.acquire(key, 1, "normal#a", 600).holder == "normal#a"
+    assert sem.waiting(key) == 0
+
+
+def test_ageing_lets_a_low_request_through_a_stream_of_normal_ones() -> None:
+    """Starvation: one slot, a fresh NORMAL request every 20 s (each holding the slot 20 s), a LOW one
+    waiting from the start. Without ageing it would never run; with it, it runs once it has waited 300 s."""
+    now, low = 0.0, Waiting("low", Priority.LOW, enqueued_at=0.0)
+    queue = [low]
+    admitted_at: float | None = None
+    for tick in range(60):
+        now = tick * 20.0
+        queue.append(Waiting(f"normal-{tick}", Priority.NORMAL, enqueued_at=now))
+        first = admission_order(queue, now)[0]
+        queue.remove(first)
+        if first is low:
+            admitted_at = now
+            break
+    assert admitted_at is not None and 300 <= admitted_at <= 320
+    assert effective_priority(Priority.LOW, 300, None) == effective_priority(Priority.NORMAL, 0, None)
+    assert effective_priority(Priority.LOW, 10_000, None) == 3.0  # the bonus is capped at one level
+    assert effective_priority(Priority.LOW, 0, 299) == 2.0 and effective_priority(Priority.LOW, 0, 301) == 4.0

@@ -15,6 +15,7 @@ from types import ModuleType
 # Run order of `tdev bench all`: cheap first.
 BENCHMARKS: tuple[str, ...] = (
     "planning",
+    "routing",
     "llm",
     "instantiation",
     "coldstart",

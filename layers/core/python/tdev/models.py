@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 MAX_REQUEST_CHARS = 20_000
 # A base archive travels base64-encoded in the JSON body, which is bounded at 1 MiB before parsing
@@ -33,6 +41,15 @@ ModelName = Annotated[
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class Priority(StrEnum):
+    """A request's priority (spec 1.3: CRITICAL=1 ... LOW=4; tdev.orchestration.admission ranks them)."""
+
+    CRITICAL = "CRITICAL"
+    HIGH = "HIGH"
+    NORMAL = "NORMAL"
+    LOW = "LOW"
 
 
 class ExecutionStatus(StrEnum):
@@ -128,6 +145,17 @@ class RequestIn(BaseModel):
         description="The most this request may spend on models, in USD (default: the deployment's "
         "TDEV_DEFAULT_BUDGET_USD). Each model call reserves its worst case first; a call that would go over "
         "is not made and the request ends BUDGET_EXCEEDED.",
+    )
+
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="When agents or models are at capacity, waiting tasks are admitted by priority, aged "
+        "(a wait of 300 s is worth one level) and boosted two levels within 300 s of the deadline.",
+    )
+    deadline: AwareDatetime | None = Field(
+        default=None,
+        description="When the request should be done (ISO 8601 with a time zone; in the future, at most 7 "
+        "days away).",
     )
 
     @field_validator("base_archive")
@@ -372,6 +400,8 @@ class Execution(BaseModel):
     reserved_micro_usd: int = 0
     spent_micro_usd: int = 0
     cancel_requested_at: str | None = None
+    priority: Priority = Priority.NORMAL
+    deadline: datetime | None = None
     version: int = 0
 
     @field_validator("created_at", "updated_at", mode="before")
@@ -430,6 +460,8 @@ class ExecutionView(BaseModel):
     cancel_requested_at: str | None = Field(
         default=None, description="When cancelling was asked for (POST /v1/executions/{id}/cancel)."
     )
+    priority: Priority = Priority.NORMAL
+    deadline: datetime | None = None
 
 
 # ------------------------------------------------------------------ state machine step payloads

@@ -306,6 +306,8 @@ class ExecutionRepository:
                 reserved_usd=round(execution.reserved_micro_usd / 1_000_000, 6),
             ),
             cancel_requested_at=execution.cancel_requested_at,
+            priority=execution.priority,
+            deadline=execution.deadline,
         )
 
     def history(self, execution_id: str) -> dict[str, Any]:

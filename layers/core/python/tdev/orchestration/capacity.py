@@ -9,6 +9,11 @@ second one. When every slot is taken the task raises `CapacityExhausted`, which 
 waits on (statemachines/request_workflow.asl.json): the task waits durably in Step Functions, it does
 not fail.
 
+Free slots go to the waiting tasks in admission order (tdev.orchestration.admission: the request's
+priority, aged, boosted near its deadline): a refused task joins the semaphore's waiting list (a hash
+under the same hash tag) and keeps its arrival time while it keeps asking; one that stopped asking for
+STALE_WAITER_SECONDS (cancelled, failed) is skipped and dropped.
+
 The agent's slot is taken before the model's; if the model is full the agent's is given back at once.
 The model slot counts the run's first model (a fallback hop runs under the same slot).
 """
@@ -20,37 +25,78 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from tdev import cache
 from tdev.errors import CapacityExhausted
-from tdev.models import AgentSpec
+from tdev.models import AgentSpec, Priority
 from tdev.observability import logger
+from tdev.orchestration.admission import EFFECTIVE_PRIORITY_LUA, LEVELS
 from tdev.settings import get_settings
 
 KEY_PREFIX = "tdev:capacity"
 
-# KEYS[1] = the semaphore (zset holder -> lease end); ARGV = now, limit, holder, lease end, key ttl
-# -> {1, held} when the holder has a slot; {0, held, soonest lease end} when every slot is taken.
-_ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+# KEYS[1] = the semaphore (zset holder -> lease end), KEYS[2] = its waiting list (hash holder ->
+# "rank|enqueued|deadline|last seen"), one hash tag; ARGV = now, limit, holder, lease end, key ttl, rank,
+# deadline (-1: none), stale after.
+# -> {1, held} when the holder has a slot; {0, held, soonest lease end, waiting ahead} when it waits.
+_ACQUIRE = (
+    EFFECTIVE_PRIORITY_LUA
+    + """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) == false then
-  if held >= tonumber(ARGV[2]) then
-    local soonest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    return {0, held, soonest[2]}
-  end
-  held = held + 1
+local function grant(count)
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('HDEL', KEYS[2], ARGV[3])
+  return {1, count}
 end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return {1, held}
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) ~= false then return grant(held) end
+local rank, deadline, stale = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local enqueued = now
+local mine = redis.call('HGET', KEYS[2], ARGV[3])
+if mine then enqueued = tonumber(string.match(mine, '^[^|]*|([^|]*)|')) end
+local free = tonumber(ARGV[2]) - held
+local ahead = 0
+if free > 0 then
+  local score = effective(rank, enqueued, deadline, now)
+  local waiting = redis.call('HGETALL', KEYS[2])
+  for i = 1, #waiting, 2 do
+    local other = waiting[i]
+    if other ~= ARGV[3] then
+      local r, e, d, seen = string.match(waiting[i + 1], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+      r, e, d, seen = tonumber(r), tonumber(e), tonumber(d), tonumber(seen)
+      if now - seen > stale then
+        redis.call('HDEL', KEYS[2], other)  -- stopped asking (cancelled, failed): skipped
+      else
+        local s = effective(r, e, d, now)
+        if s < score or (s == score and (e < enqueued or (e == enqueued and other < ARGV[3]))) then
+          ahead = ahead + 1
+        end
+      end
+    end
+  end
+  if ahead < free then return grant(held + 1) end
+end
+local entry = ARGV[6] .. '|' .. string.format('%.6f', enqueued) .. '|' .. ARGV[7] .. '|' .. ARGV[1]
+redis.call('HSET', KEYS[2], ARGV[3], entry)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+local soonest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, held, soonest[2] or ARGV[1], ahead}
 """
+)
 # KEYS[1] = the semaphore; ARGV = now -> holders whose lease has not ended
 _COUNT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 return redis.call('ZCARD', KEYS[1])
 """
+
+
+# A waiter that has not asked again for this long stopped waiting (the workflow retries at most every
+# 60 s): it no longer holds back the ones behind it.
+STALE_WAITER_SECONDS = 180
 
 
 def agent_key(name: str) -> str:
@@ -59,6 +105,11 @@ def agent_key(name: str) -> str:
 
 def model_key(model: str) -> str:
     return f"{KEY_PREFIX}:{{model:{model}}}"
+
+
+def waiting_key(key: str) -> str:
+    """The waiting list of a semaphore: the same hash tag, so one script may touch both (cluster-safe)."""
+    return f"{key}:waiting"
 
 
 @dataclass(frozen=True)
@@ -76,20 +127,48 @@ class Semaphore:
         self._acquire = redis.register_script(_ACQUIRE)
         self._count = redis.register_script(_COUNT)
 
-    def acquire(self, key: str, limit: int, holder: str, lease_seconds: float) -> Lease:
-        """A slot of `key` for `holder` until now + `lease_seconds`; CapacityExhausted when all are taken."""
+    def acquire(
+        self,
+        key: str,
+        limit: int,
+        holder: str,
+        lease_seconds: float,
+        *,
+        priority: Priority = Priority.NORMAL,
+        deadline: float | None = None,
+    ) -> Lease:
+        """A slot of `key` for `holder` until now + `lease_seconds`, or CapacityExhausted: every slot is
+        taken, or the free ones go to waiters ahead of it in admission order (tdev.orchestration.admission;
+        the holder is then on the waiting list, keeping its arrival time while it keeps asking)."""
         now = self._clock()
         ends_at = now + lease_seconds
         answer = self._acquire(
-            keys=[key], args=[repr(now), limit, holder, repr(ends_at), math.ceil(lease_seconds) + 60]
+            keys=[key, waiting_key(key)],
+            args=[
+                f"{now:.6f}",
+                limit,
+                holder,
+                f"{ends_at:.6f}",
+                math.ceil(lease_seconds) + STALE_WAITER_SECONDS,
+                LEVELS[priority],
+                -1 if deadline is None else f"{deadline:.6f}",
+                STALE_WAITER_SECONDS,
+            ],
         )
         if int(answer[0]) == 1:
             return Lease(key, holder, ends_at)
-        soonest = float(answer[2]) if len(answer) > 2 and answer[2] is not None else ends_at
+        held, soonest, ahead = int(answer[1]), float(answer[2]), int(answer[3])
+        name = key.removeprefix(KEY_PREFIX + ":")
         raise CapacityExhausted(
-            f"{key.removeprefix(KEY_PREFIX + ':')} is at capacity ({int(answer[1])}/{limit} in flight)",
-            retry_after=max(1, math.ceil(soonest - now)),
+            f"{name} is at capacity ({held}/{limit} in flight)"
+            if held >= limit
+            else f"{name}: its free slots go to {ahead} waiting task(s) ahead in admission order",
+            retry_after=max(1, math.ceil(soonest - now)) if held >= limit else 1,
         )
+
+    def waiting(self, key: str) -> int:
+        """How many tasks wait for a slot of `key` (queue depth)."""
+        return int(self._redis.hlen(waiting_key(key)))
 
     def release(self, lease: Lease) -> None:
         self._redis.zrem(lease.key, lease.holder)
@@ -103,7 +182,15 @@ def semaphore() -> Semaphore:
 
 
 @contextmanager
-def running(spec: AgentSpec, model: str, *, holder: str, sem: Semaphore | None = None) -> Iterator[None]:
+def running(
+    spec: AgentSpec,
+    model: str,
+    *,
+    holder: str,
+    priority: Priority = Priority.NORMAL,
+    deadline: datetime | None = None,
+    sem: Semaphore | None = None,
+) -> Iterator[None]:
     """Hold a slot of `spec`'s agent and of `model` while the block runs; CapacityExhausted when either
     limit is reached (nothing is held then)."""
     settings = get_settings()
@@ -115,9 +202,12 @@ def running(spec: AgentSpec, model: str, *, holder: str, sem: Semaphore | None =
             return
         sem = semaphore()
     lease_seconds = settings.capacity_lease_seconds
-    agent_lease = sem.acquire(agent_key(spec.name), spec.max_concurrent, holder, lease_seconds)
+    order: dict[str, Any] = {"priority": priority, "deadline": deadline.timestamp() if deadline else None}
+    agent_lease = sem.acquire(agent_key(spec.name), spec.max_concurrent, holder, lease_seconds, **order)
     try:
-        model_lease = sem.acquire(model_key(model), settings.model_max_concurrent, holder, lease_seconds)
+        model_lease = sem.acquire(
+            model_key(model), settings.model_max_concurrent, holder, lease_seconds, **order
+        )
     except BaseException:
         sem.release(agent_lease)
         raise

@@ -42,6 +42,7 @@ from tdev.models import (
 )
 from tdev.observability import NAMESPACE, logger, metrics, tracer
 from tdev.orchestration import capacity
+from tdev.orchestration.admission import check_deadline
 from tdev.settings import get_settings
 
 
@@ -75,6 +76,7 @@ def submit_request(
                 check_model_name(name)
             except UnknownModelProviderError as exc:
                 raise UnknownModelProviderError(str(exc), field=field) from None
+    deadline = check_deadline(body.deadline, utc_now())  # checked before any workspace is seeded
     base = prepare_base(body)
     execution_id = str(uuid.uuid4())
     if base is not None:
@@ -93,6 +95,8 @@ def submit_request(
         correlation_id=correlation_id,
         base=base.source if base else None,
         budget_usd=body.budget_usd if body.budget_usd is not None else get_settings().default_budget_usd,
+        priority=body.priority,
+        deadline=deadline,
     )
     stored, created = container.executions().create(
         execution, idempotency_key=idempotency_key, request_hash=request_hash(body)
@@ -218,7 +222,13 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     # A slot of the agent's and of the model's capacity for the whole run, or CapacityExhausted: the
     # workflow waits on it and retries (a durable wait, not a failure). The holder is the task, so a
     # retried step renews its own slot instead of taking a second one.
-    with capacity.running(spec, model_name, holder=f"{execution_id}#{task_id}"):
+    with capacity.running(
+        spec,
+        model_name,
+        holder=f"{execution_id}#{task_id}",
+        priority=execution.priority,
+        deadline=execution.deadline,
+    ):
         executions.mark_task_running(execution_id, task_id, attempt + 1)
         upstream = executions.get_results(execution_id, [d.task_id for d in task.depends_on])
         tracer.put_annotation("agent", task.agent)
