@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from tdev import container
 from tdev.agents.registry import register_agent
 from tdev.models import AGENT_NAME, AgentSpec, ErrorBody
 
@@ -45,7 +46,11 @@ class AgentIn(BaseModel):
 )
 def put_agent(agent_name: AgentName, body: Annotated[AgentIn, Body()]) -> Response[Any]:
     answer, created = register_agent(
-        agent_name, body.spec, author=security.identity_of(router).principal, reason=body.reason
+        container.agents(),
+        agent_name,
+        body.spec,
+        author=security.identity_of(router).principal,
+        reason=body.reason,
     )
     status = HTTPStatus.CREATED if created else HTTPStatus.OK
     return Response(status_code=int(status), content_type=content_types.APPLICATION_JSON, body=answer)

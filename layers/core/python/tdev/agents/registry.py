@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from tdev import container
-from tdev.data.agents import CUSTOM
+from tdev.data.agents import CUSTOM, AgentRepository
 from tdev.errors import ValidationError
 from tdev.models import AgentSpec
 from tdev.observability import logger
 
 
-def register_agent(name: str, spec: AgentSpec, *, author: str, reason: str) -> tuple[dict[str, Any], bool]:
+def register_agent(
+    registry: AgentRepository, name: str, spec: AgentSpec, *, author: str, reason: str
+) -> tuple[dict[str, Any], bool]:
     """Store `spec` as agent `name`'s newest version; (the answer, whether anything was written)."""
     if spec.name != name:
         raise ValidationError(
             f"spec.name: {spec.name!r} is not the agent named in the path ({name!r})", field="spec.name"
         )
-    created = container.agents().register(spec, author=author, reason=reason)
+    created = registry.register(spec, author=author, reason=reason)
     logger.info(
         "agent registered" if created else "agent already registered",
         extra={
