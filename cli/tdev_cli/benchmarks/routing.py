@@ -74,12 +74,13 @@ def _arrivals(seed: int = 7) -> list[Any]:
 
     rng = random.Random(seed)
     gap = SERVICE_SECONDS / SLOTS / LOAD
-    levels, weights = zip(*MIX, strict=True)
+    levels = [Priority(level) for level, _ in MIX]
+    weights = [weight for _, weight in MIX]
     out = []
     for i in range(REQUESTS):
         arrived = i * gap
         deadline = arrived + rng.uniform(120, 1800) if rng.random() < 0.3 else None
-        out.append(Waiting(f"r{i:04d}", Priority(rng.choices(levels, weights)[0]), arrived, deadline))
+        out.append(Waiting(f"r{i:04d}", rng.choices(levels, weights)[0], arrived, deadline))
     return out
 
 
