@@ -1,5 +1,6 @@
-"""The agent registry's write route: `PUT /v1/agents/{agent_name}` (admins only: `agent/registry` `update`,
-which no built-in role but admin holds), validated and audited (tdev.agents.registry)."""
+"""The agent registry's routes: `PUT /v1/agents/{agent_name}` (admins only: `agent/registry` `update`,
+which no built-in role but admin holds), validated and audited (tdev.agents.registry); and
+`GET /v1/agents/{agent_name}/health` (anyone who may read)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tdev import container
 from tdev.agents.registry import register_agent
 from tdev.models import AGENT_NAME, AgentSpec, ErrorBody
+from tdev.orchestration import capacity
 
 try:  # the package (tests, local runtime) ...
     from functions.api import security
@@ -54,3 +56,10 @@ def put_agent(agent_name: AgentName, body: Annotated[AgentIn, Body()]) -> Respon
     )
     status = HTTPStatus.CREATED if created else HTTPStatus.OK
     return Response(status_code=int(status), content_type=content_types.APPLICATION_JSON, body=answer)
+
+
+@router.get("/v1/agents/<agent_name>/health", middlewares=[security.guard("agent/health", "read")])
+def agent_health(agent_name: AgentName) -> dict[str, Any]:
+    """In flight and waiting against the agent's capacity, whether it is available (below 0.8 x capacity),
+    and its run history. 404 naming `agent_name` for an agent not in the registry."""
+    return capacity.agent_health(container.agents(), agent_name)

@@ -104,3 +104,49 @@ def test_an_invalid_name_or_missing_reason_is_a_400(rt: Any) -> None:
     assert (status, body.get("field")) == (400, "agent_name"), body
     status, body = rt.api("PUT", "/v1/agents/DocsWriterAgent", {"spec": SPEC})
     assert (status, body.get("field")) == (400, "reason"), body
+
+
+def test_the_health_sample_event_is_served(rt: Any) -> None:
+    event = json.loads((REPO / "events" / "api_get_agent_health.json").read_text())
+    response = rt.invoke("api", event)
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["agent"] == "CodeAgent"
+
+
+@pytest.mark.parametrize("roles", [("viewer",), ("developer",), ("admin",)])
+def test_an_agents_health_shows_its_load_against_capacity_and_its_history(
+    rt: Any, roles: tuple[str, ...]
+) -> None:
+    from tdev import cache, container
+    from tdev.orchestration.capacity import Semaphore, agent_key
+
+    spec = {**SPEC, "name": f"Health{roles[0].capitalize()}Agent", "max_concurrent": 5}
+    assert rt.api("PUT", f"/v1/agents/{spec['name']}", {"spec": spec, "reason": "watch it"})[0] == 201
+    sem = Semaphore(cache.redis_client())
+    for i in range(4):  # 4 of 5 in flight: at 0.8 x capacity, no longer available
+        sem.acquire(agent_key(spec["name"]), 5, f"e-{i}#t", 60)
+    container.agents().record_run(spec["name"], "e-9#t#SUCCEEDED", succeeded=True, duration_ms=300)
+    container.agents().record_run(spec["name"], "e-8#t#FAILED", succeeded=False, duration_ms=100)
+
+    rt.as_principal("watcher", roles)
+    status, health = rt.api("GET", f"/v1/agents/{spec['name']}/health")
+
+    assert status == 200, health
+    assert health == {
+        **health,
+        "ref": f"{spec['name']}@1.0.0",
+        "origin": "custom",
+        "max_concurrent": 5,
+        "in_flight": 4,
+        "waiting": 0,
+        "utilisation": 0.8,
+        "available": False,
+        "runs": 2,
+        "success_rate": 0.5,
+        "average_duration_ms": 200,
+    }
+
+
+def test_the_health_of_an_unknown_agent_is_a_404_naming_it(rt: Any) -> None:
+    status, body = rt.api("GET", "/v1/agents/NoSuchAgent/health")
+    assert (status, body.get("field")) == (404, "agent_name"), body

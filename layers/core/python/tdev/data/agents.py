@@ -218,6 +218,11 @@ class AgentRepository:
             return None
         return str(item.get("origin", BUILTIN))
 
+    def stats(self, name: str) -> dict[str, int]:
+        """The agent's run counters (zeros before its first run)."""
+        item = self._table.get_item(Key=schema.agent_key(name, "STATS")).get("Item") or {}
+        return {k: int(item.get(k, 0)) for k in ("runs", "successes", "failures", "total_duration_ms")}
+
     def record_run(self, name: str, run_id: str, *, succeeded: bool, duration_ms: int) -> bool:
         """Count one run of `name` exactly once per `run_id` (e.g. "<execution>#<task>#SUCCEEDED").
 

@@ -29,7 +29,8 @@ from datetime import datetime
 from typing import Any
 
 from tdev import cache
-from tdev.errors import CapacityExhausted
+from tdev.data.agents import AgentRepository
+from tdev.errors import CapacityExhausted, NotFoundError, UnknownAgentError
 from tdev.models import AgentSpec, Priority
 from tdev.observability import logger
 from tdev.orchestration.admission import EFFECTIVE_PRIORITY_LUA, LEVELS
@@ -216,3 +217,38 @@ def running(
     finally:
         sem.release(model_lease)
         sem.release(agent_lease)
+
+
+# Spec 1.3: an agent is available to new work below 0.8 x its capacity.
+AVAILABLE_BELOW = 0.8
+
+
+def agent_health(registry: AgentRepository, name: str, *, sem: Semaphore | None = None) -> dict[str, Any]:
+    """An agent's health: its version, runs in flight and waiting against its capacity, whether it is
+    available (below 0.8 x capacity), and its run history (success rate, average duration)."""
+    try:
+        spec = registry.get(name)
+    except UnknownAgentError:
+        raise NotFoundError(f"no agent named {name} in the registry", field="agent_name") from None
+    if sem is None and get_settings().redis_url:
+        sem = semaphore()
+    key = agent_key(spec.name)
+    in_flight = sem.in_flight(key) if sem else None
+    waiting = sem.waiting(key) if sem else None
+    stats = registry.stats(spec.name)
+    runs = stats["runs"]
+    return {
+        "agent": spec.name,
+        "ref": spec.ref,
+        "origin": registry.origin(spec.name) or "builtin",
+        "max_concurrent": spec.max_concurrent,
+        "in_flight": in_flight,
+        "waiting": waiting,
+        "utilisation": None if in_flight is None else round(in_flight / spec.max_concurrent, 4),
+        "available": None if in_flight is None else in_flight < AVAILABLE_BELOW * spec.max_concurrent,
+        "runs": runs,
+        "successes": stats["successes"],
+        "failures": stats["failures"],
+        "success_rate": round(stats["successes"] / runs, 4) if runs else None,
+        "average_duration_ms": round(stats["total_duration_ms"] / runs) if runs else None,
+    }
