@@ -568,10 +568,19 @@ def _still_running(runtime: Any, execution_ids: list[str]) -> list[str]:
 
 
 def _wait(runtime: Any, execution_ids: list[str], timeout: float) -> None:
+    """Until every workflow has ended, or none has ended for `timeout` seconds.
+
+    The deadline moves with progress: on a loaded machine a group's workflows may together take longer
+    than `timeout` while each keeps finishing, and a fixed deadline would count them as never terminal
+    (a "loss" the machine's load decided, not the seed).
+    """
     pending = list(execution_ids)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        pending = _still_running(runtime, pending)
+        still = _still_running(runtime, pending)
+        if len(still) < len(pending):
+            deadline = time.monotonic() + timeout
+        pending = still
         time.sleep(0.1)
 
 

@@ -74,6 +74,27 @@ def test_one_group_replayed_alone_meets_the_faults_it_met_in_the_whole_run() -> 
     assert "(r1-r1)" in lines[1] and "so far: requests=2 " in lines[1], lines
 
 
+def test_the_wait_for_a_group_lasts_while_its_workflows_keep_ending_not_a_fixed_time() -> None:
+    """Four workflows ending 0.3 s apart outlast a 0.5 s timeout together, never each: all are waited for
+    (a fixed deadline made a slow machine's late workflows "never terminal")."""
+    import time
+
+    from tdev_cli.chaos import _wait
+
+    started = time.monotonic()
+
+    class _Workflows:
+        def workflow_status(self, execution_id: str) -> str:
+            ends_at = 0.3 * (int(execution_id) + 1)
+            return "SUCCEEDED" if time.monotonic() - started >= ends_at else "RUNNING"
+
+    _wait(_Workflows(), ["0", "1", "2", "3"], timeout=0.5)
+    assert time.monotonic() - started >= 1.2
+    started = time.monotonic() + 60  # nothing ends any more: the wait gives up after the timeout
+    _wait(_Workflows(), ["0"], timeout=0.5)
+    assert time.monotonic() - started < -58
+
+
 class _Runtime:
     """What the injector wraps: an invoke and a fault hook."""
 
