@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from tdev.errors import ConfigurationError
 
@@ -78,14 +78,14 @@ def configured_model_prices() -> str | None:
     return os.environ.get(str(Settings.model_fields["model_prices"].alias)) or None
 
 
-class _OutputCap(BaseModel):
-    max_output_tokens: int = Settings.model_fields["max_output_tokens"]
+# The one field, with Settings' own alias, default and bounds.
+_OutputCap = create_model("_OutputCap", max_output_tokens=(int, Settings.model_fields["max_output_tokens"]))
 
 
 def configured_max_output_tokens() -> int:
     """TDEV_MAX_OUTPUT_TOKENS alone, validated as Settings validates it: every model call is capped, also
     where no table is configured (`tdev bench`, an agent run outside a deployment)."""
     try:
-        return _OutputCap.model_validate(dict(os.environ)).max_output_tokens
+        return int(_OutputCap.model_validate(dict(os.environ)).model_dump()["max_output_tokens"])
     except ValidationError as exc:
         raise ConfigurationError("invalid environment variable: TDEV_MAX_OUTPUT_TOKENS") from exc
