@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,32 @@ def _forget_the_container_after_each_module() -> Iterator[None]:
     from tdev import container
 
     container.reset()
+
+
+@contextmanager
+def moto_table(monkeypatch: pytest.MonkeyPatch, table: str, **env: str) -> Iterator[str]:
+    """The application's table (its real key schema and indexes) in moto, with the environment a function
+    gets (`env` adds to it) and a container that starts and ends empty."""
+    import boto3
+    from moto import mock_aws
+
+    from tdev import container
+    from tdev.data.schema import create_table_kwargs
+
+    fake = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in {**fake, "TABLE_NAME": table, **env}.items():
+        monkeypatch.setenv(key, value)
+    with mock_aws():
+        container.reset()
+        boto3.client("dynamodb").create_table(**create_table_kwargs(table))
+        try:
+            yield table
+        finally:
+            container.reset()
 
 
 def load_event(name: str) -> dict[str, Any]:

@@ -8,8 +8,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,9 @@ import pytest
 
 from tdev.security.signing import string_to_sign
 from tdev_cli.client import ROUTES, ApiError, Client
+from tests.e2e.serving import TDEV, serve_env, serving
 
-REPO = Path(__file__).resolve().parents[2]
-TDEV = [sys.executable, "-m", "tdev_cli.main"]
 pytestmark = pytest.mark.slow
-TREE = {"PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("layers/core/python", "cli", "."))}
 
 
 class Script:
@@ -157,25 +153,9 @@ def test_the_client_calls_every_route_the_api_document_lists() -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, dict[str, str]]]:
     cwd = tmp_path_factory.mktemp("client")
-    env = {**os.environ, **TREE, "XDG_CONFIG_HOME": str(cwd / "config")}
-    env.pop("REDIS_URL", None)
-    process = subprocess.Popen(
-        [*TDEV, "serve", "--port", "0"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    state = cwd / ".tdev" / "serve.json"
-    deadline = time.monotonic() + 90
-    while not state.exists():
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "tdev serve did not start"
-        time.sleep(0.2)
-    yield json.loads(state.read_text())["url"], cwd, env
-    process.terminate()
-    assert process.wait(timeout=30) == 0
+    env = serve_env(XDG_CONFIG_HOME=str(cwd / "config"))
+    with serving(cwd, env) as url:
+        yield url, cwd, env
 
 
 def _tdev(

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_serve import TDEV, TREE, call, token
+from tests.e2e.serving import TDEV, TREE, serve_env, serving
+from tests.e2e.test_serve import call, token
 
 pytestmark = pytest.mark.slow
 
@@ -38,25 +38,8 @@ def tdev(cwd: Path, *args: str) -> tuple[int, Any, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     cwd = tmp_path_factory.mktemp("config")
-    env = {**os.environ, **TREE}
-    env.pop("REDIS_URL", None)
-    process = subprocess.Popen(
-        [*TDEV, "serve", "--port", "0", "--config-poll-seconds", "1"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    state = cwd / ".tdev" / "serve.json"
-    deadline = time.monotonic() + 90
-    while not state.exists():
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "tdev serve did not start"
-        time.sleep(0.2)
-    yield json.loads(state.read_text())["url"], cwd
-    process.terminate()
-    assert process.wait(timeout=30) == 0
+    with serving(cwd, serve_env(), "--config-poll-seconds", "1") as url:
+        yield url, cwd
 
 
 def test_an_operator_changes_approves_and_rolls_back_the_configuration(server: tuple[str, Path]) -> None:

@@ -7,8 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,12 +16,10 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.e2e.serving import TDEV, TREE, serve_env, serving
+
 pytestmark = pytest.mark.slow
 
-TDEV = [sys.executable, "-m", "tdev_cli.main"]
-REPO = Path(__file__).resolve().parents[2]
-# The commands run this tree's code (as pytest's own pythonpath does), whatever package the venv installed.
-TREE = {"PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("layers/core/python", "cli", "."))}
 REQUEST = json.dumps({"request": "Design and implement a REST API for todo items"}).encode()
 
 
@@ -56,27 +52,8 @@ def tdev(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     cwd = tmp_path_factory.mktemp("serve")
-    env = {**os.environ, **TREE, "TDEV_RATE_LIMIT_DEFAULT": "8/900", "TDEV_MAX_BODY_BYTES": "4096"}
-    env.pop("REDIS_URL", None)
-    process = subprocess.Popen(
-        [*TDEV, "serve", "--port", "0"],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    state = cwd / ".tdev" / "serve.json"
-    deadline = time.monotonic() + 90
-    while not state.exists():
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        assert time.monotonic() < deadline, "tdev serve did not start"
-        time.sleep(0.2)
-    url = json.loads(state.read_text())["url"]
-    yield url, cwd
-    process.terminate()
-    assert process.wait(timeout=30) == 0
-    assert not state.exists()  # the server removes its state file when it stops
+    with serving(cwd, serve_env(TDEV_RATE_LIMIT_DEFAULT="8/900", TDEV_MAX_BODY_BYTES="4096")) as url:
+        yield url, cwd
 
 
 def token(cwd: Path, user: str, role: str, *extra: str) -> str:

@@ -9,33 +9,22 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from tdev import caching, container
+from tdev import caching
 from tdev.caching import CacheUnavailable, TieredCache
 from tdev.crypto import EnvelopeCipher
-from tdev.data.schema import create_table_kwargs
 from tdev.errors import AuthenticationError
 from tdev.security.apikeys import ApiKeyRepository
 from tdev.security.rbac import AccessRequest, AuditLog, Authorizer, PolicyStore, Role, RoleSpec
+from tests.conftest import moto_table
 
 TABLE = "tdev-authz-cache"
 
 
 @pytest.fixture
 def table(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        container.reset()
-        boto3.client("dynamodb").create_table(**create_table_kwargs(TABLE))
+    with moto_table(monkeypatch, TABLE):
         yield TABLE
-    container.reset()
 
 
 class CountedKeys(ApiKeyRepository):

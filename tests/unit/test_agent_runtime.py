@@ -20,11 +20,11 @@ from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 
 from tdev.agents.runtime import AgentRun, build_agent, compose_prompt, run_agent
-from tdev.errors import AgentError, TransientError, UnknownModelProviderError
+from tdev.errors import AgentError, ConfigurationError, TransientError, UnknownModelProviderError
 from tdev.llm.catalog import PRICES, cost_usd
 from tdev.llm.offline import OfflineModel
 from tdev.models import AgentResult, AgentSpec, AgentTask, Dependency, DependencyKind, TaskStatus
-from tdev.settings import OFFLINE_MODEL
+from tdev.settings import OFFLINE_MODEL, get_settings
 
 REQUEST = "Build a REST API for todo items"
 NOVA_LITE = "bedrock:amazon.nova-lite-v1:0"
@@ -154,6 +154,22 @@ def test_an_offline_run_returns_the_answer_tokens_and_zero_cost() -> None:
     assert run.usage.cost_usd == 0.0
     assert run.model == OFFLINE_MODEL
     assert run.duration_ms >= 0
+
+
+def test_an_agent_runs_outside_a_deployment_and_its_output_cap_is_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given no table configured (tdev bench, a fresh test worker): the run needs only its output cap
+    monkeypatch.delenv("TABLE_NAME", raising=False)
+    get_settings.cache_clear()
+    monkeypatch.setenv("TDEV_MAX_OUTPUT_TOKENS", "64")
+    model = OfflineModel(id="tdev-offline-1")
+    run_agent(SPEC, OFFLINE_MODEL, compose_prompt(REQUEST, task(), []), model=model)
+    assert model.tdev_max_output_tokens == 64  # type: ignore[attr-defined]  # what its calls reserve
+    # And a cap out of bounds is refused by name
+    monkeypatch.setenv("TDEV_MAX_OUTPUT_TOKENS", "3")
+    with pytest.raises(ConfigurationError, match="TDEV_MAX_OUTPUT_TOKENS"):
+        run_agent(SPEC, OFFLINE_MODEL, "x")
 
 
 def test_offline_runs_are_repeatable() -> None:

@@ -10,37 +10,22 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from tdev.config.model import ConfigValidationError
 from tdev.config.parameters import name
 from tdev.data.config_audit import checksum
 from tdev.errors import AuthorizationError, ConflictError
+from tests.conftest import moto_table
 
 TABLE = "tdev-config-test"
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "TABLE_NAME": TABLE,
-        "TDEV_ENV": "test",
-        "TDEV_CONFIG_POLL_SECONDS": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
     for variable in ("TDEV_DEFAULT_MODEL", "TDEV_RATE_LIMIT_DEFAULT", "TDEV_MAX_SESSIONS_PER_USER"):
         monkeypatch.delenv(variable, raising=False)
-    with mock_aws():
-        from tdev import container
-        from tdev.data.schema import create_table_kwargs
-
-        boto3.client("dynamodb").create_table(**create_table_kwargs(TABLE))
-        container.reset()
+    with moto_table(monkeypatch, TABLE, TDEV_ENV="test", TDEV_CONFIG_POLL_SECONDS="1"):
         yield boto3.client("ssm")
-        container.reset()
 
 
 def test_layers_merge_defaults_then_environment_then_parameter_store(

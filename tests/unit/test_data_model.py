@@ -9,34 +9,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from tdev import aws, container
+from tdev import aws
 from tdev.data import schema
 from tdev.data.history import HistoryEvent, replay
 from tdev.data.locks import DistributedLock, LockNotHeld
 from tdev.data.store import query_page, serialize, transact_write, update_versioned
 from tdev.errors import ConflictError, ValidationError
+from tests.conftest import moto_table
 
 TABLE = "tdev-model-test"
 
 
 @pytest.fixture
 def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        container.reset()
-        boto3.client("dynamodb").create_table(**schema.create_table_kwargs(TABLE))
+    with moto_table(monkeypatch, TABLE):
         yield aws.table(TABLE)
-        container.reset()
 
 
 def put(table: Any, entity: str, key: dict[str, str], *indexes: dict[str, str], **data: Any) -> None:

@@ -9,16 +9,15 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from tdev import cache, caching, container
+from tdev import cache, caching
 from tdev.caching import TieredCache
 from tdev.crypto import EnvelopeCipher
 from tdev.data.executions import ExecutionRepository
-from tdev.data.schema import create_table_kwargs
 from tdev.data.verify import VerifyRepository
 from tdev.messaging import consumers
 from tdev.models import AgentResult, ExecutionStatus, TaskStatus, Usage, VerifyIteration
+from tests.conftest import moto_table
 from tests.unit.test_repositories import new_execution, planned
 
 TABLE = "tdev-cache-unit"
@@ -26,18 +25,8 @@ TABLE = "tdev-cache-unit"
 
 @pytest.fixture
 def table(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        container.reset()
-        boto3.client("dynamodb").create_table(**create_table_kwargs(TABLE))
+    with moto_table(monkeypatch, TABLE):
         yield TABLE
-    container.reset()
 
 
 class Counted(ExecutionRepository):

@@ -6,15 +6,11 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from tdev import container
 from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.data.agents import AgentRepository
 from tdev.data.executions import ExecutionRepository
-from tdev.data.schema import create_table_kwargs
 from tdev.errors import ConflictError, IdempotencyConflictError, NotFoundError, UnknownAgentError
 from tdev.models import (
     AgentResult,
@@ -26,24 +22,15 @@ from tdev.models import (
     utc_now,
 )
 from tdev.orchestration.planner import Supervisor
+from tests.conftest import moto_table
 
 TABLE = "tdev-unit"
 
 
 @pytest.fixture
 def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "TABLE_NAME": TABLE,
-    }.items():
-        monkeypatch.setenv(key, value)
-    with mock_aws():
-        container.reset()
-        boto3.client("dynamodb").create_table(**create_table_kwargs(TABLE))
+    with moto_table(monkeypatch, TABLE):
         yield TABLE
-    container.reset()
 
 
 def new_execution(execution_id: str = "e-1", *, project: str = "p", created: Any = None) -> Execution:

@@ -364,6 +364,27 @@ class TieredCache:
         generation, value = read(keys=[entry], args=[secrets.token_hex(8), ttl])
         return str(generation), value
 
+    def _filled_by_another(
+        self, client: Any, entry: str, ttl: int, reading: Callable[[], None]
+    ) -> str | None:
+        """The entry's value when another loader has filled it meanwhile (kept in L1 too), else None."""
+        reading()
+        generation, value = self._read(client, entry, ttl)
+        if value is None:
+            return None
+        self._count("waited")
+        self._l1_put(entry, generation, value, ttl)
+        return value
+
+    def _run_loader(self, loader: Callable[[], T], reading: Callable[[], None]) -> T:
+        """One load from the backend, counted; its failure is the caller's (not Redis's) to handle."""
+        self._count("loads")
+        reading()
+        try:
+            return loader()
+        except Exception as exc:
+            raise _LoaderFailed(exc) from exc
+
     def _load(
         self,
         client: Any,
@@ -385,37 +406,22 @@ class TieredCache:
         deadline = self._clock() + self.wait_seconds
         while not client.set(f"{entry}:lock", token, nx=True, px=self.lock_lease_ms):
             time.sleep(POLL_SECONDS)
-            reading()
-            generation, value = self._read(client, entry, ttl)
-            if value is not None:
-                self._count("waited")
-                self._l1_put(entry, generation, value, ttl)
-                return decode(value), value
+            filled_by_other = self._filled_by_another(client, entry, ttl, reading)
+            if filled_by_other is not None:
+                return decode(filled_by_other), filled_by_other
             if self._clock() > deadline:  # the holder is slow or gone: answer from the backend
-                self._count("loads")
-                reading()
-                try:
-                    loaded = loader()
-                except Exception as exc:
-                    raise _LoaderFailed(exc) from exc
+                loaded = self._run_loader(loader, reading)
                 return loaded, _encoded_or_none(encode, loaded)
         try:
             # Another loader may have filled it between our read and our lock.
-            reading()
-            generation, value = self._read(client, entry, ttl)
-            if value is not None:
-                self._count("waited")
-                return decode(value), value
+            filled_by_other = self._filled_by_another(client, entry, ttl, reading)
+            if filled_by_other is not None:
+                return decode(filled_by_other), filled_by_other
             for tag in tags:  # join the tags first, so an invalidation during the load reaches this entry
                 tag_key = self.tag_key(tag)
                 client.sadd(tag_key, entry)
                 client.expire(tag_key, TTL_SECONDS[Freshness.STABLE])
-            self._count("loads")
-            reading()
-            try:
-                loaded = loader()
-            except Exception as exc:
-                raise _LoaderFailed(exc) from exc
+            loaded = self._run_loader(loader, reading)
             if policy is not None:
                 ttl = TTL_SECONDS[policy(loaded)]
             encoded = _encoded_or_none(encode, loaded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from tdev.errors import ConfigurationError
 
@@ -78,8 +78,8 @@ def configured_model_prices() -> str | None:
     return os.environ.get(str(Settings.model_fields["model_prices"].alias)) or None
 
 
-class _OutputCap(BaseModel):
-    max_output_tokens: int = Settings.model_fields["max_output_tokens"]
+# The one field, with Settings' own alias, default and bounds.
+_OutputCap = create_model("_OutputCap", max_output_tokens=(int, Settings.model_fields["max_output_tokens"]))
 
 
 def configured_max_output_tokens() -> int:
@@ -88,6 +88,7 @@ def configured_max_output_tokens() -> int:
     name = str(Settings.model_fields["max_output_tokens"].alias)
     value = os.environ.get(name)  # this one variable: a copy of the whole environment per call cost ~50 us
     try:
-        return _OutputCap.model_validate({} if value is None else {name: value}).max_output_tokens
+        fields = _OutputCap.model_validate({} if value is None else {name: value}).model_dump()
+        return int(fields["max_output_tokens"])
     except ValidationError as exc:
         raise ConfigurationError("invalid environment variable: TDEV_MAX_OUTPUT_TOKENS") from exc
