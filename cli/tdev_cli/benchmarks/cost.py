@@ -112,7 +112,7 @@ def _prompts_recorded() -> Iterator[list[dict[str, Any]]]:
             record["calls"].append(estimate_tokens(metering.prompt_text(messages, tools)))
         return real_worst_case(messages, tools)
 
-    chain.run_agent, metering.prompt_tokens_worst_case = run_agent, worst_case  # type: ignore[assignment]
+    chain.run_agent, metering.prompt_tokens_worst_case = run_agent, worst_case
     try:
         yield runs
     finally:

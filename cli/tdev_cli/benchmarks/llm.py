@@ -106,8 +106,8 @@ class _RoundTrips:
             self.outstanding = max(self.outstanding - 1, 0)
             return read(connection, *args, **kwargs)
 
-        AbstractConnection.send_command = counted_send  # type: ignore[method-assign]
-        AbstractConnection.read_response = counted_read  # type: ignore[method-assign]
+        AbstractConnection.send_command = counted_send  # type: ignore[method-assign,assignment]
+        AbstractConnection.read_response = counted_read  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
