@@ -47,6 +47,7 @@ from functions.registry import (  # noqa: E402
 )
 from stacks.api_stack import ApiStack  # noqa: E402
 from stacks.cache_stack import CacheAlarms, CacheStack  # noqa: E402
+from stacks.dashboards import OperationsStack  # noqa: E402
 from stacks.data_stack import DataStack  # noqa: E402
 from stacks.messaging_stack import MessagingStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
@@ -66,6 +67,7 @@ class TDeveloperStacks:
     security: SecurityStack
     sessions: SessionsStack
     messaging: MessagingStack
+    operations: OperationsStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
@@ -77,6 +79,7 @@ class TDeveloperStacks:
             self.security,
             self.sessions,
             self.messaging,
+            self.operations,
         )
 
 
@@ -175,7 +178,17 @@ def add_environment(
         description=f"T-Developer {settings.name}: outbox publisher, queues, consumers, routing rules",
         **common,
     )
-    for stack in (data, cache, orchestration, security, api, sessions, messaging):
+    operations = OperationsStack(
+        scope,
+        f"{settings.prefix}-operations",
+        settings=settings,
+        stacks=(data, cache, orchestration, security, api, sessions, messaging),
+        api_name=api.api.rest_api_name,
+        state_machine=orchestration.state_machine,
+        description=f"T-Developer {settings.name}: the operations dashboard",
+        **common,
+    )
+    for stack in (data, cache, orchestration, security, api, sessions, messaging, operations):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
     return TDeveloperStacks(
@@ -186,6 +199,7 @@ def add_environment(
         security=security,
         sessions=sessions,
         messaging=messaging,
+        operations=operations,
     )
 
 

@@ -1,4 +1,4 @@
-"""`tdev chaos --faults N [--seed S] [--json] [--fault-log FILE]`: N requests under injected faults.
+"""`tdev chaos --faults N [--seed S] [--group K] [--json] [--fault-log FILE]`: N requests under faults.
 
 Faults, at every step, each decided by (seed, the step's stable identity), so a seed replays its run:
 - every function invocation (API, plan, run_agent, record_task_failure, aggregate, compensate, the
@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -427,21 +427,36 @@ def run_chaos(
     timeout: float = 900.0,
     plan: FaultPlan | None = None,
     reconcile: bool = True,
+    groups: Collection[int] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ChaosReport:
     """Run `requests` requests under the fault plan, `per_runtime` at a time in a fresh local runtime.
 
     The emulated table snapshots itself for every transaction (moto's rollback copy), so its cost grows
     with the table; a fresh runtime per group of requests keeps each request's cost flat. Within a
     group, all requests are in flight at once.
+
+    Group K holds requests `r{K*per_runtime}` to `r{(K+1)*per_runtime - 1}`, in a runtime of its own,
+    and every fault is named after its request: `groups={K}` replays that group alone with the faults
+    it met in the whole run (a failure at 200 replayed in one group's time). `progress` receives a line
+    after each group.
     """
     plan = plan or FaultPlan(seed=seed)
     report = ChaosReport(seed=seed)
     started = time.monotonic()
-    remaining = requests
-    while remaining > 0:
-        group = min(per_runtime, remaining)
-        _run_group(group, requests - remaining, seed, plan, report, timeout, reconcile)
-        remaining -= group
+    total_groups = -(-requests // per_runtime)
+    for index in range(total_groups):
+        if groups is not None and index not in groups:
+            continue
+        offset = index * per_runtime
+        count = min(per_runtime, requests - offset)
+        group_started = time.monotonic()
+        _run_group(count, offset, seed, plan, report, timeout, reconcile)
+        if progress is not None:
+            progress(
+                f"group {index}/{total_groups - 1} (r{offset}-r{offset + count - 1}) "
+                f"{time.monotonic() - group_started:.0f} s, so far: {report.summary()}"
+            )
     report.injected = dict(sorted(plan.injected.items()))
     report.fault_fingerprint = plan.fingerprint()
     report.seconds = round(time.monotonic() - started, 1)
@@ -476,10 +491,9 @@ def _run_group(
 
         injector.install()
         try:
+            correlations = [f"chaos-{seed}-r{offset + i}" for i in range(count)]
             accepted = [
-                submit_with_retries(
-                    invoke_api, plan, REQUESTS[(offset + i) % len(REQUESTS)], f"chaos-{seed}-r{offset + i}"
-                )
+                submit_with_retries(invoke_api, plan, REQUESTS[(offset + i) % len(REQUESTS)], correlations[i])
                 for i in range(count)
             ]
             _wait(runtime, accepted, timeout)
@@ -502,7 +516,7 @@ def _run_group(
             runtime.reconcile(later_by=RECONCILE_AHEAD_SECONDS)
             _wait(runtime, accepted, timeout)
             runtime.drain_messaging()
-        left = _measure(runtime, accepted, report)
+        left = _measure(runtime, accepted, report, correlations)
         report.recovered += max(0, dead_lettered - left)
 
 
@@ -554,10 +568,19 @@ def _still_running(runtime: Any, execution_ids: list[str]) -> list[str]:
 
 
 def _wait(runtime: Any, execution_ids: list[str], timeout: float) -> None:
+    """Until every workflow has ended, or none has ended for `timeout` seconds.
+
+    The deadline moves with progress: on a loaded machine a group's workflows may together take longer
+    than `timeout` while each keeps finishing, and a fixed deadline would count them as never terminal
+    (a "loss" the machine's load decided, not the seed).
+    """
     pending = list(execution_ids)
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        pending = _still_running(runtime, pending)
+        still = _still_running(runtime, pending)
+        if len(still) < len(pending):
+            deadline = time.monotonic() + timeout
+        pending = still
         time.sleep(0.1)
 
 
@@ -566,13 +589,16 @@ def _wait(runtime: Any, execution_ids: list[str], timeout: float) -> None:
 RECONCILE_AHEAD_SECONDS = 120.0
 
 
-def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
+def _measure(
+    runtime: Any, accepted: list[str], report: ChaosReport, correlations: list[str] | None = None
+) -> int:
     """Count every expected effect of the plan by its own identity; returns the dead letters left.
 
     Expected effects come from the plan (the execution's planned tasks), not from what was stored:
     every planned task of a SUCCEEDED execution has exactly one stored successful result, every stored
     result exactly one applied task activity (its APPLIED marker), every terminal execution exactly
-    one outcome notification.
+    one outcome notification. Problems name the request (`chaos-<seed>-r<n>`, which `--group` replays)
+    beside its execution id.
     """
     import boto3
     from boto3.dynamodb.conditions import Key
@@ -602,6 +628,11 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
         key = applied_key(consumer, event_id)
         return "Item" in table.get_item(Key=key, ConsistentRead=True)
 
+    names = dict(zip(accepted, correlations or [], strict=False))
+
+    def who(execution_id: str) -> str:
+        return f"{names[execution_id]} {execution_id}" if execution_id in names else execution_id
+
     statuses: Counter[str] = Counter()
     succeeded_results: Counter[str] = Counter()
     for execution_id in accepted:
@@ -609,7 +640,7 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
         head = next((i for i in items if i["SK"] == "EXECUTION"), None)
         if head is None:
             report.lost += 1
-            report.problems.append(f"{execution_id}: accepted but not stored")
+            report.problems.append(f"{who(execution_id)}: accepted but not stored")
             continue
         status = str(head["status"])
         statuses[status] += 1
@@ -618,21 +649,27 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
             workflow = _workflow_state(runtime, execution_id)
             if workflow == "NONE":
                 report.orphaned += 1
-                report.problems.append(f"{execution_id}: orphaned: {status} and no workflow was ever started")
+                report.problems.append(
+                    f"{who(execution_id)}: orphaned: {status} and no workflow was ever started"
+                )
             elif workflow != "RUNNING":
                 report.stuck += 1
-                report.problems.append(f"{execution_id}: stuck: {status}, but its workflow ended {workflow}")
+                report.problems.append(
+                    f"{who(execution_id)}: stuck: {status}, but its workflow ended {workflow}"
+                )
             else:
-                report.problems.append(f"{execution_id}: never terminal ({status}, workflow still running)")
+                report.problems.append(
+                    f"{who(execution_id)}: never terminal ({status}, workflow still running)"
+                )
             continue
         report.terminal += 1
         planned: dict[str, Any] = head.get("tasks", {}) or {}
         results = {i["SK"].removeprefix("TASK#"): i for i in items if i["SK"].startswith("TASK#")}
         if not planned:
-            report.problems.append(f"{execution_id}: {status} without a plan")
+            report.problems.append(f"{who(execution_id)}: {status} without a plan")
         for task_id in sorted(set(results) - set(planned)):
             report.duplicated_effects += 1
-            report.problems.append(f"{execution_id}: result of {task_id}, a task that was never planned")
+            report.problems.append(f"{who(execution_id)}: result of {task_id}, a task that was never planned")
         markers = 0
         for task_id, state in sorted(planned.items()):
             result = results.get(task_id)
@@ -640,13 +677,14 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
                 if status == "SUCCEEDED" or state.get("status") in {"SUCCEEDED", "FAILED"}:
                     report.lost += 1
                     report.problems.append(
-                        f"{execution_id}: planned task {task_id} ({state.get('status')}) has no stored result"
+                        f"{who(execution_id)}: planned task {task_id} ({state.get('status')}) "
+                        "has no stored result"
                     )
                 continue
             if status == "SUCCEEDED" and result["status"] != "SUCCEEDED":
                 report.lost += 1
                 report.problems.append(
-                    f"{execution_id}: SUCCEEDED, but task {task_id} stored {result['status']}"
+                    f"{who(execution_id)}: SUCCEEDED, but task {task_id} stored {result['status']}"
                 )
             if result["status"] == "SUCCEEDED":
                 succeeded_results[result["result"]["agent"]] += 1
@@ -657,26 +695,26 @@ def _measure(runtime: Any, accepted: list[str], report: ChaosReport) -> int:
             markers += sum(facts.values())
             if not facts[result["status"]] and not dead_letter_for(execution_id, task_id):
                 report.lost += 1
-                report.problems.append(f"{execution_id}: activity of task {task_id} never applied")
+                report.problems.append(f"{who(execution_id)}: activity of task {task_id} never applied")
         announced = int(head.get("tasks_announced", 0))
         if announced > markers:
             report.duplicated_effects += announced - markers
             report.problems.append(
-                f"{execution_id}: {announced} task activities applied for {markers} events"
+                f"{who(execution_id)}: {announced} task activities applied for {markers} events"
             )
         notifications = int(head.get("notifications_sent", 0))
         if notifications > 1:
             report.duplicated_effects += notifications - 1
-            report.problems.append(f"{execution_id}: notified {notifications} times")
+            report.problems.append(f"{who(execution_id)}: notified {notifications} times")
         if notifications == 0 and not dead_letter_for(execution_id):
             report.lost += 1
-            report.problems.append(f"{execution_id}: outcome never notified nor dead-lettered")
+            report.problems.append(f"{who(execution_id)}: outcome never notified nor dead-lettered")
         if status == "FAILED":
             open_tasks = [t for t, s in planned.items() if s["status"] in {"SUCCEEDED", "RUNNING", "PENDING"}]
             if open_tasks:
                 report.half_done += 1
                 report.lost += 1
-                report.problems.append(f"{execution_id}: FAILED with uncompensated tasks {open_tasks}")
+                report.problems.append(f"{who(execution_id)}: FAILED with uncompensated tasks {open_tasks}")
     for agent, count in sorted(succeeded_results.items()):
         stats = table.get_item(Key={"PK": f"AGENT#{agent}", "SK": "STATS"}).get("Item") or {}
         runs = int(stats.get("successes", 0))
@@ -765,6 +803,14 @@ def register(commands: Any) -> None:
     chaos.add_argument(
         "--per-runtime", type=int, default=20, help="requests per fresh local runtime (all in flight at once)"
     )
+    chaos.add_argument(
+        "--group",
+        type=int,
+        action="append",
+        default=None,
+        metavar="K",
+        help="replay group K alone (requests r{K*P}.., P = --per-runtime) with the faults it met; repeatable",
+    )
     chaos.add_argument("--json", action="store_true", help="print the report as JSON before the summary")
     chaos.add_argument(
         "--fault-log", default=None, metavar="FILE", help="write every fault and the step it hit, sorted"
@@ -776,11 +822,25 @@ def _command(args: argparse.Namespace) -> int:
     if args.faults < 1 or args.per_runtime < 1:
         print("tdev chaos: --faults and --per-runtime must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    groups = -(-args.faults // args.per_runtime)
+    if args.group is not None and not all(0 <= g < groups for g in args.group):
+        print(f"tdev chaos: --group must be between 0 and {groups - 1} for this run", file=sys.stderr)
+        return EXIT_USAGE
     from tdev_cli.function_logs import functions_output
+
+    def progress(line: str) -> None:  # stderr: the functions' output (stdout) goes to the log file
+        print(line, file=sys.stderr, flush=True)
 
     plan = FaultPlan(seed=args.seed)
     with functions_output(".tdev/logs", "chaos"):
-        report = run_chaos(args.faults, seed=args.seed, per_runtime=args.per_runtime, plan=plan)
+        report = run_chaos(
+            args.faults,
+            seed=args.seed,
+            per_runtime=args.per_runtime,
+            plan=plan,
+            groups=set(args.group) if args.group is not None else None,
+            progress=progress,
+        )
     if args.fault_log:
         with open(args.fault_log, "w", encoding="utf-8") as log:
             log.writelines(f"{hit}\n" for hit in sorted(plan.hits))

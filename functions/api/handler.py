@@ -14,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tdev import container
+from tdev import caching, container
 from tdev.environment import ApiEnvironment
 from tdev.errors import NotFoundError, RateLimitError, TDevError
 from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
@@ -298,4 +298,7 @@ def _error(status: int, body: ErrorBody) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return with_security_headers(app.resolve(event, context))
+    try:
+        return with_security_headers(app.resolve(event, context))
+    finally:
+        caching.publish_invocation_metrics()

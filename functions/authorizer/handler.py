@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev import caching
 from tdev.environment import AuthorizerEnvironment
 from tdev.errors import AuthenticationError
 from tdev.observability import logger
@@ -29,6 +30,13 @@ class Unauthorized(Exception):
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        return _authorize(event)
+    finally:
+        caching.publish_invocation_metrics()  # the API-key and role caches' counts of this invocation
+
+
+def _authorize(event: dict[str, Any]) -> dict[str, Any]:
     source_ip = ((event.get("requestContext") or {}).get("identity") or {}).get("sourceIp")
     try:
         identity = authorizer.authenticate(event.get("headers"), source_ip)

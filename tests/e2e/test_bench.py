@@ -109,6 +109,15 @@ def test_cost_counts_one_request_only_and_prices_it(redis_url: str) -> None:
         redis_commands * cost.prices()["elasticache_serverless_redis_ecpu"]
     )
     assert "per 1,000 requests" in result["headline"] and priced["prices_as_of"] in result["headline"]
+    # The model's cost is priced for named profiles, from the prompts the agent runs really sent
+    runs = figures["agent_runs"]
+    assert len(runs) == invocations["run_agent"] and all(run["calls"] for run in runs)
+    profiles = {profile["profile"]: profile for profile in priced["model_profiles"]}
+    assert set(profiles) == set(cost.PROFILES)
+    for name, profile in profiles.items():
+        assert profile["model"] == cost.PROFILES[name] and name in result["headline"]
+        assert profile["input_tokens"] == sum(run["calls"][0] for run in runs)
+        assert profile["output_tokens"] == cost.OUTPUT_TOKENS_PER_RUN * len(runs)
 
 
 def test_storage_compares_on_one_table_and_finds_the_item_limit(

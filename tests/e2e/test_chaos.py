@@ -59,6 +59,42 @@ def test_a_seed_replays_its_run_the_same_faults_at_the_same_steps_and_the_same_s
     assert (summary, statuses, injected) == second[1:]
 
 
+def test_one_group_replayed_alone_meets_the_faults_it_met_in_the_whole_run() -> None:
+    """`tdev chaos --group K`: a failure in group K of a long run is replayed in one group's time."""
+    whole, alone = FaultPlan(seed=5), FaultPlan(seed=5)
+    lines: list[str] = []
+    run_chaos(2, seed=5, per_runtime=1, plan=whole, progress=lines.append)
+    report = run_chaos(2, seed=5, per_runtime=1, plan=alone, groups={1})
+    of_r1 = re.compile(r"chaos-5-r1(?!\d)")
+    in_whole = sorted(h for h in whole.hits if of_r1.search(h))
+    assert len(in_whole) >= 3, whole.hits  # faults did hit the group: the comparison is about something
+    assert sorted(alone.hits) == in_whole, sorted(set(alone.hits) ^ set(in_whole))
+    assert report.requests == 1
+    assert [line.split(" (")[0] for line in lines] == ["group 0/1", "group 1/1"], lines
+    assert "(r1-r1)" in lines[1] and "so far: requests=2 " in lines[1], lines
+
+
+def test_the_wait_for_a_group_lasts_while_its_workflows_keep_ending_not_a_fixed_time() -> None:
+    """Four workflows ending 0.3 s apart outlast a 0.5 s timeout together, never each: all are waited for
+    (a fixed deadline made a slow machine's late workflows "never terminal")."""
+    import time
+
+    from tdev_cli.chaos import _wait
+
+    started = time.monotonic()
+
+    class _Workflows:
+        def workflow_status(self, execution_id: str) -> str:
+            ends_at = 0.3 * (int(execution_id) + 1)
+            return "SUCCEEDED" if time.monotonic() - started >= ends_at else "RUNNING"
+
+    _wait(_Workflows(), ["0", "1", "2", "3"], timeout=0.5)
+    assert time.monotonic() - started >= 1.2
+    started = time.monotonic() + 60  # nothing ends any more: the wait gives up after the timeout
+    _wait(_Workflows(), ["0"], timeout=0.5)
+    assert time.monotonic() - started < -58
+
+
 class _Runtime:
     """What the injector wraps: an invoke and a fault hook."""
 

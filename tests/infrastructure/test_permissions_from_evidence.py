@@ -1,4 +1,5 @@
-"""Permissions from evidence: what each function calls, locally, against the role its stack synthesizes.
+"""Permissions and metrics from evidence: what each function calls and emits, locally, against the role
+and the dashboard and alarms its stacks synthesize.
 
 One local runtime drives the product paths (a whole request, a failed one with its saga, sessions with
 chat on the Bedrock model path and Titan embeddings, every API route, the authorizer with tokens and API
@@ -8,25 +9,35 @@ keys, the messaging drain, the session sweeper) while every AWS call each functi
 - every granted action is used by a recorded call or listed in `stacks.permissions.NOT_CALLED_BY_CODE`
   with its reason.
 Bedrock answers through a fake on the clients' `before-send` hook (no network, no credentials).
+
+Metrics: every EMF record the functions print while the paths run is kept with the function that printed
+it. Every metric of our namespace that the operations dashboard names or an alarm watches must be one of
+them, with the same dimension names (and, for an alarm, the same dimension values as deployed: the
+`service` of a function's metrics is its POWERTOOLS_SERVICE_NAME).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from unittest import mock
 
 import pytest
 
 from stacks.constructs.deployment import LIVE_ALIAS
+from stacks.dashboards import NAMESPACE
 from stacks.permissions import NOT_CALLED_BY_CODE
 from tdev.errors import TransientError
 from tdev.llm.offline import read_brief
 from tdev.llm.offline_tools import read_turn
-from tdev_cli.aws_calls import AwsCall
+from tdev_cli.aws_calls import AwsCall, current_function
 from tdev_cli.permissions import Need, Policy, RoleIndex, action_matches, needs
 from tests.statemachines.test_verify_loop import CSV_REQUEST, ScriptedCoder, scripted
 
@@ -47,6 +58,53 @@ BOUND_BY_ENVIRONMENT = (
     "WORKSPACE_BUCKET",
     "SANDBOX_FUNCTION_NAME",
 )
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One metric of one EMF record: who printed it, and what CloudWatch would store."""
+
+    function: str | None
+    namespace: str
+    name: str
+    dimensions: tuple[tuple[str, str], ...]
+
+    @property
+    def dimension_names(self) -> frozenset[str]:
+        return frozenset(key for key, _ in self.dimensions)
+
+
+class EmfRecorder(io.TextIOBase):
+    """Stands in for sys.stdout while the paths run: passes everything through, keeps the EMF records."""
+
+    def __init__(self, through: Any) -> None:
+        self.through = through
+        self.emitted: list[Emitted] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if '"_aws"' in line:
+                self._record(line)
+        return int(self.through.write(text))
+
+    def flush(self) -> None:
+        self.through.flush()
+
+    def _record(self, line: str) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        function = current_function()
+        with self._lock:
+            for directive in record["_aws"]["CloudWatchMetrics"]:
+                for names in directive["Dimensions"]:
+                    dimensions = tuple(sorted((key, str(record[key])) for key in names))
+                    for metric in directive["Metrics"]:
+                        self.emitted.append(
+                            Emitted(function, directive["Namespace"], metric["Name"], dimensions)
+                        )
 
 
 class FakeBedrock:
@@ -112,6 +170,9 @@ class FlakyFixer(ScriptedCoder):
         return super().complete(messages, tools)
 
 
+_EMITTED: list[Emitted] = []  # what the `evidence` fixture's drive printed (the metric tests read it)
+
+
 @pytest.fixture(scope="module")
 def evidence(
     redis_server: str, tmp_path_factory: pytest.TempPathFactory
@@ -166,7 +227,10 @@ def evidence(
             ) as rt,
         ):
             _emulate_the_gateways_usage_plans(patch)
+            emf = EmfRecorder(sys.stdout)
+            patch.setattr(sys, "stdout", emf)
             _drive_every_path(rt)
+            patch.setattr(sys, "stdout", emf.through)
             converse = [p for p in bedrock.calls if p.endswith("/converse")]
             assert converse, "the Bedrock model path was not driven"
             assert any(p.endswith("/invoke") for p in bedrock.calls), "Titan embeddings were not driven"
@@ -174,6 +238,7 @@ def evidence(
 
             bindings = {name: os.environ.get(name, "") for name in BOUND_BY_ENVIRONMENT}
             invoked = {name for name, outcome in rt.invocations if outcome == "ok"}
+            _EMITTED[:] = emf.emitted
             yield list(rt.aws_calls.calls), {"*": bindings, "invoked": dict.fromkeys(sorted(invoked), "ok")}
     finally:
         # Also when driving the paths failed: the gateway's key id and plan name must not stay in the
@@ -302,6 +367,20 @@ def _drive_every_path(rt: Any) -> None:
     service().heartbeats.stop(crashed)
     service().forget_workspace(crashed)
     assert rt.invoke("session_sweeper", {"time": "2026-11-29T03:00:00Z"})["recovered"] == [crashed]
+    # The failure paths the session alarms watch: a turn whose model call fails (SessionErrors), and a
+    # crashed session that cannot be brought back (SessionRecoveryFailures).
+    with mock.patch("tdev.chat.turns.chat_turn", side_effect=RuntimeError("the model is down")):
+        status, answer = rt.api("POST", f"/v1/sessions/{sid}/messages", {"text": "are you there?"})
+    assert status == 500, answer
+    lost = rt.api("POST", "/v1/sessions", {"agents": ["CodeAgent"]})[1]["session_id"]
+    rt.api("POST", f"/v1/sessions/{lost}/checkpoints", {"kind": "manual"})
+    service().heartbeats.stop(lost)
+    service().forget_workspace(lost)
+    with (
+        mock.patch("tdev.sessions.service.MAX_RECOVERY_ATTEMPTS", 1),
+        mock.patch("tdev.agents.runtime.build_agent", side_effect=RuntimeError("no model answers")),
+    ):
+        assert lost in rt.invoke("session_sweeper", {"time": "2026-11-29T03:05:00Z"})["failed"]
     assert rt.api("POST", f"/v1/sessions/{sid}/terminate")[0] == 200
     # 4. Security routes: API keys (with their usage-plan twins), the authorizer on a key, revocations.
     status, created = rt.api(
@@ -441,3 +520,74 @@ def _justified(function: str, action: str) -> bool:
         for (who, pattern) in NOT_CALLED_BY_CODE
         if who in ("*", function)
     )
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+@pytest.fixture(scope="module")
+def emitted(evidence: Any, dev: Any) -> list[Emitted]:
+    """The drive's metrics, each with the dimension values it would have deployed: a function's own
+    `service` is its POWERTOOLS_SERVICE_NAME (all functions share one process, and one name, here)."""
+    from tdev.observability import SERVICE
+
+    services = _service_names(dev)
+    deployed = []
+    for metric in _EMITTED:
+        dims = dict(metric.dimensions)
+        if dims.get("service") == SERVICE and metric.function is not None:
+            assert metric.function in services, f"{metric.function} has no POWERTOOLS_SERVICE_NAME deployed"
+            dims["service"] = metric.function
+        deployed.append(Emitted(metric.function, metric.namespace, metric.name, tuple(sorted(dims.items()))))
+    assert deployed, "no EMF record was printed while every path ran"
+    return deployed
+
+
+def _service_names(dev: Any) -> set[str]:
+    """The POWERTOOLS_SERVICE_NAME of every deployed function (each function's registry name)."""
+    names = set()
+    for stack in dev.stacks.all:
+        for resource in dev.template_json(stack)["Resources"].values():
+            if resource["Type"] == "AWS::Lambda::Function":
+                env = resource["Properties"].get("Environment", {}).get("Variables", {})
+                if "POWERTOOLS_SERVICE_NAME" in env:
+                    names.add(env["POWERTOOLS_SERVICE_NAME"])
+    return names
+
+
+def test_every_metric_the_dashboard_names_is_emitted(emitted: list[Emitted], dev: Any) -> None:
+    seen = {(m.namespace, m.name, m.dimension_names) for m in emitted}
+    named = dev.stacks.operations.dashboard.custom_metrics
+    assert named, "the dashboard names none of our metrics"
+    missing = sorted(
+        f"{m.name} {sorted(m.dimensions)}"
+        for m in named
+        if (NAMESPACE, m.name, frozenset(m.dimensions)) not in seen
+    )
+    assert not missing, "the dashboard shows metrics no product path emits:\n" + "\n".join(missing)
+    body = json.dumps(dev.template_json(dev.stacks.operations))
+    assert all(m.name in body for m in named), "a declared metric is missing from the dashboard's body"
+
+
+def test_every_alarm_on_our_metrics_watches_an_emitted_metric(emitted: list[Emitted], dev: Any) -> None:
+    seen = {(m.namespace, m.name, m.dimensions) for m in emitted}
+    watched = []
+    for stack in dev.stacks.all:
+        for logical_id, resource in dev.template_json(stack)["Resources"].items():
+            if resource["Type"] != "AWS::CloudWatch::Alarm":
+                continue
+            props = resource["Properties"]
+            metrics = (
+                [props]
+                if "MetricName" in props
+                else [q["MetricStat"]["Metric"] for q in props.get("Metrics", []) if "MetricStat" in q]
+            )
+            for metric in metrics:
+                if metric.get("Namespace") == NAMESPACE:
+                    dims = tuple(sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])))
+                    watched.append((f"{stack.stack_name}/{logical_id}", metric["MetricName"], dims))
+    assert watched, "no alarm watches our namespace"
+    missing = sorted(
+        f"{where}: {name} {list(dims)}"
+        for where, name, dims in watched
+        if (NAMESPACE, name, dims) not in seen
+    )
+    assert not missing, "alarms on metrics no product path emits (as deployed):\n" + "\n".join(missing)

@@ -22,7 +22,7 @@ CONTEXT = {
     "repository": "example-org/t-developer",
     "branch": "release",
 }
-STACKS_PER_ENVIRONMENT = 7  # data, cache, orchestration, security, api, sessions, messaging
+STACKS_PER_ENVIRONMENT = 8  # data, cache, orchestration, security, api, sessions, messaging, operations
 
 
 @pytest.fixture(scope="module")

@@ -272,6 +272,25 @@ def test_cache_metrics_are_emf_documents(capsys: pytest.CaptureFixture[str]) -> 
     assert {"CacheHits", "CacheMisses", "CacheLoads"} <= names
 
 
+def test_each_invocation_prints_its_own_counts_once(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A Lambda container may be reclaimed after any invocation: its counts are printed when it ends.
+    import json
+
+    backend = Backend(item=1)
+    container = caching.named("apikeys")
+    for _ in range(3):
+        container.get_or_load("k", backend.loader("item"))
+    capsys.readouterr()
+    caching.publish_invocation_metrics()
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(d["Cache"], d["CacheHits"], d["CacheMisses"]) for d in documents] == [("apikeys", [2.0], [1.0])]
+    caching.publish_invocation_metrics()  # nothing new: nothing printed
+    assert '"_aws"' not in capsys.readouterr().out
+    caching.reset()
+
+
 def test_tdev_cache_stats_prints_the_hit_rate_keys_and_memory(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -222,6 +222,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         # Hard links need the same file system as the layers: a scratch folder under build/.
         with tempfile.TemporaryDirectory(dir=HOST_DIR.parent) as scratch:
             paths = deployed_package(name, Path(scratch))
+            # Lambda sets LAMBDA_TASK_ROOT (/var/task); the X-Ray SDK reads it at import to take its Lambda
+            # path (a local sampler). Without it, it builds the centralized-sampling poller and its botocore
+            # X-Ray client: ~340 ms of import here that no Lambda pays (python -X importtime, issue 22).
+            env["LAMBDA_TASK_ROOT"] = paths[0]
             measured[name] = measure("import handler", runs, env, paths, isolated=True, bytecode=False)
             # The same package with bytecode (written by a warm-up run): what shipping .pyc would save.
             measure("import handler", 1, env, paths, isolated=True)

@@ -81,17 +81,38 @@ def _redis() -> Iterator[Any]:
         yield connect(server.url, decode_responses=True)
 
 
-def _count_requests(client: Any) -> list[str]:
-    """Record every command `client` sends, until `del client.execute_command`."""
-    sent: list[str] = []
-    original = client.execute_command
+class _RoundTrips:
+    """Counts, on every redis-py connection, the requests sent and the round trips they took: a round trip
+    starts when a request goes out while no reply is outstanding (a request sent while another's reply is
+    still on its way, a pipelined one, shares that round trip)."""
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        sent.append(str(args[0]))
-        return original(*args, **kwargs)
+    def __init__(self) -> None:
+        self.requests = self.round_trips = self.outstanding = 0
 
-    client.execute_command = counted
-    return sent
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[_RoundTrips]:
+        from redis.connection import AbstractConnection
+
+        send, read = AbstractConnection.send_command, AbstractConnection.read_response
+
+        def counted_send(connection: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.outstanding == 0:
+                self.round_trips += 1
+            self.requests += 1
+            self.outstanding += 1
+            return send(connection, *args, **kwargs)
+
+        def counted_read(connection: Any, *args: Any, **kwargs: Any) -> Any:
+            self.outstanding = max(self.outstanding - 1, 0)
+            return read(connection, *args, **kwargs)
+
+        AbstractConnection.send_command = counted_send  # type: ignore[method-assign,assignment]
+        AbstractConnection.read_response = counted_read  # type: ignore[method-assign,assignment]
+        try:
+            yield self
+        finally:
+            AbstractConnection.send_command = send  # type: ignore[method-assign]
+            AbstractConnection.read_response = read  # type: ignore[method-assign]
 
 
 def _commands_served(client: Any) -> int:
@@ -142,7 +163,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     figures: dict[str, Any] = {"calls": calls}
     with _quiet(), _redis() as redis_client:
-        guards = Guards.from_redis(redis_client)
+        guards = Guards.from_redis(redis_client, defers_outcomes=True)  # as a task's guards (model_guards)
         for key in redis_client.scan_iter("tdev:llm:*"):  # a benchmark's own Redis, not a request path
             redis_client.delete(key)
         _per_call_us(5, direct, queue)  # warm-up: imports, botocore loaders
@@ -154,17 +175,20 @@ def run(quick: bool = False) -> dict[str, Any]:
         figures["layer_us"] = round(
             _per_call_us(calls, lambda: run_chain(spec, [MODEL], prompt, resolve=resolve), queue), 1
         )
-        served, sent = _commands_served(redis_client), _count_requests(redis_client)
-        figures["layer_with_redis_us"] = round(
-            _per_call_us(
-                calls, lambda: run_chain(spec, [MODEL], prompt, guards=guards, resolve=resolve), queue
-            ),
-            1,
-        )
-        # Requests the client sent (each a round trip: this path uses no pipeline), and the commands the
-        # server ran for them (a script's own commands included; INFO commandstats).
-        figures["redis_round_trips_per_call"] = round(len(sent) / calls, 2)
-        del redis_client.execute_command  # stop counting: the class's own method again
+        served, trips = _commands_served(redis_client), _RoundTrips()
+        with trips.counting():
+            figures["layer_with_redis_us"] = round(
+                _per_call_us(
+                    calls, lambda: run_chain(spec, [MODEL], prompt, guards=guards, resolve=resolve), queue
+                ),
+                1,
+            )
+            guards.flush()  # the last call's outcome, read as a task's end reads it (model_guards)
+        # Requests the client sent (two scripts per call), the round trips they took (the outcome of a call
+        # is sent ahead of its reply, which is read behind the next call's admission: one round trip per
+        # call), and the commands the server ran for them (a script's own commands included).
+        figures["redis_requests_per_call"] = round(trips.requests / calls, 2)
+        figures["redis_round_trips_per_call"] = round(trips.round_trips / calls, 2)
         served = _commands_served(redis_client) - served
         figures["redis_server_commands_per_call"] = round(served / calls, 2)
         criteria = Criteria(task_type="code", context_tokens=20_000, capabilities=frozenset({"tools"}))

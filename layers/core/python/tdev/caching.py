@@ -204,7 +204,8 @@ class TieredCache:
         self._pending: set[str] = set()  # invalidations that could not reach Redis yet (lenient ones)
         self._scripts: dict[str, Any] = {}
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self._unflushed: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._unflushed: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # not yet added to Redis
+        self._unpublished: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # not yet printed as EMF
         self._flushed_at = clock()
 
     # ------------------------------------------------------------------------------------------- keys
@@ -550,6 +551,7 @@ class TieredCache:
         with self._lock:
             self.counts[name] += 1
             self._unflushed[name] += 1
+            self._unpublished[name] += 1
 
     def hit_rate(self) -> float:
         hits = self.counts["hits_l1"] + self.counts["hits_l2"] + self.counts["waited"]
@@ -561,15 +563,27 @@ class TieredCache:
             return
         self.flush_stats(client)
 
+    def publish_metrics(self) -> None:
+        """Print this process's counters since the last call as EMF metrics (no network: a log line).
+
+        Called at the end of every invocation that read through a cache (`publish_invocation_metrics`):
+        a Lambda container is frozen between invocations and may be reclaimed without notice, so counts
+        kept for later would be lost."""
+        with self._lock:
+            delta, self._unpublished = self._unpublished, dict.fromkeys(COUNTERS, 0)
+        delta = {k: v for k, v in delta.items() if v}
+        if delta:
+            emit_metrics(self.namespace, delta)
+
     def flush_stats(self, client: Any | None = None) -> None:
-        """Add this process's counters since the last flush to Redis and publish them as EMF metrics."""
+        """Add this process's counters since the last flush to Redis (what `tdev cache stats` reads): at
+        most every STATS_FLUSH_SECONDS, one pipelined round trip."""
         with self._lock:
             delta, self._unflushed = self._unflushed, dict.fromkeys(COUNTERS, 0)
             self._flushed_at = self._clock()
         delta = {k: v for k, v in delta.items() if v}
         if not delta:
             return
-        emit_metrics(self.namespace, delta)
         try:
             target = client if client is not None else self._redis()
             pipe = target.pipeline(transaction=False)
@@ -643,6 +657,14 @@ def named(namespace: str) -> TieredCache:
         if namespace not in _caches:
             _caches[namespace] = TieredCache(namespace)
         return _caches[namespace]
+
+
+def publish_invocation_metrics() -> None:
+    """The end of an invocation: every cache this process used prints its counters as EMF."""
+    with _registry_lock:
+        held = list(_caches.values())
+    for each in held:
+        each.publish_metrics()
 
 
 @resets.on_reset

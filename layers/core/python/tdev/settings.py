@@ -90,7 +90,10 @@ _OutputCap = create_model("_OutputCap", max_output_tokens=(int, Settings.model_f
 def configured_max_output_tokens() -> int:
     """TDEV_MAX_OUTPUT_TOKENS alone, validated as Settings validates it: every model call is capped, also
     where no table is configured (`tdev bench`, an agent run outside a deployment)."""
+    name = str(Settings.model_fields["max_output_tokens"].alias)
+    value = os.environ.get(name)  # this one variable: a copy of the whole environment per call cost ~50 us
     try:
-        return int(_OutputCap.model_validate(dict(os.environ)).model_dump()["max_output_tokens"])
+        fields = _OutputCap.model_validate({} if value is None else {name: value}).model_dump()
+        return int(fields["max_output_tokens"])
     except ValidationError as exc:
         raise ConfigurationError("invalid environment variable: TDEV_MAX_OUTPUT_TOKENS") from exc

@@ -40,7 +40,10 @@ def run_chain(
     resolve: Callable[[str], Model] = resolve_model,
     tools: Sequence[Any] = (),
 ) -> ChainRun:
-    """Run the agent on the first model of `chain` that is admitted and answers."""
+    """Run the agent on the first model of `chain` that is admitted and answers.
+
+    With guards that defer outcomes (`model_guards`), each outcome is sent without waiting for its reply
+    (read behind the next model's admission, or when the caller's work ends)."""
     if not chain:
         raise AgentError("empty model chain")
     admission = Admission(guards)

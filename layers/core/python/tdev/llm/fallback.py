@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,23 @@ def shared_guards() -> Guards | None:
     return Guards.from_redis(redis_client())
 
 
+@contextmanager
+def model_guards() -> Iterator[Guards | None]:
+    """`shared_guards()` for one unit of work (a task): the outcomes its calls sent ahead of their replies
+    (`Guards.settle_later`) are read before it ends, so none is left unread when the function returns."""
+    guards = shared_guards()
+    if guards is not None:
+        guards.defers_outcomes = True
+    try:
+        yield guards
+    finally:
+        if guards is not None:
+            try:
+                guards.flush()
+            except Exception as exc:  # the outcome reached Redis or not; the task's own result stands
+                logger.warning("could not record the model call's outcome", extra={"error": str(exc)})
+
+
 # -------------------------------------------------------------------------------------------- hops
 @dataclass
 class Hop:
@@ -143,7 +161,8 @@ def note_hop(hops: list[Hop], hop: Hop) -> None:
 
 class Admission:
     """Breaker + rate limit for one model, one script before and one after each call (Guards); a Redis
-    outage means 'no shared state', never a failure."""
+    outage means 'no shared state', never a failure. Guards that defer outcomes get them without waiting
+    for their replies (`Guards.settle_later`): whoever made them flushes them when the work ends."""
 
     def __init__(self, guards: Guards | None) -> None:
         self.guards = guards
@@ -173,8 +192,9 @@ class Admission:
         if self.guards is None or self.admitted is None:
             return
         outcome = "success" if succeeded else "failure" if transient else "release"
+        settle = self.guards.settle_later if self.guards.defers_outcomes else self.guards.settle
         try:
-            self.guards.settle(
+            settle(
                 model,
                 self.admitted,
                 outcome=outcome,

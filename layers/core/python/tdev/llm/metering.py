@@ -68,19 +68,23 @@ def current_ledger() -> Ledger | None:
     return _ledger.get()
 
 
+def prompt_text(messages: Any, tools: Any = None) -> str:
+    """What a call sends as its prompt, as text: its messages, their tool calls and its tool schemas."""
+    parts: list[str] = []
+    for message in messages or ():
+        parts.append(message.get_content_string() if hasattr(message, "get_content_string") else str(message))
+        parts.extend(json.dumps(call, default=str) for call in getattr(message, "tool_calls", None) or ())
+    if tools:
+        parts.append(json.dumps(tools, default=str))
+    return "".join(parts)
+
+
 def prompt_tokens_worst_case(messages: Any, tools: Any = None) -> int:
     """An upper estimate of a call's input tokens: its messages and its tool schemas."""
-    chars = 0
-    count = 0
-    for message in messages or ():
-        count += 1
-        content = message.get_content_string() if hasattr(message, "get_content_string") else str(message)
-        chars += len(content)
-        for call in getattr(message, "tool_calls", None) or ():
-            chars += len(json.dumps(call, default=str))
-    if tools:
-        chars += len(json.dumps(tools, default=str))
-    return math.ceil(chars / CHARS_PER_TOKEN_WORST_CASE) + FRAMING_TOKENS_PER_MESSAGE * count
+    count = sum(1 for _ in messages or ())
+    return math.ceil(len(prompt_text(messages, tools)) / CHARS_PER_TOKEN_WORST_CASE) + (
+        FRAMING_TOKENS_PER_MESSAGE * count
+    )
 
 
 def worst_case_micro_usd(model_name: str, input_tokens: int, max_output_tokens: int) -> int:

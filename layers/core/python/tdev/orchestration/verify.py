@@ -138,7 +138,7 @@ def fix_failing_tests(execution_id: str, iteration: int) -> dict[str, Any]:
     """The code agent fixes what verify iteration `iteration` found; recorded for iteration + 1."""
     from tdev.agents.chain import run_chain
     from tdev.data.budgets import ledger_for
-    from tdev.llm.fallback import model_chain, shared_guards
+    from tdev.llm.fallback import model_chain, model_guards
     from tdev.llm.metering import metered
 
     records = container.verify_records()
@@ -157,16 +157,18 @@ def fix_failing_tests(execution_id: str, iteration: int) -> dict[str, Any]:
         [f.path for f in workspace.files()],
         existing_files=execution.base.files if execution.base else (),
     )
-    with metered(ledger_for(execution)):  # the fixes spend from the request's budget too
-        chained = run_chain(spec, model_chain(execution, spec), prompt, guards=shared_guards(), tools=[tools])
-    fix = FixRun(
-        iteration=iteration + 1,
-        model=chained.run.model,
-        usage=chained.run.usage,
-        files_changed=tools.changed,
-        summary=chained.run.output[:2000],
-    )
-    records.save_fix(execution_id, fix)
+    # The model calls' outcomes are read when the fix ends, after its record's write (model_guards).
+    with model_guards() as guards:
+        with metered(ledger_for(execution)):  # the fixes spend from the request's budget too
+            chained = run_chain(spec, model_chain(execution, spec), prompt, guards=guards, tools=[tools])
+        fix = FixRun(
+            iteration=iteration + 1,
+            model=chained.run.model,
+            usage=chained.run.usage,
+            files_changed=tools.changed,
+            summary=chained.run.output[:2000],
+        )
+        records.save_fix(execution_id, fix)
     logger.info("code fixed", extra={"iteration": iteration, "files_changed": tools.changed})
     return {"iteration": iteration, "files_changed": len(tools.changed)}
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
@@ -44,6 +44,9 @@ from tdev.observability import NAMESPACE, logger, metrics, tracer
 from tdev.orchestration import capacity
 from tdev.orchestration.admission import check_deadline
 from tdev.settings import get_settings
+
+if TYPE_CHECKING:
+    from tdev.llm.guards import Guards
 
 
 def request_hash(body: RequestIn) -> str:
@@ -200,9 +203,18 @@ def step_levels(plan: Plan) -> list[dict[str, Any]]:
 @tracer.capture_method
 def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     """Run one agent task on its model chain and store the result (exactly once per task)."""
+    from tdev.llm.fallback import model_guards
+
+    # The model calls' outcomes go to Redis without waiting for their replies; those are read when the
+    # task ends, after the result's write, so the task does not wait for them.
+    with model_guards() as guards:
+        return _run_task(execution_id, task_id, attempt, guards)
+
+
+def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | None) -> AgentResult:
     from tdev.agents.chain import run_chain
     from tdev.agents.runtime import compose_prompt
-    from tdev.llm.fallback import model_chain, shared_guards
+    from tdev.llm.fallback import model_chain
     from tdev.llm.metering import metered
     from tdev.orchestration.verify import agent_tools
 
@@ -246,7 +258,7 @@ def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
                         upstream,
                         existing_files=execution.base.files if execution.base else (),
                     ),
-                    guards=shared_guards(),
+                    guards=guards,
                     tools=[tools] if tools else [],
                 )
         except (BudgetExceeded, ExecutionCancelled) as exc:  # the request stops; not the agent's failure
