@@ -36,7 +36,10 @@ def stored_execution(model: str | None, fallbacks: list[str]) -> str:
 
 def with_spec_model(model: str, fallbacks: list[str] | None = None) -> None:
     agents = container.agents()
-    spec = agents.get("DesignAgent").model_copy(update={"model": model, "fallback_models": fallbacks or []})
+    # Versions are immutable: an operator's change is a new version (the registry's 409 otherwise).
+    spec = agents.get("DesignAgent").model_copy(
+        update={"model": model, "fallback_models": fallbacks or [], "version": "1.0.1"}
+    )
     agents.put(spec)
 
 
