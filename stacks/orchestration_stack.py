@@ -20,7 +20,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
-from stacks.cache_stack import FunctionNetwork
+from stacks.cache_stack import METRICS_NAMESPACE, FunctionNetwork
 from stacks.configuration import grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import TABLE_KEY_ACTIONS, grant_field_encryption, grant_table_data_access
@@ -203,6 +203,7 @@ class OrchestrationStack(Stack):
             enforce_ssl=True,
         )
         self._alarm_on_workflow()
+        self._alarm_on_model_spend(settings)
         for name, fn in {**self.functions, "reconcile_executions": self.reconciler}.items():
             self._alarm_on_function(name, fn)
 
@@ -336,6 +337,32 @@ class OrchestrationStack(Stack):
             self.state_machine.metric_throttled(period=period),
             "Step Functions throttled the request workflow",
         )
+
+    def _alarm_on_model_spend(self, settings: EnvironmentSettings) -> None:
+        """The burn rate of every request together: the default model's spend in one hour over the
+        environment's threshold (LLMCostMicroUSD, emitted per agent run by tdev.orchestration.workflow).
+        Fallback models are not summed: CloudWatch alarms cannot SEARCH over the `model` dimension."""
+        spend = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="LLMCostMicroUSD",
+            dimensions_map={"model": settings.default_model},
+            statistic="Sum",
+            period=Duration.hours(1),
+        )
+        alarm = cloudwatch.Alarm(
+            self,
+            "ModelSpendAlarm",
+            metric=spend,
+            threshold=round(settings.model_spend_alarm_usd_per_hour * 1_000_000),
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=(
+                f"Model calls on {settings.default_model} cost more than "
+                f"USD {settings.model_spend_alarm_usd_per_hour:g} in one hour"
+            ),
+        )
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
     def _alarm_on_function(self, name: str, fn: TdevFunction) -> None:
         period = Duration.minutes(5)

@@ -614,7 +614,9 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
     ]
     # (the read cache's alarms, built beside the alarm topic, are asserted by the cache alarm tests, the
     # API's service objectives by the test below)
-    alarms = [a for a in alarms if not _is_cache_alarm(a) and not _is_api_objective(a)]
+    alarms = [
+        a for a in alarms if not _is_cache_alarm(a) and not _is_api_objective(a) and not _is_spend_alarm(a)
+    ]
     metrics = [a["Properties"]["MetricName"] for a in alarms]
     assert "ExecutionsFailed" in metrics and "5XXError" in metrics
     assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS) + 1  # and the reconciler
@@ -629,6 +631,21 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
         a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
         for a in operational_alarms(orchestration).values()
     )
+
+
+def _is_spend_alarm(alarm: dict[str, Any]) -> bool:
+    return alarm["Properties"].get("MetricName") == "LLMCostMicroUSD"
+
+
+@pytest.mark.slow
+def test_the_default_models_spend_over_the_hourly_threshold_alarms(dev: Synthesized) -> None:
+    settings = dev.stacks.orchestration.settings
+    orchestration = dev.template_json(dev.stacks.orchestration)
+    (spend,) = [a["Properties"] for a in operational_alarms(orchestration).values() if _is_spend_alarm(a)]
+    assert spend["Namespace"] == "TDeveloper" and spend["Statistic"] == "Sum" and spend["Period"] == 3600
+    assert spend["Dimensions"] == [{"Name": "model", "Value": settings.default_model}]
+    assert spend["Threshold"] == settings.model_spend_alarm_usd_per_hour * 1_000_000 == 5_000_000
+    assert spend["ComparisonOperator"] == "GreaterThanThreshold" and len(spend["AlarmActions"]) == 1
 
 
 def _is_api_objective(alarm: dict[str, Any]) -> bool:
