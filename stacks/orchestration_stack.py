@@ -33,6 +33,7 @@ from statemachines.request_workflow import (
     workflow_substitutions,
 )
 from tdev.environment import Var
+from tdev.orchestration.capacity import ROUTING_SERVICE
 
 EVENT_SOURCE_PREFIX = "t-developer"
 RECONCILE_EVERY = Duration.minutes(1)
@@ -45,6 +46,9 @@ WORKSPACE_FUNCTIONS = {"run_agent": True, "run_project_tests": False, "fix_faili
 STEP_TIMEOUT_SECONDS = {"run_project_tests": 180}
 # Agents call Converse (authorised as InvokeModel); nothing streams (permissions from evidence).
 BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel"]
+
+
+ROUTING_P99_MS = 1_000  # spec 1.3.4
 
 
 class OrchestrationStack(Stack):
@@ -204,6 +208,7 @@ class OrchestrationStack(Stack):
         )
         self._alarm_on_workflow()
         self._alarm_on_model_spend(settings)
+        self._alarm_on_routing()
         for name, fn in {**self.functions, "reconcile_executions": self.reconciler}.items():
             self._alarm_on_function(name, fn)
 
@@ -361,6 +366,27 @@ class OrchestrationStack(Stack):
                 f"Model calls on {settings.default_model} cost more than "
                 f"USD {settings.model_spend_alarm_usd_per_hour:g} in one hour"
             ),
+        )
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+
+    def _alarm_on_routing(self) -> None:
+        """Routing (spec 1.3.4): taking an agent's and a model's capacity slot is one Redis script each;
+        a p99 over 1 s for 15 minutes means Redis, not the agents, is holding the requests up."""
+        alarm = cloudwatch.Alarm(
+            self,
+            "RoutingLatencyP99Alarm",
+            metric=cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="RoutingLatency",
+                dimensions_map={"service": ROUTING_SERVICE},
+                statistic="p99",
+                period=Duration.minutes(5),
+            ),
+            threshold=ROUTING_P99_MS,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"Routing decisions took over {ROUTING_P99_MS} ms at p99 for 15 minutes",
         )
         alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 

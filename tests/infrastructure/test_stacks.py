@@ -614,9 +614,7 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
     ]
     # (the read cache's alarms, built beside the alarm topic, are asserted by the cache alarm tests, the
     # API's service objectives by the test below)
-    alarms = [
-        a for a in alarms if not _is_cache_alarm(a) and not _is_api_objective(a) and not _is_spend_alarm(a)
-    ]
+    alarms = [a for a in alarms if not _is_cache_alarm(a) and not _is_objective(a)]
     metrics = [a["Properties"]["MetricName"] for a in alarms]
     assert "ExecutionsFailed" in metrics and "5XXError" in metrics
     assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS) + 1  # and the reconciler
@@ -631,6 +629,26 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
         a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
         for a in operational_alarms(orchestration).values()
     )
+
+
+def _is_objective(alarm: dict[str, Any]) -> bool:
+    """A threshold on a rate or a percentile (asserted by its own test), not an alarm on any event."""
+    routing = alarm["Properties"].get("MetricName") == "RoutingLatency"
+    return _is_api_objective(alarm) or _is_spend_alarm(alarm) or routing
+
+
+@pytest.mark.slow
+def test_routing_slower_than_a_second_at_p99_for_15_minutes_alarms(dev: Synthesized) -> None:
+    orchestration = dev.template_json(dev.stacks.orchestration)
+    (routing,) = [
+        a["Properties"]
+        for a in operational_alarms(orchestration).values()
+        if a["Properties"].get("MetricName") == "RoutingLatency"
+    ]
+    assert routing["Dimensions"] == [{"Name": "service", "Value": "routing"}]
+    assert routing["ExtendedStatistic"] == "p99" and routing["Threshold"] == 1000
+    assert routing["EvaluationPeriods"] == 3
+    assert routing["ComparisonOperator"] == "GreaterThanThreshold" and len(routing["AlarmActions"]) == 1
 
 
 def _is_spend_alarm(alarm: dict[str, Any]) -> bool:
