@@ -135,6 +135,11 @@ ACCESS_LOG_FORMAT = {
 }
 
 
+# Service objectives of the API (spec 1.15.4), each an alarm to the alarm topic.
+API_P99_LATENCY_MS = 1_000
+API_ERROR_RATE_PERCENT = 5
+
+
 class ApiStack(Stack):
     """Exposes `.api` (the REST API), `.function` (the `api` handler) and `.api_url`."""
 
@@ -357,7 +362,45 @@ class ApiStack(Stack):
             alarm_description="The API answered with 5XX errors",
         )
         server_errors.add_alarm_action(cloudwatch_actions.SnsAction(alarm_topic))
+        self._alarm_on_latency_and_error_rate(alarm_topic)
         CfnOutput(self, "ApiUrl", value=self.api.url)
+
+    def _alarm_on_latency_and_error_rate(self, topic: sns.ITopic) -> None:
+        """The spec's service objectives (1.15.4): p99 latency over 1 s, or more than 5 % of the requests
+        answered 5XX, for 15 minutes. The 5XX alarm above fires on any server error; these two say the
+        service as a whole is degraded."""
+        period = Duration.minutes(5)
+        latency = cloudwatch.Alarm(
+            self,
+            "LatencyP99Alarm",
+            metric=self.api.metric_latency(period=period, statistic="p99"),
+            threshold=API_P99_LATENCY_MS,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"The API's p99 latency stayed over {API_P99_LATENCY_MS} ms for 15 minutes",
+        )
+        error_rate = cloudwatch.Alarm(
+            self,
+            "ErrorRateAlarm",
+            metric=cloudwatch.MathExpression(
+                # Quiet periods (no requests) count as healthy, not as a division by zero.
+                expression="IF(requests > 0, 100 * errors / requests, 0)",
+                using_metrics={
+                    "errors": self.api.metric_server_error(period=period, statistic="Sum"),
+                    "requests": self.api.metric_count(period=period, statistic="Sum"),
+                },
+                label="API 5XX error rate (%)",
+                period=period,
+            ),
+            threshold=API_ERROR_RATE_PERCENT,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"Over {API_ERROR_RATE_PERCENT}% of API requests answered 5XX for 15 minutes",
+        )
+        for alarm in (latency, error_rate):
+            alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
     def _add_usage_plans(self, settings: EnvironmentSettings) -> None:
         """Usage plans (tdev.security.usageplans): one for machine clients, where every API key created

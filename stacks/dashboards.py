@@ -62,6 +62,8 @@ REQUESTS = {
 }
 AGENT_RUNS = CustomMetric("AgentRuns", ("agent", "status"))
 AGENT_DURATION = CustomMetric("AgentDuration", ("agent",), "p99")
+ROUTING_DECISIONS = CustomMetric("RoutingDecisions", ("outcome", "service"))
+ROUTING_LATENCY = CustomMetric("RoutingLatency", ("service",), "p99")
 LLM_CALLS = CustomMetric("LLMCalls", ("model", "outcome"))
 LLM_LATENCY = CustomMetric("LLMLatency", ("model",), "p99")
 LLM_TOKENS = CustomMetric("LLMTokens", ("model",))
@@ -183,13 +185,15 @@ class OperationsDashboard(Construct):
 
     def _agents(self) -> None:
         self._section(
-            "Agent performance", "Runs by agent and outcome, their p99 duration, and the model calls."
+            "Agent performance", "Runs by agent and outcome, their p99 duration, model calls, routing."
         )
         self._graph("Agent runs (by agent, status)", [self._custom(AGENT_RUNS, "")])
         self._graph("Agent duration p99 (ms)", [self._custom(AGENT_DURATION, "")])
         self._graph("Model calls (by model, outcome)", [self._custom(LLM_CALLS, "")])
-        self._graph("Model latency p99 (ms)", [self._custom(LLM_LATENCY, "")], width=12)
-        self._graph("Model tokens (by model)", [self._custom(LLM_TOKENS, "")], width=12)
+        self._graph("Model latency p99 (ms)", [self._custom(LLM_LATENCY, "")])
+        self._graph("Model tokens (by model)", [self._custom(LLM_TOKENS, "")])
+        self._graph("Routing decisions (admitted, waiting, error)", [self._custom(ROUTING_DECISIONS, "")])
+        self._graph("Routing latency p99 (ms)", [self._custom(ROUTING_LATENCY, "")])
 
     def _health(self, api_name: str, stage: str, prefix: str, stack_names: Sequence[str]) -> None:
         self._section(

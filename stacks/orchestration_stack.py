@@ -20,7 +20,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
-from stacks.cache_stack import FunctionNetwork
+from stacks.cache_stack import METRICS_NAMESPACE, FunctionNetwork
 from stacks.configuration import grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import TABLE_KEY_ACTIONS, grant_field_encryption, grant_table_data_access
@@ -33,6 +33,7 @@ from statemachines.request_workflow import (
     workflow_substitutions,
 )
 from tdev.environment import Var
+from tdev.orchestration.capacity import ROUTING_SERVICE
 
 EVENT_SOURCE_PREFIX = "t-developer"
 RECONCILE_EVERY = Duration.minutes(1)
@@ -45,6 +46,9 @@ WORKSPACE_FUNCTIONS = {"run_agent": True, "run_project_tests": False, "fix_faili
 STEP_TIMEOUT_SECONDS = {"run_project_tests": 180}
 # Agents call Converse (authorised as InvokeModel); nothing streams (permissions from evidence).
 BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel"]
+
+
+ROUTING_P99_MS = 1_000  # spec 1.3.4
 
 
 class OrchestrationStack(Stack):
@@ -203,6 +207,8 @@ class OrchestrationStack(Stack):
             enforce_ssl=True,
         )
         self._alarm_on_workflow()
+        self._alarm_on_model_spend(settings)
+        self._alarm_on_routing()
         for name, fn in {**self.functions, "reconcile_executions": self.reconciler}.items():
             self._alarm_on_function(name, fn)
 
@@ -336,6 +342,53 @@ class OrchestrationStack(Stack):
             self.state_machine.metric_throttled(period=period),
             "Step Functions throttled the request workflow",
         )
+
+    def _alarm_on_model_spend(self, settings: EnvironmentSettings) -> None:
+        """The burn rate of every request together: the default model's spend in one hour over the
+        environment's threshold (LLMCostMicroUSD, emitted per agent run by tdev.orchestration.workflow).
+        Fallback models are not summed: CloudWatch alarms cannot SEARCH over the `model` dimension."""
+        spend = cloudwatch.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="LLMCostMicroUSD",
+            dimensions_map={"model": settings.default_model},
+            statistic="Sum",
+            period=Duration.hours(1),
+        )
+        alarm = cloudwatch.Alarm(
+            self,
+            "ModelSpendAlarm",
+            metric=spend,
+            threshold=round(settings.model_spend_alarm_usd_per_hour * 1_000_000),
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=(
+                f"Model calls on {settings.default_model} cost more than "
+                f"USD {settings.model_spend_alarm_usd_per_hour:g} in one hour"
+            ),
+        )
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
+
+    def _alarm_on_routing(self) -> None:
+        """Routing (spec 1.3.4): taking an agent's and a model's capacity slot is one Redis script each;
+        a p99 over 1 s for 15 minutes means Redis, not the agents, is holding the requests up."""
+        alarm = cloudwatch.Alarm(
+            self,
+            "RoutingLatencyP99Alarm",
+            metric=cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="RoutingLatency",
+                dimensions_map={"service": ROUTING_SERVICE},
+                statistic="p99",
+                period=Duration.minutes(5),
+            ),
+            threshold=ROUTING_P99_MS,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"Routing decisions took over {ROUTING_P99_MS} ms at p99 for 15 minutes",
+        )
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
     def _alarm_on_function(self, name: str, fn: TdevFunction) -> None:
         period = Duration.minutes(5)

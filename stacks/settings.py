@@ -26,6 +26,9 @@ class EnvironmentSettings:
     point_in_time_recovery: bool
     deletion_protection: bool
     default_model: str = DEFAULT_MODEL
+    # The spend alarm (stacks/orchestration_stack.py): model calls on the default model costing more than
+    # this in one hour notify the alarm topic (budgets cap each request; this watches all of them together).
+    model_spend_alarm_usd_per_hour: float = 5.0
     # Model providers the deployment enables (-c providers=bedrock,openai): their SDKs are shipped (only to
     # functions that call models) and each API-key provider gets a Secrets Manager secret.
     providers: tuple[str, ...] = DEFAULT_PROVIDERS

@@ -612,8 +612,9 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
         *operational_alarms(orchestration).values(),
         *operational_alarms(dev.template_json(dev.stacks.api)).values(),
     ]
-    # (the read cache's alarms, built beside the alarm topic, are asserted by the cache alarm tests)
-    alarms = [a for a in alarms if not _is_cache_alarm(a)]
+    # (the read cache's alarms, built beside the alarm topic, are asserted by the cache alarm tests, the
+    # API's service objectives by the test below)
+    alarms = [a for a in alarms if not _is_cache_alarm(a) and not _is_objective(a)]
     metrics = [a["Properties"]["MetricName"] for a in alarms]
     assert "ExecutionsFailed" in metrics and "5XXError" in metrics
     assert metrics.count("Errors") == len(WORKFLOW_FUNCTIONS) + 1  # and the reconciler
@@ -628,6 +629,68 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
         a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
         for a in operational_alarms(orchestration).values()
     )
+
+
+def _is_objective(alarm: dict[str, Any]) -> bool:
+    """A threshold on a rate or a percentile (asserted by its own test), not an alarm on any event."""
+    routing = alarm["Properties"].get("MetricName") == "RoutingLatency"
+    return _is_api_objective(alarm) or _is_spend_alarm(alarm) or routing
+
+
+@pytest.mark.slow
+def test_routing_slower_than_a_second_at_p99_for_15_minutes_alarms(dev: Synthesized) -> None:
+    orchestration = dev.template_json(dev.stacks.orchestration)
+    (routing,) = [
+        a["Properties"]
+        for a in operational_alarms(orchestration).values()
+        if a["Properties"].get("MetricName") == "RoutingLatency"
+    ]
+    assert routing["Dimensions"] == [{"Name": "service", "Value": "routing"}]
+    assert routing["ExtendedStatistic"] == "p99" and routing["Threshold"] == 1000
+    assert routing["EvaluationPeriods"] == 3
+    assert routing["ComparisonOperator"] == "GreaterThanThreshold" and len(routing["AlarmActions"]) == 1
+
+
+def _is_spend_alarm(alarm: dict[str, Any]) -> bool:
+    return alarm["Properties"].get("MetricName") == "LLMCostMicroUSD"
+
+
+@pytest.mark.slow
+def test_the_default_models_spend_over_the_hourly_threshold_alarms(dev: Synthesized) -> None:
+    settings = dev.stacks.orchestration.settings
+    orchestration = dev.template_json(dev.stacks.orchestration)
+    (spend,) = [a["Properties"] for a in operational_alarms(orchestration).values() if _is_spend_alarm(a)]
+    assert spend["Namespace"] == "TDeveloper" and spend["Statistic"] == "Sum" and spend["Period"] == 3600
+    assert spend["Dimensions"] == [{"Name": "model", "Value": settings.default_model}]
+    assert spend["Threshold"] == settings.model_spend_alarm_usd_per_hour * 1_000_000 == 5_000_000
+    assert spend["ComparisonOperator"] == "GreaterThanThreshold" and len(spend["AlarmActions"]) == 1
+
+
+def _is_api_objective(alarm: dict[str, Any]) -> bool:
+    return "for 15 minutes" in alarm["Properties"].get("AlarmDescription", "") and "API" in str(alarm)
+
+
+@pytest.mark.slow
+def test_the_apis_p99_over_a_second_or_error_rate_over_5_percent_alarm_for_15_minutes(
+    dev: Synthesized,
+) -> None:
+    from stacks.api_stack import API_ERROR_RATE_PERCENT, API_P99_LATENCY_MS
+
+    api = dev.template_json(dev.stacks.api)
+    alarms = {k: v["Properties"] for k, v in operational_alarms(api).items()}
+    (latency,) = [a for a in alarms.values() if a.get("MetricName") == "Latency"]
+    assert (latency["ExtendedStatistic"], latency["Threshold"], API_P99_LATENCY_MS) == ("p99", 1000, 1000)
+    assert latency["EvaluationPeriods"] == 3 and latency["Period"] == 300
+    assert {d["Name"]: d["Value"] for d in latency["Dimensions"]} == {"ApiName": "t-developer-dev"}
+    (rate,) = [a for a in alarms.values() if "Metrics" in a]
+    expression = next(m["Expression"] for m in rate["Metrics"] if "Expression" in m)
+    assert expression == "IF(requests > 0, 100 * errors / requests, 0)"
+    used = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in rate["Metrics"] if "MetricStat" in m}
+    assert used == {"errors": "5XXError", "requests": "Count"}
+    assert (rate["Threshold"], API_ERROR_RATE_PERCENT, rate["EvaluationPeriods"]) == (5, 5, 3)
+    for alarm in (latency, rate):
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching" and len(alarm["AlarmActions"]) == 1
 
 
 @pytest.mark.slow

@@ -117,6 +117,34 @@ def test_a_full_model_gives_the_agent_slot_back(redis_url: str, sem: Semaphore, 
     get_settings.cache_clear()
 
 
+def test_every_routing_decision_is_a_metric_with_its_outcome_and_latency(
+    redis_url: str, sem: Semaphore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    spec = AgentSpec(name="MeteredAgent", role="r", description="d", capabilities=["c"], max_concurrent=1)
+    capsys.readouterr()
+    with (
+        capacity.running(spec, "offline:tdev-offline-1", holder="e-1#a", sem=sem),
+        pytest.raises(CapacityExhausted),
+        capacity.running(spec, "offline:tdev-offline-1", holder="e-2#a", sem=sem),
+    ):
+        pytest.fail("ran over the agent's capacity")
+    failing = Semaphore(cache.connect("redis://127.0.0.1:1/0"))  # Redis unreachable: an error, counted
+    with (
+        pytest.raises(RedisConnectionError),
+        capacity.running(spec, "offline:tdev-offline-1", holder="e-3#a", sem=failing),
+    ):
+        pytest.fail("ran without a slot")
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    outcomes = [r["outcome"] for r in records if "RoutingDecisions" in r]
+    latencies = [r["RoutingLatency"] for r in records if "RoutingLatency" in r]
+    assert outcomes == ["admitted", "waiting", "error"] and len(latencies) == 3
+    assert all(r["service"] == "routing" for r in records)
+
+
 # ------------------------------------------------------------------------------ admission order
 def test_a_freed_slot_goes_to_the_higher_priority_waiter_not_the_first_to_ask(redis_url: str) -> None:
     clock = Clock()

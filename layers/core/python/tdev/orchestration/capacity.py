@@ -28,11 +28,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
 from tdev import cache
 from tdev.data.agents import AgentRepository
 from tdev.errors import CapacityExhausted, NotFoundError, UnknownAgentError
 from tdev.models import AgentSpec, Priority
-from tdev.observability import logger
+from tdev.observability import NAMESPACE, logger
 from tdev.orchestration.admission import EFFECTIVE_PRIORITY_LUA, LEVELS
 from tdev.settings import get_settings
 
@@ -204,19 +207,45 @@ def running(
         sem = semaphore()
     lease_seconds = settings.capacity_lease_seconds
     order: dict[str, Any] = {"priority": priority, "deadline": deadline.timestamp() if deadline else None}
-    agent_lease = sem.acquire(agent_key(spec.name), spec.max_concurrent, holder, lease_seconds, **order)
+    started = time.perf_counter()
+    outcome = "error"
     try:
-        model_lease = sem.acquire(
-            model_key(model), settings.model_max_concurrent, holder, lease_seconds, **order
-        )
-    except BaseException:
-        sem.release(agent_lease)
+        agent_lease = sem.acquire(agent_key(spec.name), spec.max_concurrent, holder, lease_seconds, **order)
+        try:
+            model_lease = sem.acquire(
+                model_key(model), settings.model_max_concurrent, holder, lease_seconds, **order
+            )
+        except BaseException:
+            sem.release(agent_lease)
+            raise
+        outcome = "admitted"
+    except CapacityExhausted:
+        outcome = "waiting"
         raise
+    finally:
+        _decided(outcome, (time.perf_counter() - started) * 1000)
     try:
         yield
     finally:
         sem.release(model_lease)
         sem.release(agent_lease)
+
+
+ROUTING_SERVICE = "routing"  # the `service` dimension of the routing metrics, whichever function routes
+
+
+def _decided(outcome: str, latency_ms: float) -> None:
+    """Routing monitoring (spec 1.3.4): RoutingDecisions by outcome (admitted, waiting for capacity, error)
+    and RoutingLatency, the time to take both slots (the p99 alarm's metric, stacks/orchestration_stack)."""
+    if is_metrics_disabled():
+        return
+    with single_metric(name="RoutingDecisions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+        m.add_dimension(name="service", value=ROUTING_SERVICE)
+        m.add_dimension(name="outcome", value=outcome)
+    with single_metric(
+        name="RoutingLatency", unit=MetricUnit.Milliseconds, value=latency_ms, namespace=NAMESPACE
+    ) as m:
+        m.add_dimension(name="service", value=ROUTING_SERVICE)
 
 
 # Spec 1.3: an agent is available to new work below 0.8 x its capacity.
