@@ -311,14 +311,24 @@ class OrchestrationStack(Stack):
                 run_agent.role, as_nag_prints(self, f"AwsSolutions-IAM5[Resource::{resource}]"), reason
             )
 
-    def _alarm(self, construct_id: str, metric: cloudwatch.IMetric, description: str) -> cloudwatch.Alarm:
+    def _alarm(
+        self,
+        construct_id: str,
+        metric: cloudwatch.IMetric,
+        description: str,
+        *,
+        threshold: float = 0,
+        evaluation_periods: int = 1,
+    ) -> cloudwatch.Alarm:
+        """An alarm to the topic when `metric` goes over `threshold` for `evaluation_periods` periods (by
+        default: any occurrence)."""
         alarm = cloudwatch.Alarm(
             self,
             construct_id,
             metric=metric,
-            threshold=0,
+            threshold=threshold,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
+            evaluation_periods=evaluation_periods,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description=description,
         )
@@ -354,41 +364,30 @@ class OrchestrationStack(Stack):
             statistic="Sum",
             period=Duration.hours(1),
         )
-        alarm = cloudwatch.Alarm(
-            self,
+        self._alarm(
             "ModelSpendAlarm",
-            metric=spend,
+            spend,
+            f"Model calls on {settings.default_model} cost more than "
+            f"USD {settings.model_spend_alarm_usd_per_hour:g} in one hour",
             threshold=round(settings.model_spend_alarm_usd_per_hour * 1_000_000),
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description=(
-                f"Model calls on {settings.default_model} cost more than "
-                f"USD {settings.model_spend_alarm_usd_per_hour:g} in one hour"
-            ),
         )
-        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
     def _alarm_on_routing(self) -> None:
         """Routing (spec 1.3.4): taking an agent's and a model's capacity slot is one Redis script each;
         a p99 over 1 s for 15 minutes means Redis, not the agents, is holding the requests up."""
-        alarm = cloudwatch.Alarm(
-            self,
+        self._alarm(
             "RoutingLatencyP99Alarm",
-            metric=cloudwatch.Metric(
+            cloudwatch.Metric(
                 namespace=METRICS_NAMESPACE,
                 metric_name="RoutingLatency",
                 dimensions_map={"service": ROUTING_SERVICE},
                 statistic="p99",
                 period=Duration.minutes(5),
             ),
+            f"Routing decisions took over {ROUTING_P99_MS} ms at p99 for 15 minutes",
             threshold=ROUTING_P99_MS,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=3,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-            alarm_description=f"Routing decisions took over {ROUTING_P99_MS} ms at p99 for 15 minutes",
         )
-        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
     def _alarm_on_function(self, name: str, fn: TdevFunction) -> None:
         period = Duration.minutes(5)
