@@ -34,6 +34,7 @@ from tdev.environment import (
     OutboxPublisherEnvironment,
     ReconcilerEnvironment,
     SandboxEnvironment,
+    SecretRotationEnvironment,
     SessionSweeperEnvironment,
     WorkflowEnvironment,
     WorkspaceEnvironment,
@@ -155,6 +156,8 @@ FUNCTIONS: dict[str, Function] = {
         Function("outbox_publisher", "stream", (), OutboxPublisherEnvironment),
         Function("notifications_consumer", "queue", (), MessagingEnvironment),
         Function("task_activity_consumer", "queue", (), MessagingEnvironment),
+        # Secrets Manager's rotation function for the secrets the platform generates (tdev.config.rotation).
+        Function("rotate_secret", "invoke", (), SecretRotationEnvironment),
     )
 }
 

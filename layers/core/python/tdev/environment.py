@@ -56,6 +56,7 @@ class Var(StrEnum):
     EVENT_BUS_NAME = "EVENT_BUS_NAME"
     IDEMPOTENCY_TABLE_NAME = "IDEMPOTENCY_TABLE_NAME"
     AGENT_EXECUTION_QUEUE_URL = "AGENT_EXECUTION_QUEUE_URL"
+    TDEV_API_SIGNING_SECRET = "TDEV_API_SIGNING_SECRET"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -169,6 +170,8 @@ class ApiEnvironment(_RunsSessions):
     state_machine_arn: str | None = Field(default=None, pattern=r"^arn:", alias="STATE_MACHINE_ARN")
     cors_origins: str = Field(default="", alias="TDEV_CORS_ORIGINS")
     usage_plan_name: str | None = Field(default=None, alias="TDEV_USAGE_PLAN_NAME")
+    # The platform's API signing secret (its name): the API signs the cursors it hands out with it.
+    api_signing_secret: str | None = Field(default=None, min_length=1, alias="TDEV_API_SIGNING_SECRET")
 
 
 class SessionSweeperEnvironment(_RunsSessions):
@@ -201,6 +204,10 @@ class OutboxPublisherEnvironment(MessagingEnvironment):
     agent_execution_queue_url: str = Field(
         default="", pattern=r"^(https?://.+)?$", alias="AGENT_EXECUTION_QUEUE_URL"
     )
+
+
+class SecretRotationEnvironment(FunctionEnvironment):
+    """rotate_secret: Secrets Manager invokes it with the secret; it needs nothing else."""
 
 
 def provider_secrets() -> dict[str, str]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,17 +40,60 @@ MAX_PAGE_SIZE = 100
 
 
 # ---------------------------------------------------------------------------------------- paging
+def cursor_signature(secret: str, payload: str) -> str:
+    """HMAC-SHA256 of a cursor's payload under the platform's API signing secret (128 bits, url-safe)."""
+    digest = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def cursor_signed_by(secret: str, payload: str, signature: str) -> bool:
+    return hmac.compare_digest(cursor_signature(secret, payload), signature)
+
+
+def _signing_secret() -> str | None:
+    """The API signing secret's name when this deployment signs its cursors (TDEV_API_SIGNING_SECRET)."""
+    from tdev.settings import get_settings
+
+    return get_settings().api_signing_secret
+
+
 def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    """The cursor handed to clients: the start key, signed with the API signing secret when configured
+    (`<payload>.<signature>`), so a client cannot make the API read from a key it was not given."""
     if not last_key:
         return None
     raw = json.dumps(from_item(last_key), sort_keys=True, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    payload = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    secret_id = _signing_secret()
+    if not secret_id:
+        return payload
+    from tdev.config import secrets
+
+    secret = secrets.read(secret_id, purpose="sign a cursor")
+    if secret is None:
+        raise ValidationError("the API signing secret has no current value", field="cursor")
+    return f"{payload}.{cursor_signature(secret, payload)}"
 
 
 def decode_cursor(cursor: str | None, *, allowed: Sequence[str]) -> dict[str, Any] | None:
-    """The start key a cursor stands for; a cursor that was not ours is a 400 naming `cursor`."""
+    """The start key a cursor stands for; a cursor that was not ours is a 400 naming `cursor`.
+
+    Signed cursors are checked against the signing secret's current value, then its previous one (a
+    cursor handed out before a rotation stays valid through the next one)."""
     if not cursor:
         return None
+    secret_id = _signing_secret()
+    if secret_id:
+        from tdev.config import secrets
+
+        payload, _, signature = cursor.partition(".")
+        if not signature or not secrets.verify_with_rotation(
+            secret_id,
+            lambda secret: cursor_signed_by(secret, payload, signature),
+            purpose="verify a cursor",
+        ):
+            raise ValidationError("cursor is not a cursor this API returned", field="cursor")
+        cursor = payload
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))

@@ -115,23 +115,19 @@ def _accepts(cls: type, parameter: str) -> bool:
     return parameter in inspect.signature(cls).parameters
 
 
-# A key changed in Secrets Manager reaches running functions within this many seconds.
-SECRET_MAX_AGE_SECONDS = 300
-
-
 def api_key_from_secrets(p: Provider) -> str | None:
     """Deployed, an API-key provider's key is the Secrets Manager secret the stack created for it, named in
-    TDEV_PROVIDER_SECRETS; read through Powertools Parameters, cached for SECRET_MAX_AGE_SECONDS. None when
-    no secret is configured (locally, Agno reads the provider's variable, e.g. OPENAI_API_KEY, itself)."""
+    TDEV_PROVIDER_SECRETS; read through the platform's secrets accessor (tdev.config.secrets: Powertools
+    Parameters, cached for an hour, every read audited). None when no secret is configured (locally, Agno
+    reads the provider's variable, e.g. OPENAI_API_KEY, itself)."""
     from tdev.environment import provider_secrets
 
     secret = provider_secrets().get(p.name)
     if not secret:
         return None
-    from aws_lambda_powertools.utilities.parameters import get_secret
+    from tdev.config import secrets
 
-    value = get_secret(secret, max_age=SECRET_MAX_AGE_SECONDS)
-    return value if isinstance(value, str) and value else None
+    return secrets.read(secret, purpose=f"model provider {p.name}")
 
 
 def build_model(provider_name: str, model_id: str, **options: Any) -> Model:
