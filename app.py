@@ -146,6 +146,7 @@ def add_environment(
         core_layer_path=str(core_layer_path),
         dependencies_layer_path=str(dependencies_layer_path),
         network=cache.network,
+        api_signing_secret=data.platform_secrets.api_signing,
         description=f"T-Developer {settings.name}: REST API",
         **common,
     )

@@ -17,6 +17,7 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_wafv2 as wafv2
@@ -161,6 +162,7 @@ class ApiStack(Stack):
         core_layer_path: str,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
+        api_signing_secret: secretsmanager.ISecret | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -184,6 +186,12 @@ class ApiStack(Stack):
                 # Field encryption (request texts, API-key metadata) under the field key; CORS allow-list.
                 Var.KMS_KEY_ID: (field_key or key).key_arn,
                 Var.TDEV_CORS_ORIGINS: ",".join(settings.cors_origins),
+                # The platform's API signing secret (signs cursors; rotated by SecretRotation below).
+                **(
+                    {Var.TDEV_API_SIGNING_SECRET: api_signing_secret.secret_name}
+                    if api_signing_secret
+                    else {}
+                ),
             },
             timeout=Duration.seconds(29),  # API Gateway's integration timeout
             network=network,
@@ -193,6 +201,18 @@ class ApiStack(Stack):
         grant_configuration(self.function, settings, "api")  # reads and changes /t-developer/<env>/...
         if field_key is not None:
             grant_field_encryption(field_key, self.function)
+        if api_signing_secret is not None:
+            from stacks.secrets import SecretRotation, grant_secret_read
+
+            grant_secret_read(api_signing_secret, key, self.function)
+            self.rotation = SecretRotation(
+                self,
+                "ApiSigningRotation",
+                settings=settings,
+                layers=layers,
+                log_key=key,
+                secret=api_signing_secret,
+            )
         state_machine.grant_start_execution(self.function)
         # The kill switch (POST /v1/executions/{id}/cancel): stop this workflow's executions, nothing else.
         state_machine.grant_execution(self.function, "states:StopExecution")

@@ -97,6 +97,11 @@ class DataStack(Stack):
             )
             self.provider_secrets[provider] = secret
 
+        # The secrets the platform generates and rotates itself (the API signing secret).
+        from stacks.secrets import PlatformSecrets
+
+        self.platform_secrets = PlatformSecrets(self, "PlatformSecrets", settings=settings, key=self.key)
+
         # The product flags' documents in Parameter Store (tdev.config), where operators change them.
         self.flags = FlagParameters(self, "Flags", settings=settings)
 
