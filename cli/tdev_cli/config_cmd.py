@@ -7,6 +7,7 @@
     tdev config history [--scope flags]                        # who, what, why, checksum per version
     tdev config rollback 3 --reason "undo"                     # snapshot first, then version 3 again
     tdev config validate max_sessions_per_user=0 default_model=x   # every invalid key listed, nothing written
+    tdev config compliance                                     # who changed what, unapproved, overdue secrets
     tdev flags list [--user alice --segment staff]
     tdev flags eval verify_loop --user alice
     tdev flags set verify_loop --off --reason "sandbox maintenance"
@@ -64,6 +65,13 @@ def register(commands: Any) -> None:
         "validate", parents=[common], help="check KEY=VALUE pairs over the current layer, write nothing"
     )
     validate.add_argument("pairs", nargs="+", metavar="KEY=VALUE")
+    compliance = sub.add_parser(
+        "compliance",
+        parents=[common],
+        help="who changed what, unapproved changes to protected keys, secrets past their rotation age "
+        "(exit 1 when not compliant)",
+    )
+    compliance.add_argument("--limit", type=int, default=100, help="versions per scope (default 100)")
     config.set_defaults(func=_config)
 
     flags = commands.add_parser("flags", help="the running backend's feature flags (tdev serve)")
@@ -118,6 +126,12 @@ def _config(args: argparse.Namespace) -> int:
         )
     if command == "history":
         return _call(args, "GET", f"/v1/config/history?scope={args.scope}&limit={args.limit}")
+    if command == "compliance":
+        status, body = _request(args, "GET", f"/v1/config/compliance?limit={args.limit}")
+        if status != 200:
+            return _failed(status, body)
+        print(json.dumps(body, indent=2))
+        return EXIT_OK if body.get("compliant") else EXIT_FAILED
     if command == "rollback":
         body = {"scope": args.scope, "version": args.version, "reason": args.reason}
         return _call(args, "POST", "/v1/config/rollback", body)

@@ -44,6 +44,7 @@ STATE_MACHINE = "tdev-request-workflow"
 # The functions dispatched on invocation (API, workflow, schedule) and those behind event source mappings
 # (stream, queues: driven by LocalRuntime.drain_messaging()), from the one registry the stacks read too.
 FUNCTIONS = functions_triggered_by("api", "workflow", "invoke", "schedule")
+API_SIGNING_SECRET = "tdev-local/platform/api-signing"
 MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
@@ -195,6 +196,9 @@ class LocalRuntime:
             "WORKSPACE_BUCKET": WORKSPACE_BUCKET,
             # Through its `live` alias, as deployed (stacks/constructs/deployment.py).
             "SANDBOX_FUNCTION_NAME": f"{SANDBOX_FUNCTION}:{LIVE_ALIAS}",
+            # The platform's API signing secret (signs cursors), created with the resources as the data
+            # stack creates it (stacks/secrets.py); rotate_secret rotates it when asked.
+            "TDEV_API_SIGNING_SECRET": API_SIGNING_SECRET,
         }
         if self.config_poll_seconds is not None:
             env["TDEV_CONFIG_POLL_SECONDS"] = str(self.config_poll_seconds)
@@ -317,6 +321,11 @@ class LocalRuntime:
         ]["KeyId"]
         os.environ["KMS_KEY_ID"] = key_id
         boto3.client("s3", region_name=REGION).create_bucket(Bucket=CHECKPOINT_BUCKET)
+        import secrets as random
+
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name=API_SIGNING_SECRET, SecretString=random.token_urlsafe(48), KmsKeyId=key_id
+        )
         # The product flags' documents, as the config stack creates them (tdev.config.flags.PRODUCT_FLAGS).
         from tdev.config.flags import product_flag_parameters
 

@@ -82,6 +82,12 @@ def config_history(scope: Scope = CONFIG, limit: Limit = 50) -> dict[str, Any]:
     return {"scope": scope, "versions": service().history(scope, limit)}
 
 
+@router.get("/v1/config/compliance", middlewares=[security.guard("security/config/*", "read")])
+def config_compliance(limit: Limit = 100) -> dict[str, Any]:
+    """Who changed what, unapproved changes to protected keys, and secrets past their rotation age."""
+    return service().compliance(limit)
+
+
 @router.put("/v1/config/<key>", middlewares=[security.guard("security/config/*", "update", strict=True)])
 def put_config(key: ConfigKey, body: Annotated[ValueIn, Body()]) -> Response[Any]:
     return _answer(service().set_value(key, body.value, author=_who(), reason=body.reason))

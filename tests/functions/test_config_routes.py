@@ -39,7 +39,9 @@ def rt(backend: Any) -> Any:
     return backend.as_principal(ADMIN, ("admin",))
 
 
-@pytest.mark.parametrize("name", ["api_get_config", "api_put_config", "api_get_flags", "api_put_flag"])
+@pytest.mark.parametrize(
+    "name", ["api_get_config", "api_put_config", "api_get_flags", "api_put_flag", "api_get_config_compliance"]
+)
 def test_each_sample_event_is_served(rt: Any, name: str) -> None:
     response = rt.invoke("api", load_event(name))
     assert response["statusCode"] == 200, response["body"]
@@ -54,6 +56,7 @@ def test_each_sample_event_is_served(rt: Any, name: str) -> None:
 CALLS = [
     ("GET", "/v1/config", None),
     ("GET", "/v1/config/history", None),
+    ("GET", "/v1/config/compliance", None),
     ("PUT", "/v1/config/default_model", {"value": "bedrock:a.b-v1:0", "reason": "try it"}),
     ("POST", "/v1/config/validate", {"layer": {}}),
     ("POST", "/v1/config/rollback", {"version": 1, "reason": "try it"}),
@@ -161,3 +164,62 @@ def test_a_parameter_store_change_reaches_the_running_api_within_the_polling_int
     statuses = [rt.api("GET", "/v1/agents")[0] for _ in range(3)]
     assert statuses[-1] == 429 and statuses.count(429) >= 1
     ssm.delete_parameter(Name="/t-developer/local/config/rate_limit_default")
+
+
+def test_the_compliance_report_names_authors_unapproved_protected_changes_and_secret_ages(rt: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tdev.config.compliance import secret_status
+    from tdev.config.parameters import name
+    from tdev_cli.runtime import API_SIGNING_SECRET
+
+    author = f"compliance-author-{uuid.uuid4().hex[:8]}"  # its own strict rate-limit bucket
+    rt.as_principal(author, ("admin",))
+    # Given a version to come back to, a protected change approved by a second admin, then rolled back to
+    # that version by its author alone ...
+    status, baseline = rt.api(
+        "PUT", "/v1/config/default_model", {"value": "offline:tdev-offline-1", "reason": "baseline"}
+    )
+    assert status == 200, baseline
+    status, pending = rt.api("PUT", "/v1/config/max_sessions_global", {"value": 9, "reason": "audit me"})
+    assert status == 202
+    rt.as_principal("compliance-approver", ("admin",))
+    status, approved = rt.api("POST", f"/v1/config/changes/{pending['change_id']}/approve")
+    assert status == 200
+    rt.as_principal(author, ("admin",))
+    status, rolled = rt.api(
+        "POST", "/v1/config/rollback", {"version": baseline["version"], "reason": "alone"}
+    )
+    assert status == 200
+    # ... and a protected key written straight into Parameter Store, around the API
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    around = name("local", "config", "rate_limit_strict")
+    ssm.put_parameter(Name=around, Value="999/1", Type="String")
+    try:
+        status, report = rt.api("GET", "/v1/config/compliance")
+    finally:
+        ssm.delete_parameter(Name=around)
+    assert status == 200, report
+    # Then: who changed what
+    assert report["by_author"][author] == {
+        "changes": 3,  # the baseline, the approved change, the rollback (its snapshot is not a change)
+        "keys": ["config/default_model", "config/max_sessions_global"],
+    }
+    # the approved change is not a finding, the lone rollback of a protected key is, and so is the write
+    findings = report["unapproved_protected_changes"]
+    audited = [f for f in findings if f["source"] == "audit"]
+    assert approved["version"] not in [f["version"] for f in audited]
+    assert {
+        "version": rolled["version"],
+        "kind": "rollback",
+        "keys": ["max_sessions_global"],
+    }.items() <= next(f for f in audited if f["version"] == rolled["version"]).items()
+    written = [f for f in findings if f["source"] == "parameter_store"]
+    assert [(f["keys"], f["stored"]) for f in written] == [(["rate_limit_strict"], "999/1")]
+    assert report["compliant"] is False
+    # the API signing secret, made at start-up, is young; 91 days on and never rotated, it is overdue
+    (signing,) = [s for s in report["secrets"] if s["secret"] == API_SIGNING_SECRET]
+    assert signing["overdue"] is False and signing["age_days"] < 1 and signing["max_age_days"] == 90
+    later = secret_status(API_SIGNING_SECRET, now=datetime.now(UTC) + timedelta(days=91))
+    assert later["overdue"] is True
+    assert not {"SecretString", "value"} & set(later)

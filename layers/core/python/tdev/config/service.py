@@ -103,6 +103,18 @@ class ConfigService:
     def history(self, scope: str, limit: int = 50) -> list[dict[str, Any]]:
         return self.audit.history(scope, limit=limit)
 
+    def compliance(self, limit: int = 100) -> dict[str, Any]:
+        """Who changed what, unapproved changes to protected keys, secrets past their rotation age."""
+        from tdev.config.compliance import report
+        from tdev.environment import provider_secrets
+
+        settings = get_settings()
+        secret_ids = [
+            *([settings.api_signing_secret] if settings.api_signing_secret else []),
+            *sorted(provider_secrets().values()),
+        ]
+        return report(self.audit, self.layer(CONFIG), secret_ids, limit=limit)
+
     # ---------------------------------------------------------------------------------- changing
     def set_value(self, key: str, value: Any, *, author: str, reason: str) -> dict[str, Any]:
         if key not in KEYS:
