@@ -21,6 +21,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from tdev.data.store import sign_cursor, verified_cursor
 from tdev.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -305,12 +306,14 @@ def put_role(name: Name, body: Annotated[RoleSpec, Body()]) -> Response[Any]:
     )
 
 
-AuditCursor = Annotated[str | None, Query(pattern=r"^[0-9T:.+-]{10,40}#[0-9a-f]{8}$")]
+# `<time>#<id>`, and `.<signature>` where the deployment signs its cursors (tdev.data.store.sign_cursor).
+AuditCursor = Annotated[str | None, Query(pattern=r"^[0-9T:.+-]{10,40}#[0-9a-f]{8}(\.[A-Za-z0-9_-]{22})?$")]
 AuditLimit = Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)]
 
 
 @router.get("/v1/audit/<principal>", middlewares=[guard("security/audit/*", "read")])
 def audit_of(principal: Name, limit: AuditLimit = 100, before: AuditCursor = None) -> dict[str, Any]:
     """Newest decisions first; `next` is the `before` of the following (older) page."""
-    entries, cursor = services.access().audit.page(principal, limit=limit, before=before)
-    return {"principal": principal, "entries": entries, "next": cursor}
+    start = verified_cursor(before, field="before") if before else None
+    entries, cursor = services.access().audit.page(principal, limit=limit, before=start)
+    return {"principal": principal, "entries": entries, "next": sign_cursor(cursor) if cursor else None}

@@ -22,6 +22,9 @@ def aws(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with mock_aws():
+        from tdev import container
+
+        container.reset()  # the secrets accessor's hour-long cache starts empty
         yield boto3.client("secretsmanager", region_name="us-east-1")
 
 

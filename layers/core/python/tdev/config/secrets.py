@@ -2,7 +2,8 @@
 
 Secrets Manager holds what this platform owns: the enabled model providers' API keys
 (`<prefix>/providers/<name>`, tdev.llm.providers) and the API signing secret (`<prefix>/platform/api-signing`,
-rotated by `functions/rotate_secret`, used by `tdev.data.store` to sign the cursors the API hands out).
+rotated by `functions/rotate_secret`, used by `tdev.data.store` to sign the cursors the API hands out:
+the audit trail's pages, `GET /v1/audit/{principal}`'s `next`).
 Per-API-key request-signing secrets are client credentials, not platform secrets: they live envelope-
 encrypted on their key's item (tdev.security.apikeys) and are rotated by issuing a new key.
 

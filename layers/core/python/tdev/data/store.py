@@ -57,13 +57,9 @@ def _signing_secret() -> str | None:
     return get_settings().api_signing_secret
 
 
-def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
-    """The cursor handed to clients: the start key, signed with the API signing secret when configured
+def sign_cursor(payload: str) -> str:
+    """A cursor handed to clients, signed with the API signing secret when this deployment has one
     (`<payload>.<signature>`), so a client cannot make the API read from a key it was not given."""
-    if not last_key:
-        return None
-    raw = json.dumps(from_item(last_key), sort_keys=True, separators=(",", ":")).encode()
-    payload = base64.urlsafe_b64encode(raw).decode().rstrip("=")
     secret_id = _signing_secret()
     if not secret_id:
         return payload
@@ -75,25 +71,35 @@ def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
     return f"{payload}.{cursor_signature(secret, payload)}"
 
 
-def decode_cursor(cursor: str | None, *, allowed: Sequence[str]) -> dict[str, Any] | None:
-    """The start key a cursor stands for; a cursor that was not ours is a 400 naming `cursor`.
+def verified_cursor(cursor: str, *, field: str = "cursor") -> str:
+    """The payload of a cursor this API signed; 400 naming `cursor` otherwise. Checked against the signing
+    secret's current value, then its previous one (a cursor handed out before a rotation stays valid
+    through the next one)."""
+    secret_id = _signing_secret()
+    if not secret_id:
+        return cursor
+    from tdev.config import secrets
 
-    Signed cursors are checked against the signing secret's current value, then its previous one (a
-    cursor handed out before a rotation stays valid through the next one)."""
+    payload, _, signature = cursor.rpartition(".")
+    if not payload or not secrets.verify_with_rotation(
+        secret_id, lambda secret: cursor_signed_by(secret, payload, signature), purpose="verify a cursor"
+    ):
+        raise ValidationError(f"{field} is not a cursor this API returned", field=field)
+    return payload
+
+
+def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
+    if not last_key:
+        return None
+    raw = json.dumps(from_item(last_key), sort_keys=True, separators=(",", ":")).encode()
+    return sign_cursor(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+
+
+def decode_cursor(cursor: str | None, *, allowed: Sequence[str]) -> dict[str, Any] | None:
+    """The start key a cursor stands for; a cursor that was not ours is a 400 naming `cursor`."""
     if not cursor:
         return None
-    secret_id = _signing_secret()
-    if secret_id:
-        from tdev.config import secrets
-
-        payload, _, signature = cursor.partition(".")
-        if not signature or not secrets.verify_with_rotation(
-            secret_id,
-            lambda secret: cursor_signed_by(secret, payload, signature),
-            purpose="verify a cursor",
-        ):
-            raise ValidationError("cursor is not a cursor this API returned", field="cursor")
-        cursor = payload
+    cursor = verified_cursor(cursor)
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
