@@ -16,6 +16,7 @@ from types import ModuleType
 BENCHMARKS: tuple[str, ...] = (
     "planning",
     "routing",
+    "flags",
     "llm",
     "instantiation",
     "coldstart",
