@@ -125,6 +125,11 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
         if op == "DeleteParameters":
             return [need("ssm:DeleteParameters", parameter(str(n))) for n in params.get("Names", [])]
         return [need(f"ssm:{op}", parameter(str(params.get("Name", "*"))))]
+    if service == "secretsmanager":  # authorised on the secret's ARN, whose name ends in six random chars
+        secret = str(params.get("SecretId", "*"))
+        if not secret.startswith("arn:"):
+            secret = f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-AbCdEf"
+        return [need(f"secretsmanager:{op}", secret)]
     if service == "apigateway":
         # The management API is authorised by HTTP verb on the resource path.
         context: dict[str, str] = {}
@@ -373,6 +378,8 @@ class RoleIndex:
             return f"arn:aws:sns:{self.region}:{self.account}:{physical}"
         if kind == "AWS::IAM::Role":
             return f"role/{stack}/{name}"
+        if kind == "AWS::SecretsManager::Secret":  # Ref: the ARN (its name and six random characters)
+            return f"arn:aws:secretsmanager:{self.region}:{self.account}:secret:{physical}-AbCdEf"
         if kind == "AWS::Lambda::Alias":  # the alias's ARN: its function's, qualified by the alias name
             alias = self.resolve(stack, self._resource(stack, name)["Properties"]["Name"])
             return f"arn:aws:lambda:{self.region}:{self.account}:function:{physical}:{alias}"

@@ -183,7 +183,7 @@ def test_cursors_signed_before_a_rotation_stay_valid_and_forged_ones_are_refused
     # Every read was audited: who, which secret and label, cached or not; never the value
     caplog.set_level(logging.INFO)
     container.reset()
-    with mock.patch("tdev.config.secrets.logger") as audit:
+    with mock.patch("tdev.secrets.logger") as audit:
         decode_cursor(after, allowed=("PK", "SK"))
         decode_cursor(after, allowed=("PK", "SK"))
     records = [c.kwargs["extra"] for c in audit.info.call_args_list]

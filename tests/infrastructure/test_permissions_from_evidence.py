@@ -24,6 +24,7 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -412,6 +413,24 @@ def _drive_every_path(rt: Any) -> None:
     flag = {"spec": {"enabled": True, "rollout_percent": 100}, "reason": "evidence"}
     assert rt.api("PUT", "/v1/flags/verify_loop", flag, headers=admin)[0] == 200
     assert rt.api("GET", "/v1/config/history", headers=admin)[0] == 200
+    # The platform's secrets: the compliance report (their rotation dates), the audit trail's signed cursor
+    # (the API signing secret), and a rotation of that secret (Secrets Manager invokes rotate_secret four
+    # times, one per step).
+    assert rt.api("GET", "/v1/config/compliance", headers=admin)[0] == 200
+    status, page = rt.api("GET", "/v1/audit/evidence-admin?limit=1", headers=admin)
+    assert status == 200 and page["next"]
+    before = urllib.parse.quote(page["next"], safe="")
+    assert rt.api("GET", f"/v1/audit/evidence-admin?limit=1&before={before}", headers=admin)[0] == 200
+    import boto3
+
+    from tdev_cli.runtime import API_SIGNING_SECRET
+
+    rotator = boto3.client("lambda", region_name="us-east-1").get_function(FunctionName="rotate_secret")
+    boto3.client("secretsmanager", region_name="us-east-1").rotate_secret(
+        SecretId=API_SIGNING_SECRET,
+        RotationLambdaARN=rotator["Configuration"]["FunctionArn"],
+        RotationRules={"AutomaticallyAfterDays": 30},
+    )
     # 5. Messaging: outbox -> bus -> queues -> consumers.
     assert rt.drain_messaging() > 0
     _wait_for_workflows(rt)
@@ -448,6 +467,7 @@ def _renames(index: RoleIndex, local: dict[str, str], prefix: str) -> dict[str, 
         renames[f"{prefix}-{spec.name}"] = spec.name
         renames[f"{prefix}-{spec.dlq_name}"] = spec.dlq_name
     renames[f"{prefix}-{q.OUTBOX_FAILURES}"] = q.OUTBOX_FAILURES
+    renames[prefix] = f"tdev-{local['TDEV_ENV']}"  # secret names: tdev-dev/platform/... -> tdev-local/...
     return renames
 
 

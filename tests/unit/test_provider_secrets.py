@@ -38,7 +38,7 @@ def test_the_model_gets_the_key_from_its_secret_and_reads_it_once_per_max_age(
     first = providers.build_model("openai", "gpt-4.1-mini")
     aws.put_secret_value(SecretId="tdev-dev/providers/openai", SecretString="sk-rotated")
     second = providers.build_model("openai", "gpt-4.1-mini")
-    # Then both carry the key, read once (tdev.config.secrets caches it for an hour)
+    # Then both carry the key, read once (tdev.secrets caches it for an hour)
     assert first.api_key == second.api_key == "sk-from-secrets-manager"  # type: ignore[attr-defined]
 
 

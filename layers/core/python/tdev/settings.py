@@ -65,7 +65,7 @@ class Settings(BaseModel):
     capacity_lease_seconds: int = Field(default=960, ge=1, le=3_600, alias="TDEV_CAPACITY_LEASE_SECONDS")
     # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
     config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
-    # The platform's API signing secret (Secrets Manager name, tdev.config.secrets): signs the cursors the
+    # The platform's API signing secret (Secrets Manager name, tdev.secrets): signs the cursors the
     # API hands out. Unset (locally, unless configured): cursors are not signed.
     api_signing_secret: str | None = Field(default=None, min_length=1, alias="TDEV_API_SIGNING_SECRET")
 

@@ -12,7 +12,7 @@ version's id):
 
 Which secrets: those whose value the platform makes (`GENERATORS`, by the secret name's last part). The API
 signing secret has no downstream system to update: its signers and verifiers read Secrets Manager
-themselves (tdev.config.secrets: AWSCURRENT, then AWSPREVIOUS), so setSecret checks that the pending value
+themselves (tdev.secrets: AWSCURRENT, then AWSPREVIOUS), so setSecret checks that the pending value
 is a well-formed new key and testSecret signs and verifies a cursor with it through the API's own code.
 Model providers' API keys are issued in each provider's console (no provider of tdev.llm.providers offers
 an API to mint keys): they are not rotated here (the stack says so on each secret).
@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tdev import aws
-from tdev.config.secrets import API_SIGNING, CURRENT, PENDING
 from tdev.errors import ValidationError
 from tdev.observability import logger
+from tdev.secrets import API_SIGNING, CURRENT, PENDING
 
 STEPS = ("createSecret", "setSecret", "testSecret", "finishSecret")
 SIGNING_KEY_BYTES = 32

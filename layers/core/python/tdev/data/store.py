@@ -63,7 +63,7 @@ def sign_cursor(payload: str) -> str:
     secret_id = _signing_secret()
     if not secret_id:
         return payload
-    from tdev.config import secrets
+    from tdev import secrets
 
     secret = secrets.read(secret_id, purpose="sign a cursor")
     if secret is None:
@@ -78,7 +78,7 @@ def verified_cursor(cursor: str, *, field: str = "cursor") -> str:
     secret_id = _signing_secret()
     if not secret_id:
         return cursor
-    from tdev.config import secrets
+    from tdev import secrets
 
     payload, _, signature = cursor.rpartition(".")
     if not payload or not secrets.verify_with_rotation(

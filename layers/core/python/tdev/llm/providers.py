@@ -117,7 +117,7 @@ def _accepts(cls: type, parameter: str) -> bool:
 
 def api_key_from_secrets(p: Provider) -> str | None:
     """Deployed, an API-key provider's key is the Secrets Manager secret the stack created for it, named in
-    TDEV_PROVIDER_SECRETS; read through the platform's secrets accessor (tdev.config.secrets: Powertools
+    TDEV_PROVIDER_SECRETS; read through the platform's secrets accessor (tdev.secrets: Powertools
     Parameters, cached for an hour, every read audited). None when no secret is configured (locally, Agno
     reads the provider's variable, e.g. OPENAI_API_KEY, itself)."""
     from tdev.environment import provider_secrets
@@ -125,7 +125,7 @@ def api_key_from_secrets(p: Provider) -> str | None:
     secret = provider_secrets().get(p.name)
     if not secret:
         return None
-    from tdev.config import secrets
+    from tdev import secrets
 
     return secrets.read(secret, purpose=f"model provider {p.name}")
 
