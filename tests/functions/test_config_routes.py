@@ -240,21 +240,21 @@ def test_the_compliance_report_names_authors_unapproved_protected_changes_and_se
     assert not {"SecretString", "value"} & set(later)
 
 
-def test_the_audit_trails_cursor_is_signed_with_the_api_signing_secret(rt: Any) -> None:
+def test_the_audit_trails_cursor_is_signed_with_the_api_signing_secret(rt: Any, admin: str) -> None:
     from urllib.parse import quote
 
     # Given an admin with several audited decisions
     for _ in range(3):
         assert rt.api("GET", "/v1/config")[0] == 200
-    status, first = rt.api("GET", f"/v1/audit/{ADMIN}?limit=1")
+    status, first = rt.api("GET", f"/v1/audit/{admin}?limit=1")
     assert status == 200 and first["next"] is not None
     # Then its `next` carries a signature (the API signing secret), and following it reads the next page
     sort_key, _, signature = first["next"].rpartition(".")
     assert "#" in sort_key and len(signature) == 22
-    status, second = rt.api("GET", f"/v1/audit/{ADMIN}?limit=1&before={quote(first['next'], safe='')}")
+    status, second = rt.api("GET", f"/v1/audit/{admin}?limit=1&before={quote(first['next'], safe='')}")
     assert status == 200 and second["entries"] != first["entries"]
     # A cursor without its signature, or with another's, is refused naming the parameter
     other = "A" * 22 if signature != "A" * 22 else "B" * 22
     for forged in (sort_key, f"{sort_key}.{other}"):
-        status, refused = rt.api("GET", f"/v1/audit/{ADMIN}?limit=1&before={quote(forged, safe='')}")
+        status, refused = rt.api("GET", f"/v1/audit/{admin}?limit=1&before={quote(forged, safe='')}")
         assert (status, refused["field"]) == (400, "before"), refused
