@@ -216,10 +216,12 @@ def test_the_compliance_report_names_authors_unapproved_protected_changes_and_se
         ssm.delete_parameter(Name=around)
     assert status == 200, report
     # Then: who changed what
-    assert report["by_author"][author] == {
-        "changes": 3,  # the baseline, the approved change, the rollback (its snapshot is not a change)
-        "keys": ["config/default_model", "config/max_sessions_global"],
-    }
+    mine = report["by_author"][author]
+    # the baseline, the approved change, the rollback (its snapshot is not a change); the baseline touched
+    # default_model only if an earlier test had not already stored that value
+    assert mine["changes"] == 3
+    assert "config/max_sessions_global" in mine["keys"]
+    assert set(mine["keys"]) <= {"config/default_model", "config/max_sessions_global"}
     # the approved change is not a finding, the lone rollback of a protected key is, and so is the write
     findings = report["unapproved_protected_changes"]
     audited = [f for f in findings if f["source"] == "audit"]
