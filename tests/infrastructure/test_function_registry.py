@@ -88,7 +88,11 @@ def test_an_enabled_api_key_provider_gets_a_secret_its_sdk_and_a_grant_only_wher
 ) -> None:
     # Then the data stack holds one secret for OpenAI (Bedrock needs none), encrypted with the data key
     data = with_openai.template_json(with_openai.stacks.data)
-    secrets = [r for r in data["Resources"].values() if r["Type"] == "AWS::SecretsManager::Secret"]
+    secrets = [
+        r
+        for r in data["Resources"].values()
+        if r["Type"] == "AWS::SecretsManager::Secret" and "/providers/" in r["Properties"]["Name"]
+    ]  # (beside the platform's own, tests/infrastructure/test_secrets_stack.py)
     assert [s["Properties"]["Name"] for s in secrets] == ["tdev-dev/providers/openai"]
     assert "KmsKeyId" in secrets[0]["Properties"]
     functions = deployed_functions(with_openai)
