@@ -83,6 +83,17 @@ def test_an_operator_changes_approves_and_rolls_back_the_configuration(server: t
         and len(first["checksum"]) == 64
     )
 
+    # Compliance: the protected change was approved, the rollback touched no protected key, the API signing
+    # secret is new: compliant (exit 0), with who changed what
+    code, report, err = tdev(cwd, "config", "compliance")
+    assert code == 0, err
+    assert report["compliant"] is True and report["unapproved_protected_changes"] == []
+    assert report["by_author"]["tdev-cli-admin"] == {
+        "changes": 3,
+        "keys": ["config/max_sessions_global", "config/max_sessions_per_user"],
+    }
+    assert [s["overdue"] for s in report["secrets"]] == [False]
+
 
 def test_an_operator_sets_and_evaluates_flags(server: tuple[str, Path]) -> None:
     _, cwd = server
