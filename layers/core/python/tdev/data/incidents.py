@@ -100,36 +100,40 @@ class ErrorRepository:
             ReturnValues="UPDATED_NEW",
         )
         seen = iso(now)
+        listed = schema.errors_listed(seen, signature)
+        latest = {  # every occurrence writes these (names through placeholders: several are reserved words)
+            "entity": "ERROR",
+            "signature": signature,
+            "type": error_type,
+            "message": message,
+            "frame": frame,
+            "sample": sample,
+            "last_source": source,
+            "last_seen": seen,
+            "last_seen_epoch": int(now),
+            **listed,
+        }
+        once = {  # ... and these only the first time
+            "first_seen": seen,
+            "first_seen_epoch": int(now),
+            "episode_started_at": seen,
+            "episode_started_epoch": int(now),
+            "status": OPEN,
+        }
+        names = {"#count": "count"}
+        values: dict[str, Any] = {":one": 1}
+        sets = []
+        for i, (name, value) in enumerate(latest.items()):
+            names[f"#l{i}"], values[f":l{i}"] = name, value
+            sets.append(f"#l{i} = :l{i}")
+        for i, (name, value) in enumerate(once.items()):
+            names[f"#o{i}"], values[f":o{i}"] = name, value
+            sets.append(f"#o{i} = if_not_exists(#o{i}, :o{i})")
         group = self._update(
             schema.error_signature_key(signature),
-            UpdateExpression=(
-                "ADD #count :one "
-                "SET entity = :entity, signature = :sig, #type = :type, message = :message, frame = :frame, "
-                "sample = :sample, last_source = :source, last_seen = :seen, last_seen_epoch = :now, "
-                "first_seen = if_not_exists(first_seen, :seen), "
-                "first_seen_epoch = if_not_exists(first_seen_epoch, :now), "
-                "episode_started_at = if_not_exists(episode_started_at, :seen), "
-                "episode_started_epoch = if_not_exists(episode_started_epoch, :now), "
-                "#status = if_not_exists(#status, :open), GSI1PK = :listing, GSI1SK = :listed"
-            ),
-            ExpressionAttributeNames={"#count": "count", "#type": "type", "#status": "status"},
-            ExpressionAttributeValues=serialize(
-                {
-                    ":one": 1,
-                    ":entity": "ERROR",
-                    ":sig": signature,
-                    ":type": error_type,
-                    ":message": message,
-                    ":frame": frame,
-                    ":sample": sample,
-                    ":source": source,
-                    ":seen": seen,
-                    ":now": int(now),
-                    ":open": OPEN,
-                    ":listing": schema.ERRORS_LISTING,
-                    ":listed": schema.errors_listed(seen, signature)["GSI1SK"],
-                }
-            ),
+            UpdateExpression="ADD #count :one SET " + ", ".join(sets),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=serialize(values),
             ReturnValues="ALL_NEW",
         )
         return Occurrence(group, window, int(bucket.get("count", 1)))
