@@ -208,3 +208,53 @@ def test_a_task_that_fails_for_good_is_recorded_by_the_task_failure_recorder(bac
     groups = [g for g in page["errors"] if g["type"] == "MemoryError"]
     assert len(groups) == 1 and groups[0]["last_source"] == "record_task_failure"
     assert groups[0]["message"] == "Runtime exited with error: signal: killed (pid <n>)"
+
+
+def test_tdev_errors_list_show_resolve_against_a_served_backend(
+    backend: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tdev errors` as an operator runs it against `tdev serve` (the same HTTP handler, in process)."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from tdev import container
+    from tdev.settings import get_settings
+    from tdev_cli.main import main
+    from tdev_cli.serve import make_handler
+
+    signature = "c0ffee00c0ffee00"
+    container.errors().occur(
+        signature=signature,
+        error_type="TimeoutError",
+        message="model call timed out after <n> s",
+        frame="tdev/llm/fallback.py:call",
+        sample="model call timed out after 30 s",
+        source="cli-test",
+        now=time.time() - 90,
+        window_seconds=300,
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(backend, get_settings().max_body_bytes))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    common = ["--url", url, "--keys-dir", str(backend.keys_dir)]
+    try:
+        assert main(["errors", "list", "--status", "open", *common]) == 0
+        listed = capsys.readouterr().out
+        assert signature in listed and "TimeoutError: model call timed out after <n> s" in listed
+        assert main(["errors", "show", signature, *common]) == 0
+        shown = capsys.readouterr().out
+        assert "where      tdev/llm/fallback.py:call" in shown and "count      1" in shown
+        assert (
+            main(["errors", "resolve", signature, "--reason", "raised the timeout", *common, "--json"]) == 0
+        )
+        out = capsys.readouterr().out.splitlines()  # the functions' own log lines come first, in process
+        resolved = json.loads("\n".join(out[len(out) - out[::-1].index("{") - 1 :]))
+        assert resolved["status"] == "resolved" and resolved["mttr_seconds"] >= 90
+        assert main(["errors", "show", signature, *common]) == 0
+        assert f"MTTR {resolved['mttr_seconds']} s" in capsys.readouterr().out
+        assert main(["errors", "resolve", signature, *common]) == 1  # already resolved: 409
+        assert "409" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
