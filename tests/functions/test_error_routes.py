@@ -258,3 +258,26 @@ def test_tdev_errors_list_show_resolve_against_a_served_backend(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_compensation_that_fails_for_good_is_recorded_by_its_recorder(backend: Any) -> None:
+    """The saga's last step records the compensation's own error (after Step Functions' retries)."""
+    backend.as_principal(ADMIN, ("admin",))
+
+    def broken_saga(name: str, event: dict[str, Any]) -> None:
+        if name == "aggregate_results":
+            raise RuntimeError("the aggregation is broken")
+        if name == "compensate":
+            raise LookupError(f"artifact store refuses withdrawal of art-{uuid.uuid4().hex[:10]}")
+
+    backend.fault_hook = broken_saga
+    try:
+        view = backend.run("Build a tiny notes API", timeout=240)
+    finally:
+        backend.fault_hook = None
+    assert view["status"] == "FAILED" and view["compensation_error"].startswith("LookupError")
+    status, page = backend.api("GET", "/v1/errors")
+    assert status == 200
+    groups = [g for g in page["errors"] if g["type"] == "LookupError"]
+    assert len(groups) == 1 and groups[0]["last_source"] == "record_compensation_failure"
+    assert groups[0]["count"] == 1 and groups[0]["message"] == "artifact store refuses withdrawal of <id>"

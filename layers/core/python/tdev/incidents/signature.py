@@ -33,10 +33,11 @@ _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"), "<email>"),
     (re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.@-]+){2,}[/\\]?"), "<path>"),
+    # Prefixed hex ids (ses-abcdef, art-1a2b3c4d5e): the whole id, before its hex part is taken alone.
+    (re.compile(r"\b[A-Za-z]+[-_][0-9a-f]{6,}\b"), "<id>"),
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
     (re.compile(r"\b[0-9a-fA-F]{8,}\b"), "<hex>"),
-    # Prefixed hex ids without a digit (ses-abcdef), then identifiers that carry digits (exec-1a2b, ses-42, task_7, i-0abc): the id, not the word before it.
-    (re.compile(r"\b[A-Za-z]+[-_][0-9a-f]{6,}\b"), "<id>"),
+    # Identifiers that carry digits (exec-1a2b, ses-42, task_7, i-0abc): the id, not the word before it.
     (re.compile(r"\b[A-Za-z]+[-_:#]?(?=[\w-]*\d)[\w-]*\d[\w-]*\b"), "<id>"),
     (re.compile(r"\b\d+(?:\.\d+)?\b"), "<n>"),
 )
