@@ -62,7 +62,7 @@ def project_frame(frames: Iterable[tuple[str, str]]) -> str:
         path = filename.replace("\\", "/")
         for root in _PROJECT_ROOTS:
             at = path.rfind(root)
-            if at >= 0 and "site-packages/" not in path[:at]:
+            if at >= 0 and "site-packages/" not in path[:at] and "/tests/" not in path:
                 found = f"{path[at + 1 :]}:{function}"
                 break
         else:
