@@ -17,7 +17,6 @@ flag was set, and the same fact is never announced twice, however many container
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -330,7 +329,3 @@ _INTERNAL = {
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in _INTERNAL}
-
-
-def now() -> float:
-    return time.time()
