@@ -18,6 +18,7 @@ from tdev_cli import (
     chaos,
     config_cmd,
     dlq,
+    errors_cmd,
     login_cmd,
     models_cmd,
     seed,
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     seed.register(commands)
     login_cmd.register(commands)
     config_cmd.register(commands)
+    errors_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):

@@ -436,7 +436,8 @@ class LocalRuntime:
                 {
                     "errorType": getattr(exc, "error_type", type(exc).__name__),
                     "errorMessage": str(exc),
-                    "stackTrace": traceback.format_exception(exc)[-3:],
+                    # As Lambda's Python runtime reports it: every frame, outermost first.
+                    "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
                 }
             ).encode()
         self.invocations.append((name, "ok"))

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tdev import caching, container
 from tdev.environment import ApiEnvironment
 from tdev.errors import NotFoundError, RateLimitError, TDevError
+from tdev.incidents.recorder import record_exception
 from tdev.models import AgentSpec, ErrorBody, ExecutionView, RequestAccepted, RequestIn
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
@@ -33,6 +34,7 @@ try:  # the package (tests, local runtime) ...
         artifacts,
         config_routes,
         description,
+        error_routes,
         model_routes,
         project_routes,
         security,
@@ -43,6 +45,7 @@ except ImportError:  # ... or deployed, where this folder is the code root
     import artifacts  # type: ignore[no-redef]
     import config_routes  # type: ignore[no-redef]
     import description  # type: ignore[no-redef]
+    import error_routes  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
     import project_routes  # type: ignore[no-redef]
     import security  # type: ignore[no-redef]
@@ -63,6 +66,7 @@ app.include_router(project_routes.router)
 app.include_router(artifacts.router)
 app.include_router(config_routes.router)
 app.include_router(agent_routes.router)
+app.include_router(error_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -255,6 +259,7 @@ def rate_limited(exc: RateLimitError) -> Response[str]:
 def domain_error(exc: TDevError) -> Response[str]:
     if exc.status_code >= 500:
         logger.exception("request failed")
+        record_exception(exc, source="api")  # error analytics: never raises
     details = list(getattr(exc, "details", None) or [])  # every invalid key of a configuration change
     return _error(
         exc.status_code, ErrorBody(error=exc.code, message=exc.message, field=exc.field, details=details)
@@ -265,6 +270,7 @@ def domain_error(exc: TDevError) -> Response[str]:
 def unexpected_error(exc: Exception) -> Response[str]:
     """Never a stack trace to the caller: log it with the correlation id, answer a JSON 500."""
     logger.exception("unexpected error")
+    record_exception(exc, source="api")  # error analytics (tdev.incidents): never raises
     return _error(
         HTTPStatus.INTERNAL_SERVER_ERROR,
         ErrorBody(

@@ -7,6 +7,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tdev.agents import runtime
 from tdev.environment import AgentEnvironment
+from tdev.incidents.recorder import recorded
 from tdev.models import RunAgentEvent
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
@@ -21,6 +22,7 @@ _ = runtime.run_agent
 @logger.inject_lambda_context(correlation_id_path="correlation_id")
 @tracer.capture_lambda_handler
 @metrics.log_metrics
+@recorded("run_agent")  # every failing attempt into the error analytics (tdev.incidents), then re-raised
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     step = parse(event=event, model=RunAgentEvent)
     logger.append_keys(execution_id=step.execution_id, task_id=step.task.task_id, agent=step.task.agent)

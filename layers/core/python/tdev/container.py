@@ -16,6 +16,7 @@ from tdev.data.agents import AgentRepository, forget_checked_catalogs
 from tdev.data.execution_cache import EXECUTION_CACHE
 from tdev.data.executions import ExecutionRepository
 from tdev.data.fields import FieldSealer
+from tdev.data.incidents import ErrorRepository
 from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError
 from tdev.settings import get_settings
@@ -61,6 +62,12 @@ def agents() -> AgentRepository:
     return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
 
 
+@lru_cache(maxsize=1)
+def errors() -> ErrorRepository:
+    """Error groups (tdev.incidents): signatures, counts per window, resolutions."""
+    return ErrorRepository(get_settings().table_name)
+
+
 def reset() -> None:
     """Forget settings, clients and repositories (tests and the local runtime change the environment)."""
     get_settings.cache_clear()
@@ -70,6 +77,7 @@ def reset() -> None:
     agents.cache_clear()
     forget_checked_catalogs()  # a new (emulated) table is checked again
     verify_records.cache_clear()
+    errors.cache_clear()
     cipher.cache_clear()
     sealer.cache_clear()
     resets.forget_all()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+
+from tdev.redaction import redact
 
 # Each function's stack sets POWERTOOLS_SERVICE_NAME (tdev-api, tdev-run-agent, ...); the fallback
 # keeps logs attributable when the code runs elsewhere (local runtime, tests).
@@ -36,7 +39,12 @@ class _TracerOnFirstUse:
         return getattr(self._tracer, name)
 
 
-logger = Logger(service=SERVICE)
+def _redacted_json(log: dict[str, Any]) -> str:
+    """Every log line, secrets redacted (the one redactor stored errors use too: tdev.redaction)."""
+    return json.dumps(redact(log), default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+logger = Logger(service=SERVICE, json_serializer=_redacted_json)
 if TYPE_CHECKING:
     tracer: Tracer
 else:

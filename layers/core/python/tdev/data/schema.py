@@ -25,10 +25,14 @@ Entities (PK / SK):
                 (scope: config | flags; one partition per scope: its head counter, every version with
                  who/what/why/checksum and the whole layer it produced, and protected changes awaiting
                  approval)
+    ERROR       ERROR#<signature>            SIGNATURE | BUCKET#<window start, epoch s> | RESOLUTION#<iso>
+                (error analytics, tdev.incidents: one group per signature, its counts per window with a
+                 TTL, and every resolution; listed on GSI1 under ERRORS by last_seen)
 Indexes:
     GSI1  by status      STATUS#<status> -> <created_at>#<id>     (and AGENT -> <name>)
           listings       ROLE -> <name>; APIKEY -> <created_at>#<id>; REVOKED -> <expires_at>#<jti>;
                          DISABLED -> <principal>   (security items an admin lists without a scan)
+                         ERRORS -> <last_seen>#<signature>   (error groups, most recent last)
     GSI2  by project     PROJECT#<id>    -> <ENTITY>#<created_at>#<id>   (time-ordered)
     GSI3  by user        USER#<id>       -> <ENTITY>#<created_at>#<id>   (time-ordered)
     GSI4  sparse lookup  LOOKUP#<kind>#<value> -> <ENTITY>   (only items that have a lookup carry it)
@@ -254,3 +258,31 @@ def config_version_key(scope: str, version: int) -> dict[str, str]:
 def config_change_key(scope: str, change_id: str) -> dict[str, str]:
     """A change to a protected key, waiting for an approver other than its author."""
     return {"PK": config_partition(scope), "SK": f"CHANGE#{change_id}"}
+
+
+# ------------------------------------------------------------------------------ error analytics
+ERRORS_LISTING = "ERRORS"
+
+
+def error_partition(signature: str) -> str:
+    return f"ERROR#{signature}"
+
+
+def error_signature_key(signature: str) -> dict[str, str]:
+    """One error group: counts, first/last seen, redacted sample, status, MTTR (tdev.incidents)."""
+    return {"PK": error_partition(signature), "SK": "SIGNATURE"}
+
+
+def error_bucket_key(signature: str, window_start: int) -> dict[str, str]:
+    """The group's count in one window (epoch seconds, zero-padded so buckets sort by time)."""
+    return {"PK": error_partition(signature), "SK": f"BUCKET#{window_start:0{TIME_DIGITS}d}"}
+
+
+def error_resolution_key(signature: str, at: str) -> dict[str, str]:
+    """One resolution of the group (who, when, why, MTTR): its audit trail."""
+    return {"PK": error_partition(signature), "SK": f"RESOLUTION#{at}"}
+
+
+def errors_listed(last_seen: str, signature: str) -> dict[str, str]:
+    """GSI1 attributes that list an error group by its last occurrence (queried, never scanned)."""
+    return {"GSI1PK": ERRORS_LISTING, "GSI1SK": f"{last_seen}#{signature}"}

@@ -28,6 +28,7 @@ from tdev.errors import (
     TransientError,
     UnknownModelProviderError,
 )
+from tdev.incidents import recorder as incidents
 from tdev.models import (
     AgentResult,
     Execution,
@@ -372,6 +373,7 @@ def record_task_failure(execution_id: str, task_id: str, error: dict[str, Any] |
         attempts=0,
     )
     stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
+    incidents.record_task_failure(error)  # error analytics: what run_agent could not record; never raises
     logger.warning(
         "task failed",
         extra={
@@ -477,6 +479,8 @@ def record_compensation_failure(
     was, and `compensation_error` on the execution says so. Never silent: the RequestFailed event goes
     out with it. An execution that is already terminal (compensation recorded it, then crashed) is kept.
     """
+    # The compensation's own failure, into the error analytics (never raises), whatever is recorded next.
+    incidents.record_failure(compensation_error, source="record_compensation_failure")
     executions = container.executions()
     execution = executions.get(execution_id)
     if execution.status.terminal:
