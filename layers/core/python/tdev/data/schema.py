@@ -25,6 +25,8 @@ Entities (PK / SK):
                 (scope: config | flags; one partition per scope: its head counter, every version with
                  who/what/why/checksum and the whole layer it produced, and protected changes awaiting
                  approval)
+    ALERT       ALERT#<id>                   ALERT   (listed on GSI1: ALERTS -> <created_at>#<id>)
+                ALERTKEY#<key>               GROUP   (the open 1 h group of a key: its alert id, window end)
 Indexes:
     GSI1  by status      STATUS#<status> -> <created_at>#<id>     (and AGENT -> <name>)
           listings       ROLE -> <name>; APIKEY -> <created_at>#<id>; REVOKED -> <expires_at>#<jti>;
@@ -254,3 +256,20 @@ def config_version_key(scope: str, version: int) -> dict[str, str]:
 def config_change_key(scope: str, change_id: str) -> dict[str, str]:
     """A change to a protected key, waiting for an approver other than its author."""
     return {"PK": config_partition(scope), "SK": f"CHANGE#{change_id}"}
+
+
+# ---------------------------------------------------------------------------------------- alerting
+ALERT_LISTING = "ALERTS"
+
+
+def alert_key(alert_id: str) -> dict[str, str]:
+    return {"PK": f"ALERT#{alert_id}", "SK": "ALERT"}
+
+
+def alert_group_key(key: str) -> dict[str, str]:
+    """The open group of an alert key: repeats within its window count on the same alert."""
+    return {"PK": f"ALERTKEY#{key}", "SK": "GROUP"}
+
+
+def alert_listed(created_at: str, alert_id: str) -> dict[str, str]:
+    return {"GSI1PK": ALERT_LISTING, "GSI1SK": f"{created_at}#{alert_id}"}
