@@ -26,9 +26,7 @@ def register(commands: Any) -> None:
     alerts = commands.add_parser("alerts", help="alerts of the running backend (tdev serve)")
     sub = alerts.add_subparsers(dest="alerts_command", required=True)
     listing = sub.add_parser("list", parents=[common], help="alerts, newest first")
-    listing.add_argument(
-        "--status", choices=("OPEN", "ESCALATING", "ACKNOWLEDGED", "EXHAUSTED", "FAILED")
-    )
+    listing.add_argument("--status", choices=("OPEN", "ESCALATING", "ACKNOWLEDGED", "EXHAUSTED", "FAILED"))
     listing.add_argument("--severity", choices=("critical", "high", "medium", "low"))
     listing.add_argument("--limit", type=int, default=50)
     ack = sub.add_parser("ack", parents=[common], help="acknowledge an alert: its escalation stops")

@@ -212,7 +212,9 @@ class LocalRuntime:
             "WORKSPACE_BUCKET": WORKSPACE_BUCKET,
             # Through its `live` alias, as deployed (stacks/constructs/deployment.py).
             "SANDBOX_FUNCTION_NAME": f"{SANDBOX_FUNCTION}:{LIVE_ALIAS}",
-            "TDEV_ALERT_ESCALATION_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ESCALATION_STATE_MACHINE}",
+            "TDEV_ALERT_ESCALATION_ARN": (
+                f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ESCALATION_STATE_MACHINE}"
+            ),
             "TDEV_ALERT_SECRET_NAME": ALERT_SECRET,
             "TDEV_ALERT_ESCALATION_WAIT": str(self.alert_wait_seconds),
             "TDEV_ALERT_EMAIL_TOPIC_ARN": "",  # set once the emulated topics exist (_create_resources)
@@ -452,7 +454,9 @@ class LocalRuntime:
             ("alert-intake-alarms", "default", alarms_rule_pattern(ALERT_ALARM_PREFIX)),
         ):
             events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern))
-            events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "alert-intake", "Arn": queue_arn}])
+            events.put_targets(
+                Rule=rule, EventBusName=bus, Targets=[{"Id": "alert-intake", "Arn": queue_arn}]
+            )
         self.escalation_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name=ESCALATION_STATE_MACHINE,
             definition=render_escalation(
@@ -470,7 +474,12 @@ class LocalRuntime:
 
         answer = boto3.client("events", region_name=REGION).put_events(
             Entries=[
-                {"Source": source, "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": bus}
+                {
+                    "Source": source,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": bus,
+                }
             ]
         )
         if answer.get("FailedEntryCount"):
@@ -484,9 +493,9 @@ class LocalRuntime:
         sqs = boto3.client("sqs", region_name=REGION)
         outcomes: list[dict[str, Any]] = []
         while True:
-            messages = sqs.receive_message(
-                QueueUrl=self.alert_intake_queue_url, MaxNumberOfMessages=10
-            ).get("Messages", [])
+            messages = sqs.receive_message(QueueUrl=self.alert_intake_queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
             if not messages:
                 return outcomes
             for message in messages:
@@ -494,7 +503,9 @@ class LocalRuntime:
                 # moto's queue target leaves out `account`, which EventBridge's Lambda target always sends.
                 event.setdefault("account", ACCOUNT)
                 outcomes.append(dict(self.invoke("alert_intake", event)))
-                sqs.delete_message(QueueUrl=self.alert_intake_queue_url, ReceiptHandle=message["ReceiptHandle"])
+                sqs.delete_message(
+                    QueueUrl=self.alert_intake_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
 
     def _dispatch_messaging(self, name: str, event: dict[str, Any]) -> Any:
         """An event source mapping's invocation: through the fault hook, then the real handler."""

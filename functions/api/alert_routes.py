@@ -24,9 +24,7 @@ AlertId = Annotated[str, Path(pattern=r"^[0-9a-f]{8,40}$")]
 
 @router.get("/v1/alerts", middlewares=[security.guard("alert/all", "monitor")])
 def list_alerts(
-    status: Annotated[
-        str | None, Query(pattern=r"^(OPEN|ESCALATING|ACKNOWLEDGED|EXHAUSTED|FAILED)$")
-    ] = None,
+    status: Annotated[str | None, Query(pattern=r"^(OPEN|ESCALATING|ACKNOWLEDGED|EXHAUSTED|FAILED)$")] = None,
     severity: Annotated[str | None, Query(pattern=r"^(critical|high|medium|low)$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=2_000)] = None,

@@ -213,9 +213,13 @@ class AlertEnvironment(_OnTheTable):
 
     # The escalation steps start nothing: only the intake gets the state machine's ARN.
     optional_in_stack: ClassVar[frozenset[str]] = frozenset({Var.REDIS_URL, Var.TDEV_ALERT_ESCALATION_ARN})
-    alert_escalation_arn: str | None = Field(default=None, pattern=r"^arn:", alias="TDEV_ALERT_ESCALATION_ARN")
+    alert_escalation_arn: str | None = Field(
+        default=None, pattern=r"^arn:", alias="TDEV_ALERT_ESCALATION_ARN"
+    )
     alert_secret_name: str | None = Field(default=None, min_length=1, alias="TDEV_ALERT_SECRET_NAME")
-    alert_email_topic_arn: str | None = Field(default=None, pattern=r"^arn:", alias="TDEV_ALERT_EMAIL_TOPIC_ARN")
+    alert_email_topic_arn: str | None = Field(
+        default=None, pattern=r"^arn:", alias="TDEV_ALERT_EMAIL_TOPIC_ARN"
+    )
     alert_sms_topic_arn: str | None = Field(default=None, pattern=r"^arn:", alias="TDEV_ALERT_SMS_TOPIC_ARN")
 
 

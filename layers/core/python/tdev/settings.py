@@ -84,7 +84,9 @@ class Settings(BaseModel):
         max_length=4_000,
         alias="TDEV_ALERT_ESCALATION_LEVELS",
     )
-    alert_escalation_wait_seconds: int = Field(default=300, ge=0, le=86_400, alias="TDEV_ALERT_ESCALATION_WAIT")
+    alert_escalation_wait_seconds: int = Field(
+        default=300, ge=0, le=86_400, alias="TDEV_ALERT_ESCALATION_WAIT"
+    )
     alert_muted: str = Field(default="", max_length=4_000, alias="TDEV_ALERT_MUTED")
     alert_maintenance: str = Field(default="[]", max_length=4_000, alias="TDEV_ALERT_MAINTENANCE")
     alert_group_window_seconds: int = Field(default=3_600, ge=1, le=86_400, alias="TDEV_ALERT_GROUP_WINDOW")

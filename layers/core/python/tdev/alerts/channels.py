@@ -71,7 +71,9 @@ def check_destination(url: str, *, deployed: bool) -> None:
     if deployed and parts.scheme != "https":
         raise DeliveryError("deployed, alerts go to https URLs only")
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)}
+        addresses = {
+            info[4][0] for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        }
     except OSError as exc:
         raise DeliveryError(f"cannot resolve {host}: {exc}") from None
     for address in addresses:
@@ -143,7 +145,7 @@ def deliver(channel: str, alert: dict[str, Any], level: int) -> None:
             kwargs["Subject"] = summary[:100]
         try:
             aws.client("sns").publish(**kwargs)
-        except Exception as exc:  # noqa: BLE001  (any SNS failure is this channel's failure)
+        except Exception as exc:
             raise DeliveryError(f"{channel}: {type(exc).__name__}") from None
     elif channel == "slack":
         post_json(_required(secret, "slack_webhook_url", channel), {"text": summary})
@@ -154,7 +156,9 @@ def deliver(channel: str, alert: dict[str, Any], level: int) -> None:
         body = json.dumps(note, separators=(",", ":"), sort_keys=True).encode()
         post_json(url, note, {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(key, timestamp, body)})
     elif channel == "pagerduty":
-        post_json(secret.get("pagerduty_url") or PAGERDUTY_EVENTS_URL, pagerduty_event(alert, "trigger", secret))
+        post_json(
+            secret.get("pagerduty_url") or PAGERDUTY_EVENTS_URL, pagerduty_event(alert, "trigger", secret)
+        )
     else:
         raise DeliveryError(f"unknown channel {channel}")
 
@@ -172,11 +176,17 @@ def pagerduty_event(alert: dict[str, Any], action: str, secret: dict[str, str]) 
             "source": str(alert["source"]),
             "severity": PAGERDUTY_SEVERITY[str(alert["severity"])],
             "component": str(alert["key"]),
-            "custom_details": {"count": alert.get("count", 1), **dict(alert.get("detail") or {})},
+            # How many events this alert grouped, and what the first one said.
+            "custom_details": {
+                "grouped_events": alert.get("count", 1),
+                "detail": dict(alert.get("detail") or {}),
+            },
         }
     return event
 
 
 def acknowledge_pagerduty(alert: dict[str, Any]) -> None:
     secret = channel_settings()
-    post_json(secret.get("pagerduty_url") or PAGERDUTY_EVENTS_URL, pagerduty_event(alert, "acknowledge", secret))
+    post_json(
+        secret.get("pagerduty_url") or PAGERDUTY_EVENTS_URL, pagerduty_event(alert, "acknowledge", secret)
+    )

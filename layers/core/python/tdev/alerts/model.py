@@ -53,7 +53,9 @@ def _text(value: Any, limit: int) -> str:
     return str(value if value is not None else "")[:limit]
 
 
-def signal_from_event(event: dict[str, Any], *, alarm_severity: Severity = Severity.HIGH) -> AlertSignal | None:
+def signal_from_event(
+    event: dict[str, Any], *, alarm_severity: Severity = Severity.HIGH
+) -> AlertSignal | None:
     """An EventBridge event -> the alert it raises; None for events that raise none (an alarm back to OK).
 
     Unknown sources or shapes are a ValidationError naming the field (the intake reports and drops them)."""
@@ -75,7 +77,15 @@ def signal_from_event(event: dict[str, Any], *, alarm_severity: Severity = Sever
             title=_text(f"{detail_type}: {detail.get('type', 'Error')}: {detail.get('message', '')}", 300),
             detail={
                 k: detail.get(k)
-                for k in ("signature", "type", "message", "count", "window_seconds", "first_seen", "last_seen")
+                for k in (
+                    "signature",
+                    "type",
+                    "message",
+                    "count",
+                    "window_seconds",
+                    "first_seen",
+                    "last_seen",
+                )
                 if k in detail
             },
             source=ERRORS_SOURCE,

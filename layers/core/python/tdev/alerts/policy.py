@@ -69,7 +69,9 @@ def current_policy() -> AlertPolicy:
         try:
             start, end = (datetime.fromisoformat(str(t)) for t in window)
         except (TypeError, ValueError):
-            raise ConfigurationError(f"TDEV_ALERT_MAINTENANCE[{i}]: [start, end] ISO times with offset") from None
+            raise ConfigurationError(
+                f"TDEV_ALERT_MAINTENANCE[{i}]: [start, end] ISO times with offset"
+            ) from None
         if start.tzinfo is None or end.tzinfo is None or end <= start:
             raise ConfigurationError(f"TDEV_ALERT_MAINTENANCE[{i}]: aware times, end after start")
         windows.append((start, end))

@@ -24,7 +24,9 @@ class AlertRepository:
     def __init__(self, table_name: str) -> None:
         self._table_name = table_name
 
-    def open_or_group(self, alert: dict[str, Any], *, now_epoch: int, window_seconds: int) -> tuple[dict[str, Any], bool]:
+    def open_or_group(
+        self, alert: dict[str, Any], *, now_epoch: int, window_seconds: int
+    ) -> tuple[dict[str, Any], bool]:
         """Store `alert` as new, or count it on the open alert of its key: (the stored alert, created)."""
         group = {
             **schema.alert_group_key(alert["key"]),
@@ -146,9 +148,7 @@ class AlertRepository:
                 raise
         return self.get(alert_id), False  # NotFound when it does not exist; else acknowledged before
 
-    def list(
-        self, *, status: str | None, severity: str | None, limit: int, cursor: str | None
-    ) -> Page:
+    def list(self, *, status: str | None, severity: str | None, limit: int, cursor: str | None) -> Page:
         conditions = [Attr("status").eq(status)] if status else []
         if severity:
             conditions.append(Attr("severity").eq(severity))
