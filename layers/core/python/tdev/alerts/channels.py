@@ -134,7 +134,9 @@ def deliver(channel: str, alert: dict[str, Any], level: int) -> None:
     note = message(alert, level)
     secret = channel_settings()
     settings = get_settings()
-    summary = f"[{alert['severity'].upper()}] {alert['title']} (x{note['count']}, level {level})"
+    summary = (
+        f"[{alert['severity'].upper()}] {alert['title']} ({alert['key']}, x{note['count']}, level {level})"
+    )
     if channel in ("email", "sms"):
         topic = settings.alert_email_topic_arn if channel == "email" else settings.alert_sms_topic_arn
         if not topic:
