@@ -51,19 +51,27 @@ class AlertingStack(Stack):
         self.table = table
         self.alarm_prefix = settings.prefix  # every alarm of this deployment is named after its stacks
 
-        # 1. The channels: encrypted topics that only accept TLS, and one secret for the HTTP channels.
+        # 1. The channels: encrypted topics that only accept TLS, and one secret for the HTTP channels, under
+        # this stack's own key (granting a role of this stack on the data stack's key would make a cycle).
+        self.key = kms.Key(
+            self,
+            "ChannelKey",
+            description=f"T-Developer {settings.name}: alert topics and the channels' secret",
+            enable_key_rotation=True,
+            removal_policy=settings.removal_policy,
+        )
         self.email_topic = sns.Topic(
             self,
             "EmailTopic",
             display_name=f"T-Developer alerts ({settings.name})",
-            master_key=key,
+            master_key=self.key,
             enforce_ssl=True,
         )
         self.sms_topic = sns.Topic(
             self,
             "SmsTopic",
             display_name=f"T-Developer pages ({settings.name})",
-            master_key=key,
+            master_key=self.key,
             enforce_ssl=True,
         )
         self.channel_secret = secretsmanager.Secret(
@@ -73,7 +81,7 @@ class AlertingStack(Stack):
                 "T-Developer alert channels: webhook_url, webhook_signing_key, slack_webhook_url, "
                 "pagerduty_routing_key (operators fill in the URLs and keys they use)"
             ),
-            encryption_key=key,
+            encryption_key=self.key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
                 secret_string_template=json.dumps({}),
                 generate_string_key="webhook_signing_key",
@@ -103,7 +111,7 @@ class AlertingStack(Stack):
 
         # 2. The escalation: its steps' function and the state machine that waits between levels.
         escalation_step = self._function(
-            "alert_escalation", "AlertEscalation", settings, layers, key, environment
+            "alert_escalation", "AlertEscalationStep", settings, layers, key, environment
         )
         escalation_logs = logs.LogGroup(
             self,
@@ -115,7 +123,7 @@ class AlertingStack(Stack):
         )
         self.escalation = sfn.StateMachine(
             self,
-            "AlertEscalation",
+            "EscalationStateMachine",
             comment="T-Developer alert escalation: notify a level, wait, check for an acknowledgement",
             definition_body=sfn.DefinitionBody.from_file(str(DEFINITION_FILE)),
             definition_substitutions=escalation_substitutions(
@@ -207,9 +215,29 @@ class AlertingStack(Stack):
         )
         self.functions[name] = fn
         grant_table_data_access(self.table, key, fn.function, name)
-        self.channel_secret.grant_read(fn.function)
-        for topic in (self.email_topic, self.sms_topic):
-            topic.grant_publish(fn.function)
+        # Written out (not grant_read / grant_publish, which add wildcard KMS actions): one secret read, a
+        # publish on each topic, and the channel key's data keys for the encrypted topics and the secret.
+        fn.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadChannelSecret",
+                actions=["secretsmanager:GetSecretValue"],
+                resources=[self.channel_secret.secret_arn],
+            )
+        )
+        fn.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="PublishAlerts",
+                actions=["sns:Publish"],
+                resources=[self.email_topic.topic_arn, self.sms_topic.topic_arn],
+            )
+        )
+        fn.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="UseChannelKey",
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[self.key.key_arn],
+            )
+        )
         return fn
 
 
