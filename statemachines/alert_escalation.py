@@ -10,6 +10,11 @@ from pathlib import Path
 
 DEFINITION_FILE = Path(__file__).resolve().parent / "alert_escalation.asl.json"
 ESCALATION_FUNCTION = "alert_escalation"
+# The steps that record how an escalation ended: Task states calling the function with this action.
+RECORDING_ACTION = "record"
+# Where a recording step's own Catch ends (the table refused the outcome after every retry). Nothing
+# reconciles it yet: the alert keeps status ESCALATING with its execution ARN, and the execution is FAILED.
+UNRECORDED_FAILURE = "EscalationOutcomeNotRecorded"
 # Retries of a level whose channels all failed, and of transient errors, before the alert records FAILED.
 ESCALATION_TUNING: Mapping[str, str] = {"RetryIntervalSeconds": "5", "MaxNotifyRetries": "3"}
 
