@@ -103,7 +103,7 @@ class AlertingStack(Stack):
         environment = {
             Var.TABLE_NAME: table.table_name,
             Var.KMS_KEY_ID: key.key_arn,
-            Var.TDEV_ALERT_SECRET_NAME: self.channel_secret.secret_name,
+            Var.TDEV_ALERT_SECRET_NAME: self.channel_secret.secret_arn,  # GetSecretValue takes the ARN
             Var.TDEV_ALERT_EMAIL_TOPIC_ARN: self.email_topic.topic_arn,
             Var.TDEV_ALERT_SMS_TOPIC_ARN: self.sms_topic.topic_arn,
         }
