@@ -77,7 +77,7 @@ def check_destination(url: str, *, deployed: bool) -> None:
     except OSError as exc:
         raise DeliveryError(f"cannot resolve {host}: {exc}") from None
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
+        ip = ipaddress.ip_address(str(address).split("%")[0])
         if deployed and not ip.is_global:
             raise DeliveryError(f"{host} resolves to a private or reserved address ({ip})")
         if not deployed and not ip.is_loopback:
@@ -155,8 +155,8 @@ def deliver(channel: str, alert: dict[str, Any], level: int) -> None:
         url = _required(secret, "webhook_url", channel)
         key = _required(secret, "webhook_signing_key", channel)
         timestamp = str(int(time.time()))
-        body = json.dumps(note, separators=(",", ":"), sort_keys=True).encode()
-        post_json(url, note, {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(key, timestamp, body)})
+        signed = json.dumps(note, separators=(",", ":"), sort_keys=True).encode()  # what post_json sends
+        post_json(url, note, {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(key, timestamp, signed)})
     elif channel == "pagerduty":
         post_json(
             secret.get("pagerduty_url") or PAGERDUTY_EVENTS_URL, pagerduty_event(alert, "trigger", secret)

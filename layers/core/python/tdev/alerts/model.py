@@ -69,7 +69,7 @@ def signal_from_event(
         if not isinstance(signature, str) or not signature:
             raise ValidationError("an error event needs its signature", field="detail.signature")
         given = detail.get("severity")
-        severity = Severity(given) if given in Severity.__members__.values() else None
+        severity = Severity(str(given)) if given in Severity.__members__.values() else None
         key = "error:" + re.sub(r"[^A-Za-z0-9_.:/#@-]", "_", signature)[:190]
         return AlertSignal(
             key=key,
