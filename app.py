@@ -45,6 +45,7 @@ from functions.registry import (  # noqa: E402
     parse_providers,
     size_table,
 )
+from stacks.alerting_stack import AlertingStack  # noqa: E402
 from stacks.api_stack import ApiStack  # noqa: E402
 from stacks.cache_stack import CacheAlarms, CacheStack  # noqa: E402
 from stacks.dashboards import OperationsStack  # noqa: E402
@@ -68,6 +69,7 @@ class TDeveloperStacks:
     sessions: SessionsStack
     messaging: MessagingStack
     operations: OperationsStack
+    alerting: AlertingStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
@@ -80,6 +82,7 @@ class TDeveloperStacks:
             self.sessions,
             self.messaging,
             self.operations,
+            self.alerting,
         )
 
 
@@ -179,6 +182,18 @@ def add_environment(
         description=f"T-Developer {settings.name}: outbox publisher, queues, consumers, routing rules",
         **common,
     )
+    alerting = AlertingStack(
+        scope,
+        f"{settings.prefix}-alerting",
+        settings=settings,
+        table=data.table,
+        key=data.key,
+        event_bus=orchestration.event_bus,
+        core_layer_path=str(core_layer_path),
+        dependencies_layer_path=str(dependencies_layer_path),
+        description=f"T-Developer {settings.name}: alert intake, channels, escalation",
+        **common,
+    )
     operations = OperationsStack(
         scope,
         f"{settings.prefix}-operations",
@@ -189,7 +204,7 @@ def add_environment(
         description=f"T-Developer {settings.name}: the operations dashboard",
         **common,
     )
-    for stack in (data, cache, orchestration, security, api, sessions, messaging, operations):
+    for stack in (data, cache, orchestration, security, api, sessions, messaging, operations, alerting):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
     return TDeveloperStacks(
@@ -201,6 +216,7 @@ def add_environment(
         sessions=sessions,
         messaging=messaging,
         operations=operations,
+        alerting=alerting,
     )
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tdev.environment import (
     AgentEnvironment,
+    AlertEnvironment,
     ApiEnvironment,
     AuthorizerEnvironment,
     FunctionEnvironment,
@@ -82,7 +83,9 @@ class Function:
     """One handler folder `functions/<name>/`."""
 
     name: str
-    trigger: str  # "api" | "authorizer" | "workflow" | "invoke" | "schedule" | "stream" | "queue"
+    # "api" | "authorizer" | "workflow" | "invoke" | "schedule" | "stream" | "queue"
+    # | "event" (an EventBridge rule) | "escalation" (the alert escalation's state machine)
+    trigger: str
     layers: tuple[str, ...]  # third-party layers besides `base` (which every function gets)
     environment: type[FunctionEnvironment]
     # Calls models: gets the enabled providers' SDK layer.
@@ -158,6 +161,9 @@ FUNCTIONS: dict[str, Function] = {
         Function("task_activity_consumer", "queue", (), MessagingEnvironment),
         # Secrets Manager's rotation function for the secrets the platform generates (tdev.config.rotation).
         Function("rotate_secret", "invoke", (), SecretRotationEnvironment),
+        # Alerting (tdev.alerts): intake from the bus's rules, the escalation state machine's steps.
+        Function("alert_intake", "event", (), AlertEnvironment),
+        Function("alert_escalation", "escalation", (), AlertEnvironment),
     )
 }
 

@@ -50,6 +50,10 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     ),
     "notifications_consumer": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
     "task_activity_consumer": ("dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # Alerting: the intake opens or counts on a key's group (a transaction of two puts, or an update);
+    # the escalation's steps read the alert and record notifications and the outcome.
+    "alert_intake": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    "alert_escalation": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
 }
 # Parameter Store per function (tdev.config: the live configuration and the feature flags), as recorded:
 # one GetParametersByPath on /t-developer/<env> per polling interval; the API also writes under it.

@@ -17,6 +17,7 @@ GROUPS = {
     "admin": "Everything, including API keys, token revocation, roles and the audit trail",
     "developer": "Submit requests into own projects, run and monitor agents, read everything else",
     "viewer": "Read and list",
+    "operator": "A developer's rights, and alerts: list and acknowledge them (tdev.alerts)",
 }
 
 

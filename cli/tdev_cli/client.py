@@ -85,6 +85,8 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/config/validate"),
         ("GET", "/v1/flags"),
         ("PUT", "/v1/flags/{name}"),
+        ("GET", "/v1/alerts"),
+        ("POST", "/v1/alerts/{alert_id}/ack"),
     }
 )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from tdev.version import __version__
 from tdev_cli import (
+    alerts_cmd,
     artifacts_cmd,
     bench_cmd,
     cache_cmd,
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     login_cmd.register(commands)
     config_cmd.register(commands)
     errors_cmd.register(commands)
+    alerts_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):

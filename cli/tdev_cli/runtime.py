@@ -41,9 +41,14 @@ ACCOUNT = "123456789012"  # moto's fixed emulated account, not a real one
 TABLE_NAME = "tdev-local"
 EVENT_BUS = "t-developer"
 STATE_MACHINE = "tdev-request-workflow"
+# Alerting (tdev.alerts): the escalation state machine, the channels' secret, the intake's queue.
+ESCALATION_STATE_MACHINE = "tdev-alert-escalation"
+ALERT_SECRET = "tdev-local/alerts"
+ALERT_INTAKE_QUEUE = "tdev-local-alert-intake"
+ALERT_ALARM_PREFIX = "tdev-local"
 # The functions dispatched on invocation (API, workflow, schedule) and those behind event source mappings
 # (stream, queues: driven by LocalRuntime.drain_messaging()), from the one registry the stacks read too.
-FUNCTIONS = functions_triggered_by("api", "workflow", "invoke", "schedule")
+FUNCTIONS = functions_triggered_by("api", "workflow", "invoke", "schedule", "event", "escalation")
 API_SIGNING_SECRET = "tdev-local/platform/api-signing"
 MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
@@ -139,7 +144,18 @@ class LocalRuntime:
         api_timeout_seconds: float = API_GATEWAY_TIMEOUT_SECONDS,
         max_verify_iterations: int = 3,
         config_poll_seconds: int | None = None,
+        alert_wait_seconds: int = 300,
+        alert_retry_interval_seconds: int = 1,
+        alert_max_notify_retries: int = 3,
     ) -> None:
+        # The alert escalation's wait between levels and its retries of a level no channel took.
+        self.alert_wait_seconds = alert_wait_seconds
+        self.alert_tuning = {
+            "RetryIntervalSeconds": str(alert_retry_interval_seconds),
+            "MaxNotifyRetries": str(alert_max_notify_retries),
+        }
+        self.alert_sink: Any = None  # tdev_cli.alert_sink.AlertSink: webhooks, Slack and PagerDuty land here
+        self.alert_intake_queue_url = ""
         self.default_model = default_model
         # How often functions re-read Parameter Store (tdev.config.live); tests shorten the 60 s default.
         self.config_poll_seconds = config_poll_seconds
@@ -160,6 +176,7 @@ class LocalRuntime:
         self._handler_time = threading.local()  # how long this thread's last handler call ran
         self._saved_env: dict[str, str | None] = {}
         self.state_machine_arn = ""
+        self.escalation_arn = ""
         self.events_queue_url = ""
         # The local token issuer (tdev.security.issuer): `.tdev/keys` for `tdev serve`, else a private folder.
         self.keys_dir = Path(keys_dir) if keys_dir is not None else None
@@ -199,6 +216,13 @@ class LocalRuntime:
             # The platform's API signing secret (signs cursors), created with the resources as the data
             # stack creates it (stacks/secrets.py); rotate_secret rotates it when asked.
             "TDEV_API_SIGNING_SECRET": API_SIGNING_SECRET,
+            "TDEV_ALERT_ESCALATION_ARN": (
+                f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ESCALATION_STATE_MACHINE}"
+            ),
+            "TDEV_ALERT_SECRET_NAME": ALERT_SECRET,
+            "TDEV_ALERT_ESCALATION_WAIT": str(self.alert_wait_seconds),
+            "TDEV_ALERT_EMAIL_TOPIC_ARN": "",  # set once the emulated topics exist (_create_resources)
+            "TDEV_ALERT_SMS_TOPIC_ARN": "",
         }
         if self.config_poll_seconds is not None:
             env["TDEV_CONFIG_POLL_SECONDS"] = str(self.config_poll_seconds)
@@ -395,6 +419,102 @@ class LocalRuntime:
 
         self._stack.append(share_stream_in_transaction_snapshots())
         self.messaging = LocalMessaging(TABLE_NAME, self._dispatch_messaging).create()
+        self._create_alerting(role_arn)
+
+    def _create_alerting(self, role_arn: str) -> None:
+        """The alert pipeline as the stack builds it: SNS topics, the channels' secret (pointing at a local
+        sink on 127.0.0.1), the bus rules (their events land on a queue that `deliver_alerts` hands to the
+        intake function, as EventBridge's Lambda target would) and the escalation state machine."""
+        import secrets as token_source
+
+        import boto3
+
+        from statemachines.alert_escalation import escalation_substitutions, render_escalation
+        from tdev.alerts.channels import forget_secret
+        from tdev.alerts.model import alarms_rule_pattern, errors_rule_pattern
+        from tdev_cli.alert_sink import AlertSink
+
+        self.alert_sink = AlertSink().start()
+        self._stack.append(self.alert_sink.stop)
+        sns = boto3.client("sns", region_name=REGION)
+        for variable, name in (("TDEV_ALERT_EMAIL_TOPIC_ARN", "email"), ("TDEV_ALERT_SMS_TOPIC_ARN", "sms")):
+            os.environ[variable] = sns.create_topic(Name=f"tdev-local-alerts-{name}")["TopicArn"]
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name=ALERT_SECRET,
+            SecretString=json.dumps(
+                {
+                    "webhook_url": f"{self.alert_sink.url}/webhook",
+                    "webhook_signing_key": token_source.token_hex(16),
+                    "slack_webhook_url": f"{self.alert_sink.url}/slack",
+                    "pagerduty_url": f"{self.alert_sink.url}/pagerduty",
+                    "pagerduty_routing_key": token_source.token_hex(16),
+                }
+            ),
+        )
+        forget_secret()
+        sqs = boto3.client("sqs", region_name=REGION)
+        self.alert_intake_queue_url = sqs.create_queue(QueueName=ALERT_INTAKE_QUEUE)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(
+            QueueUrl=self.alert_intake_queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        events = boto3.client("events", region_name=REGION)
+        for rule, bus, pattern in (
+            ("alert-intake-errors", EVENT_BUS, errors_rule_pattern()),
+            ("alert-intake-alarms", "default", alarms_rule_pattern(ALERT_ALARM_PREFIX)),
+        ):
+            events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern))
+            events.put_targets(
+                Rule=rule, EventBusName=bus, Targets=[{"Id": "alert-intake", "Arn": queue_arn}]
+            )
+        self.escalation_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+            name=ESCALATION_STATE_MACHINE,
+            definition=render_escalation(
+                escalation_substitutions(
+                    function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:alert_escalation",
+                    tuning=self.alert_tuning,
+                )
+            ),
+            roleArn=role_arn,
+        )["stateMachineArn"]
+
+    def publish(self, source: str, detail_type: str, detail: dict[str, Any], *, bus: str = EVENT_BUS) -> None:
+        """Put one event on a local bus (the platform's, or `default` for CloudWatch's alarm events)."""
+        import boto3
+
+        answer = boto3.client("events", region_name=REGION).put_events(
+            Entries=[
+                {
+                    "Source": source,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": bus,
+                }
+            ]
+        )
+        if answer.get("FailedEntryCount"):
+            raise RuntimeError(f"the bus refused the event: {answer['Entries']}")
+
+    def deliver_alerts(self) -> list[dict[str, Any]]:
+        """What EventBridge's Lambda target does in AWS: every event the alert rules matched goes to the
+        intake function, one invocation each, in order. Returns the intake's answers."""
+        import boto3
+
+        sqs = boto3.client("sqs", region_name=REGION)
+        outcomes: list[dict[str, Any]] = []
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.alert_intake_queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if not messages:
+                return outcomes
+            for message in messages:
+                event = json.loads(message["Body"])
+                # moto's queue target leaves out `account`, which EventBridge's Lambda target always sends.
+                event.setdefault("account", ACCOUNT)
+                outcomes.append(dict(self.invoke("alert_intake", event)))
+                sqs.delete_message(
+                    QueueUrl=self.alert_intake_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
 
     def _dispatch_messaging(self, name: str, event: dict[str, Any]) -> Any:
         """An event source mapping's invocation: through the fault hook, then the real handler."""

@@ -307,6 +307,15 @@ def _serve(args: argparse.Namespace) -> int:
                 stop.set()
                 threading.Thread(target=server.shutdown, daemon=True).start()
 
+        def deliver_alerts() -> None:
+            """EventBridge's Lambda target for the alert rules, every second (tdev.alerts)."""
+            while not stop.wait(1.0):
+                try:
+                    runtime.deliver_alerts()
+                except Exception as exc:
+                    print(f"tdev serve: alert intake failed: {exc}", file=sys.stderr, flush=True)
+
+        threading.Thread(target=deliver_alerts, name="alert-intake", daemon=True).start()
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
         server.serve_forever(poll_interval=0.2)

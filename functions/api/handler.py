@@ -31,6 +31,7 @@ environment = ApiEnvironment.at_cold_start()
 try:  # the package (tests, local runtime) ...
     from functions.api import (
         agent_routes,
+        alert_routes,
         artifacts,
         config_routes,
         description,
@@ -42,6 +43,7 @@ try:  # the package (tests, local runtime) ...
     )
 except ImportError:  # ... or deployed, where this folder is the code root
     import agent_routes  # type: ignore[no-redef]
+    import alert_routes  # type: ignore[no-redef]
     import artifacts  # type: ignore[no-redef]
     import config_routes  # type: ignore[no-redef]
     import description  # type: ignore[no-redef]
@@ -67,6 +69,7 @@ app.include_router(artifacts.router)
 app.include_router(config_routes.router)
 app.include_router(agent_routes.router)
 app.include_router(error_routes.router)
+app.include_router(alert_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,

@@ -58,6 +58,10 @@ BOUND_BY_ENVIRONMENT = (
     "TDEV_ENV",
     "WORKSPACE_BUCKET",
     "SANDBOX_FUNCTION_NAME",
+    "TDEV_ALERT_ESCALATION_ARN",
+    "TDEV_ALERT_SECRET_NAME",
+    "TDEV_ALERT_EMAIL_TOPIC_ARN",
+    "TDEV_ALERT_SMS_TOPIC_ARN",
 )
 
 
@@ -225,6 +229,7 @@ def evidence(
                 # Every function reads Parameter Store itself, as each does in its own container deployed
                 # (here they share one process, and one cached read would hide the others' calls).
                 config_poll_seconds=0,
+                alert_wait_seconds=1,  # the alert escalation's wait between levels
             ) as rt,
         ):
             _emulate_the_gateways_usage_plans(patch)
@@ -434,6 +439,29 @@ def _drive_every_path(rt: Any) -> None:
     # 5. Messaging: outbox -> bus -> queues -> consumers.
     assert rt.drain_messaging() > 0
     _wait_for_workflows(rt)
+    # 6. Alerting: error analytics' events through the intake (a medium one notified at once, email by SNS;
+    # a high one grouped and escalated), then acknowledged, which ends its escalation.
+    error = {"signature": "evidence", "type": "KeyError", "message": "x", "count": 3, "severity": "medium"}
+    rt.publish("tdev.errors", "ErrorSignatureNew", error)
+    for _ in range(2):
+        rt.publish(
+            "tdev.errors", "ErrorSpikeDetected", {**error, "signature": "evidence-spike", "severity": "high"}
+        )
+    outcomes = rt.deliver_alerts()
+    assert [o["outcome"] for o in outcomes] == ["notified", "escalating", "grouped"], outcomes
+    assert rt.api("GET", "/v1/alerts", headers=admin)[0] == 200
+    assert rt.api("POST", f"/v1/alerts/{outcomes[1]['alert_id']}/ack", headers=admin)[0] == 200
+    _wait_for_escalations(rt)
+
+
+def _wait_for_escalations(rt: Any) -> None:
+    import boto3
+
+    sfn = boto3.client("stepfunctions", region_name="us-east-1")
+    deadline = time.monotonic() + 60
+    while sfn.list_executions(stateMachineArn=rt.escalation_arn, statusFilter="RUNNING")["executions"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
 
 
 def _wait_for_workflows(rt: Any) -> None:

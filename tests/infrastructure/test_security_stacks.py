@@ -174,7 +174,7 @@ def test_the_user_pool_has_role_groups_a_strong_password_policy_and_short_tokens
         g["Properties"]["GroupName"]
         for g in resources(dev.template_json(dev.stacks.security), "AWS::Cognito::UserPoolGroup").values()
     }
-    assert groups == {"admin", "developer", "viewer"}
+    assert groups == {"admin", "developer", "viewer", "operator"}
     template.has_resource_properties(
         "AWS::Cognito::UserPoolClient",
         {"GenerateSecret": False, "AccessTokenValidity": 60, "EnableTokenRevocation": True},

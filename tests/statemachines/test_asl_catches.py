@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from statemachines.alert_escalation import ESCALATION_TUNING, RECORDING_ACTION, UNRECORDED_FAILURE
 from statemachines.request_workflow import (
     RECONCILED_FAILURES,
     RECORDING_FUNCTIONS,
@@ -30,14 +31,20 @@ RECORDERS = {"${" + function_arn_placeholder(name) + "}" for name in RECORDING_F
 def load(path: Path) -> dict[str, Any]:
     # Placeholders for numbers are unquoted in the files: any number makes them JSON.
     text = path.read_text()
-    for name in WORKFLOW_TUNING:
+    for name in (*WORKFLOW_TUNING, *ESCALATION_TUNING):
         text = text.replace("${" + name + "}", "1")
     return dict(json.loads(text))
 
 
 def is_recorder(state: dict[str, Any]) -> bool:
     parameters = state.get("Parameters") or {}
-    return state.get("Type") == "Task" and parameters.get("FunctionName") in RECORDERS
+    if state.get("Type") != "Task":
+        return False
+    # The alert escalation records its end through its step function's `record` action.
+    escalation_recorder = parameters.get("FunctionName") == "${AlertEscalationFunctionArn}" and (
+        (parameters.get("Payload") or {}).get("action") == RECORDING_ACTION
+    )
+    return parameters.get("FunctionName") in RECORDERS or escalation_recorder
 
 
 def catch_all(state: dict[str, Any]) -> str | None:
@@ -91,7 +98,8 @@ class Walk:
         if kind == "Task":
             return is_recorder(state)
         if kind == "Fail":
-            return enclosing_recorded or state.get("Error") in RECONCILED_FAILURES
+            # The escalation's last resort: its recording step failed (statemachines/alert_escalation.py).
+            return enclosing_recorded or state.get("Error") in (*RECONCILED_FAILURES, UNRECORDED_FAILURE)
         if kind == "Succeed":
             return False
         if kind == "Choice":
@@ -115,7 +123,7 @@ def test_every_task_state_has_a_catch_that_ends_in_a_recorded_status(path: Path)
 
 
 def test_there_is_a_state_machine_to_walk() -> None:
-    assert [p.name for p in ASL_FILES] >= ["request_workflow.asl.json"]
+    assert {"request_workflow.asl.json", "alert_escalation.asl.json"} <= {p.name for p in ASL_FILES}
 
 
 def test_the_walk_fails_on_a_task_without_a_catch_and_on_a_catch_that_records_nothing() -> None:

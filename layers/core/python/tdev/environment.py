@@ -57,6 +57,11 @@ class Var(StrEnum):
     IDEMPOTENCY_TABLE_NAME = "IDEMPOTENCY_TABLE_NAME"
     AGENT_EXECUTION_QUEUE_URL = "AGENT_EXECUTION_QUEUE_URL"
     TDEV_API_SIGNING_SECRET = "TDEV_API_SIGNING_SECRET"
+    # Alerting (tdev.alerts)
+    TDEV_ALERT_ESCALATION_ARN = "TDEV_ALERT_ESCALATION_ARN"
+    TDEV_ALERT_SECRET_NAME = "TDEV_ALERT_SECRET_NAME"
+    TDEV_ALERT_EMAIL_TOPIC_ARN = "TDEV_ALERT_EMAIL_TOPIC_ARN"
+    TDEV_ALERT_SMS_TOPIC_ARN = "TDEV_ALERT_SMS_TOPIC_ARN"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -208,6 +213,21 @@ class OutboxPublisherEnvironment(MessagingEnvironment):
 
 class SecretRotationEnvironment(FunctionEnvironment):
     """rotate_secret: Secrets Manager invokes it with the secret; it needs nothing else."""
+
+
+class AlertEnvironment(_OnTheTable):
+    """alert_intake and alert_escalation: the escalation state machine, the channels' secret and topics."""
+
+    # The escalation steps start nothing: only the intake gets the state machine's ARN.
+    optional_in_stack: ClassVar[frozenset[str]] = frozenset({Var.REDIS_URL, Var.TDEV_ALERT_ESCALATION_ARN})
+    alert_escalation_arn: str | None = Field(
+        default=None, pattern=r"^arn:", alias="TDEV_ALERT_ESCALATION_ARN"
+    )
+    alert_secret_name: str | None = Field(default=None, min_length=1, alias="TDEV_ALERT_SECRET_NAME")
+    alert_email_topic_arn: str | None = Field(
+        default=None, pattern=r"^arn:", alias="TDEV_ALERT_EMAIL_TOPIC_ARN"
+    )
+    alert_sms_topic_arn: str | None = Field(default=None, pattern=r"^arn:", alias="TDEV_ALERT_SMS_TOPIC_ARN")
 
 
 def provider_secrets() -> dict[str, str]:

@@ -136,3 +136,11 @@ class CapacityExhausted(TDevError):
     def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
+
+
+class AlertDeliveryFailed(TDevError):
+    """No channel of an escalation level took the notification (the escalation's ASL retries, then records
+    FAILED)."""
+
+    status_code = 502
+    code = "AlertDeliveryFailed"

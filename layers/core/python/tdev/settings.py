@@ -68,6 +68,32 @@ class Settings(BaseModel):
     # The platform's API signing secret (Secrets Manager name, tdev.secrets): signs the cursors the
     # API hands out. Unset (locally, unless configured): cursors are not signed.
     api_signing_secret: str | None = Field(default=None, min_length=1, alias="TDEV_API_SIGNING_SECRET")
+    # Alerting (tdev.alerts): the escalation state machine, the channels' secret (JSON: webhook_url,
+    # webhook_signing_key, slack_webhook_url, pagerduty_routing_key, pagerduty_url), the SNS topics, the
+    # rules: severity -> channels (JSON), escalation levels after the first (JSON list of channel lists),
+    # muted key patterns (comma-separated globs), maintenance windows (JSON [[start, end], ...] ISO UTC).
+    alert_escalation_arn: str | None = Field(default=None, alias="TDEV_ALERT_ESCALATION_ARN")
+    alert_secret_name: str | None = Field(default=None, alias="TDEV_ALERT_SECRET_NAME")
+    alert_email_topic_arn: str | None = Field(default=None, alias="TDEV_ALERT_EMAIL_TOPIC_ARN")
+    alert_sms_topic_arn: str | None = Field(default=None, alias="TDEV_ALERT_SMS_TOPIC_ARN")
+    alert_routing: str = Field(
+        default='{"critical": ["pagerduty", "webhook", "sms"], "high": ["webhook", "slack"], '
+        '"medium": ["slack", "email"], "low": ["email"]}',
+        max_length=4_000,
+        alias="TDEV_ALERT_ROUTING",
+    )
+    alert_escalation_levels: str = Field(
+        default='[["webhook", "pagerduty"], ["webhook", "pagerduty", "sms"]]',
+        max_length=4_000,
+        alias="TDEV_ALERT_ESCALATION_LEVELS",
+    )
+    alert_escalation_wait_seconds: int = Field(
+        default=300, ge=0, le=86_400, alias="TDEV_ALERT_ESCALATION_WAIT"
+    )
+    alert_muted: str = Field(default="", max_length=4_000, alias="TDEV_ALERT_MUTED")
+    alert_maintenance: str = Field(default="[]", max_length=4_000, alias="TDEV_ALERT_MAINTENANCE")
+    alert_group_window_seconds: int = Field(default=3_600, ge=1, le=86_400, alias="TDEV_ALERT_GROUP_WINDOW")
+    alert_http_timeout_seconds: float = Field(default=5.0, gt=0, le=30, alias="TDEV_ALERT_HTTP_TIMEOUT")
 
 
 @lru_cache(maxsize=1)

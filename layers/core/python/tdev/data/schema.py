@@ -28,6 +28,8 @@ Entities (PK / SK):
     ERROR       ERROR#<signature>            SIGNATURE | BUCKET#<window start, epoch s> | RESOLUTION#<iso>
                 (error analytics, tdev.incidents: one group per signature, its counts per window with a
                  TTL, and every resolution; listed on GSI1 under ERRORS by last_seen)
+    ALERT       ALERT#<id>                   ALERT   (listed on GSI1: ALERTS -> <created_at>#<id>)
+                ALERTKEY#<key>               GROUP   (the open 1 h group of a key: its alert id, window end)
 Indexes:
     GSI1  by status      STATUS#<status> -> <created_at>#<id>     (and AGENT -> <name>)
           listings       ROLE -> <name>; APIKEY -> <created_at>#<id>; REVOKED -> <expires_at>#<jti>;
@@ -286,3 +288,20 @@ def error_resolution_key(signature: str, at: str) -> dict[str, str]:
 def errors_listed(last_seen: str, signature: str) -> dict[str, str]:
     """GSI1 attributes that list an error group by its last occurrence (queried, never scanned)."""
     return {"GSI1PK": ERRORS_LISTING, "GSI1SK": f"{last_seen}#{signature}"}
+
+
+# ---------------------------------------------------------------------------------------- alerting
+ALERT_LISTING = "ALERTS"
+
+
+def alert_key(alert_id: str) -> dict[str, str]:
+    return {"PK": f"ALERT#{alert_id}", "SK": "ALERT"}
+
+
+def alert_group_key(key: str) -> dict[str, str]:
+    """The open group of an alert key: repeats within its window count on the same alert."""
+    return {"PK": f"ALERTKEY#{key}", "SK": "GROUP"}
+
+
+def alert_listed(created_at: str, alert_id: str) -> dict[str, str]:
+    return {"GSI1PK": ALERT_LISTING, "GSI1SK": f"{created_at}#{alert_id}"}

@@ -340,6 +340,12 @@ BUILTIN_ROLES: dict[str, Role] = {
             Permission("developer-sessions", "session/*", "*"),
         ),
     ),
+    # Operators run the platform: a developer's rights, and alerts (list them, acknowledge them).
+    "operator": Role(
+        "operator",
+        inherits=("developer",),
+        permissions=(Permission("operator-alerts", "alert/*", "*"),),
+    ),
     "admin": Role("admin", permissions=(Permission("admin-all", "*", "*"),)),
 }
 
