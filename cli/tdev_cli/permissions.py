@@ -130,6 +130,8 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
         if not secret.startswith("arn:"):
             secret = f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-AbCdEf"
         return [need(f"secretsmanager:{op}", secret)]
+    if service == "sns" and op == "Publish":  # authorised on the topic (a phone number: on no topic, "*")
+        return [need("sns:Publish", str(params.get("TopicArn") or params.get("TargetArn") or "*"))]
     if service == "apigateway":
         # The management API is authorised by HTTP verb on the resource path.
         context: dict[str, str] = {}

@@ -41,7 +41,7 @@ def _error_events_queue() -> str:
     url = sqs.create_queue(QueueName=f"errors-{uuid.uuid4().hex[:6]}")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     rule = f"errors-{uuid.uuid4().hex[:6]}"
-    events.put_rule(Name=rule, EventBusName=EVENT_BUS, EventPattern=json.dumps({"source": ["tdev.errors"]}))
+    events.put_rule(Name=rule, EventBusName=EVENT_BUS, EventPattern=json.dumps({"source": ["t-developer.errors"]}))
     events.put_targets(Rule=rule, EventBusName=EVENT_BUS, Targets=[{"Id": "capture", "Arn": arn}])
     return url
 
@@ -169,7 +169,7 @@ def test_a_burst_through_the_api_is_one_spiking_signature_with_mttr_after_resolv
     kinds = sorted(e["detail-type"] for e in received if e["detail"]["signature"] == group["signature"])
     assert kinds == ["ErrorSignatureNew", "ErrorSpikeDetected"]
     spike = next(e for e in received if e["detail-type"] == "ErrorSpikeDetected")
-    assert spike["source"] == "tdev.errors" and spike["detail"]["severity"] == "high"
+    assert spike["source"] == "t-developer.errors" and spike["detail"]["severity"] == "high"
     assert spike["detail"]["count"] == SPIKE_FLOOR and spike["detail"]["window_seconds"] == 300
 
     status, shown = rt.api("GET", f"/v1/errors/{group['signature']}")

@@ -442,10 +442,10 @@ def _drive_every_path(rt: Any) -> None:
     # 6. Alerting: error analytics' events through the intake (a medium one notified at once, email by SNS;
     # a high one grouped and escalated), then acknowledged, which ends its escalation.
     error = {"signature": "evidence", "type": "KeyError", "message": "x", "count": 3, "severity": "medium"}
-    rt.publish("tdev.errors", "ErrorSignatureNew", error)
+    rt.publish("t-developer.errors", "ErrorSignatureNew", error)
     for _ in range(2):
         rt.publish(
-            "tdev.errors", "ErrorSpikeDetected", {**error, "signature": "evidence-spike", "severity": "high"}
+            "t-developer.errors", "ErrorSpikeDetected", {**error, "signature": "evidence-spike", "severity": "high"}
         )
     outcomes = rt.deliver_alerts()
     assert [o["outcome"] for o in outcomes] == ["notified", "escalating", "grouped"], outcomes

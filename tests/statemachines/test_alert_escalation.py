@@ -99,7 +99,7 @@ def test_a_burst_makes_one_grouped_alert_that_escalates_until_acknowledged(rt: A
     signature = f"KeyError:burst-{uuid.uuid4().hex[:8]}"
     burst = 7
     for _ in range(burst):
-        rt.publish("tdev.errors", "ErrorSpikeDetected", spike(signature))
+        rt.publish("t-developer.errors", "ErrorSpikeDetected", spike(signature))
     outcomes = rt.deliver_alerts()
 
     assert [o["outcome"] for o in outcomes] == ["escalating"] + ["grouped"] * (burst - 1)
@@ -143,7 +143,7 @@ def test_a_burst_makes_one_grouped_alert_that_escalates_until_acknowledged(rt: A
 
 
 def test_acknowledged_early_stops_before_the_second_level(rt: Any) -> None:
-    rt.publish("tdev.errors", "ErrorSpikeDetected", spike(f"early-{uuid.uuid4().hex[:8]}"))
+    rt.publish("t-developer.errors", "ErrorSpikeDetected", spike(f"early-{uuid.uuid4().hex[:8]}"))
     (outcome,) = rt.deliver_alerts()
     alert_id = outcome["alert_id"]
     wait_for_level(rt, alert_id, 1)
@@ -166,7 +166,7 @@ def test_a_level_no_channel_takes_ends_failed_and_recorded(rt: Any, monkeypatch:
     monkeypatch.setenv("TDEV_ALERT_ROUTING", json.dumps({"high": ["webhook"]}))
     get_settings.cache_clear()
     try:
-        rt.publish("tdev.errors", "ErrorSpikeDetected", spike(f"broken-{uuid.uuid4().hex[:8]}"))
+        rt.publish("t-developer.errors", "ErrorSpikeDetected", spike(f"broken-{uuid.uuid4().hex[:8]}"))
         (outcome,) = rt.deliver_alerts()
         execution = wait_until_ended(rt, outcome["alert_id"])
     finally:
@@ -187,7 +187,7 @@ def test_nobody_acknowledging_ends_exhausted_after_the_last_level(
     monkeypatch.setenv("TDEV_ALERT_ROUTING", json.dumps({"high": ["webhook"]}))
     monkeypatch.setenv("TDEV_ALERT_ESCALATION_LEVELS", json.dumps([["webhook"], ["webhook", "slack"]]))
     get_settings.cache_clear()
-    rt.publish("tdev.errors", "ErrorSpikeDetected", spike(f"unanswered-{uuid.uuid4().hex[:8]}"))
+    rt.publish("t-developer.errors", "ErrorSpikeDetected", spike(f"unanswered-{uuid.uuid4().hex[:8]}"))
     (outcome,) = rt.deliver_alerts()
     execution = wait_until_ended(rt, outcome["alert_id"])
     assert (execution["status"], json.loads(execution["output"])["status"]) == ("SUCCEEDED", "EXHAUSTED")
@@ -198,14 +198,14 @@ def test_medium_alerts_notify_once_and_muted_keys_and_maintenance_windows_suppre
     rt: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signature = f"new-{uuid.uuid4().hex[:8]}"
-    rt.publish("tdev.errors", "ErrorSignatureNew", {**spike(signature), "severity": "medium"})
+    rt.publish("t-developer.errors", "ErrorSignatureNew", {**spike(signature), "severity": "medium"})
     (outcome,) = rt.deliver_alerts()
     assert outcome["outcome"] == "notified" and outcome["delivered"] == ["slack", "email"]
     assert [r for r in rt.alert_sink.on("/slack") if signature in r["body"]["text"]]
 
     monkeypatch.setenv("TDEV_ALERT_MUTED", "error:muted-*")
     get_settings.cache_clear()
-    rt.publish("tdev.errors", "ErrorSpikeDetected", spike("muted-flaky-test"))
+    rt.publish("t-developer.errors", "ErrorSpikeDetected", spike("muted-flaky-test"))
     (muted,) = rt.deliver_alerts()
     assert muted["outcome"] == "suppressed" and muted["reason"] == "muted by error:muted-*"
 
@@ -213,7 +213,7 @@ def test_medium_alerts_notify_once_and_muted_keys_and_maintenance_windows_suppre
         "TDEV_ALERT_MAINTENANCE", json.dumps([["2000-01-01T00:00:00+00:00", "2999-01-01T00:00:00+00:00"]])
     )
     get_settings.cache_clear()
-    rt.publish("tdev.errors", "ErrorSpikeDetected", spike(f"maintenance-{uuid.uuid4().hex[:8]}"))
+    rt.publish("t-developer.errors", "ErrorSpikeDetected", spike(f"maintenance-{uuid.uuid4().hex[:8]}"))
     (during,) = rt.deliver_alerts()
     assert during["outcome"] == "suppressed" and during["reason"].startswith("maintenance window")
 

@@ -94,7 +94,7 @@ ALERT = {
     "key": "error:sig",
     "severity": "critical",
     "title": "ErrorSpikeDetected: KeyError",
-    "source": "tdev.errors",
+    "source": "t-developer.errors",
     "detail": {"signature": "sig"},
     "count": 5,
 }
@@ -109,7 +109,7 @@ def test_pagerduty_events_follow_the_events_v2_shape() -> None:
         "dedup_key": ALERT["id"],
         "payload": {
             "summary": ALERT["title"],
-            "source": "tdev.errors",
+            "source": "t-developer.errors",
             "severity": "critical",
             "component": "error:sig",
             "custom_details": {"grouped_events": 5, "detail": {"signature": "sig"}},

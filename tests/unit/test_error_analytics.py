@@ -186,7 +186,7 @@ def test_occurrences_group_by_signature_and_a_new_signature_is_announced_once(ta
     events = outbox(table)
     assert [e["detail_type"] for e in events] == ["ErrorSignatureNew", "ErrorSignatureNew"]
     detail = next(e["detail"] for e in events if e["detail"]["signature"] == first.signature)
-    assert events[0]["source"] == "tdev.errors"
+    assert events[0]["source"] == "t-developer.errors"
     assert {
         "signature",
         "type",

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tdev.errors import ValidationError
 
-ERRORS_SOURCE = "tdev.errors"
+ERRORS_SOURCE = "t-developer.errors"
 ERROR_DETAIL_TYPES = {"ErrorSignatureNew": "medium", "ErrorSpikeDetected": "high"}
 ALARM_SOURCE = "aws.cloudwatch"
 ALARM_DETAIL_TYPE = "CloudWatch Alarm State Change"
