@@ -155,6 +155,7 @@ FUNCTIONS: dict[str, Function] = {
         Function("outbox_publisher", "stream", (), OutboxPublisherEnvironment),
         Function("notifications_consumer", "queue", (), MessagingEnvironment),
         Function("task_activity_consumer", "queue", (), MessagingEnvironment),
+        Function("progress_consumer", "queue", (), MessagingEnvironment),
     )
 }
 

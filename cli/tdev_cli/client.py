@@ -48,6 +48,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/executions/{execution_id}"),
         ("POST", "/v1/executions/{execution_id}/cancel"),
         ("GET", "/v1/executions/{execution_id}/history"),
+        ("GET", "/v1/executions/{execution_id}/events"),
         ("GET", "/v1/executions/{execution_id}/artifacts"),
         ("GET", "/v1/executions/{execution_id}/artifacts.zip"),
         ("GET", "/v1/executions/{execution_id}/artifacts/.+"),
