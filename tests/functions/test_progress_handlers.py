@@ -129,3 +129,17 @@ def test_a_message_that_is_not_a_progress_event_fails_alone(stored: Any) -> None
     assert [e["type"] for e in events_of(stored, load_event("api_get_execution_events"))[1]["events"]] == [
         "TaskCompleted"
     ]
+
+
+def test_a_whole_request_fills_the_log_although_other_consumers_saw_the_same_events_first(
+    runtime: Any,
+) -> None:
+    # The task-activity and notification consumers apply the same eventIds (their Powertools records once
+    # answered the progress consumer's messages, so only ExecutionAccepted was ever appended).
+    view = runtime.run("Design and implement a REST API for todo items")
+    runtime.drain_messaging()
+    page = container.executions().progress(view["execution_id"])
+    types = [e["type"] for e in page["events"]]
+    assert [e["id"] for e in page["events"]] == list(range(1, len(types) + 1))
+    assert types[0] == "ExecutionAccepted" and types[-1] == "RequestCompleted"
+    assert types.count("TaskCompleted") == len(view["tasks"]) > 0 and page["terminal"] is True
