@@ -146,7 +146,7 @@ def test_rules_route_by_source_type_and_content_to_queues_with_dlq_retries_and_t
         assert "DeadLetterConfig" in target
         assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 8}
         name = rule["Properties"]["Description"].split(":")[0]
-        if next(r for r in q.RULES if r.name == name).input_template is None:  # the progress rule delivers the whole event
+        if next(r for r in q.RULES if r.name == name).input_template is None:  # progress: the whole event
             assert "InputTransformer" not in target
         else:
             assert "InputTemplate" in target["InputTransformer"]
