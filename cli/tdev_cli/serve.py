@@ -413,7 +413,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         pump = threading.Thread(target=_pump_messaging, args=(runtime, stop), daemon=True)
         pump.start()
-        stack.callback(pump.join, 5)
+        stack.callback(pump.join, 30)  # a delivery in progress ends before the runtime goes
         stack.callback(stop.set)
 
         def shutdown(*_: Any) -> None:

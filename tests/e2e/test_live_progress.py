@@ -114,6 +114,8 @@ def test_the_stream_is_authenticated_and_membership_checked_as_every_route(
         timeout=30,
     )
     assert bad.status_code == 400 and bad.json()["field"] == "Last-Event-ID"
+    with Client(url, token=token_for(served, "grace")) as owner:  # the server stops with nothing running
+        assert owner.wait(execution_id, poll_seconds=0.5, timeout=300).status.value == "SUCCEEDED"
 
 
 # ------------------------------------------------------------------------- the client's reconnects
