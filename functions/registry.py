@@ -164,6 +164,7 @@ FUNCTIONS: dict[str, Function] = {
         # Alerting (tdev.alerts): intake from the bus's rules, the escalation state machine's steps.
         Function("alert_intake", "event", (), AlertEnvironment),
         Function("alert_escalation", "escalation", (), AlertEnvironment),
+        Function("progress_consumer", "queue", (), MessagingEnvironment),
     )
 }
 

@@ -31,7 +31,11 @@ from tdev.messaging import queues as q
 
 DLQ_RETENTION = Duration.days(14)
 STREAM_MAX_RETRIES = 10
-CONSUMERS = {q.NOTIFICATIONS.name: "notifications_consumer", q.AGENT_EXECUTION.name: "task_activity_consumer"}
+CONSUMERS = {
+    q.NOTIFICATIONS.name: "notifications_consumer",
+    q.AGENT_EXECUTION.name: "task_activity_consumer",
+    q.PROGRESS.name: "progress_consumer",
+}
 
 
 class MessagingStack(Stack):
@@ -213,7 +217,7 @@ class MessagingStack(Stack):
                 event_pattern=events.EventPattern(
                     source=list(spec.pattern["source"]),  # type: ignore[call-overload]
                     detail_type=list(spec.pattern["detail-type"]),  # type: ignore[call-overload]
-                    detail=dict(spec.pattern["detail"]),  # type: ignore[call-overload]
+                    detail=dict(spec.pattern["detail"]) if "detail" in spec.pattern else None,  # type: ignore[call-overload]
                 ),
             )
             rule.add_target(
@@ -224,7 +228,9 @@ class MessagingStack(Stack):
                             name: events.EventField.from_path(path) if path.startswith("$") else path
                             for name, path in _fields(spec).items()
                         }
-                    ),
+                    )
+                    if spec.input_template is not None
+                    else None,  # the whole event
                     dead_letter_queue=self.target_failures,
                     retry_attempts=8,
                     max_event_age=Duration.hours(24),
@@ -293,8 +299,8 @@ def _fields(spec: q.RuleSpec) -> dict[str, str]:
     import json
     import re
 
-    template = spec.input_template
+    template = spec.input_template or "{}"
     fields: dict[str, str] = {}
     for name, value in json.loads(re.sub(r'"<(\w+)>"', r'"\1"', template)).items():
-        fields[name] = spec.input_paths.get(value, value)
+        fields[name] = (spec.input_paths or {}).get(value, value)
     return fields

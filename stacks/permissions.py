@@ -54,6 +54,8 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     # the escalation's steps read the alert and record notifications and the outcome.
     "alert_intake": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     "alert_escalation": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
+    # The progress log: its head read, then the marker, the event and the head in one transaction.
+    "progress_consumer": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
 }
 # Parameter Store per function (tdev.config: the live configuration and the feature flags), as recorded:
 # one GetParametersByPath on /t-developer/<env> per polling interval; the API also writes under it.
@@ -117,7 +119,7 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
     ("outbox_publisher", "kms:*"): _QUEUE_KEY,
     **{
         (consumer, action): _QUEUE_MAPPING
-        for consumer in ("notifications_consumer", "task_activity_consumer")
+        for consumer in ("notifications_consumer", "task_activity_consumer", "progress_consumer")
         for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
     },
     ("notifications_consumer", "sqs:GetQueueUrl"): "Granted with the queue for tdev.messaging.visibility's "
@@ -127,12 +129,12 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
     **{
         (consumer, "dynamodb:GetItem"): "Powertools idempotency reads the stored record of a redelivered "
         "message from the idempotency table."
-        for consumer in ("notifications_consumer", "task_activity_consumer")
+        for consumer in ("notifications_consumer", "task_activity_consumer", "progress_consumer")
     },
     **{
         (consumer, "dynamodb:DeleteItem"): "Powertools idempotency deletes the in-progress record when the "
         "handler raises, so the retry can run."
-        for consumer in ("notifications_consumer", "task_activity_consumer")
+        for consumer in ("notifications_consumer", "task_activity_consumer", "progress_consumer")
     },
     ("session_sweeper", "dynamodb:DeleteItem"): "Checkpoint pruning (tdev.sessions.checkpoints) once a "
     "session holds more checkpoints than it keeps; the evidence run's sessions hold fewer.",

@@ -11,6 +11,10 @@
 - Retries with exponential backoff and jitter on 429 and 5xx, honouring `Retry-After`; a POST is retried
   only when repeating it is safe (a 429 was refused before any work, a submission carries its
   Idempotency-Key, which `submit` always sends, the same one on every attempt).
+- Live progress: `events(execution_id)` iterates over the execution's progress events (ids 1, 2, 3 ...)
+  by server-sent events where the server streams them (`tdev serve`), else page by page from the same
+  route; a dropped connection is resumed from the last id (`Last-Event-ID`), never losing or repeating
+  an event. `RemoteApi.follow` (what `tdev run --api` shows) follows by it and polls when it cannot.
 - Pagination: `audit_pages` / `audit_entries` follow the audit trail's `next` cursor.
 - API keys that require signing: give `signing_secret` and every request is signed (tdev.security.signing).
 - Errors raise `ApiError` carrying the API's JSON body (`error`, `message`, `field`, the status, the
@@ -37,6 +41,7 @@ from tdev.security.signing import sign
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
 DEFAULT_TIMEOUT = 30.0  # API Gateway's own integration limit is 29 s
 TERMINAL = frozenset({"SUCCEEDED", "DEGRADED", "FAILED"})
+TERMINAL_EVENTS = frozenset({"RequestCompleted", "RequestFailed"})  # tdev.data.progress.TERMINAL_TYPES
 
 # (method, route) for each route the client calls: the API's OpenAPI document must list the same set.
 ROUTES: frozenset[tuple[str, str]] = frozenset(
@@ -48,6 +53,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/executions/{execution_id}"),
         ("POST", "/v1/executions/{execution_id}/cancel"),
         ("GET", "/v1/executions/{execution_id}/history"),
+        ("GET", "/v1/executions/{execution_id}/events"),
         ("GET", "/v1/executions/{execution_id}/artifacts"),
         ("GET", "/v1/executions/{execution_id}/artifacts.zip"),
         ("GET", "/v1/executions/{execution_id}/artifacts/.+"),
@@ -278,6 +284,73 @@ class Client:
                 )
             self._sleep(poll_seconds)
 
+    def events(
+        self,
+        execution_id: str,
+        *,
+        last_event_id: int = 0,
+        timeout: float = 600.0,
+        poll_seconds: float = 1.0,
+        max_reconnects: int = 10,
+    ) -> Iterator[dict[str, Any]]:
+        """The execution's progress events after `last_event_id`, in order, each once, ending with its
+        terminal event (RequestCompleted / RequestFailed). Streamed (server-sent events) where the server
+        streams, else read page by page; reconnects resume from the last id received. ApiError for
+        refusals (401, 403, 404 on `execution_id`); TimeoutError after `timeout` seconds."""
+        path = f"/v1/executions/{_segment(execution_id)}/events"
+        deadline = time.monotonic() + timeout
+        last, failures = last_event_id, 0
+        while True:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"execution {execution_id}: no terminal event after {timeout:.0f} s")
+            headers = {
+                **self._headers("GET", path, b""),
+                "Accept": "text/event-stream, application/json",
+                "Last-Event-ID": str(last),
+            }
+            try:
+                with self._http.stream(
+                    "GET", f"{self.base_url}{path}", params={"after": last}, headers=headers
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        if response.status_code in RETRYABLE and failures < max_reconnects:
+                            failures += 1
+                            self._sleep(self._retry_after(response, failures))
+                            continue
+                        try:
+                            error_body: Any = response.json()
+                        except ValueError:
+                            error_body = response.text
+                        raise ApiError(
+                            response.status_code, error_body, response.headers.get("x-amzn-RequestId")
+                        )
+                    if response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                        pages: Iterator[list[dict[str, Any]]] = (
+                            [e] for e in _server_sent(response.iter_lines())
+                        )
+                        ended = False
+                    else:  # a page (a deployed API does not stream through API Gateway)
+                        page = json.loads(response.read())
+                        pages, ended = iter([list(page["events"])]), bool(page["terminal"])
+                    for batch in pages:
+                        for event in batch:
+                            if int(event["id"]) <= last:  # already seen before a reconnect
+                                continue
+                            last, failures = int(event["id"]), 0
+                            yield event
+                            if event["type"] in TERMINAL_EVENTS:
+                                return
+                    if ended:
+                        return
+            except (httpx.TransportError, httpx.StreamError):
+                if failures >= max_reconnects:
+                    raise
+                failures += 1
+                self._sleep(self._retry_after(None, failures))
+                continue
+            self._sleep(poll_seconds)  # a page was read, or a stream closed before the end
+
     def wait(self, execution_id: str, *, poll_seconds: float = 1.0, timeout: float = 600.0) -> ExecutionView:
         """The terminal view (TimeoutError after `timeout` seconds)."""
         [last] = deque(self.follow(execution_id, poll_seconds=poll_seconds, timeout=timeout), maxlen=1)
@@ -430,12 +503,27 @@ class Client:
         return dict(self._json("PUT", f"/v1/flags/{_segment(name)}", body={"spec": spec, "reason": reason}))
 
 
+def _server_sent(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The events of a text/event-stream (each one's `data` is the progress event as JSON); comments and
+    `retry:` are skipped, an event without data is dropped as the format says."""
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield dict(json.loads("\n".join(data)))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    # a half-sent event (the connection dropped inside it) is not dispatched: it comes again on resume
+
+
 class RemoteApi:
     """A `Client` behind the interface the CLI drives the embedded runtime with (`api`, `follow`, `wait`):
     `tdev run --api URL` runs the same code path against a deployed API or `tdev serve`."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self.stream_fallbacks = 0  # follows that had to poll (the stream was unavailable)
 
     def api(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -456,7 +544,22 @@ class RemoteApi:
             return response.status_code, response.text
 
     def follow(self, execution_id: str, *, timeout: float = 600.0) -> Iterator[dict[str, Any]]:
-        for view in self.client.follow(execution_id, timeout=timeout):
+        """The execution's view at each progress event (by stream), ending with its terminal view; by
+        polling when the progress stream is unavailable (an API without the route, a refused stream)."""
+        deadline = time.monotonic() + timeout
+        seen = False
+        try:
+            for _event in self.client.events(execution_id, timeout=timeout, max_reconnects=3):
+                seen = True
+                yield self.client.execution(execution_id).model_dump(mode="json")
+        except (ApiError, httpx.TransportError, httpx.StreamError, ValueError, KeyError) as exc:
+            if seen and isinstance(exc, ApiError) and exc.status in (401, 403):
+                raise
+            self.stream_fallbacks += 1
+        else:
+            return
+        remaining = max(1.0, deadline - time.monotonic())
+        for view in self.client.follow(execution_id, timeout=remaining):
             yield view.model_dump(mode="json")
 
     def wait(self, execution_id: str, *, timeout: float = 600.0) -> dict[str, Any]:

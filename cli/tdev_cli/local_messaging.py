@@ -30,7 +30,11 @@ from tdev.messaging import queues as q
 REGION = "us-east-1"
 IDEMPOTENCY_TABLE = "tdev-local-idempotency"
 # queue name -> the function that consumes it
-CONSUMERS = {q.NOTIFICATIONS.name: "notifications_consumer", q.AGENT_EXECUTION.name: "task_activity_consumer"}
+CONSUMERS = {
+    q.NOTIFICATIONS.name: "notifications_consumer",
+    q.AGENT_EXECUTION.name: "task_activity_consumer",
+    q.PROGRESS.name: "progress_consumer",
+}
 PUBLISHER = "outbox_publisher"
 
 Invoke = Callable[[str, dict[str, Any]], Any]
@@ -127,11 +131,12 @@ class LocalMessaging:
         events = _client("events")
         for rule in q.RULES:
             events.put_rule(Name=rule.name, EventBusName=q.EVENT_BUS, EventPattern=json.dumps(rule.pattern))
-            target: dict[str, Any] = {
-                "Id": "queue",
-                "Arn": self.queue_arns[rule.queue],
-                "InputTransformer": {"InputPathsMap": rule.input_paths, "InputTemplate": rule.input_template},
-            }
+            target: dict[str, Any] = {"Id": "queue", "Arn": self.queue_arns[rule.queue]}
+            if rule.input_template is not None:
+                target["InputTransformer"] = {
+                    "InputPathsMap": rule.input_paths or {},
+                    "InputTemplate": rule.input_template,
+                }
             events.put_targets(Rule=rule.name, EventBusName=q.EVENT_BUS, Targets=[target])
         return self
 

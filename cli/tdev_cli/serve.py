@@ -6,6 +6,13 @@ executions run in the background as in `tdev run`. Tokens come from the local is
 in `.tdev/keys/`, generated on first use). The server records its URL in `.tdev/serve.json` for
 `tdev token revoke`. Limits are the spec's: 100 requests per 15 minutes per principal, 10 on strict
 routes, bodies up to TDEV_MAX_BODY_BYTES.
+
+Live progress: `GET /v1/executions/{id}/events` with `Accept: text/event-stream` is streamed as server-sent
+events. The stream opens with the same request through authorizer and API function as every route (401,
+403, or 404 for an outsider, answered as JSON); then it follows the execution's progress log
+(tdev.data.progress), each event once, `id:` its sequence number, from `Last-Event-ID` (or `?after=`)
+on, and ends after the terminal event. The messaging pump delivers the bus's events meanwhile, as the
+event source mappings do deployed (outbox stream -> bus -> queues -> consumers, every PUMP_SECONDS).
 """
 
 from __future__ import annotations
@@ -68,6 +75,29 @@ SUPPORTED = "GET, POST, PUT, DELETE, PATCH, OPTIONS"
 GATEWAY_TOO_LONG = "RequestTooLong"  # over API Gateway's 10 MB: refused by the gateway itself
 
 
+STREAM_PATH = re.compile(r"/v1/executions/([A-Za-z0-9-]{1,80})/events")
+STREAM_POLL_SECONDS = 0.2
+STREAM_KEEPALIVE_SECONDS = 15.0
+STREAM_MAX_SECONDS = 900.0  # then the server closes; the client resumes from its last event id
+PUMP_SECONDS = 0.3
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event: `id` the sequence number, `event` the type, `data` the event as JSON."""
+    return (
+        f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event, sort_keys=True)}\n\n".encode()
+    )
+
+
+def _resume_from(last_event_id: str | None, query: str) -> int | None:
+    """Where a stream starts: after `Last-Event-ID`, else after `?after=`, else 0; None when malformed."""
+    from urllib.parse import parse_qs
+
+    value = last_event_id if last_event_id is not None else (parse_qs(query).get("after") or ["0"])[0]
+    value = value.strip()
+    return int(value) if re.fullmatch(r"[0-9]{1,10}", value) else None
+
+
 class Refused(Exception):
     """An HTTP-level refusal the server answers itself: (status, error, message, field)."""
 
@@ -76,8 +106,12 @@ class Refused(Exception):
         self.status, self.error, self.message, self.field = status, error, message, field
 
 
-def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    runtime: Any, max_body_bytes: int, stop: threading.Event | None = None
+) -> type[BaseHTTPRequestHandler]:
     from tdev.security.headers import error_page
+
+    stopping = stop or threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -101,6 +135,10 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
                 for k, v in self.headers.items()
                 if k.lower() not in ("content-length", "connection", "transfer-encoding")
             }
+            route, _, query = self.path.partition("?")
+            stream = STREAM_PATH.fullmatch(route)
+            if self.command == "GET" and stream and "text/event-stream" in self.headers.get("Accept", ""):
+                return self._stream(stream.group(1), query, headers)
             try:  # the query string stays on the path: the runtime parses it as API Gateway does
                 response = runtime.http(
                     self.command, self.path, headers, body, source_ip=self.client_address[0]
@@ -116,6 +154,68 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
             else:
                 raw = payload.encode()
             self._send_raw(int(response["statusCode"]), dict(response.get("headers") or {}), raw)
+
+        def _stream(self, execution_id: str, query: str, headers: dict[str, str]) -> None:
+            """Server-sent events of the execution's progress log (see the module)."""
+            import time
+
+            from tdev.data.progress import events_after
+            from tdev.settings import get_settings
+
+            after = _resume_from(self.headers.get("Last-Event-ID"), query)
+            if after is None:
+                return self._refuse(
+                    Refused(
+                        400, "ValidationError", "Last-Event-ID must be an event id (digits)", "Last-Event-ID"
+                    )
+                )
+            headers = {k: v for k, v in headers.items() if k.lower() not in ("accept", "last-event-id")}
+            headers["Accept"] = "application/json"
+            # Opened as every route is: authorizer, then the API function's RBAC and membership check.
+            opened = runtime.http(
+                "GET",
+                f"/v1/executions/{execution_id}/events?after={after}",
+                headers,
+                None,
+                source_ip=self.client_address[0],
+            )
+            status = int(opened["statusCode"])
+            if status != 200:
+                self._send_raw(
+                    status, dict(opened.get("headers") or {}), str(opened.get("body") or "").encode()
+                )
+                return None
+            self.close_connection = True  # the stream is the rest of this connection
+            self.send_response(200)
+            for name, value in (opened.get("headers") or {}).items():
+                if name.lower() not in ("content-length", "connection", "transfer-encoding", "content-type"):
+                    self.send_header(name, str(value))
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            page = json.loads(opened["body"])
+            started = last_write = time.monotonic()
+            table = get_settings().table_name
+            try:
+                self.wfile.write(b"retry: 1000\n\n")
+                while True:
+                    for event in page["events"]:
+                        self.wfile.write(_sse(event))
+                        last_write = time.monotonic()
+                    self.wfile.flush()
+                    if page["terminal"] or stopping.is_set():
+                        return None
+                    now = time.monotonic()
+                    if now - started > STREAM_MAX_SECONDS:
+                        return None
+                    if now - last_write > STREAM_KEEPALIVE_SECONDS:  # comments keep proxies from timing out
+                        self.wfile.write(b": keep-alive\n\n")
+                        last_write = now
+                    stopping.wait(STREAM_POLL_SECONDS)
+                    page = events_after(table, execution_id, int(page["last_id"]))
+            except (BrokenPipeError, ConnectionResetError):  # the client went away: it resumes by its id
+                return None
 
         def _read_body(self) -> str | None:
             """The body by Content-Length or chunked transfer coding, bounded; Refused when malformed."""
@@ -243,6 +343,16 @@ def make_handler(runtime: Any, max_body_bytes: int) -> type[BaseHTTPRequestHandl
     return Handler
 
 
+def _pump_messaging(runtime: Any, stop: threading.Event) -> None:
+    """What Lambda's event source mappings do deployed: deliver the outbox's events to the bus and the
+    queues' messages to their consumers (the progress log among them), until the server stops."""
+    while not stop.wait(PUMP_SECONDS):
+        try:
+            runtime.drain_messaging()
+        except Exception as exc:  # a failing consumer leaves its message on its queue; keep pumping
+            print(f"tdev serve: messaging: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 def _serve(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         print(
@@ -278,9 +388,10 @@ def _serve(args: argparse.Namespace) -> int:
             )
         from tdev.settings import get_settings
 
+        stop = threading.Event()
         try:
             server = ThreadingHTTPServer(
-                (args.host, args.port), make_handler(runtime, get_settings().max_body_bytes)
+                (args.host, args.port), make_handler(runtime, get_settings().max_body_bytes, stop)
             )
         except OSError as exc:
             print(f"tdev serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -300,7 +411,10 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        stop = threading.Event()
+        pump = threading.Thread(target=_pump_messaging, args=(runtime, stop), daemon=True)
+        pump.start()
+        stack.callback(pump.join, 30)  # a delivery in progress ends before the runtime goes
+        stack.callback(stop.set)
 
         def shutdown(*_: Any) -> None:
             if not stop.is_set():

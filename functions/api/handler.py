@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -178,6 +178,24 @@ def get_execution_history(execution_id: ExecutionId) -> dict[str, Any]:
     to (tdev.data.history)."""
     _require_visible(execution_id, "execution_id")
     return container.executions().history(execution_id)
+
+
+ProgressAfter = Annotated[int, Query(ge=0, le=9_999_999_999)]
+ProgressLimit = Annotated[int, Query(ge=1, le=100)]
+
+
+@app.get(
+    "/v1/executions/<execution_id>/events",
+    middlewares=[security.guard(lambda a: f"execution/{a.current_event.path.split('/')[3]}", "read")],
+)
+def get_execution_events(
+    execution_id: ExecutionId, after: ProgressAfter = 0, limit: ProgressLimit = 100
+) -> dict[str, Any]:
+    """The execution's live progress, numbered 1, 2, 3 ... in the order the bus delivered it: the events
+    after `after` (a stream's last event id), and `terminal` once the outcome is among them
+    (tdev.data.progress). `tdev serve` also streams this route as server-sent events."""
+    _require_visible(execution_id, "execution_id")
+    return container.executions().progress(execution_id, after, limit)
 
 
 def _require_visible(execution_id: str, field: str) -> str:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 # The one function each caller kind reaches in the dev templates (by POWERTOOLS_SERVICE_NAME).
-SQS_CONSUMERS = {"notifications_consumer", "task_activity_consumer"}
+SQS_CONSUMERS = {"notifications_consumer", "task_activity_consumer", "progress_consumer"}
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

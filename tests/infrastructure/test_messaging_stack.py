@@ -113,7 +113,7 @@ def test_consumers_report_partial_batch_failures_and_use_idempotency(dev: Synthe
         for m in resources(template, "AWS::Lambda::EventSourceMapping").values()
         if "StartingPosition" not in m["Properties"]
     ]
-    assert len(sqs_mappings) == 2
+    assert len(sqs_mappings) == 3  # notifications, task activity, progress
     assert all(
         m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and m["BatchSize"] == 10
         for m in sqs_mappings
@@ -145,7 +145,14 @@ def test_rules_route_by_source_type_and_content_to_queues_with_dlq_retries_and_t
         (target,) = rule["Properties"]["Targets"]
         assert "DeadLetterConfig" in target
         assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 8}
-        assert "InputTemplate" in target["InputTransformer"]
+        name = rule["Properties"]["Description"].split(":")[0]
+        if next(r for r in q.RULES if r.name == name).input_template is None:  # progress: the whole event
+            assert "InputTransformer" not in target
+        else:
+            assert "InputTemplate" in target["InputTransformer"]
+    progress = by_type[("ExecutionAccepted", "TaskCompleted", "RequestCompleted", "RequestFailed")]
+    assert progress["EventPattern"]["source"] == ["t-developer.executions", "t-developer.orchestrator"]
+    assert "detail" not in progress["EventPattern"]
     # No rule targets a FIFO queue: a rule's target has one fixed message group (SqsParameters), so task
     # completions are sent by the publisher itself, one group per execution.
     fifo_arns = {name for name in queues_by_name(dev) if name.endswith(".fifo")}

@@ -36,6 +36,7 @@ from tdev.data.execution_cache import view_key
 from tdev.data.fields import FieldSealer
 from tdev.data.history import history_view
 from tdev.data.outbox import outbox_put
+from tdev.data.progress import events_after
 from tdev.data.schema import execution_key, task_key
 from tdev.data.store import transact_write
 from tdev.data.verify import iterations_from_items
@@ -313,6 +314,10 @@ class ExecutionRepository:
     def history(self, execution_id: str) -> dict[str, Any]:
         """The execution's events, in order, and the state they replay to (tdev.data.history)."""
         return history_view(self._table_name, execution_id)
+
+    def progress(self, execution_id: str, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """The execution's live progress events numbered above `after` (tdev.data.progress)."""
+        return events_after(self._table_name, execution_id, after, limit=limit)
 
     def submitted(self, execution_id: str) -> tuple[str, str]:
         """(project id, principal) of an execution, nothing decrypted: what visibility checks read first.

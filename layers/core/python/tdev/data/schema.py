@@ -15,6 +15,8 @@ Entities (PK / SK):
     TASK        EXECUTION#<id>               TASK#<task_id>   (in its execution's partition)
     LOCK        LOCK#<name>                  LOCK
     OUTBOX      OUTBOX#<partition key>       EVENT#<event id>  (an execution's: its history)
+    PROGRESS    PROGRESS#<execution id>      HEAD | SEQ#<n, 10 digits>  (live progress: the bus's events
+                                             in arrival order, numbered 1, 2, ... for resuming streams)
     ROLE        ROLE#<name>                  ROLE             (custom roles; ROLES / REVISION bumps on change)
     APIKEY      APIKEY#<key id>              APIKEY
     REVOKED     REVOKED#<jti>                REVOKED
@@ -166,6 +168,14 @@ def lock_key(name: str) -> dict[str, str]:
 
 def outbox_key(partition_key: str, event_id: str) -> dict[str, str]:
     return {"PK": f"OUTBOX#{partition_key}", "SK": f"EVENT#{event_id}"}
+
+
+def progress_head_key(execution_id: str) -> dict[str, str]:
+    return {"PK": f"PROGRESS#{execution_id}", "SK": "HEAD"}
+
+
+def progress_event_key(execution_id: str, sequence: int) -> dict[str, str]:
+    return {"PK": f"PROGRESS#{execution_id}", "SK": f"SEQ#{sequence:010d}"}
 
 
 def by_status(status: str, created_at: str, item_id: str) -> dict[str, str]:

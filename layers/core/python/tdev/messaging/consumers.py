@@ -14,10 +14,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tdev.data import schema
+from tdev.data import progress, schema
 from tdev.data.execution_cache import execution_changed
 from tdev.data.store import cancellation_codes, error_code, serialize, transact_write
-from tdev.errors import NotFoundError, ValidationError
+from tdev.errors import NotFoundError, TransientError, ValidationError
 from tdev.settings import get_settings
 
 APPLIED_RETENTION_SECONDS = 7 * 86_400
@@ -27,15 +27,11 @@ def applied_key(consumer: str, event_id: str) -> dict[str, str]:
     return {"PK": f"APPLIED#{consumer}#{event_id}", "SK": "APPLIED"}
 
 
-def apply_once(consumer: str, event_id: str, effect: dict[str, Any]) -> bool:
-    """Apply `effect` (one transaction action) unless this consumer already applied this event.
-
-    Returns True when applied now, False when it had been applied before.
-    """
-    table_name = get_settings().table_name
-    marker = {
+def _marker(consumer: str, event_id: str) -> dict[str, Any]:
+    """The conditional put that records `consumer` applied `event_id` (fails if it already had)."""
+    return {
         "Put": {
-            "TableName": table_name,
+            "TableName": get_settings().table_name,
             "Item": serialize(
                 {
                     **applied_key(consumer, event_id),
@@ -48,8 +44,15 @@ def apply_once(consumer: str, event_id: str, effect: dict[str, Any]) -> bool:
             "ConditionExpression": "attribute_not_exists(PK)",
         }
     }
+
+
+def apply_once(consumer: str, event_id: str, effect: dict[str, Any]) -> bool:
+    """Apply `effect` (one transaction action) unless this consumer already applied this event.
+
+    Returns True when applied now, False when it had been applied before.
+    """
     try:
-        transact_write([marker, effect])
+        transact_write([_marker(consumer, event_id), effect])
         return True
     except ClientError as exc:
         if error_code(exc) != "TransactionCanceledException":
@@ -104,3 +107,57 @@ def record_task_activity(message: dict[str, Any]) -> dict[str, Any]:
     finally:
         execution_changed(message["executionId"])
     return {"eventId": message["eventId"], "applied": applied}
+
+
+APPEND_ATTEMPTS = 8
+
+
+def progress_message(event: dict[str, Any]) -> dict[str, Any]:
+    """The progress consumer's message from the whole EventBridge event the rule delivers: flat, keyed
+    by the envelope's eventId (fixed per fact; EventBridge's own id is new at every publish)."""
+    detail = event.get("detail") or {}
+    data = detail.get("data") or {}
+    return {
+        "eventId": detail.get("eventId"),
+        "executionId": data.get("executionId"),
+        "type": event.get("detail-type"),
+        "timestamp": detail.get("timestamp"),
+        "data": data,
+    }
+
+
+def record_progress(message: dict[str, Any]) -> dict[str, Any]:
+    """An execution's event (`progress_message`), appended to its progress log (`tdev.data.progress`)
+    once: the next sequence number, the head moved, and this consumer's marker, in one transaction. A
+    redelivery finds the marker and appends nothing; when a concurrent append of another event of the
+    same execution took the number, this one retries on the new head."""
+    _required(message, "eventId", "executionId", "type", "timestamp")
+    if message["type"] not in progress.PROGRESS_TYPES:
+        raise ValidationError(f"{message['type']} is not a progress event", field="type")
+    table_name, execution_id = get_settings().table_name, str(message["executionId"])
+    for _ in range(APPEND_ATTEMPTS):
+        current = progress.head(table_name, execution_id)
+        appended = progress.ProgressEvent(
+            current.sequence + 1,
+            str(message["eventId"]),
+            str(message["type"]),
+            str(message["timestamp"]),
+            dict(message.get("data") or {}),
+        )
+        try:
+            transact_write(
+                [
+                    _marker("progress", appended.event_id),
+                    *progress.append_actions(table_name, execution_id, current, appended),
+                ]
+            )
+            return {"eventId": appended.event_id, "applied": True, "id": appended.sequence}
+        except ClientError as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            codes = cancellation_codes(exc)
+            if codes and codes[0] == "ConditionalCheckFailed":
+                return {"eventId": appended.event_id, "applied": False}
+            if "ConditionalCheckFailed" not in codes[1:]:
+                raise
+    raise TransientError(f"execution {execution_id}: the progress log kept moving; event retried later")

@@ -46,6 +46,15 @@ def idempotent(
     the stored record is still "in progress".
     """
 
+    def applied(message: dict[str, Any]) -> dict[str, Any]:
+        return func(message)
+
+    # Powertools keys a record by function name + payload hash. The consumers see the same events (the
+    # same eventId), and locally they share one process (no AWS_LAMBDA_FUNCTION_NAME to tell them apart):
+    # under one anonymous name, one consumer's stored result answered another's message, which was then
+    # never applied. Each consumer's records are under its own operation's name.
+    applied.__qualname__ = f"{func.__module__}.{func.__qualname__}"
+
     def call(message: dict[str, Any]) -> dict[str, Any]:
         table = idempotency_table_name()
         if not table:
@@ -54,7 +63,7 @@ def idempotent(
             data_keyword_argument="message",
             config=CONFIG,
             persistence_store=_persistence(table, aws.client("dynamodb")),
-        )(lambda message: func(message))
+        )(applied)
         try:
             result: dict[str, Any] = wrapped(message=message)
         except IdempotencyAlreadyInProgressError:

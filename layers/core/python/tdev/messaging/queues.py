@@ -32,7 +32,9 @@ AGENT_EXECUTION = QueueSpec(
 )
 PROJECT_BUILD = QueueSpec("project-build", 600, 48 * 3600, 2)
 NOTIFICATIONS = QueueSpec("notifications", 30, 3600, 5)
-QUEUES: tuple[QueueSpec, ...] = (AGENT_EXECUTION, PROJECT_BUILD, NOTIFICATIONS)
+# Each execution's events for its live progress log (tdev.data.progress), whole EventBridge events.
+PROGRESS = QueueSpec("progress", 30, 3600, 5)
+QUEUES: tuple[QueueSpec, ...] = (AGENT_EXECUTION, PROJECT_BUILD, NOTIFICATIONS, PROGRESS)
 # Stream batches the publisher could not publish after its retries (the event source's on-failure target).
 OUTBOX_FAILURES = "outbox-publisher-dlq"
 
@@ -49,8 +51,9 @@ class RuleSpec:
     name: str
     pattern: dict[str, object]
     queue: str
-    input_paths: dict[str, str]
-    input_template: str
+    # An input transformer (both or neither): without one the target receives the whole event.
+    input_paths: dict[str, str] | None = None
+    input_template: str | None = None
 
 
 # The orchestrator's outcome events (from the outbox, written with the terminal status) become a small
@@ -151,7 +154,17 @@ def route_for(source: str, detail_type: str, detail: dict[str, Any]) -> QueueRou
     return next((r for r in QUEUE_ROUTES if r.matches(source, detail_type, detail)), None)
 
 
-RULES: tuple[RuleSpec, ...] = (REQUEST_OUTCOMES,)
+# Every event about an execution, whole (its eventId is the consumer's deduplication key), to the progress
+# log that live streams and WebSocket subscribers read from.
+PROGRESS_EVENTS = RuleSpec(
+    name="execution-events-to-progress",
+    pattern={
+        "source": ["t-developer.executions", "t-developer.orchestrator"],
+        "detail-type": ["ExecutionAccepted", "TaskCompleted", "RequestCompleted", "RequestFailed"],
+    },
+    queue=PROGRESS.name,
+)
+RULES: tuple[RuleSpec, ...] = (REQUEST_OUTCOMES, PROGRESS_EVENTS)
 
 
 def event_bus_name() -> str:
