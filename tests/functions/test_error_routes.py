@@ -41,7 +41,9 @@ def _error_events_queue() -> str:
     url = sqs.create_queue(QueueName=f"errors-{uuid.uuid4().hex[:6]}")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     rule = f"errors-{uuid.uuid4().hex[:6]}"
-    events.put_rule(Name=rule, EventBusName=EVENT_BUS, EventPattern=json.dumps({"source": ["t-developer.errors"]}))
+    events.put_rule(
+        Name=rule, EventBusName=EVENT_BUS, EventPattern=json.dumps({"source": ["t-developer.errors"]})
+    )
     events.put_targets(Rule=rule, EventBusName=EVENT_BUS, Targets=[{"Id": "capture", "Arn": arn}])
     return url
 

@@ -445,7 +445,9 @@ def _drive_every_path(rt: Any) -> None:
     rt.publish("t-developer.errors", "ErrorSignatureNew", error)
     for _ in range(2):
         rt.publish(
-            "t-developer.errors", "ErrorSpikeDetected", {**error, "signature": "evidence-spike", "severity": "high"}
+            "t-developer.errors",
+            "ErrorSpikeDetected",
+            {**error, "signature": "evidence-spike", "severity": "high"},
         )
     outcomes = rt.deliver_alerts()
     assert [o["outcome"] for o in outcomes] == ["notified", "escalating", "grouped"], outcomes

@@ -6,5 +6,6 @@
 
 Persistence is `tdev.data.incidents`; secrets are redacted by `tdev.redaction` (the logger's redactor)
 before anything is stored. New signatures and spikes are announced on the bus through the outbox
-(source `t-developer.errors`, detail-types `ErrorSignatureNew` / `ErrorSpikeDetected`), for the alerting to route.
+(source `t-developer.errors`, detail-types `ErrorSignatureNew` / `ErrorSpikeDetected`), for the
+alerting to route.
 """

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 from tdev.incidents.signature import Fingerprint, frames_in
 from tdev.observability import logger
 
-EVENT_SOURCE = "t-developer.errors"  # the contract with the alerting (tdev alerts): source, detail-types, detail
+# The contract with the alerting (tdev.alerts): source, detail-types, detail.
+EVENT_SOURCE = "t-developer.errors"
 SIGNATURE_NEW = "ErrorSignatureNew"
 SPIKE_DETECTED = "ErrorSpikeDetected"
 WINDOW_SECONDS = 300
