@@ -5,6 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tdev import write_behind
 from tdev.agents import runtime
 from tdev.environment import AgentEnvironment
 from tdev.models import RunAgentEvent
@@ -24,5 +25,8 @@ _ = runtime.run_agent
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     step = parse(event=event, model=RunAgentEvent)
     logger.append_keys(execution_id=step.execution_id, task_id=step.task.task_id, agent=step.task.agent)
-    result = workflow.run_task(step.execution_id, step.task.task_id, step.attempt)
+    try:
+        result = workflow.run_task(step.execution_id, step.task.task_id, step.attempt)
+    finally:
+        write_behind.flush_all()  # the run's statistics, buffered in Redis, reach the table before we end
     return {"task_id": result.task_id, "status": result.status.value}
