@@ -7,13 +7,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tdev import write_behind
 from tdev.agents import runtime
-from tdev.environment import AgentEnvironment
+from tdev.environment import RunAgentEnvironment
 from tdev.models import RunAgentEvent
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
-environment = AgentEnvironment.at_cold_start()
+environment = RunAgentEnvironment.at_cold_start()
 
 # Agno and the agent runtime load at init (cold start), not during the first task.
 _ = runtime.run_agent

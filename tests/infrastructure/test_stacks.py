@@ -337,6 +337,35 @@ def test_run_agent_has_time_memory_and_only_bedrock_invoke(dev: Synthesized) -> 
     assert ":bedrock:*::foundation-model/*" in rendered and "inference-profile/*" in rendered
 
 
+def test_run_agent_alone_may_dead_letter_its_run_statistics_to_their_own_queue(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    ((queue_id, queue),) = [
+        (lid, q) for lid, q in resources(template, "AWS::SQS::Queue").items() if "WriteBehind" in lid
+    ]
+    properties = queue["Properties"]
+    assert properties["KmsMasterKeyId"] and properties["MessageRetentionPeriod"] == 14 * 86_400
+    functions = {
+        f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]: f
+        for f in resources(template, "AWS::Lambda::Function").values()
+    }
+    agent = functions["run_agent"]
+    assert agent["Properties"]["Environment"]["Variables"]["TDEV_WRITE_BEHIND_DLQ_URL"] == {"Ref": queue_id}
+    sends = [s for s in _role_statements(template, agent) if queue_id in json.dumps(s["Resource"])]
+    assert [(s["Action"], s["Resource"]) for s in sends] == [
+        ("sqs:SendMessage", {"Fn::GetAtt": [queue_id, "Arn"]})
+    ]
+    for name, function in functions.items():
+        if name != "run_agent":
+            assert queue_id not in json.dumps(_role_statements(template, function)), name
+    (alarm,) = [
+        a
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        and queue_id in json.dumps(a["Properties"].get("Dimensions"))
+    ]
+    assert alarm["Properties"]["Threshold"] == 0 and len(alarm["Properties"]["AlarmActions"]) == 1
+
+
 @pytest.mark.slow
 def test_every_log_group_is_encrypted_and_expires(dev: Synthesized) -> None:
     for template in all_templates(dev):

@@ -56,6 +56,7 @@ class Var(StrEnum):
     EVENT_BUS_NAME = "EVENT_BUS_NAME"
     IDEMPOTENCY_TABLE_NAME = "IDEMPOTENCY_TABLE_NAME"
     AGENT_EXECUTION_QUEUE_URL = "AGENT_EXECUTION_QUEUE_URL"
+    TDEV_WRITE_BEHIND_DLQ_URL = "TDEV_WRITE_BEHIND_DLQ_URL"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -142,6 +143,12 @@ class AgentEnvironment(ModelCallerEnvironment):
 
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
     sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
+
+
+class RunAgentEnvironment(AgentEnvironment):
+    """run_agent: also the dead-letter queue of the run statistics it writes behind (tdev.write_behind)."""
+
+    write_behind_dlq_url: str | None = Field(default=None, min_length=8, alias="TDEV_WRITE_BEHIND_DLQ_URL")
 
 
 class ReconcilerEnvironment(WorkflowEnvironment):
