@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import secrets
 import threading
@@ -69,16 +70,32 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _RETRIES = 3
 _FLIGHT_ROUNDS = 3
 
-COUNTERS = ("hits_l1", "hits_l2", "misses", "loads", "waited", "bypassed", "rejected_fills", "invalidations")
+# Early refresh of hot keys (probabilistic early expiration): an L2 hit in the last EARLY_REFRESH_FRACTION of
+# the entry's TTL reloads it with a probability rising from 0 at the window's start to 1 at expiry. A hot
+# key is read in that window many times, so one read (the lock's winner) refreshes it before it expires and
+# its readers never meet the miss; a cold one simply expires.
+EARLY_REFRESH_FRACTION = 0.1
+
+COUNTERS = (
+    "hits_l1",
+    "hits_l2",
+    "misses",
+    "loads",
+    "waited",
+    "bypassed",
+    "rejected_fills",
+    "invalidations",
+    "refreshes",
+)
 
 _READ = """
 local r = redis.call('HMGET', KEYS[1], 'g', 'v')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'g', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return {ARGV[1], false}
+  return {ARGV[1], false, -2}
 end
-return r
+return {r[1], r[2], redis.call('PTTL', KEYS[1])}
 """
 _FILL = """
 if redis.call('HGET', KEYS[1], 'g') ~= ARGV[1] then return 0 end
@@ -189,11 +206,12 @@ class TieredCache:
         lock_lease_ms: int = LOCK_LEASE_MS,
         wait_seconds: float = WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        chance: Callable[[], float] = random.random,
     ) -> None:
         if not _NAME.match(namespace):
             raise ValueError(f"cache namespace {namespace!r} must match {_NAME.pattern}")
         self.namespace = namespace
-        self._redis, self._clock = redis, clock
+        self._redis, self._clock, self._chance = redis, clock, chance
         self.l1_seconds, self.l1_max_entries = l1_seconds, l1_max_entries
         self.lock_lease_ms, self.wait_seconds = lock_lease_ms, wait_seconds
         # entry key -> (generation, encoded value, monotonic time it lapses)
@@ -319,9 +337,14 @@ class TieredCache:
         """Redis's value of the entry, or the backend's (one loader across processes): (value, encoded)."""
         reading = flight.reading if flight is not None else _nothing
         reading()
-        generation, value = self._read(client, entry, ttl)
+        generation, value, remaining_ms = self._read(client, entry, ttl)
         if value is not None:
             self._count("hits_l2")
+            refreshed = self._refresh_early(
+                client, entry, generation, remaining_ms, ttl, loader, encode, policy
+            )
+            if refreshed is not None:
+                value = refreshed
             self._l1_put(entry, generation, value, ttl)
             return decode(value), value
         self._count("misses")
@@ -360,17 +383,62 @@ class TieredCache:
             while len(self._l1) > self.l1_max_entries:
                 self._l1.popitem(last=False)
 
-    def _read(self, client: Any, entry: str, ttl: int) -> tuple[str, str | None]:
+    def _read(self, client: Any, entry: str, ttl: int) -> tuple[str, str | None, int]:
+        """(generation, value or None, the entry's remaining TTL in ms: negative when it had none)."""
         read = self._script(client, "read", _READ)
-        generation, value = read(keys=[entry], args=[secrets.token_hex(8), ttl])
-        return str(generation), value
+        generation, value, remaining_ms = read(keys=[entry], args=[secrets.token_hex(8), ttl])
+        return str(generation), value, int(remaining_ms)
+
+    def _refresh_early(
+        self,
+        client: Any,
+        entry: str,
+        generation: str,
+        remaining_ms: int,
+        ttl: int,
+        loader: Callable[[], T],
+        encode: Callable[[T], str],
+        policy: Callable[[T], Freshness] | None,
+    ) -> str | None:
+        """The reloaded value when this hit refreshes the entry before it expires, else None (serve the
+        cached one). One refresher per key (the loader's lock, not waited for); the fill is conditional on
+        the generation like any other, so an invalidation during the refresh wins."""
+        window_ms = ttl * 1000 * EARLY_REFRESH_FRACTION
+        if remaining_ms < 0 or remaining_ms >= window_ms:
+            return None
+        if self._chance() >= 1 - remaining_ms / window_ms:
+            return None
+        token = secrets.token_hex(8)
+        if not client.set(f"{entry}:lock", token, nx=True, px=self.lock_lease_ms):
+            return None  # another reader is loading it: this one serves the cached value
+        try:
+            self._count("refreshes")
+            self._count("loads")
+            try:
+                loaded = loader()
+            except Exception as exc:  # the cached value is still valid: serve it, the next hit retries
+                logger.warning(
+                    "cache early refresh failed", extra={"cache": self.namespace, "error": str(exc)[:200]}
+                )
+                return None
+            if policy is not None:
+                ttl = TTL_SECONDS[policy(loaded)]
+            encoded = _encoded_or_none(encode, loaded)
+            if encoded is None:
+                return None
+            if self._script(client, "fill", _FILL)(keys=[entry], args=[generation, encoded, ttl]):
+                return encoded
+            self._count("rejected_fills")  # invalidated meanwhile: the next read loads the new value
+            return None
+        finally:
+            self._script(client, "release", _RELEASE)(keys=[f"{entry}:lock"], args=[token])
 
     def _filled_by_another(
         self, client: Any, entry: str, ttl: int, reading: Callable[[], None]
     ) -> str | None:
         """The entry's value when another loader has filled it meanwhile (kept in L1 too), else None."""
         reading()
-        generation, value = self._read(client, entry, ttl)
+        generation, value, _ = self._read(client, entry, ttl)
         if value is None:
             return None
         self._count("waited")
