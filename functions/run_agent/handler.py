@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tdev import write_behind
+from tdev import caching, container, write_behind
 from tdev.agents import runtime
 from tdev.environment import RunAgentEnvironment
 from tdev.models import RunAgentEvent
@@ -23,10 +23,12 @@ _ = runtime.run_agent
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    caching.warm_at_cold_start("registry", lambda: container.agents().warm())  # every step reads its agent
     step = parse(event=event, model=RunAgentEvent)
     logger.append_keys(execution_id=step.execution_id, task_id=step.task.task_id, agent=step.task.agent)
     try:
         result = workflow.run_task(step.execution_id, step.task.task_id, step.attempt)
     finally:
         write_behind.flush_all()  # the run's statistics, buffered in Redis, reach the table before we end
+        caching.publish_invocation_metrics()  # the registry cache's counts of this invocation
     return {"task_id": result.task_id, "status": result.status.value}

@@ -175,7 +175,7 @@ def test_the_read_cache_alarms_on_a_falling_hit_rate_and_on_memory(dev: Synthesi
     selected = [m["MetricStat"]["Metric"] for m in hit_rate["Metrics"] if "MetricStat" in m]
     assert {m["MetricName"] for m in selected} == {"CacheHits", "CacheMisses"}
     caches = {d["Value"] for m in selected for d in m["Dimensions"] if d["Name"] == "Cache"}
-    assert caches == {"executions", "apikeys", "roles"}  # every namespace a product path caches
+    assert caches == {"executions", "apikeys", "roles", "registry"}  # every namespace a product path caches
     assert all({"Name": "service", "Value": "cache"} in m["Dimensions"] for m in selected)
     assert memory["MetricName"] == "BytesUsedForCache" and memory["Namespace"] == "AWS/ElastiCache"
     cache_name = resources(dev.template_json(dev.stacks.cache), "AWS::ElastiCache::ServerlessCache")

@@ -384,3 +384,63 @@ def test_an_invalidation_during_a_refresh_wins(redis_url: str) -> None:
     container.get_or_load("hot", stale_then_write)
     assert container.counts["rejected_fills"] == 1
     assert container.get_or_load("hot", backend.loader("item")) == 3
+
+
+# ------------------------------------------------------------------------------ warming
+class ManyBackend:
+    """A backend read 100 keys at a time (BatchGetItem's limit), recording each call's keys."""
+
+    def __init__(self, count: int) -> None:
+        self.values = {f"k{i}": {"n": i} for i in range(count)}
+        self.calls: list[list[str]] = []
+
+    def load_many(self, keys: list[str]) -> dict[str, Any]:
+        self.calls.append(list(keys))
+        return {k: self.values[k] for k in keys if k in self.values}
+
+
+def test_warming_loads_in_batches_of_100_then_serves_every_key_from_l1(redis_url: str) -> None:
+    backend = ManyBackend(250)
+    first = _container()
+    assert first.warm(sorted(backend.values), backend.load_many) == 250
+    assert [len(c) for c in backend.calls] == [100, 100, 50]
+
+    second = _container()  # another container's cold start: every key from Redis, no backend call
+    assert second.warm(sorted(backend.values), backend.load_many) == 250
+    assert len(backend.calls) == 3
+    never = Backend()
+    assert all(second.get_or_load(k, never.loader("absent")) == v for k, v in backend.values.items())
+    assert never.loads == 0 and second.counts["hits_l1"] == 250 and second.counts["warmed"] == 250
+
+
+def test_an_invalidation_during_warming_wins(redis_url: str) -> None:
+    backend = ManyBackend(3)
+    container = _container()
+
+    def load_then_write(keys: list[str]) -> dict[str, Any]:
+        loaded = backend.load_many(keys)
+        backend.values["k1"] = {"n": 100}  # a write after the read, acknowledged with its invalidation
+        _container().invalidate("k1")
+        return loaded
+
+    assert container.warm(["k0", "k1", "k2"], load_then_write) == 2
+    assert container.get_or_load("k1", lambda: backend.values["k1"]) == {"n": 100}
+
+
+def test_warming_without_redis_does_nothing_and_never_fails() -> None:
+    def down() -> Any:
+        raise redis.exceptions.ConnectionError("refused")
+
+    backend = ManyBackend(5)
+    assert TieredCache("registry", redis=down).warm(list(backend.values), backend.load_many) == 0
+    assert backend.calls == []
+
+
+def test_warming_runs_once_per_process(redis_url: str) -> None:
+    runs: list[int] = []
+    for _ in range(3):
+        caching.warm_at_cold_start("roles", lambda: runs.append(1) or 1)
+    assert runs == [1]
+    caching.reset()  # a new container
+    caching.warm_at_cold_start("roles", lambda: runs.append(1) or 1)
+    assert runs == [1, 1]

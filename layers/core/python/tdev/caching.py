@@ -86,7 +86,9 @@ COUNTERS = (
     "rejected_fills",
     "invalidations",
     "refreshes",
+    "warmed",
 )
+WARM_BATCH = 100  # keys per warming round trip (and per BatchGetItem, whose limit it is)
 
 _READ = """
 local r = redis.call('HMGET', KEYS[1], 'g', 'v')
@@ -507,6 +509,63 @@ class TieredCache:
         finally:
             self._script(client, "release", _RELEASE)(keys=[f"{entry}:lock"], args=[token])
 
+    # ---------------------------------------------------------------------------------------- warming
+    def warm(
+        self,
+        keys: Iterable[str],
+        load_many: Callable[[list[str]], dict[str, T]],
+        *,
+        freshness: Freshness = Freshness.VOLATILE,
+        encode: Callable[[T], str] = json.dumps,
+        batch_size: int = WARM_BATCH,
+    ) -> int:
+        """At cold start: every key's value into this container's L1, in batches of `batch_size` (100).
+
+        Each batch is one pipelined round trip to Redis (one HMGET per key: cluster-safe, no cross-slot
+        command) and, for the keys Redis does not hold, one `load_many(keys)` call to the backend (a
+        BatchGetItem takes 100 keys), each filled under its generation like any load (an invalidation
+        meanwhile wins). A key `load_many` does not answer is left to the first read. Returns how many
+        keys this container now holds. Never raises: warming only saves the first reads' misses."""
+        if not _enabled.is_set():
+            return 0
+        client = self._client()
+        if client is None:
+            return 0
+        ttl, warmed, wanted = TTL_SECONDS[freshness], 0, list(dict.fromkeys(keys))
+        try:
+            for start in range(0, len(wanted), batch_size):
+                batch = wanted[start : start + batch_size]
+                pipe = client.pipeline(transaction=False)
+                for key in batch:
+                    pipe.hmget(self.entry_key(key), "g", "v")
+                missing: dict[str, str] = {}
+                for key, (generation, value) in zip(batch, pipe.execute(), strict=True):
+                    if generation is not None and value is not None:
+                        self._l1_put(self.entry_key(key), generation, value, ttl)
+                        warmed += 1
+                    else:  # a generation to fill under, noted before the backend is read
+                        missing[key] = self._read(client, self.entry_key(key), ttl)[0]
+                if not missing:
+                    continue
+                self._count("loads")
+                loaded = load_many(list(missing))
+                fill = self._script(client, "fill", _FILL)
+                for key, generation in missing.items():
+                    if key not in loaded:
+                        continue
+                    encoded = _encoded_or_none(encode, loaded[key])
+                    if encoded is not None and fill(
+                        keys=[self.entry_key(key)], args=[generation, encoded, ttl]
+                    ):
+                        self._l1_put(self.entry_key(key), generation, encoded, ttl)
+                        warmed += 1
+        except _redis_errors() as exc:
+            self._went_down(exc)
+        except Exception as exc:  # the backend's failure: the first reads load what is not warmed
+            logger.warning("cache warming failed", extra={"cache": self.namespace, "error": str(exc)[:300]})
+        self._count_many("warmed", warmed)
+        return warmed
+
     # ----------------------------------------------------------------------------------- invalidation
     def invalidate(self, key: str, *, strict: bool = False) -> None:
         """Make `key` miss everywhere (Redis and every container's L1) from now on.
@@ -616,10 +675,13 @@ class TieredCache:
 
     # -------------------------------------------------------------------------------------- stats
     def _count(self, name: str) -> None:
+        self._count_many(name, 1)
+
+    def _count_many(self, name: str, amount: int) -> None:
         with self._lock:
-            self.counts[name] += 1
-            self._unflushed[name] += 1
-            self._unpublished[name] += 1
+            self.counts[name] += amount
+            self._unflushed[name] += amount
+            self._unpublished[name] += amount
 
     def hit_rate(self) -> float:
         hits = self.counts["hits_l1"] + self.counts["hits_l2"] + self.counts["waited"]
@@ -695,7 +757,7 @@ def emit_metrics(namespace: str, counts: dict[str, int]) -> None:
 
 # ------------------------------------------------------------------------------ the process's caches
 # Every namespace a product path caches; `tdev cache stats` reads their counters (no keyspace walk).
-NAMESPACES = ("executions", "apikeys", "roles")
+NAMESPACES = ("executions", "apikeys", "roles", "registry")
 _caches: dict[str, TieredCache] = {}
 _registry_lock = threading.Lock()
 _enabled = threading.Event()
@@ -727,6 +789,28 @@ def named(namespace: str) -> TieredCache:
         return _caches[namespace]
 
 
+_warmed: set[str] = set()  # what this process has warmed (once per container: its cold start)
+
+
+def warm_at_cold_start(what: str, warm: Callable[[], int]) -> None:
+    """Run `warm` (a `TieredCache.warm` of what every invocation reads) once per process: a handler calls
+    it first thing, so only the cold start pays. Never fails the invocation."""
+    with _registry_lock:
+        if what in _warmed:
+            return
+        _warmed.add(what)
+    started = time.perf_counter()
+    try:
+        warmed = warm()
+    except Exception as exc:  # warming only saves first misses; the reads load what it could not
+        logger.warning("cache warming failed", extra={"warming": what, "error": str(exc)[:300]})
+        return
+    logger.info(
+        "cache warmed at cold start",
+        extra={"warming": what, "keys": warmed, "ms": round((time.perf_counter() - started) * 1000, 1)},
+    )
+
+
 def publish_invocation_metrics() -> None:
     """The end of an invocation: every cache this process used prints its counters as EMF."""
     with _registry_lock:
@@ -742,6 +826,7 @@ def reset() -> None:
         for held in _caches.values():
             held.forget_local()
         _caches.clear()
+        _warmed.clear()
 
 
 def stats(client: Any) -> dict[str, Any]:

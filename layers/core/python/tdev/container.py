@@ -57,9 +57,18 @@ def verify_records() -> VerifyRepository:
     return VerifyRepository(settings.table_name, retention_days=settings.execution_retention_days)
 
 
+REGISTRY_CACHE = "registry"
+
+
 @lru_cache(maxsize=1)
 def agents() -> AgentRepository:
-    return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
+    settings = get_settings()
+    # Every workflow step reads its agent's spec: through the read cache over the shared Redis, if any.
+    return AgentRepository(
+        settings.table_name,
+        DEFAULT_AGENTS,
+        cache=caching.named(REGISTRY_CACHE) if settings.redis_url else None,
+    )
 
 
 AGENT_RUNS_QUEUE = "agent-runs"
