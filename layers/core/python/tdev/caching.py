@@ -414,6 +414,9 @@ class TieredCache:
         if not client.set(f"{entry}:lock", token, nx=True, px=self.lock_lease_ms):
             return None  # another reader is loading it: this one serves the cached value
         try:
+            # A refresher that held the lock a moment ago gave the entry its TTL again: nothing to do.
+            if int(client.pttl(entry)) >= window_ms:
+                return None
             self._count("refreshes")
             self._count("loads")
             try:
