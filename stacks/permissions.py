@@ -18,7 +18,8 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:Query",
         "dynamodb:UpdateItem",
     ),
-    "run_agent": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # (BatchGetItem: the registry's warming at cold start, 100 agents' specs a call)
+    "run_agent": ("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     # The verify loop: reads the execution and earlier iterations (one partition query), stores its own.
     "run_project_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
     # ... and each fix's model calls reserve and settle on the execution's budget (tdev.data.budgets).

@@ -18,7 +18,6 @@ from tdev.observability import logger
 from tdev.security import authorizer
 from tdev.security.authfailures import AuthenticationThrottled
 from tdev.security.inputs import bounded
-from tdev.security.services import policy_store
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
 environment = AuthorizerEnvironment.at_cold_start()
@@ -31,7 +30,6 @@ class Unauthorized(Exception):
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    caching.warm_at_cold_start("roles", lambda: policy_store().warm())  # every authorization reads them
     try:
         return _authorize(event)
     finally:
