@@ -197,6 +197,7 @@ class WriteBehind:
 
     def _handle(self, raw: str) -> bool | None:
         """True: applied; False: dead-lettered; None: neither (kept in Redis)."""
+        error: Exception | None
         try:
             record = json.loads(raw)
         except ValueError:

@@ -238,7 +238,7 @@ class AgentRepository:
         item = self._table.get_item(Key=schema.agent_key(name)).get("Item")
         return None if item is None else dict(from_item(item)["spec"])
 
-    def _stored_specs(self, names: list[str]) -> dict[str, dict[str, Any] | None]:
+    def _stored_specs(self, names: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Current spec documents of up to 100 `names` in one BatchGetItem (None: nothing stored)."""
         found: dict[str, dict[str, Any] | None] = dict.fromkeys(names)
         request: dict[str, Any] = {self._table_name: {"Keys": [schema.agent_key(n) for n in names]}}
