@@ -16,6 +16,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
@@ -128,6 +129,9 @@ class OrchestrationStack(Stack):
                 )
             )
 
+        # 1c. Run statistics written behind (tdev.write_behind): a record that failed every write lands here.
+        self.write_behind_dlq = self._write_behind_dead_letters(settings, key)
+
         # 2. Where the workflow announces progress and outcomes.
         # Events carry execution ids, statuses and errors: encrypted under their own customer-managed key
         # (CDK adds the key policy that lets EventBridge use it for this bus only).
@@ -209,6 +213,11 @@ class OrchestrationStack(Stack):
         self._alarm_on_workflow()
         self._alarm_on_model_spend(settings)
         self._alarm_on_routing()
+        self._alarm(
+            "WriteBehindDeadLettersAlarm",
+            self.write_behind_dlq.metric_approximate_number_of_messages_visible(period=Duration.minutes(5)),
+            "Run statistics failed every write and were dead-lettered (tdev.write_behind): replay them",
+        )
         for name, fn in {**self.functions, "reconcile_executions": self.reconciler}.items():
             self._alarm_on_function(name, fn)
 
@@ -310,6 +319,30 @@ class OrchestrationStack(Stack):
             acknowledge(
                 run_agent.role, as_nag_prints(self, f"AwsSolutions-IAM5[Resource::{resource}]"), reason
             )
+
+    def _write_behind_dead_letters(self, settings: EnvironmentSettings, key: kms.IKey) -> sqs.Queue:
+        """The SQS queue run_agent's write-behind flush sends what failed every retry to: SendMessage on
+        it alone (the table's key, which encrypts it, run_agent already uses)."""
+        queue = sqs.Queue(
+            self,
+            "WriteBehindDeadLetters",
+            queue_name=f"{settings.prefix}-write-behind-dlq",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+        )
+        acknowledge(
+            queue, "AwsSolutions-SQS3", "A dead-letter queue (run statistics that failed every write)."
+        )
+        run_agent = self.functions["run_agent"].function
+        run_agent.add_environment(Var.TDEV_WRITE_BEHIND_DLQ_URL, queue.queue_url)
+        run_agent.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="DeadLetterRunStatistics", actions=["sqs:SendMessage"], resources=[queue.queue_arn]
+            )
+        )
+        return queue
 
     def _alarm(
         self,

@@ -18,7 +18,8 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
         "dynamodb:Query",
         "dynamodb:UpdateItem",
     ),
-    "run_agent": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # (BatchGetItem: the registry's warming at cold start, 100 agents' specs a call)
+    "run_agent": ("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     # The verify loop: reads the execution and earlier iterations (one partition query), stores its own.
     "run_project_tests": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
     # ... and each fix's model calls reserve and settle on the execution's budget (tdev.data.budgets).
@@ -112,6 +113,8 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
     ("outbox_publisher", "dynamodb:DescribeStream"): _STREAM,
     ("outbox_publisher", "dynamodb:GetRecords"): _STREAM,
     ("outbox_publisher", "dynamodb:GetShardIterator"): _STREAM,
+    ("run_agent", "sqs:SendMessage"): "tdev.write_behind dead-letters a run's statistics only after every "
+    "write to the table failed (tests/unit/test_write_behind.py); the product paths never fail so.",
     # (Its own SendMessage, task completions to agent-execution.fifo, is a recorded call.)
     ("outbox_publisher", "sqs:SendMessage"): "The stream mapping's on-failure destination (the outbox DLQ).",
     ("outbox_publisher", "sqs:GetQueueAttributes"): "The stream mapping checks its on-failure destination.",

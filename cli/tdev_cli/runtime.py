@@ -53,6 +53,7 @@ API_SIGNING_SECRET = "tdev-local/platform/api-signing"
 MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
+WRITE_BEHIND_DLQ = "tdev-local-write-behind-dlq"
 SANDBOX_FUNCTION = "sandbox"
 # Callers invoke a function's `live` alias (stacks/constructs/deployment.py); locally it is the function.
 LIVE_ALIAS = "live"
@@ -207,6 +208,7 @@ class LocalRuntime:
             "AGNO_TELEMETRY": "false",
             "REDIS_URL": self._redis_url(),
             "KMS_KEY_ID": "",  # set once the emulated key exists (_create_resources)
+            "TDEV_WRITE_BEHIND_DLQ_URL": "",  # set once the emulated queue exists (_create_resources)
             **self._security_environment(),
             "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
             # Project workspaces in the emulated S3 bucket; tests run by the sandbox function.
@@ -368,6 +370,8 @@ class LocalRuntime:
         events.create_event_bus(Name=EVENT_BUS)
         sqs = boto3.client("sqs", region_name=REGION)
         self.events_queue_url = sqs.create_queue(QueueName="tdev-local-events")["QueueUrl"]
+        # Run statistics that failed every write (tdev.write_behind), as the orchestration stack makes it.
+        os.environ["TDEV_WRITE_BEHIND_DLQ_URL"] = sqs.create_queue(QueueName=WRITE_BEHIND_DLQ)["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=self.events_queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]

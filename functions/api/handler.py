@@ -23,7 +23,7 @@ from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
 from tdev.security import inputs
 from tdev.security.headers import cors_origins, with_security_headers
-from tdev.security.services import projects
+from tdev.security.services import policy_store, projects
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
 environment = ApiEnvironment.at_cold_start()
@@ -325,6 +325,7 @@ def _error(status: int, body: ErrorBody) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    caching.warm_at_cold_start("roles", lambda: policy_store().warm())  # RBAC reads them on every route
     try:
         return with_security_headers(app.resolve(event, context))
     finally:

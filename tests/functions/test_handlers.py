@@ -225,6 +225,32 @@ def test_run_agent_handler_stores_the_result_once(planned: Any) -> None:
     assert len(view.results) == 1 and "[offline model" in view.results[0].output
 
 
+def test_run_agent_handler_flushes_the_run_statistics_it_wrote_behind(planned: Any) -> None:
+    from tdev import cache
+
+    planned.invoke("run_agent", load_event("run_agent"))
+    planned.invoke("run_agent", load_event("run_agent"))  # a redelivery: its run is counted once
+
+    # Buffered in Redis during the run, applied to the table by the handler's end-of-invocation flush.
+    assert cache.redis_client().llen(container.run_statistics().pending_key) == 0
+    assert container.agents().stats("DesignAgent")["runs"] == 1
+
+
+def test_run_agent_warms_the_registry_at_cold_start(planned: Any) -> None:
+    from tdev import caching
+    from tdev.agents.catalog import DEFAULT_AGENTS
+
+    caching.reset()  # this process's next invocation is a cold start (its caches and registry anew)
+    container.agents.cache_clear()
+    planned.invoke("run_agent", load_event("run_agent"))
+
+    registry = caching.named("registry")
+    assert registry.counts["warmed"] == len(DEFAULT_AGENTS)
+    # At most the warming's one BatchGetItem; the step's own read of its agent was an L1 hit, not a miss.
+    counts = registry.counts
+    assert counts["loads"] <= 1 and counts["misses"] == 0 and counts["hits_l1"] >= 1
+
+
 def test_record_task_failure_handler_reports_the_policy(planned: Any) -> None:
     result = planned.invoke("record_task_failure", load_event("record_task_failure"))
 

@@ -175,7 +175,7 @@ def test_the_read_cache_alarms_on_a_falling_hit_rate_and_on_memory(dev: Synthesi
     selected = [m["MetricStat"]["Metric"] for m in hit_rate["Metrics"] if "MetricStat" in m]
     assert {m["MetricName"] for m in selected} == {"CacheHits", "CacheMisses"}
     caches = {d["Value"] for m in selected for d in m["Dimensions"] if d["Name"] == "Cache"}
-    assert caches == {"executions", "apikeys", "roles"}  # every namespace a product path caches
+    assert caches == {"executions", "apikeys", "roles", "registry"}  # every namespace a product path caches
     assert all({"Name": "service", "Value": "cache"} in m["Dimensions"] for m in selected)
     assert memory["MetricName"] == "BytesUsedForCache" and memory["Namespace"] == "AWS/ElastiCache"
     cache_name = resources(dev.template_json(dev.stacks.cache), "AWS::ElastiCache::ServerlessCache")
@@ -335,6 +335,35 @@ def test_run_agent_has_time_memory_and_only_bedrock_invoke(dev: Synthesized) -> 
     assert bedrock[0]["Action"] == "bedrock:InvokeModel"  # Converse; nothing streams (from evidence)
     rendered = json.dumps(bedrock[0]["Resource"])
     assert ":bedrock:*::foundation-model/*" in rendered and "inference-profile/*" in rendered
+
+
+def test_run_agent_alone_may_dead_letter_its_run_statistics_to_their_own_queue(dev: Synthesized) -> None:
+    template = dev.template_json(dev.stacks.orchestration)
+    ((queue_id, queue),) = [
+        (lid, q) for lid, q in resources(template, "AWS::SQS::Queue").items() if "WriteBehind" in lid
+    ]
+    properties = queue["Properties"]
+    assert properties["KmsMasterKeyId"] and properties["MessageRetentionPeriod"] == 14 * 86_400
+    functions = {
+        f["Properties"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]: f
+        for f in resources(template, "AWS::Lambda::Function").values()
+    }
+    agent = functions["run_agent"]
+    assert agent["Properties"]["Environment"]["Variables"]["TDEV_WRITE_BEHIND_DLQ_URL"] == {"Ref": queue_id}
+    sends = [s for s in _role_statements(template, agent) if queue_id in json.dumps(s["Resource"])]
+    assert [(s["Action"], s["Resource"]) for s in sends] == [
+        ("sqs:SendMessage", {"Fn::GetAtt": [queue_id, "Arn"]})
+    ]
+    for name, function in functions.items():
+        if name != "run_agent":
+            assert queue_id not in json.dumps(_role_statements(template, function)), name
+    (alarm,) = [
+        a
+        for a in resources(template, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        and queue_id in json.dumps(a["Properties"].get("Dimensions"))
+    ]
+    assert alarm["Properties"]["Threshold"] == 0 and len(alarm["Properties"]["AlarmActions"]) == 1
 
 
 @pytest.mark.slow

@@ -310,3 +310,137 @@ def test_tdev_cache_stats_prints_the_hit_rate_keys_and_memory(
     assert out.strip().splitlines()[-1].startswith("read cache: hit rate")
     assert main(["cache", "stats", "--redis-url", "redis://127.0.0.1:1/0"]) == 1
     caching.reset()
+
+
+# ------------------------------------------------------------------ early refresh of hot keys
+def _near_expiry(container: TieredCache, key: str, remaining_ms: int) -> None:
+    """The entry's TTL as if it had been cached long ago: `remaining_ms` left."""
+    cache.redis_client().pexpire(container.entry_key(key), remaining_ms)
+
+
+def test_a_hit_outside_the_last_tenth_of_the_ttl_never_refreshes(redis_url: str) -> None:
+    backend = Backend(item=1)
+    container = _container(l1_seconds=0, chance=lambda: 0.0)  # the most eager draw
+    container.get_or_load("hot", backend.loader("item"))
+    _near_expiry(container, "hot", 200_000)  # 2/3 of 300 s left
+
+    backend.values["item"] = 2
+    assert container.get_or_load("hot", backend.loader("item")) == 1
+    assert backend.loads == 1 and container.counts["refreshes"] == 0
+
+
+@pytest.mark.parametrize(("draw", "refreshes"), [(0.95, False), (0.5, True)])
+def test_a_hit_near_expiry_refreshes_with_a_probability_rising_to_one(
+    redis_url: str, draw: float, refreshes: bool
+) -> None:
+    backend = Backend(item=1)
+    container = _container(l1_seconds=0, chance=lambda: draw)
+    container.get_or_load("hot", backend.loader("item"))
+    _near_expiry(container, "hot", 3_000)  # 3 s of the 30 s window left: refresh when the draw < 0.9
+
+    backend.values["item"] = 2
+    assert container.get_or_load("hot", backend.loader("item")) == (2 if refreshes else 1)
+    assert backend.loads == (2 if refreshes else 1)
+    remaining = cache.redis_client().pttl(container.entry_key("hot"))
+    assert (remaining > 290_000) is refreshes  # a refresh gives the entry its whole TTL again
+    # Another container reads the refreshed value from Redis, without a load of its own.
+    assert _container(l1_seconds=0, chance=lambda: 1.0).get_or_load("hot", backend.loader("item")) == (
+        2 if refreshes else 1
+    )
+    assert backend.loads == (2 if refreshes else 1)
+
+
+def test_many_readers_near_expiry_refresh_it_once(redis_url: str) -> None:
+    backend = Backend(item=1)
+    containers = [_container(l1_seconds=0, chance=lambda: 0.0) for _ in range(4)]
+    containers[0].get_or_load("hot", backend.loader("item"))
+    _near_expiry(containers[0], "hot", 1_000)
+    start = threading.Barrier(40)
+
+    def read(container: TieredCache) -> None:
+        start.wait()
+        container.get_or_load("hot", backend.loader("item", delay=0.2))
+
+    threads = [threading.Thread(target=read, args=(containers[i % 4],)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert backend.loads == 2  # the first fill, and one refresh for all 40 readers
+
+
+def test_an_invalidation_during_a_refresh_wins(redis_url: str) -> None:
+    backend = Backend(item=1)
+    container = _container(l1_seconds=0, chance=lambda: 0.0)
+    container.get_or_load("hot", backend.loader("item"))
+    _near_expiry(container, "hot", 1_000)
+
+    def stale_then_write() -> int:
+        value = backend.values["item"]  # the refresh reads the backend, then a write lands and invalidates
+        backend.values["item"] = 3
+        _container().invalidate("hot")
+        return value
+
+    container.get_or_load("hot", stale_then_write)
+    assert container.counts["rejected_fills"] == 1
+    assert container.get_or_load("hot", backend.loader("item")) == 3
+
+
+# ------------------------------------------------------------------------------ warming
+class ManyBackend:
+    """A backend read 100 keys at a time (BatchGetItem's limit), recording each call's keys."""
+
+    def __init__(self, count: int) -> None:
+        self.values = {f"k{i}": {"n": i} for i in range(count)}
+        self.calls: list[list[str]] = []
+
+    def load_many(self, keys: list[str]) -> dict[str, Any]:
+        self.calls.append(list(keys))
+        return {k: self.values[k] for k in keys if k in self.values}
+
+
+def test_warming_loads_in_batches_of_100_then_serves_every_key_from_l1(redis_url: str) -> None:
+    backend = ManyBackend(250)
+    first = _container()
+    assert first.warm(sorted(backend.values), backend.load_many) == 250
+    assert [len(c) for c in backend.calls] == [100, 100, 50]
+
+    second = _container()  # another container's cold start: every key from Redis, no backend call
+    assert second.warm(sorted(backend.values), backend.load_many) == 250
+    assert len(backend.calls) == 3
+    never = Backend()
+    assert all(second.get_or_load(k, never.loader("absent")) == v for k, v in backend.values.items())
+    assert never.loads == 0 and second.counts["hits_l1"] == 250 and second.counts["warmed"] == 250
+
+
+def test_an_invalidation_during_warming_wins(redis_url: str) -> None:
+    backend = ManyBackend(3)
+    container = _container()
+
+    def load_then_write(keys: list[str]) -> dict[str, Any]:
+        loaded = backend.load_many(keys)
+        backend.values["k1"] = {"n": 100}  # a write after the read, acknowledged with its invalidation
+        _container().invalidate("k1")
+        return loaded
+
+    assert container.warm(["k0", "k1", "k2"], load_then_write) == 2
+    assert container.get_or_load("k1", lambda: backend.values["k1"]) == {"n": 100}
+
+
+def test_warming_without_redis_does_nothing_and_never_fails() -> None:
+    def down() -> Any:
+        raise redis.exceptions.ConnectionError("refused")
+
+    backend = ManyBackend(5)
+    assert TieredCache("registry", redis=down).warm(list(backend.values), backend.load_many) == 0
+    assert backend.calls == []
+
+
+def test_warming_runs_once_per_process(redis_url: str) -> None:
+    runs: list[int] = []
+    for _ in range(3):
+        caching.warm_at_cold_start("roles", lambda: runs.append(1) or 1)
+    assert runs == [1]
+    caching.reset()  # a new container
+    caching.warm_at_cold_start("roles", lambda: runs.append(1) or 1)
+    assert runs == [1, 1]

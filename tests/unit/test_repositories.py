@@ -300,3 +300,28 @@ def test_agent_history_needs_enough_runs(table: str) -> None:
     history = repo.history(["CodeAgent", "TestAgent"])
     assert history.success_rate("CodeAgent") == pytest.approx(4 / 5)
     assert history.success_rate("TestAgent") is None
+
+
+def test_the_registry_is_warmed_at_cold_start_and_a_registration_reaches_every_container(
+    redis_url: str, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tdev import caching
+    from tdev.caching import TieredCache
+
+    first = AgentRepository(table, DEFAULT_AGENTS, cache=TieredCache("registry"))
+    assert first.warm() == len(DEFAULT_AGENTS)  # every built-in, one BatchGetItem
+    second = AgentRepository(table, DEFAULT_AGENTS, cache=TieredCache("registry"))
+    assert second.warm() == len(DEFAULT_AGENTS)  # from Redis
+
+    def no_table(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the warmed registry read the table")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(AgentRepository, "_stored_spec", no_table)
+        assert second.get("CodeAgent").name == "CodeAgent"
+
+    code = second.get("CodeAgent")
+    first.register(code.model_copy(update={"version": "9.0.0", "role": "Rewriter"}), author="ops", reason="r")
+    assert second.get("CodeAgent").role == "Rewriter"  # no stale read after the write is acknowledged
+    assert second.get("CodeAgent@9.0.0").role == "Rewriter"
+    caching.reset()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import secrets
 import threading
@@ -69,16 +70,34 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _RETRIES = 3
 _FLIGHT_ROUNDS = 3
 
-COUNTERS = ("hits_l1", "hits_l2", "misses", "loads", "waited", "bypassed", "rejected_fills", "invalidations")
+# Early refresh of hot keys (probabilistic early expiration): an L2 hit in the last EARLY_REFRESH_FRACTION of
+# the entry's TTL reloads it with a probability rising from 0 at the window's start to 1 at expiry. A hot
+# key is read in that window many times, so one read (the lock's winner) refreshes it before it expires and
+# its readers never meet the miss; a cold one simply expires.
+EARLY_REFRESH_FRACTION = 0.1
+
+COUNTERS = (
+    "hits_l1",
+    "hits_l2",
+    "misses",
+    "loads",
+    "waited",
+    "bypassed",
+    "rejected_fills",
+    "invalidations",
+    "refreshes",
+    "warmed",
+)
+WARM_BATCH = 100  # keys per warming round trip (and per BatchGetItem, whose limit it is)
 
 _READ = """
 local r = redis.call('HMGET', KEYS[1], 'g', 'v')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'g', ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return {ARGV[1], false}
+  return {ARGV[1], false, -2}
 end
-return r
+return {r[1], r[2], redis.call('PTTL', KEYS[1])}
 """
 _FILL = """
 if redis.call('HGET', KEYS[1], 'g') ~= ARGV[1] then return 0 end
@@ -189,11 +208,12 @@ class TieredCache:
         lock_lease_ms: int = LOCK_LEASE_MS,
         wait_seconds: float = WAIT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        chance: Callable[[], float] = random.random,
     ) -> None:
         if not _NAME.match(namespace):
             raise ValueError(f"cache namespace {namespace!r} must match {_NAME.pattern}")
         self.namespace = namespace
-        self._redis, self._clock = redis, clock
+        self._redis, self._clock, self._chance = redis, clock, chance
         self.l1_seconds, self.l1_max_entries = l1_seconds, l1_max_entries
         self.lock_lease_ms, self.wait_seconds = lock_lease_ms, wait_seconds
         # entry key -> (generation, encoded value, monotonic time it lapses)
@@ -319,9 +339,14 @@ class TieredCache:
         """Redis's value of the entry, or the backend's (one loader across processes): (value, encoded)."""
         reading = flight.reading if flight is not None else _nothing
         reading()
-        generation, value = self._read(client, entry, ttl)
+        generation, value, remaining_ms = self._read(client, entry, ttl)
         if value is not None:
             self._count("hits_l2")
+            refreshed = self._refresh_early(
+                client, entry, generation, remaining_ms, ttl, loader, encode, policy
+            )
+            if refreshed is not None:
+                value = refreshed
             self._l1_put(entry, generation, value, ttl)
             return decode(value), value
         self._count("misses")
@@ -360,17 +385,65 @@ class TieredCache:
             while len(self._l1) > self.l1_max_entries:
                 self._l1.popitem(last=False)
 
-    def _read(self, client: Any, entry: str, ttl: int) -> tuple[str, str | None]:
+    def _read(self, client: Any, entry: str, ttl: int) -> tuple[str, str | None, int]:
+        """(generation, value or None, the entry's remaining TTL in ms: negative when it had none)."""
         read = self._script(client, "read", _READ)
-        generation, value = read(keys=[entry], args=[secrets.token_hex(8), ttl])
-        return str(generation), value
+        generation, value, remaining_ms = read(keys=[entry], args=[secrets.token_hex(8), ttl])
+        return str(generation), value, int(remaining_ms)
+
+    def _refresh_early(
+        self,
+        client: Any,
+        entry: str,
+        generation: str,
+        remaining_ms: int,
+        ttl: int,
+        loader: Callable[[], T],
+        encode: Callable[[T], str],
+        policy: Callable[[T], Freshness] | None,
+    ) -> str | None:
+        """The reloaded value when this hit refreshes the entry before it expires, else None (serve the
+        cached one). One refresher per key (the loader's lock, not waited for); the fill is conditional on
+        the generation like any other, so an invalidation during the refresh wins."""
+        window_ms = ttl * 1000 * EARLY_REFRESH_FRACTION
+        if remaining_ms < 0 or remaining_ms >= window_ms:
+            return None
+        if self._chance() >= 1 - remaining_ms / window_ms:
+            return None
+        token = secrets.token_hex(8)
+        if not client.set(f"{entry}:lock", token, nx=True, px=self.lock_lease_ms):
+            return None  # another reader is loading it: this one serves the cached value
+        try:
+            # A refresher that held the lock a moment ago gave the entry its TTL again: nothing to do.
+            if int(client.pttl(entry)) >= window_ms:
+                return None
+            self._count("refreshes")
+            self._count("loads")
+            try:
+                loaded = loader()
+            except Exception as exc:  # the cached value is still valid: serve it, the next hit retries
+                logger.warning(
+                    "cache early refresh failed", extra={"cache": self.namespace, "error": str(exc)[:200]}
+                )
+                return None
+            if policy is not None:
+                ttl = TTL_SECONDS[policy(loaded)]
+            encoded = _encoded_or_none(encode, loaded)
+            if encoded is None:
+                return None
+            if self._script(client, "fill", _FILL)(keys=[entry], args=[generation, encoded, ttl]):
+                return encoded
+            self._count("rejected_fills")  # invalidated meanwhile: the next read loads the new value
+            return None
+        finally:
+            self._script(client, "release", _RELEASE)(keys=[f"{entry}:lock"], args=[token])
 
     def _filled_by_another(
         self, client: Any, entry: str, ttl: int, reading: Callable[[], None]
     ) -> str | None:
         """The entry's value when another loader has filled it meanwhile (kept in L1 too), else None."""
         reading()
-        generation, value = self._read(client, entry, ttl)
+        generation, value, _ = self._read(client, entry, ttl)
         if value is None:
             return None
         self._count("waited")
@@ -438,6 +511,63 @@ class TieredCache:
             return loaded, encoded
         finally:
             self._script(client, "release", _RELEASE)(keys=[f"{entry}:lock"], args=[token])
+
+    # ---------------------------------------------------------------------------------------- warming
+    def warm(
+        self,
+        keys: Iterable[str],
+        load_many: Callable[[list[str]], dict[str, T]],
+        *,
+        freshness: Freshness = Freshness.VOLATILE,
+        encode: Callable[[T], str] = json.dumps,
+        batch_size: int = WARM_BATCH,
+    ) -> int:
+        """At cold start: every key's value into this container's L1, in batches of `batch_size` (100).
+
+        Each batch is one pipelined round trip to Redis (one HMGET per key: cluster-safe, no cross-slot
+        command) and, for the keys Redis does not hold, one `load_many(keys)` call to the backend (a
+        BatchGetItem takes 100 keys), each filled under its generation like any load (an invalidation
+        meanwhile wins). A key `load_many` does not answer is left to the first read. Returns how many
+        keys this container now holds. Never raises: warming only saves the first reads' misses."""
+        if not _enabled.is_set():
+            return 0
+        client = self._client()
+        if client is None:
+            return 0
+        ttl, warmed, wanted = TTL_SECONDS[freshness], 0, list(dict.fromkeys(keys))
+        try:
+            for start in range(0, len(wanted), batch_size):
+                batch = wanted[start : start + batch_size]
+                pipe = client.pipeline(transaction=False)
+                for key in batch:
+                    pipe.hmget(self.entry_key(key), "g", "v")
+                missing: dict[str, str] = {}
+                for key, (generation, value) in zip(batch, pipe.execute(), strict=True):
+                    if generation is not None and value is not None:
+                        self._l1_put(self.entry_key(key), generation, value, ttl)
+                        warmed += 1
+                    else:  # a generation to fill under, noted before the backend is read
+                        missing[key] = self._read(client, self.entry_key(key), ttl)[0]
+                if not missing:
+                    continue
+                self._count("loads")
+                loaded = load_many(list(missing))
+                fill = self._script(client, "fill", _FILL)
+                for key, generation in missing.items():
+                    if key not in loaded:
+                        continue
+                    encoded = _encoded_or_none(encode, loaded[key])
+                    if encoded is not None and fill(
+                        keys=[self.entry_key(key)], args=[generation, encoded, ttl]
+                    ):
+                        self._l1_put(self.entry_key(key), generation, encoded, ttl)
+                        warmed += 1
+        except _redis_errors() as exc:
+            self._went_down(exc)
+        except Exception as exc:  # the backend's failure: the first reads load what is not warmed
+            logger.warning("cache warming failed", extra={"cache": self.namespace, "error": str(exc)[:300]})
+        self._count_many("warmed", warmed)
+        return warmed
 
     # ----------------------------------------------------------------------------------- invalidation
     def invalidate(self, key: str, *, strict: bool = False) -> None:
@@ -548,10 +678,13 @@ class TieredCache:
 
     # -------------------------------------------------------------------------------------- stats
     def _count(self, name: str) -> None:
+        self._count_many(name, 1)
+
+    def _count_many(self, name: str, amount: int) -> None:
         with self._lock:
-            self.counts[name] += 1
-            self._unflushed[name] += 1
-            self._unpublished[name] += 1
+            self.counts[name] += amount
+            self._unflushed[name] += amount
+            self._unpublished[name] += amount
 
     def hit_rate(self) -> float:
         hits = self.counts["hits_l1"] + self.counts["hits_l2"] + self.counts["waited"]
@@ -627,7 +760,7 @@ def emit_metrics(namespace: str, counts: dict[str, int]) -> None:
 
 # ------------------------------------------------------------------------------ the process's caches
 # Every namespace a product path caches; `tdev cache stats` reads their counters (no keyspace walk).
-NAMESPACES = ("executions", "apikeys", "roles")
+NAMESPACES = ("executions", "apikeys", "roles", "registry")
 _caches: dict[str, TieredCache] = {}
 _registry_lock = threading.Lock()
 _enabled = threading.Event()
@@ -659,6 +792,28 @@ def named(namespace: str) -> TieredCache:
         return _caches[namespace]
 
 
+_warmed: set[str] = set()  # what this process has warmed (once per container: its cold start)
+
+
+def warm_at_cold_start(what: str, warm: Callable[[], int]) -> None:
+    """Run `warm` (a `TieredCache.warm` of what every invocation reads) once per process: a handler calls
+    it first thing, so only the cold start pays. Never fails the invocation."""
+    with _registry_lock:
+        if what in _warmed:
+            return
+        _warmed.add(what)
+    started = time.perf_counter()
+    try:
+        warmed = warm()
+    except Exception as exc:  # warming only saves first misses; the reads load what it could not
+        logger.warning("cache warming failed", extra={"warming": what, "error": str(exc)[:300]})
+        return
+    logger.info(
+        "cache warmed at cold start",
+        extra={"warming": what, "keys": warmed, "ms": round((time.perf_counter() - started) * 1000, 1)},
+    )
+
+
 def publish_invocation_metrics() -> None:
     """The end of an invocation: every cache this process used prints its counters as EMF."""
     with _registry_lock:
@@ -674,6 +829,7 @@ def reset() -> None:
         for held in _caches.values():
             held.forget_local()
         _caches.clear()
+        _warmed.clear()
 
 
 def stats(client: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tdev.data.incidents import ErrorRepository
 from tdev.data.verify import VerifyRepository
 from tdev.errors import ConfigurationError
 from tdev.settings import get_settings
+from tdev.write_behind import Record, WriteBehind, sqs_dead_letter
 
 
 @lru_cache(maxsize=1)
@@ -57,9 +58,42 @@ def verify_records() -> VerifyRepository:
     return VerifyRepository(settings.table_name, retention_days=settings.execution_retention_days)
 
 
+REGISTRY_CACHE = "registry"
+
+
 @lru_cache(maxsize=1)
 def agents() -> AgentRepository:
-    return AgentRepository(get_settings().table_name, DEFAULT_AGENTS)
+    settings = get_settings()
+    # Every workflow step reads its agent's spec: through the read cache over the shared Redis, if any.
+    return AgentRepository(
+        settings.table_name,
+        DEFAULT_AGENTS,
+        cache=caching.named(REGISTRY_CACHE) if settings.redis_url else None,
+    )
+
+
+AGENT_RUNS_QUEUE = "agent-runs"
+
+
+@lru_cache(maxsize=1)
+def run_statistics() -> WriteBehind:
+    """Agent run counters (every task run adds one), written behind: buffered in Redis, applied to the table
+    at the end of the invocation, dead-lettered to TDEV_WRITE_BEHIND_DLQ_URL after the retries."""
+    dlq = get_settings().write_behind_dlq_url
+    return WriteBehind(
+        AGENT_RUNS_QUEUE, _record_run, dead_letter=sqs_dead_letter(dlq, AGENT_RUNS_QUEUE) if dlq else None
+    )
+
+
+def _record_run(record: Record) -> None:
+    """One buffered run applied: counted once per run id, so a flush repeated after a crash counts nothing
+    twice (`AgentRepository.record_run`)."""
+    agents().record_run(
+        str(record["agent"]),
+        str(record["run_id"]),
+        succeeded=bool(record["succeeded"]),
+        duration_ms=int(record["duration_ms"]),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -75,6 +109,7 @@ def reset() -> None:
     cache.reset()
     executions.cache_clear()
     agents.cache_clear()
+    run_statistics.cache_clear()
     forget_checked_catalogs()  # a new (emulated) table is checked again
     verify_records.cache_clear()
     errors.cache_clear()

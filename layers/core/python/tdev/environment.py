@@ -62,6 +62,7 @@ class Var(StrEnum):
     TDEV_ALERT_SECRET_NAME = "TDEV_ALERT_SECRET_NAME"
     TDEV_ALERT_EMAIL_TOPIC_ARN = "TDEV_ALERT_EMAIL_TOPIC_ARN"
     TDEV_ALERT_SMS_TOPIC_ARN = "TDEV_ALERT_SMS_TOPIC_ARN"
+    TDEV_WRITE_BEHIND_DLQ_URL = "TDEV_WRITE_BEHIND_DLQ_URL"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -148,6 +149,12 @@ class AgentEnvironment(ModelCallerEnvironment):
 
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
     sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
+
+
+class RunAgentEnvironment(AgentEnvironment):
+    """run_agent: also the dead-letter queue of the run statistics it writes behind (tdev.write_behind)."""
+
+    write_behind_dlq_url: str | None = Field(default=None, min_length=8, alias="TDEV_WRITE_BEHIND_DLQ_URL")
 
 
 class ReconcilerEnvironment(WorkflowEnvironment):

@@ -20,6 +20,8 @@ class Settings(BaseModel):
     execution_retention_days: int = Field(default=90, ge=1, alias="TDEV_EXECUTION_RETENTION_DAYS")
     kms_key_id: str | None = Field(default=None, alias="KMS_KEY_ID")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # Write-behind (tdev.write_behind): the SQS queue that receives records that failed every retry.
+    write_behind_dlq_url: str | None = Field(default=None, alias="TDEV_WRITE_BEHIND_DLQ_URL")
     idempotency_ttl_seconds: int = Field(default=86_400, ge=60, alias="TDEV_IDEMPOTENCY_TTL_SECONDS")
     # Security (tdev.security): token issuer, application rate limits ("<requests>/<seconds>"), body limit.
     jwt_issuer: str | None = Field(default=None, alias="TDEV_JWT_ISSUER")

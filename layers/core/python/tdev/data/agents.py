@@ -11,6 +11,12 @@ new code, so the first cold start after it) and the local runtime at start, and 
 whose stored spec is missing or another built-in version; a spec an operator registered
 (`origin=custom`, `PUT /v1/agents/{name}`, even over a built-in's name) is never overwritten. Items
 written before origins existed were only ever written by the seeder, so they count as built-in.
+
+With a read cache (`tdev.caching`, namespace `registry`) every container reads an agent's current spec
+from the shared cache (hot and rarely updated: 24 h), warmed at cold start for every built-in in batches of
+100 (one BatchGetItem each, `warm`); each write of a current spec invalidates it in the same code path
+(strictly for an operator's registration: it is not acknowledged until no container can serve the old one).
+Versioned reads (`name@version`) are immutable items, read as they are.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from typing import Any
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from tdev import aws
+from tdev import aws, caching
+from tdev.caching import Freshness, TieredCache
 from tdev.data import schema
 from tdev.data.codec import from_item, serialize, to_item
 from tdev.data.store import cancellation_codes, transact_write
@@ -55,9 +62,12 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 
 class AgentRepository:
-    def __init__(self, table_name: str, defaults: Sequence[AgentSpec] = ()) -> None:
+    def __init__(
+        self, table_name: str, defaults: Sequence[AgentSpec] = (), *, cache: TieredCache | None = None
+    ) -> None:
         self._table_name = table_name
         self._defaults = {spec.name: spec for spec in defaults}
+        self._cache = cache
 
     @property
     def _table(self) -> Any:
@@ -124,6 +134,7 @@ class AgentRepository:
                     ]
                 )
                 written += 1
+                self._changed(spec.name, strict=False)  # a deploy's upsert: replayed if Redis is away
             except ClientError as exc:
                 if "ConditionalCheckFailed" not in cancellation_codes(exc):
                     raise
@@ -171,7 +182,13 @@ class AgentRepository:
             if "ConditionalCheckFailed" in cancellation_codes(exc):
                 raise ConflictError(f"{spec.ref} was registered concurrently", field="version") from None
             raise
+        self._changed(spec.name, strict=True)
         return True
+
+    def _changed(self, name: str, *, strict: bool) -> None:
+        """The current spec of `name` was written: no container serves the cached one from now on."""
+        if self._cache is not None:
+            self._cache.invalidate(name, strict=strict)
 
     def put(self, spec: AgentSpec) -> None:
         """An operator's spec (tests, tools): `register` without an author."""
@@ -203,13 +220,43 @@ class AgentRepository:
             if item is not None:
                 return AgentSpec.model_validate(from_item(item)["spec"])
             raise UnknownAgentError(f"no agent {ref} in the registry", field="agent")
-        item = self._table.get_item(Key=schema.agent_key(name)).get("Item")
-        if item is not None:
-            return AgentSpec.model_validate(from_item(item)["spec"])
+        stored = self._current_spec(name)
+        if stored is not None:
+            return AgentSpec.model_validate(stored)
         if name in self._defaults:
             self.upsert_builtins([self._defaults[name]])
             return self._defaults[name]
         raise UnknownAgentError(f"no agent named {name} in the registry", field="agent")
+
+    def _current_spec(self, name: str) -> dict[str, Any] | None:
+        """The stored current spec document of `name` (None: nothing stored), through the read cache."""
+        if self._cache is not None and caching.is_enabled():
+            return self._cache.get_or_load(name, lambda: self._stored_spec(name), freshness=Freshness.STABLE)
+        return self._stored_spec(name)
+
+    def _stored_spec(self, name: str) -> dict[str, Any] | None:
+        item = self._table.get_item(Key=schema.agent_key(name)).get("Item")
+        return None if item is None else dict(from_item(item)["spec"])
+
+    def _stored_specs(self, names: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Current spec documents of up to 100 `names` in one BatchGetItem (None: nothing stored)."""
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(names)
+        request: dict[str, Any] = {self._table_name: {"Keys": [schema.agent_key(n) for n in names]}}
+        while request:
+            response = aws.table(self._table_name).meta.client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(self._table_name, []):
+                plain = from_item(item)
+                found[plain["PK"].removeprefix("AGENT#")] = dict(plain["spec"])
+            request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def warm(self) -> int:
+        """Cold start: every built-in agent's current spec into this container's cache, 100 a round trip
+        (what every workflow step reads). Returns how many are warm; 0 without a cache."""
+        if self._cache is None:
+            return 0
+        self.ensure_builtins()
+        return self._cache.warm(sorted(self._defaults), self._stored_specs, freshness=Freshness.STABLE)
 
     def origin(self, name: str) -> str | None:
         """`builtin`, `custom`, or None when nothing is stored under `name`."""

@@ -201,6 +201,14 @@ def step_levels(plan: Plan) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------- run agent
+def _count_run(agent: str, run_id: str, *, succeeded: bool, duration_ms: int) -> None:
+    """The agent's run counters, written behind (tdev.write_behind): acknowledged once buffered in Redis,
+    applied by the flush at the end of this invocation (run_agent's handler), once per run id."""
+    container.run_statistics().submit(
+        {"agent": agent, "run_id": run_id, "succeeded": succeeded, "duration_ms": duration_ms}
+    )
+
+
 @tracer.capture_method
 def run_task(execution_id: str, task_id: str, attempt: int = 0) -> AgentResult:
     """Run one agent task on its model chain and store the result (exactly once per task)."""
@@ -224,7 +232,7 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
     if already is not None:  # a redelivered invocation: the work is done, do not pay for it twice
         # ... but count it, once: the first invocation may have stopped between the result and the count.
         run_id = f"{execution_id}#{task_id}#SUCCEEDED"
-        container.agents().record_run(already.agent, run_id, succeeded=True, duration_ms=already.duration_ms)
+        _count_run(already.agent, run_id, succeeded=True, duration_ms=already.duration_ms)
         return already
     execution = executions.get(execution_id)
     plan = executions.get_plan(execution_id)
@@ -277,7 +285,7 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
                 Usage(),
             )
             if not isinstance(exc, TransientError):
-                container.agents().record_run(
+                _count_run(
                     task.agent, f"{execution_id}#{task_id}#FAILED", succeeded=False, duration_ms=duration_ms
                 )
             raise
@@ -295,7 +303,7 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
             files_changed=tools.changed if tools else [],
         )
         stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
-        container.agents().record_run(
+        _count_run(
             task.agent, f"{execution_id}#{task_id}#SUCCEEDED", succeeded=True, duration_ms=run.duration_ms
         )
         _record_agent_metrics(task.agent, run.model, "succeeded", run.duration_ms, run.usage)

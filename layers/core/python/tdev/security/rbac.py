@@ -506,6 +506,14 @@ class PolicyStore:
             self._loaded_at = self._checked_at = self._clock()
             return self._roles
 
+    def warm(self) -> int:
+        """Cold start: the roles' listing (one key, what every authorization reads) into this container's
+        cache and parsed. Returns the keys warmed: 0 without a cache."""
+        if self._cache is None or not caching.is_enabled():
+            return 0
+        self._cached_roles(self._cache)
+        return 1
+
     def _cached_roles(self, cache: TieredCache) -> dict[str, Role]:
         """The listing from the read cache; parsed again only when it is not the one parsed last."""
         listing = cache.get_or_load(
