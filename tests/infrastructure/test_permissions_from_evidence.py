@@ -451,8 +451,8 @@ def _drive_every_path(rt: Any) -> None:
         )
     delivered = rt.deliver_alerts()
     # The drive's own failures above were recorded by error analytics, whose events reach the intake too.
-    assert any(o["key"] not in ("error:evidence", "error:evidence-spike") for o in delivered), delivered
-    outcomes = [o for o in delivered if o["key"] in ("error:evidence", "error:evidence-spike")]
+    assert any(o.get("key") not in ("error:evidence", "error:evidence-spike") for o in delivered), delivered
+    outcomes = [o for o in delivered if o.get("key") in ("error:evidence", "error:evidence-spike")]
     assert [o["outcome"] for o in outcomes] == ["notified", "escalating", "grouped"], outcomes
     assert rt.api("GET", "/v1/alerts", headers=admin)[0] == 200
     for alert in {o["alert_id"] for o in delivered if o["outcome"] == "escalating"}:
