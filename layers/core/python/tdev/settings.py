@@ -63,6 +63,12 @@ class Settings(BaseModel):
     # gives it back when the lease ends, so it must outlive the longest run (a Lambda lives at most 900 s).
     model_max_concurrent: int = Field(default=50, ge=1, le=10_000, alias="TDEV_MODEL_MAX_CONCURRENT")
     capacity_lease_seconds: int = Field(default=960, ge=1, le=3_600, alias="TDEV_CAPACITY_LEASE_SECONDS")
+    # The load balancer's strategy among interchangeable agents (tdev.orchestration.routing.Strategy).
+    routing_strategy: str = Field(
+        default="weighted_round_robin",
+        pattern=r"^(weighted_round_robin|least_connections|resource_based)$",
+        alias="TDEV_ROUTING_STRATEGY",
+    )
     # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
     config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,11 +32,12 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from tdev import cache
-from tdev.data.agents import AgentRepository
+from tdev.data.agents import AgentRepository, StoredHistory
 from tdev.errors import CapacityExhausted, NotFoundError, UnknownAgentError
 from tdev.models import AgentSpec, Priority
 from tdev.observability import NAMESPACE, logger
 from tdev.orchestration.admission import EFFECTIVE_PRIORITY_LUA, LEVELS
+from tdev.orchestration.routing import AVAILABLE_BELOW, AgentLoad, LoadBalancer, Strategy, redis_turns
 from tdev.settings import get_settings
 
 KEY_PREFIX = "tdev:capacity"
@@ -248,10 +249,6 @@ def _decided(outcome: str, latency_ms: float) -> None:
         m.add_dimension(name="service", value=ROUTING_SERVICE)
 
 
-# Spec 1.3: an agent is available to new work below 0.8 x its capacity.
-AVAILABLE_BELOW = 0.8
-
-
 def agent_health(registry: AgentRepository, name: str, *, sem: Semaphore | None = None) -> dict[str, Any]:
     """An agent's health: its version, runs in flight and waiting against its capacity, whether it is
     available (below 0.8 x capacity), and its run history (success rate, average duration)."""
@@ -281,3 +278,43 @@ def agent_health(registry: AgentRepository, name: str, *, sem: Semaphore | None 
         "success_rate": round(stats["successes"] / runs, 4) if runs else None,
         "average_duration_ms": round(stats["total_duration_ms"] / runs) if runs else None,
     }
+
+
+class CapacityLoads:
+    """The load balancer's view of agents (tdev.orchestration.routing.LoadSource): runs in flight from the
+    capacity semaphores, capacity from the specs, cpu and memory shares from the stored run history."""
+
+    def __init__(
+        self, sem: Semaphore, specs: Iterable[AgentSpec], history: StoredHistory | None = None
+    ) -> None:
+        self._sem, self._history = sem, history
+        self._capacity = {spec.name: spec.max_concurrent for spec in specs}
+
+    def loads(self, agents: Sequence[str]) -> dict[str, AgentLoad]:
+        return {
+            agent: AgentLoad(
+                agent,
+                self._sem.in_flight(agent_key(agent)),
+                self._capacity[agent],
+                cpu=self._history.cpu_share(agent) if self._history else None,
+                memory=self._history.memory_share(agent) if self._history else None,
+            )
+            for agent in agents
+            if agent in self._capacity
+        }
+
+
+def load_balancer(specs: Sequence[AgentSpec], history: StoredHistory) -> LoadBalancer | None:
+    """The planner's load balancer on the shared Redis, with the configured strategy; None (routing by the
+    request alone, logged) in a deployment without Redis, where no load is counted (see `running`)."""
+    settings = get_settings()
+    if not settings.redis_url:
+        logger.warning("load-aware routing skipped: REDIS_URL is not set")
+        return None
+    redis = cache.redis_client()
+    return LoadBalancer(
+        CapacityLoads(Semaphore(redis), specs, history),
+        strategy=Strategy(settings.routing_strategy),
+        history=history,
+        next_turn=redis_turns(redis),
+    )
