@@ -108,7 +108,8 @@ def test_least_connections_picks_the_peer_with_the_fewest_runs_relative_to_capac
 
 
 def test_resource_based_picks_the_lowest_weighted_cpu_memory_and_task_load() -> None:
-    # A: 0.4*0.9 + 0.3*0.1 + 0.3*0.0 = 0.39; B: 0.4*0.1 + 0.3*0.2 + 0.3*0.5 = 0.25; C: 0.4*0.2 + 0.3*0.9 = 0.35
+    # A: 0.4*0.9 + 0.3*0.1 + 0.3*0.0 = 0.39; B: 0.4*0.1 + 0.3*0.2 + 0.3*0.5 = 0.25;
+    # C: 0.4*0.2 + 0.3*0.9 = 0.35
     balancer = LoadBalancer(
         Loads({"A": (0, 10, 0.9, 0.1), "B": (5, 10, 0.1, 0.2), "C": (0, 10, 0.2, 0.9)}),
         strategy=Strategy.RESOURCE_BASED,

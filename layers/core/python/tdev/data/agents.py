@@ -342,6 +342,10 @@ class StoredHistory:
             return None
         return int(row.get("successes", 0)) / int(row["runs"])
 
+    def totals(self) -> dict[str, int]:
+        """Every agent's counters added up (the platform's completed and failed tasks)."""
+        return {k: sum(int(row.get(k, 0)) for row in self._stats.values()) for k in STAT_FIELDS}
+
     def _row(self, agent: str) -> dict[str, Any] | None:
         row = self._stats.get(agent)
         return row if row and int(row.get("runs", 0)) >= self.MIN_RUNS else None

@@ -318,3 +318,43 @@ def load_balancer(specs: Sequence[AgentSpec], history: StoredHistory) -> LoadBal
         history=history,
         next_turn=redis_turns(redis),
     )
+
+
+def platform_health(registry: AgentRepository, *, sem: Semaphore | None = None) -> dict[str, Any]:
+    """The platform's health for operators: registered and active agents (runs in flight), tasks running
+    and queued for capacity (the semaphores), completed and failed (every agent's run counters, one batch
+    read), and the average response time of a run. In-flight figures are None without the shared Redis."""
+    specs = registry.list()
+    if sem is None and get_settings().redis_url:
+        sem = semaphore()
+    history = registry.history(spec.name for spec in specs)
+    agents = []
+    for spec in specs:
+        in_flight = sem.in_flight(agent_key(spec.name)) if sem else None
+        waiting = sem.waiting(agent_key(spec.name)) if sem else None
+        agents.append(
+            {
+                "agent": spec.name,
+                "in_flight": in_flight,
+                "waiting": waiting,
+                "max_concurrent": spec.max_concurrent,
+                "available": None if in_flight is None else in_flight < AVAILABLE_BELOW * spec.max_concurrent,
+            }
+        )
+    totals = history.totals()
+    counted = sem is not None
+    return {
+        "agents": len(specs),
+        "active_agents": sum(1 for a in agents if a["in_flight"]) if counted else None,
+        "available_agents": sum(1 for a in agents if a["available"]) if counted else None,
+        "tasks": {
+            "running": sum(a["in_flight"] or 0 for a in agents) if counted else None,
+            "queued": sum(a["waiting"] or 0 for a in agents) if counted else None,
+            "completed": totals["successes"],
+            "failed": totals["failures"],
+        },
+        "average_response_ms": round(totals["total_duration_ms"] / totals["runs"])
+        if totals["runs"]
+        else None,
+        "by_agent": agents,
+    }
