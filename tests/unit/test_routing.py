@@ -227,3 +227,21 @@ def test_capacity_loads_read_cpu_and_memory_shares_from_the_stored_run_history(r
     assert loads["DocsAgent"].cpu == 0.25 and loads["DocsAgent"].memory == 0.3
     assert loads["ManualAgent"].cpu is None and loads["ManualAgent"].in_flight == 0
     assert history.average_duration_ms("DocsAgent") == 200
+
+
+def test_a_failing_load_source_routes_by_the_request_alone_and_counts_a_routing_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    class Unreachable:
+        def loads(self, agents: Sequence[str]) -> Mapping[str, AgentLoad]:
+            raise ConnectionError("Redis unreachable")
+
+    capsys.readouterr()
+    routed = LoadBalancer(Unreachable()).choose("implement", [("CodeAgent", 0.6), ("ReviewAgent", 0.2)])
+    LoadBalancer(Loads({"CodeAgent": (0, 10, None, None)})).choose("implement", [("CodeAgent", 0.6)])
+
+    assert routed.agent == "CodeAgent"  # the plan goes on; its task still waits for capacity if need be
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [r["RoutingErrors"] for r in records if "RoutingErrors" in r] in ([1.0, 0.0], [[1.0], [0.0]])

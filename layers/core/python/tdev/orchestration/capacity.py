@@ -28,16 +28,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-
 from tdev import cache
 from tdev.data.agents import AgentRepository, StoredHistory
 from tdev.errors import CapacityExhausted, NotFoundError, UnknownAgentError
 from tdev.models import AgentSpec, Priority
-from tdev.observability import NAMESPACE, logger
+from tdev.observability import logger
 from tdev.orchestration.admission import EFFECTIVE_PRIORITY_LUA, LEVELS
-from tdev.orchestration.routing import AVAILABLE_BELOW, AgentLoad, LoadBalancer, Strategy, redis_turns
+from tdev.orchestration.routing import (
+    AVAILABLE_BELOW,
+    AgentLoad,
+    LoadBalancer,
+    Strategy,
+    record_decision,
+    redis_turns,
+)
 from tdev.settings import get_settings
 
 KEY_PREFIX = "tdev:capacity"
@@ -224,29 +228,12 @@ def running(
         outcome = "waiting"
         raise
     finally:
-        _decided(outcome, (time.perf_counter() - started) * 1000)
+        record_decision(outcome, (time.perf_counter() - started) * 1000)
     try:
         yield
     finally:
         sem.release(model_lease)
         sem.release(agent_lease)
-
-
-ROUTING_SERVICE = "routing"  # the `service` dimension of the routing metrics, whichever function routes
-
-
-def _decided(outcome: str, latency_ms: float) -> None:
-    """Routing monitoring (spec 1.3.4): RoutingDecisions by outcome (admitted, waiting for capacity, error)
-    and RoutingLatency, the time to take both slots (the p99 alarm's metric, stacks/orchestration_stack)."""
-    if is_metrics_disabled():
-        return
-    with single_metric(name="RoutingDecisions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
-        m.add_dimension(name="service", value=ROUTING_SERVICE)
-        m.add_dimension(name="outcome", value=outcome)
-    with single_metric(
-        name="RoutingLatency", unit=MetricUnit.Milliseconds, value=latency_ms, namespace=NAMESPACE
-    ) as m:
-        m.add_dimension(name="service", value=ROUTING_SERVICE)
 
 
 def agent_health(registry: AgentRepository, name: str, *, sem: Semaphore | None = None) -> dict[str, Any]:

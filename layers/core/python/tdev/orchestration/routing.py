@@ -30,7 +30,10 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tdev.observability import logger
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+from tdev.observability import NAMESPACE, logger
 
 AVAILABLE_BELOW = 0.8  # spec 1.3: available below 0.8 x capacity
 PEER_SHARE = 0.9  # candidates within 90 % of the best available routing weight are peers
@@ -151,7 +154,15 @@ class LoadBalancer:
         """The agent for `intent` among `ranked` ((agent, probability), best first, as the engine ranks)."""
         if not ranked:
             raise ValueError("a routing decision needs at least one candidate")
-        loads = self.source.loads([agent for agent, _ in ranked])
+        try:
+            loads = self.source.loads([agent for agent, _ in ranked])
+            failed = False
+        except Exception as exc:  # Redis unreachable: route by the request alone rather than fail the plan
+            logger.warning(
+                "routing without load: the load balancer's source failed", extra={"error": str(exc)}
+            )
+            loads, failed = {}, True
+        record_error(failed)
         candidates = tuple(
             self._candidate(agent, probability, loads.get(agent)) for agent, probability in ranked
         )
@@ -224,6 +235,36 @@ class LoadBalancer:
         if skipped:
             parts.append(f"not available (>= {AVAILABLE_BELOW:.0%} of capacity): {', '.join(skipped)}")
         return "; ".join(parts)
+
+
+ROUTING_SERVICE = "routing"  # the `service` dimension of the routing metrics, whichever function routes
+
+
+def record_decision(outcome: str, latency_ms: float) -> None:
+    """Routing monitoring (spec 1.3.4) of a capacity decision (tdev.orchestration.capacity.running):
+    RoutingDecisions by outcome (admitted, waiting for capacity, error), RoutingLatency (the time to take
+    both slots: the p99 alarm's metric) and RoutingErrors (stacks/orchestration_stack)."""
+    if is_metrics_disabled():
+        return
+    with single_metric(name="RoutingDecisions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+        m.add_dimension(name="service", value=ROUTING_SERVICE)
+        m.add_dimension(name="outcome", value=outcome)
+    with single_metric(
+        name="RoutingLatency", unit=MetricUnit.Milliseconds, value=latency_ms, namespace=NAMESPACE
+    ) as m:
+        m.add_dimension(name="service", value=ROUTING_SERVICE)
+    record_error(outcome == "error")
+
+
+def record_error(failed: bool) -> None:
+    """RoutingErrors: 1 for a routing decision that failed, 0 for one that did not, so the metric's
+    Average is the error rate (the > 5 % alarm, stacks/orchestration_stack)."""
+    if is_metrics_disabled():
+        return
+    with single_metric(
+        name="RoutingErrors", unit=MetricUnit.Count, value=1 if failed else 0, namespace=NAMESPACE
+    ) as m:
+        m.add_dimension(name="service", value=ROUTING_SERVICE)
 
 
 def _smooth_cycle(turns: list[int]) -> list[int]:
