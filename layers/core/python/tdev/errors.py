@@ -136,3 +136,10 @@ class CapacityExhausted(TDevError):
     def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
+
+
+class AgentPoolExhausted(CapacityExhausted):
+    """Every agent of one kind in this container's pool is leased (tdev.agents.pool): the workflow waits on
+    it as on a full capacity semaphore (the same ASL `Retry`)."""
+
+    code = "AgentPoolExhausted"

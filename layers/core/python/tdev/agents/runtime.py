@@ -24,6 +24,7 @@ from agno.models.base import Model
 from agno.run.base import RunStatus
 from agno.tools import Toolkit
 
+from tdev.agents import pool as agent_pools
 from tdev.agents.tools import MAX_TOOL_CALLS
 from tdev.errors import AgentError, BudgetExceeded, ExecutionCancelled, TransientError
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
@@ -224,31 +225,34 @@ def run_agent(
     resolved = model if model is not None else resolve_model(model_name)
     # Each model call reserves its worst case from the request's budget first (when a ledger is in use).
     meter_model(resolved, model_name, configured_max_output_tokens())
-    agent = build_agent(spec, model_name, model=resolved, tools=tools)
     _record_raised_exceptions(resolved)
     raised: list[BaseException] = []
-    token = _raised_by_model.set(raised)
-    started = time.perf_counter()
-    try:
-        output = agent.run(prompt)
-    except Exception as exc:  # Agno catches model errors itself; this is for failures around the model
-        raise _failure(spec, model_name, exc) from exc
-    finally:
-        _raised_by_model.reset(token)
-    duration_ms = int((time.perf_counter() - started) * 1000)
-
-    stop = next((e for e in raised if isinstance(e, BudgetExceeded | ExecutionCancelled)), None)
-    if stop is not None:  # the ledger refused a call: the request stops, whatever Agno made of it
-        raise stop
-    if output.status is not RunStatus.completed:
-        # Prefer the exception the model raised; Agno's error text is the fallback when none was recorded.
-        cause = (
-            raised[-1] if raised else RuntimeError(str(output.content or f"run ended {output.status.value}"))
-        )
-        raise _failure(spec, model_name, cause) from cause
-    content = output.content if isinstance(output.content, str) else str(output.content or "")
-    if not content.strip():
-        raise AgentError(f"{spec.name} on {model_name} returned an empty answer")
+    # A pooled agent (tdev.agents.pool), reset when it goes back: built once per kind in this container.
+    with agent_pools.agent_pool().lease(spec, model_name, model=resolved, tools=tools) as agent:
+        token = _raised_by_model.set(raised)
+        started = time.perf_counter()
+        try:
+            output = agent.run(prompt)
+        except Exception as exc:  # Agno catches model errors itself; this is for failures around the model
+            raise _failure(spec, model_name, exc) from exc
+        finally:
+            _raised_by_model.reset(token)
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        # (checked inside the lease: the pool counts each failed run by its error's type)
+        stop = next((e for e in raised if isinstance(e, BudgetExceeded | ExecutionCancelled)), None)
+        if stop is not None:  # the ledger refused a call: the request stops, whatever Agno made of it
+            raise stop
+        if output.status is not RunStatus.completed:
+            # Prefer the exception the model raised; Agno's error text is the fallback when none was recorded.
+            cause = (
+                raised[-1]
+                if raised
+                else RuntimeError(str(output.content or f"run ended {output.status.value}"))
+            )
+            raise _failure(spec, model_name, cause) from cause
+        content = output.content if isinstance(output.content, str) else str(output.content or "")
+        if not content.strip():
+            raise AgentError(f"{spec.name} on {model_name} returned an empty answer")
 
     input_tokens = output.metrics.input_tokens if output.metrics else 0
     output_tokens = output.metrics.output_tokens if output.metrics else 0

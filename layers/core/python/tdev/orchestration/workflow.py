@@ -23,6 +23,7 @@ from tdev.data.executions import Outcome, outcome_event_id
 from tdev.errors import (
     AgentError,
     BudgetExceeded,
+    CapacityExhausted,
     ConflictError,
     ExecutionCancelled,
     TDevError,
@@ -263,6 +264,8 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
                     guards=guards,
                     tools=[tools] if tools else [],
                 )
+        except CapacityExhausted:  # the pool's agents are all leased: the task waits (ASL Retry), not failed
+            raise
         except (BudgetExceeded, ExecutionCancelled) as exc:  # the request stops; not the agent's failure
             logger.warning(
                 "task stopped", extra={"task_id": task_id, "agent": task.agent, "reason": str(exc)}
