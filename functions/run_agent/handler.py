@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tdev.agents import pool, runtime
+from tdev.agents import runtime
 from tdev.environment import AgentEnvironment
 from tdev.models import RunAgentEvent
 from tdev.observability import logger, metrics, tracer
@@ -17,7 +17,7 @@ environment = AgentEnvironment.at_cold_start()
 # Agno and the agent runtime load at init (cold start), not during the first task; with
 # TDEV_AGENT_POOL_PRE_WARM the built-in agents are built then too (tdev.agents.pool).
 _ = runtime.run_agent
-pool.pre_warm_at_cold_start()
+runtime.pre_warm_at_cold_start()
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id")

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from tdev.agents import pool as pool_module
+from tdev.agents import runtime
 from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.agents.pool import AgentPool, PoolConfig, bucket_of
-from tdev.agents.runtime import run_agent
-from tdev.errors import AgentError, AgentPoolExhausted, CapacityExhausted
+from tdev.agents.runtime import build_agent, run_agent
+from tdev.errors import AgentError, AgentPoolExhausted, CapacityExhausted, ConfigurationError
 from tdev.llm.catalog import resolve_model
 
 SPEC = DEFAULT_AGENTS[1]  # CodeAgent
@@ -34,8 +34,8 @@ class Clock:
 @pytest.fixture
 def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> AgentPool:
     """run_agent's pool, replaced by a small one for the test."""
-    pool = AgentPool(PoolConfig(min_size=0, max_size=2, idle_timeout_seconds=60))
-    monkeypatch.setattr(pool_module, "agent_pool", lambda: pool)
+    pool = AgentPool(PoolConfig(min_size=0, max_size=2, idle_timeout_seconds=60), build=build_agent)
+    monkeypatch.setattr(runtime, "agent_pool", lambda: pool)
     return pool
 
 
@@ -74,7 +74,9 @@ def test_an_exhausted_pool_is_a_clear_error_the_workflow_waits_on(fresh_pool: Ag
 
 def test_idle_agents_past_the_timeout_are_dropped_down_to_the_minimum() -> None:
     clock = Clock()
-    pool = AgentPool(PoolConfig(min_size=1, max_size=5, idle_timeout_seconds=60), clock=clock)
+    pool = AgentPool(
+        PoolConfig(min_size=1, max_size=5, idle_timeout_seconds=60), build=build_agent, clock=clock
+    )
     model = resolve_model(MODEL)
     with pool.lease(SPEC, MODEL, model=model), pool.lease(SPEC, MODEL, model=model):
         pass
@@ -88,7 +90,7 @@ def test_idle_agents_past_the_timeout_are_dropped_down_to_the_minimum() -> None:
 
 
 def test_pre_warm_builds_the_minimum_of_each_agent() -> None:
-    pool = AgentPool(PoolConfig(min_size=2, max_size=5, pre_warm=True))
+    pool = AgentPool(PoolConfig(min_size=2, max_size=5, pre_warm=True), build=build_agent)
 
     built = pool.pre_warm(DEFAULT_AGENTS, MODEL, resolve_model)
 
@@ -123,11 +125,15 @@ def test_the_instantiation_histogram_buckets() -> None:
 def test_builds_memory_leases_and_errors_are_metrics(
     fresh_pool: AgentPool, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from tdev.observability import metrics
+
+    metrics.clear_metrics()  # (the leases of earlier tests)
     capsys.readouterr()
     run_agent(SPEC, MODEL, PROMPT)
     with pytest.raises(AgentError), fresh_pool.lease(SPEC, MODEL, model=resolve_model(MODEL)):
         raise AgentError("an empty answer")  # a run that failed
 
+    metrics.flush_metrics()  # (what the handler's log_metrics does at the end of an invocation)
     records: list[dict[str, Any]] = [
         json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line
     ]
@@ -137,11 +143,38 @@ def test_builds_memory_leases_and_errors_are_metrics(
     assert histogram["bucket"] in {"le_1us", "le_3us", "le_10us", "le_100us", "le_1ms", "gt_1ms"}
     (memory,) = [r for r in records if "AgentMemory" in r]
     assert memory["agent"] == "CodeAgent" and _value(memory["AgentMemory"]) > 1_000  # bytes
-    assert [_value(r["ActiveAgents"]) for r in records if "ActiveAgents" in r] == [1, 0, 1, 0]
+    (active,) = [r["ActiveAgents"] for r in records if "ActiveAgents" in r]
+    assert active == [1.0, 1.0]  # at each lease
     (error,) = [r for r in records if "AgentErrors" in r]
     assert error["type"] == "AgentError"
-    assert all(r["service"] == "agent_pool" for r in records)
+    assert all(r["service"] == "agent_pool" for r in records if "ActiveAgents" not in r)
 
 
 def _value(value: Any) -> float:
     return float(value[0] if isinstance(value, list) else value)
+
+
+def test_the_pool_is_sized_by_its_settings_and_pre_warms_at_cold_start_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TABLE_NAME", "tdev-test")
+    monkeypatch.setenv("TDEV_AGENT_POOL_MIN_SIZE", "1")
+    monkeypatch.setenv("TDEV_AGENT_POOL_MAX_SIZE", "3")
+    monkeypatch.setenv("TDEV_AGENT_POOL_IDLE_TIMEOUT_SECONDS", "30")
+    monkeypatch.setenv("TDEV_AGENT_POOL_PRE_WARM", "true")
+    from tdev.settings import get_settings
+
+    get_settings.cache_clear()
+    runtime.agent_pool.cache_clear()
+    try:
+        pool = runtime.agent_pool()
+        assert pool.config == PoolConfig(min_size=1, max_size=3, idle_timeout_seconds=30, pre_warm=True)
+        assert runtime.pre_warm_at_cold_start() == len(DEFAULT_AGENTS)
+        assert pool.idle(SPEC, get_settings().default_model) == 1
+        monkeypatch.setenv("TDEV_AGENT_POOL_MAX_SIZE", "0")
+        runtime.agent_pool.cache_clear()
+        with pytest.raises(ConfigurationError, match="TDEV_AGENT_POOL"):
+            runtime.agent_pool()
+    finally:
+        runtime.agent_pool.cache_clear()
+        get_settings.cache_clear()

@@ -15,7 +15,7 @@ run (its session, its execution's workspace) reaches the next.
 
 Monitoring: every build's time is a metric with its histogram bucket (1, 3, 10, 100 us, 1 ms and over),
 the first build of each kind in a container is measured for memory (tracemalloc peak of a second, traced
-build), agents in use are a gauge, and failed runs are counted by exception type.
+build), agents in use are a gauge at each lease, and failed runs are counted by exception type.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -35,7 +34,7 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 from tdev.errors import AgentPoolExhausted
 from tdev.models import AgentSpec
-from tdev.observability import NAMESPACE, logger
+from tdev.observability import NAMESPACE, logger, metrics
 
 if TYPE_CHECKING:
     from agno.agent import Agent
@@ -74,6 +73,7 @@ class PoolConfig:
 class _Pooled:
     agent: Agent
     built_state: dict[str, Any]
+    containers: tuple[str, ...]  # attributes holding a list, dict or set: copied at each reset
     released_at: float = 0.0
 
 
@@ -94,8 +94,8 @@ class AgentPool:
         self,
         config: PoolConfig,
         *,
+        build: Callable[..., Agent],
         clock: Callable[[], float] = time.monotonic,
-        build: Callable[..., Agent] | None = None,
     ) -> None:
         self.config, self._clock = config, clock
         self._build = build
@@ -162,15 +162,15 @@ class AgentPool:
         # dropped; so the next run starts from a new agent's state.
         state = pooled.agent.__dict__
         state.clear()
-        state.update(_copied(pooled.built_state))
+        state.update(pooled.built_state)
+        for name in pooled.containers:  # the run gets its own copies: the built state stays as built
+            state[name] = copy.copy(pooled.built_state[name])
         with self._lock:
             kind = self._kinds[key]
             kind.in_use -= 1
             pooled.released_at = self._clock()
             kind.idle.append(pooled)
             self._evict(kind)
-            active = self.active()
-        _gauge(active)
 
     def _evict(self, kind: _Kind) -> None:
         """Drop idle agents past the idle timeout, keeping `min_size` (counting the leased ones)."""
@@ -190,7 +190,7 @@ class AgentPool:
         *,
         measure_memory: bool,
     ) -> _Pooled:
-        build = self._build or _build_agent()
+        build = self._build
         started = time.perf_counter()
         agent = build(spec, model_name, model=model, tools=tools)
         _instantiated((time.perf_counter() - started) * 1_000_000)
@@ -205,7 +205,9 @@ class AgentPool:
             _memory(spec.name, peak)
         built = dict(agent.__dict__)
         built["model"], built["tools"] = None, []  # the run's own are put in at each lease
-        return _Pooled(agent, built)
+        containers = tuple(k for k, v in built.items() if isinstance(v, list | dict | set))
+        agent.__dict__.update({k: copy.copy(built[k]) for k in containers})
+        return _Pooled(agent, built, containers)
 
     def pre_warm(self, specs: Sequence[AgentSpec], model_name: str, resolve: Callable[[str], Model]) -> int:
         """Build `min_size` idle agents of each spec on `model_name` (no tools); returns how many."""
@@ -236,16 +238,6 @@ class AgentPool:
         return len(kind.idle) if kind else 0
 
 
-def _copied(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: copy.copy(v) if isinstance(v, list | dict | set) else v for k, v in state.items()}
-
-
-def _build_agent() -> Callable[..., Agent]:
-    from tdev.agents.runtime import build_agent
-
-    return build_agent
-
-
 # ------------------------------------------------------------------------------------------ metrics
 def _emit(name: str, unit: MetricUnit, value: float, **dimensions: str) -> None:
     if is_metrics_disabled():
@@ -267,36 +259,24 @@ def _memory(agent: str, peak_bytes: int) -> None:
 
 
 def _gauge(active: int) -> None:
-    _emit("ActiveAgents", MetricUnit.Count, active)
+    """ActiveAgents at each lease, on the function's own metrics (flushed once per invocation): one EMF
+    line per lease would cost more than the lease itself."""
+    if not is_metrics_disabled():
+        metrics.add_metric(name="ActiveAgents", unit=MetricUnit.Count, value=active)
 
 
 def _count_error(exc: BaseException) -> None:
     _emit("AgentErrors", MetricUnit.Count, 1, type=type(exc).__name__)
 
 
-@lru_cache(maxsize=1)
-def agent_pool() -> AgentPool:
-    """This container's pool, sized by the settings (TDEV_AGENT_POOL_*)."""
+def configured() -> PoolConfig:
+    """The pool's settings (TDEV_AGENT_POOL_*), validated as tdev.settings validates them."""
     from tdev.settings import configured_agent_pool
 
     settings = configured_agent_pool()
-    return AgentPool(
-        PoolConfig(
-            min_size=settings["agent_pool_min_size"],
-            max_size=settings["agent_pool_max_size"],
-            idle_timeout_seconds=settings["agent_pool_idle_timeout_seconds"],
-            pre_warm=settings["agent_pool_pre_warm"],
-        )
+    return PoolConfig(
+        min_size=settings["agent_pool_min_size"],
+        max_size=settings["agent_pool_max_size"],
+        idle_timeout_seconds=settings["agent_pool_idle_timeout_seconds"],
+        pre_warm=settings["agent_pool_pre_warm"],
     )
-
-
-def pre_warm_at_cold_start() -> int:
-    """With TDEV_AGENT_POOL_PRE_WARM, `min_size` agents of each built-in agent on the default model."""
-    from tdev.agents.catalog import DEFAULT_AGENTS
-    from tdev.llm.catalog import resolve_model
-    from tdev.settings import get_settings
-
-    pool = agent_pool()
-    if not pool.config.pre_warm:
-        return 0
-    return pool.pre_warm(DEFAULT_AGENTS, get_settings().default_model, resolve_model)

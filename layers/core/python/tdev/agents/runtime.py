@@ -15,6 +15,7 @@ import types
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
@@ -24,7 +25,7 @@ from agno.models.base import Model
 from agno.run.base import RunStatus
 from agno.tools import Toolkit
 
-from tdev.agents import pool as agent_pools
+from tdev.agents.pool import AgentPool, configured
 from tdev.agents.tools import MAX_TOOL_CALLS
 from tdev.errors import AgentError, BudgetExceeded, ExecutionCancelled, TransientError
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
@@ -87,6 +88,25 @@ def build_agent(
         tool_hooks=[stop_check_hook] if tools else None,  # a cancelled execution runs no further tool step
         telemetry=False,
     )
+
+
+# -------------------------------------------------------------------------------------------- pool
+@lru_cache(maxsize=1)
+def agent_pool() -> AgentPool:
+    """This container's agent pool (tdev.agents.pool), sized by TDEV_AGENT_POOL_*, building with
+    `build_agent`."""
+    return AgentPool(configured(), build=build_agent)
+
+
+def pre_warm_at_cold_start() -> int:
+    """With TDEV_AGENT_POOL_PRE_WARM, `min_size` agents of each built-in agent on the default model."""
+    from tdev.agents.catalog import DEFAULT_AGENTS
+    from tdev.settings import get_settings
+
+    pool = agent_pool()
+    if not pool.config.pre_warm:
+        return 0
+    return pool.pre_warm(DEFAULT_AGENTS, get_settings().default_model, resolve_model)
 
 
 # ------------------------------------------------------------------------------------------ prompt
@@ -228,7 +248,7 @@ def run_agent(
     _record_raised_exceptions(resolved)
     raised: list[BaseException] = []
     # A pooled agent (tdev.agents.pool), reset when it goes back: built once per kind in this container.
-    with agent_pools.agent_pool().lease(spec, model_name, model=resolved, tools=tools) as agent:
+    with agent_pool().lease(spec, model_name, model=resolved, tools=tools) as agent:
         token = _raised_by_model.set(raised)
         started = time.perf_counter()
         try:
