@@ -64,6 +64,7 @@ AGENT_RUNS = CustomMetric("AgentRuns", ("agent", "status"))
 AGENT_DURATION = CustomMetric("AgentDuration", ("agent",), "p99")
 ROUTING_DECISIONS = CustomMetric("RoutingDecisions", ("outcome", "service"))
 ROUTING_LATENCY = CustomMetric("RoutingLatency", ("service",), "p99")
+ROUTING_ERRORS = CustomMetric("RoutingErrors", ("service",), "Average")  # 1 per failed decision, else 0
 LLM_CALLS = CustomMetric("LLMCalls", ("model", "outcome"))
 LLM_LATENCY = CustomMetric("LLMLatency", ("model",), "p99")
 LLM_TOKENS = CustomMetric("LLMTokens", ("model",))
@@ -194,6 +195,7 @@ class OperationsDashboard(Construct):
         self._graph("Model tokens (by model)", [self._custom(LLM_TOKENS, "")])
         self._graph("Routing decisions (admitted, waiting, error)", [self._custom(ROUTING_DECISIONS, "")])
         self._graph("Routing latency p99 (ms)", [self._custom(ROUTING_LATENCY, "")])
+        self._graph("Routing error rate (share of decisions)", [self._custom(ROUTING_ERRORS, "")])
 
     def _health(self, api_name: str, stage: str, prefix: str, stack_names: Sequence[str]) -> None:
         self._section(

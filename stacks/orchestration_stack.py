@@ -34,7 +34,7 @@ from statemachines.request_workflow import (
     workflow_substitutions,
 )
 from tdev.environment import Var
-from tdev.orchestration.capacity import ROUTING_SERVICE
+from tdev.orchestration.routing import ROUTING_SERVICE
 
 EVENT_SOURCE_PREFIX = "t-developer"
 RECONCILE_EVERY = Duration.minutes(1)
@@ -50,6 +50,7 @@ BEDROCK_INVOKE_ACTIONS = ["bedrock:InvokeModel"]
 
 
 ROUTING_P99_MS = 1_000  # spec 1.3.4
+ROUTING_ERROR_RATE = 0.05  # spec 1.3.4: over 5 % of routing decisions failed
 
 
 class OrchestrationStack(Stack):
@@ -419,6 +420,21 @@ class OrchestrationStack(Stack):
             ),
             f"Routing decisions took over {ROUTING_P99_MS} ms at p99 for 15 minutes",
             threshold=ROUTING_P99_MS,
+            evaluation_periods=3,
+        )
+        # RoutingErrors is 1 for a failed decision and 0 for any other (tdev.orchestration.routing), so its
+        # Average is the share of decisions that failed; quiet periods have no data and do not alarm.
+        self._alarm(
+            "RoutingErrorRateAlarm",
+            cloudwatch.Metric(
+                namespace=METRICS_NAMESPACE,
+                metric_name="RoutingErrors",
+                dimensions_map={"service": ROUTING_SERVICE},
+                statistic="Average",
+                period=Duration.minutes(5),
+            ),
+            f"Over {ROUTING_ERROR_RATE:.0%} of routing decisions failed for 15 minutes",
+            threshold=ROUTING_ERROR_RATE,
             evaluation_periods=3,
         )
 

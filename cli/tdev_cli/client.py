@@ -60,6 +60,7 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/agents"),
         ("PUT", "/v1/agents/{agent_name}"),
         ("GET", "/v1/agents/{agent_name}/health"),
+        ("GET", "/v1/platform/health"),
         ("GET", "/v1/models"),
         ("POST", "/v1/models/route"),
         ("POST", "/v1/sessions"),
@@ -373,6 +374,10 @@ class Client:
     def agent_health(self, name: str) -> dict[str, Any]:
         """`GET /v1/agents/{name}/health`: in flight, waiting, available, run history."""
         return dict(self._json("GET", f"/v1/agents/{_segment(name)}/health"))
+
+    def platform_health(self) -> dict[str, Any]:
+        """`GET /v1/platform/health` (operators): active agents, tasks queued/completed/failed, latency."""
+        return dict(self._json("GET", "/v1/platform/health"))
 
     def register_agent(self, spec: AgentSpec, reason: str) -> dict[str, Any]:
         """`PUT /v1/agents/{name}` (admins): a new immutable version, the agent's current spec."""

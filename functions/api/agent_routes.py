@@ -1,6 +1,7 @@
 """The agent registry's routes: `PUT /v1/agents/{agent_name}` (admins only: `agent/registry` `update`,
 which no built-in role but admin holds), validated and audited (tdev.agents.registry); and
-`GET /v1/agents/{agent_name}/health` (anyone who may read)."""
+`GET /v1/agents/{agent_name}/health` (anyone who may read); and `GET /v1/platform/health` (operators:
+`platform/health` `monitor`, which admins hold and a custom role may grant)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,10 @@ def agent_health(agent_name: AgentName) -> dict[str, Any]:
     """In flight and waiting against the agent's capacity, whether it is available (below 0.8 x capacity),
     and its run history. 404 naming `agent_name` for an agent not in the registry."""
     return capacity.agent_health(container.agents(), agent_name)
+
+
+@router.get("/v1/platform/health", middlewares=[security.guard("platform/health", "monitor")])
+def platform_health() -> dict[str, Any]:
+    """Registered and active agents, tasks running, queued for capacity, completed and failed, and the
+    average response time of an agent run (tdev.orchestration.capacity.platform_health)."""
+    return capacity.platform_health(container.agents())

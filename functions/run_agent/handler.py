@@ -16,8 +16,10 @@ from tdev.orchestration import workflow
 # The stack's variables for this function, validated at cold start (tdev.environment).
 environment = RunAgentEnvironment.at_cold_start()
 
-# Agno and the agent runtime load at init (cold start), not during the first task.
+# Agno and the agent runtime load at init (cold start), not during the first task; with
+# TDEV_AGENT_POOL_PRE_WARM the built-in agents are built then too (tdev.agents.pool).
 _ = runtime.run_agent
+runtime.pre_warm_at_cold_start()
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id")

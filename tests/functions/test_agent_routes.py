@@ -150,3 +150,59 @@ def test_an_agents_health_shows_its_load_against_capacity_and_its_history(
 def test_the_health_of_an_unknown_agent_is_a_404_naming_it(rt: Any) -> None:
     status, body = rt.api("GET", "/v1/agents/NoSuchAgent/health")
     assert (status, body.get("field")) == (404, "agent_name"), body
+
+
+# ---------------------------------------------------------------------------- platform health
+def test_the_platform_health_sample_event_is_served(rt: Any) -> None:
+    event = json.loads((REPO / "events" / "api_get_platform_health.json").read_text())
+    response = rt.invoke("api", event)
+    assert response["statusCode"] == 200, response["body"]
+    body = json.loads(response["body"])
+    assert body["agents"] >= 5 and set(body["tasks"]) == {"running", "queued", "completed", "failed"}
+
+
+def test_the_platform_health_counts_active_agents_queued_completed_and_failed_tasks(rt: Any) -> None:
+    from tdev import cache, container
+    from tdev.errors import CapacityExhausted
+    from tdev.orchestration.capacity import Semaphore, agent_key
+
+    # Given a fresh agent with 2 runs in flight of 2 and one task refused (queued), and 3 recorded runs
+    name = f"Platform{uuid.uuid4().hex[:6]}Agent"
+    spec = {**SPEC, "name": name, "max_concurrent": 2}
+    status, before = rt.api("GET", "/v1/platform/health")
+    assert status == 200, before
+    assert rt.api("PUT", f"/v1/agents/{name}", {"spec": spec, "reason": "platform view"})[0] == 201
+    sem = Semaphore(cache.redis_client())
+    leases = [sem.acquire(agent_key(name), 2, f"p-{i}#t", 60) for i in range(2)]
+    with pytest.raises(CapacityExhausted):
+        sem.acquire(agent_key(name), 2, "p-9#t", 60)
+    registry = container.agents()
+    registry.record_run(name, "p-1#t#SUCCEEDED", succeeded=True, duration_ms=300)
+    registry.record_run(name, "p-2#t#SUCCEEDED", succeeded=True, duration_ms=500)
+    registry.record_run(name, "p-3#t#FAILED", succeeded=False, duration_ms=100)
+
+    # When an admin asks for the platform's health
+    status, after = rt.api("GET", "/v1/platform/health")
+
+    # Then the agent is counted as active, its queue and its runs are in the totals
+    assert status == 200, after
+    assert after["agents"] == before["agents"] + 1
+    assert after["active_agents"] == before["active_agents"] + 1
+    assert after["tasks"]["running"] == before["tasks"]["running"] + 2
+    assert after["tasks"]["queued"] == before["tasks"]["queued"] + 1
+    assert after["tasks"]["completed"] == before["tasks"]["completed"] + 2
+    assert after["tasks"]["failed"] == before["tasks"]["failed"] + 1
+    mine = next(a for a in after["by_agent"] if a["agent"] == name)
+    assert mine == {"agent": name, "in_flight": 2, "waiting": 1, "max_concurrent": 2, "available": False}
+    assert after["average_response_ms"] is not None
+    if before["tasks"]["completed"] + before["tasks"]["failed"] == 0:
+        assert after["average_response_ms"] == 300  # (300 + 500 + 100) / 3
+    for lease in leases:
+        sem.release(lease)
+
+
+@pytest.mark.parametrize("roles", [("viewer",), ("developer",)])
+def test_the_platform_health_is_for_operators_only(rt: Any, roles: tuple[str, ...]) -> None:
+    rt.as_principal(f"user-{uuid.uuid4().hex[:8]}", roles)
+    status, body = rt.api("GET", "/v1/platform/health")
+    assert status == 403, body

@@ -662,7 +662,7 @@ def test_alarms_cover_workflow_functions_and_api_and_notify_the_topic(dev: Synth
 
 def _is_objective(alarm: dict[str, Any]) -> bool:
     """A threshold on a rate or a percentile (asserted by its own test), not an alarm on any event."""
-    routing = alarm["Properties"].get("MetricName") == "RoutingLatency"
+    routing = alarm["Properties"].get("MetricName") in ("RoutingLatency", "RoutingErrors")
     return _is_api_objective(alarm) or _is_spend_alarm(alarm) or routing
 
 
@@ -678,6 +678,23 @@ def test_routing_slower_than_a_second_at_p99_for_15_minutes_alarms(dev: Synthesi
     assert routing["ExtendedStatistic"] == "p99" and routing["Threshold"] == 1000
     assert routing["EvaluationPeriods"] == 3
     assert routing["ComparisonOperator"] == "GreaterThanThreshold" and len(routing["AlarmActions"]) == 1
+
+
+@pytest.mark.slow
+def test_over_5_percent_of_routing_decisions_failing_for_15_minutes_alarms(dev: Synthesized) -> None:
+    orchestration = dev.template_json(dev.stacks.orchestration)
+    (errors,) = [
+        a["Properties"]
+        for a in operational_alarms(orchestration).values()
+        if a["Properties"].get("MetricName") == "RoutingErrors"
+    ]
+    assert errors["Namespace"] == "TDeveloper"
+    assert errors["Dimensions"] == [{"Name": "service", "Value": "routing"}]
+    # 1 per failed decision, 0 per other: the Average is the error rate
+    assert errors["Statistic"] == "Average" and errors["Threshold"] == 0.05
+    assert errors["EvaluationPeriods"] == 3 and errors["Period"] == 300
+    assert errors["ComparisonOperator"] == "GreaterThanThreshold" and len(errors["AlarmActions"]) == 1
+    assert errors["TreatMissingData"] == "notBreaching"
 
 
 def _is_spend_alarm(alarm: dict[str, Any]) -> bool:

@@ -142,6 +142,8 @@ def test_every_routing_decision_is_a_metric_with_its_outcome_and_latency(
     outcomes = [r["outcome"] for r in records if "RoutingDecisions" in r]
     latencies = [r["RoutingLatency"] for r in records if "RoutingLatency" in r]
     assert outcomes == ["admitted", "waiting", "error"] and len(latencies) == 3
+    # RoutingErrors: 0 per decision that did not fail, 1 per failed one; its Average is the error rate
+    assert [r["RoutingErrors"] for r in records if "RoutingErrors" in r] in ([0, 0, 1], [[0], [0], [1]])
     assert all(r["service"] == "routing" for r in records)
 
 

@@ -155,8 +155,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             },
         ],
         "notes": [
-            "ours = tdev.agents.runtime.build_agent as run_agent calls it: the model is resolved from its "
-            "name on every call; the headline uses the configured Bedrock model.",
+            "ours = tdev.agents.runtime.build_agent, the build run_agent's agent pool (tdev.agents.pool) "
+            "makes once per agent version, model and container and then reuses: the model is resolved from "
+            "its name on every call; the headline uses the configured Bedrock model.",
             "Agno's published figure uses OpenAIChat(id='gpt-4o'); here agno.Agent gets AwsBedrock, the "
             "provider the other subjects use (openai is a pinned dependency, but one provider keeps the "
             "subjects alike); it is also constructed without a client or network call.",

@@ -93,6 +93,8 @@ def _record_run(record: Record) -> None:
         str(record["run_id"]),
         succeeded=bool(record["succeeded"]),
         duration_ms=int(record["duration_ms"]),
+        cpu_ms=int(record.get("cpu_ms", 0)),
+        memory_permille=int(record.get("memory_permille", 0)),
     )
 
 

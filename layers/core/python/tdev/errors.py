@@ -144,3 +144,10 @@ class AlertDeliveryFailed(TDevError):
 
     status_code = 502
     code = "AlertDeliveryFailed"
+
+
+class AgentPoolExhausted(CapacityExhausted):
+    """Every agent of one kind in this container's pool is leased (tdev.agents.pool): the workflow waits on
+    it as on a full capacity semaphore (the same ASL `Retry`)."""
+
+    code = "AgentPoolExhausted"

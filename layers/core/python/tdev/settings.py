@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, create_model
 
@@ -65,6 +66,20 @@ class Settings(BaseModel):
     # gives it back when the lease ends, so it must outlive the longest run (a Lambda lives at most 900 s).
     model_max_concurrent: int = Field(default=50, ge=1, le=10_000, alias="TDEV_MODEL_MAX_CONCURRENT")
     capacity_lease_seconds: int = Field(default=960, ge=1, le=3_600, alias="TDEV_CAPACITY_LEASE_SECONDS")
+    # The agent pool of one container (tdev.agents.pool): agents of one kind kept and leased at once, how
+    # long an idle one is kept, and whether the built-in agents are built at cold start.
+    agent_pool_min_size: int = Field(default=0, ge=0, le=100, alias="TDEV_AGENT_POOL_MIN_SIZE")
+    agent_pool_max_size: int = Field(default=10, ge=1, le=1_000, alias="TDEV_AGENT_POOL_MAX_SIZE")
+    agent_pool_idle_timeout_seconds: float = Field(
+        default=300.0, ge=0, le=86_400, alias="TDEV_AGENT_POOL_IDLE_TIMEOUT_SECONDS"
+    )
+    agent_pool_pre_warm: bool = Field(default=False, alias="TDEV_AGENT_POOL_PRE_WARM")
+    # The load balancer's strategy among interchangeable agents (tdev.orchestration.routing.Strategy).
+    routing_strategy: str = Field(
+        default="weighted_round_robin",
+        pattern=r"^(weighted_round_robin|least_connections|resource_based)$",
+        alias="TDEV_ROUTING_STRATEGY",
+    )
     # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
     config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
     # The platform's API signing secret (Secrets Manager name, tdev.secrets): signs the cursors the
@@ -128,3 +143,28 @@ def configured_max_output_tokens() -> int:
         return int(fields["max_output_tokens"])
     except ValidationError as exc:
         raise ConfigurationError("invalid environment variable: TDEV_MAX_OUTPUT_TOKENS") from exc
+
+
+# The agent pool's fields, with Settings' own aliases, defaults and bounds.
+_POOL_FIELDS = (
+    "agent_pool_min_size",
+    "agent_pool_max_size",
+    "agent_pool_idle_timeout_seconds",
+    "agent_pool_pre_warm",
+)
+_AgentPool = create_model(  # type: ignore[call-overload]
+    "_AgentPool",
+    **{name: (Settings.model_fields[name].annotation, Settings.model_fields[name]) for name in _POOL_FIELDS},
+)
+
+
+def configured_agent_pool() -> dict[str, Any]:
+    """TDEV_AGENT_POOL_* alone, validated as Settings validates them: agents run where no table is
+    configured too (`tdev bench`, an agent run outside a deployment)."""
+    aliases = [str(Settings.model_fields[name].alias) for name in _POOL_FIELDS]
+    try:
+        return dict(
+            _AgentPool.model_validate({a: os.environ[a] for a in aliases if a in os.environ}).model_dump()
+        )
+    except ValidationError as exc:
+        raise ConfigurationError("invalid environment variables: TDEV_AGENT_POOL_*") from exc

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tdev.agents.runtime import AgentRun, run_agent
-from tdev.errors import AgentError, BudgetExceeded, ExecutionCancelled, TDevError, TransientError
+from tdev.errors import (
+    AgentError,
+    BudgetExceeded,
+    CapacityExhausted,
+    ExecutionCancelled,
+    TDevError,
+    TransientError,
+)
 from tdev.llm.catalog import resolve_model
 from tdev.llm.fallback import Admission, ChainExhaustedError, Hop, note_hop
 from tdev.llm.guards import Guards
@@ -57,8 +64,10 @@ def run_chain(
         started = time.perf_counter()
         try:
             run = run_agent(spec, name, prompt, model=resolve(name), tools=tools)
-        except (BudgetExceeded, ExecutionCancelled):
-            raise  # the request stops: not the model's failure, nothing for its breaker or the next model
+        except (BudgetExceeded, ExecutionCancelled, CapacityExhausted):
+            # the request stops, or the task waits for an agent of the pool: not the model's failure,
+            # nothing for its breaker or the next model
+            raise
         except TDevError as exc:
             duration_ms = int((time.perf_counter() - started) * 1000)
             transient = isinstance(exc, TransientError)

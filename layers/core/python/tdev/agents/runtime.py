@@ -15,6 +15,7 @@ import types
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
@@ -24,6 +25,7 @@ from agno.models.base import Model
 from agno.run.base import RunStatus
 from agno.tools import Toolkit
 
+from tdev.agents.pool import AgentPool, configured
 from tdev.agents.tools import MAX_TOOL_CALLS
 from tdev.errors import AgentError, BudgetExceeded, ExecutionCancelled, TransientError
 from tdev.llm.catalog import classify_provider_error, cost_usd, provider_error_reason, resolve_model
@@ -86,6 +88,25 @@ def build_agent(
         tool_hooks=[stop_check_hook] if tools else None,  # a cancelled execution runs no further tool step
         telemetry=False,
     )
+
+
+# -------------------------------------------------------------------------------------------- pool
+@lru_cache(maxsize=1)
+def agent_pool() -> AgentPool:
+    """This container's agent pool (tdev.agents.pool), sized by TDEV_AGENT_POOL_*, building with
+    `build_agent`."""
+    return AgentPool(configured(), build=build_agent)
+
+
+def pre_warm_at_cold_start() -> int:
+    """With TDEV_AGENT_POOL_PRE_WARM, `min_size` agents of each built-in agent on the default model."""
+    from tdev.agents.catalog import DEFAULT_AGENTS
+    from tdev.settings import get_settings
+
+    pool = agent_pool()
+    if not pool.config.pre_warm:
+        return 0
+    return pool.pre_warm(DEFAULT_AGENTS, get_settings().default_model, resolve_model)
 
 
 # ------------------------------------------------------------------------------------------ prompt
@@ -224,31 +245,34 @@ def run_agent(
     resolved = model if model is not None else resolve_model(model_name)
     # Each model call reserves its worst case from the request's budget first (when a ledger is in use).
     meter_model(resolved, model_name, configured_max_output_tokens())
-    agent = build_agent(spec, model_name, model=resolved, tools=tools)
     _record_raised_exceptions(resolved)
     raised: list[BaseException] = []
-    token = _raised_by_model.set(raised)
-    started = time.perf_counter()
-    try:
-        output = agent.run(prompt)
-    except Exception as exc:  # Agno catches model errors itself; this is for failures around the model
-        raise _failure(spec, model_name, exc) from exc
-    finally:
-        _raised_by_model.reset(token)
-    duration_ms = int((time.perf_counter() - started) * 1000)
-
-    stop = next((e for e in raised if isinstance(e, BudgetExceeded | ExecutionCancelled)), None)
-    if stop is not None:  # the ledger refused a call: the request stops, whatever Agno made of it
-        raise stop
-    if output.status is not RunStatus.completed:
-        # Prefer the exception the model raised; Agno's error text is the fallback when none was recorded.
-        cause = (
-            raised[-1] if raised else RuntimeError(str(output.content or f"run ended {output.status.value}"))
-        )
-        raise _failure(spec, model_name, cause) from cause
-    content = output.content if isinstance(output.content, str) else str(output.content or "")
-    if not content.strip():
-        raise AgentError(f"{spec.name} on {model_name} returned an empty answer")
+    # A pooled agent (tdev.agents.pool), reset when it goes back: built once per kind in this container.
+    with agent_pool().lease(spec, model_name, model=resolved, tools=tools) as agent:
+        token = _raised_by_model.set(raised)
+        started = time.perf_counter()
+        try:
+            output = agent.run(prompt)
+        except Exception as exc:  # Agno catches model errors itself; this is for failures around the model
+            raise _failure(spec, model_name, exc) from exc
+        finally:
+            _raised_by_model.reset(token)
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        # (checked inside the lease: the pool counts each failed run by its error's type)
+        stop = next((e for e in raised if isinstance(e, BudgetExceeded | ExecutionCancelled)), None)
+        if stop is not None:  # the ledger refused a call: the request stops, whatever Agno made of it
+            raise stop
+        if output.status is not RunStatus.completed:
+            # Prefer the exception the model raised; Agno's error text is the fallback when none was recorded.
+            cause = (
+                raised[-1]
+                if raised
+                else RuntimeError(str(output.content or f"run ended {output.status.value}"))
+            )
+            raise _failure(spec, model_name, cause) from cause
+        content = output.content if isinstance(output.content, str) else str(output.content or "")
+        if not content.strip():
+            raise AgentError(f"{spec.name} on {model_name} returned an empty answer")
 
     input_tokens = output.metrics.input_tokens if output.metrics else 0
     output_tokens = output.metrics.output_tokens if output.metrics else 0

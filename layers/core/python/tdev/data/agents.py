@@ -42,6 +42,9 @@ from tdev.models import AgentSpec
 # Run markers only need to outlive redeliveries and retries of the same step.
 RUN_MARKER_TTL_SECONDS = 7 * 86_400
 BUILTIN, CUSTOM = "builtin", "custom"
+# Run counters; cpu_ms (CPU time of the runs) and memory_permille (each run's peak memory in thousandths of
+# its function's memory) give the load balancer's resource-based strategy its cpu and memory shares.
+STAT_FIELDS = ("runs", "successes", "failures", "total_duration_ms", "cpu_ms", "memory_permille")
 
 # (table, catalog fingerprint) pairs this process has already upserted or found current.
 _catalogs_checked: set[tuple[str, str]] = set()
@@ -268,9 +271,18 @@ class AgentRepository:
     def stats(self, name: str) -> dict[str, int]:
         """The agent's run counters (zeros before its first run)."""
         item = self._table.get_item(Key=schema.agent_key(name, "STATS")).get("Item") or {}
-        return {k: int(item.get(k, 0)) for k in ("runs", "successes", "failures", "total_duration_ms")}
+        return {k: int(item.get(k, 0)) for k in STAT_FIELDS}
 
-    def record_run(self, name: str, run_id: str, *, succeeded: bool, duration_ms: int) -> bool:
+    def record_run(
+        self,
+        name: str,
+        run_id: str,
+        *,
+        succeeded: bool,
+        duration_ms: int,
+        cpu_ms: int = 0,
+        memory_permille: int = 0,
+    ) -> bool:
         """Count one run of `name` exactly once per `run_id` (e.g. "<execution>#<task>#SUCCEEDED").
 
         The counters and a marker item keyed by the run id change in one transaction, conditional on the
@@ -297,7 +309,8 @@ class AgentRepository:
                             "TableName": self._table_name,
                             "Key": serialize({"PK": f"AGENT#{name}", "SK": "STATS"}),
                             "UpdateExpression": (
-                                "ADD runs :one, successes :ok, failures :ko, total_duration_ms :ms"
+                                "ADD runs :one, successes :ok, failures :ko, total_duration_ms :ms, "
+                                "cpu_ms :cpu, memory_permille :mem"
                             ),
                             "ExpressionAttributeValues": serialize(
                                 {
@@ -305,6 +318,8 @@ class AgentRepository:
                                     ":ok": 1 if succeeded else 0,
                                     ":ko": 0 if succeeded else 1,
                                     ":ms": duration_ms,
+                                    ":cpu": cpu_ms,
+                                    ":mem": memory_permille,
                                 }
                             ),
                         }
@@ -373,3 +388,29 @@ class StoredHistory:
         if not row or int(row.get("runs", 0)) < self.MIN_RUNS:
             return None
         return int(row.get("successes", 0)) / int(row["runs"])
+
+    def totals(self) -> dict[str, int]:
+        """Every agent's counters added up (the platform's completed and failed tasks)."""
+        return {k: sum(int(row.get(k, 0)) for row in self._stats.values()) for k in STAT_FIELDS}
+
+    def _row(self, agent: str) -> dict[str, Any] | None:
+        row = self._stats.get(agent)
+        return row if row and int(row.get("runs", 0)) >= self.MIN_RUNS else None
+
+    def average_duration_ms(self, agent: str) -> float | None:
+        row = self._row(agent)
+        return None if row is None else int(row.get("total_duration_ms", 0)) / int(row["runs"])
+
+    def cpu_share(self, agent: str) -> float | None:
+        """The share of a CPU the agent's runs used (CPU time / wall time); None before any was recorded."""
+        row = self._row(agent)
+        if row is None or not int(row.get("cpu_ms", 0)) or not int(row.get("total_duration_ms", 0)):
+            return None
+        return min(1.0, int(row["cpu_ms"]) / int(row["total_duration_ms"]))
+
+    def memory_share(self, agent: str) -> float | None:
+        """The average share of its function's memory a run of the agent peaked at, None before any."""
+        row = self._row(agent)
+        if row is None or not int(row.get("memory_permille", 0)):
+            return None
+        return min(1.0, int(row["memory_permille"]) / 1000 / int(row["runs"]))

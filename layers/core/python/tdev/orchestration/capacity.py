@@ -22,21 +22,26 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-
 from tdev import cache
-from tdev.data.agents import AgentRepository
+from tdev.data.agents import AgentRepository, StoredHistory
 from tdev.errors import CapacityExhausted, NotFoundError, UnknownAgentError
 from tdev.models import AgentSpec, Priority
-from tdev.observability import NAMESPACE, logger
+from tdev.observability import logger
 from tdev.orchestration.admission import EFFECTIVE_PRIORITY_LUA, LEVELS
+from tdev.orchestration.routing import (
+    AVAILABLE_BELOW,
+    AgentLoad,
+    LoadBalancer,
+    Strategy,
+    record_decision,
+    redis_turns,
+)
 from tdev.settings import get_settings
 
 KEY_PREFIX = "tdev:capacity"
@@ -223,33 +228,12 @@ def running(
         outcome = "waiting"
         raise
     finally:
-        _decided(outcome, (time.perf_counter() - started) * 1000)
+        record_decision(outcome, (time.perf_counter() - started) * 1000)
     try:
         yield
     finally:
         sem.release(model_lease)
         sem.release(agent_lease)
-
-
-ROUTING_SERVICE = "routing"  # the `service` dimension of the routing metrics, whichever function routes
-
-
-def _decided(outcome: str, latency_ms: float) -> None:
-    """Routing monitoring (spec 1.3.4): RoutingDecisions by outcome (admitted, waiting for capacity, error)
-    and RoutingLatency, the time to take both slots (the p99 alarm's metric, stacks/orchestration_stack)."""
-    if is_metrics_disabled():
-        return
-    with single_metric(name="RoutingDecisions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
-        m.add_dimension(name="service", value=ROUTING_SERVICE)
-        m.add_dimension(name="outcome", value=outcome)
-    with single_metric(
-        name="RoutingLatency", unit=MetricUnit.Milliseconds, value=latency_ms, namespace=NAMESPACE
-    ) as m:
-        m.add_dimension(name="service", value=ROUTING_SERVICE)
-
-
-# Spec 1.3: an agent is available to new work below 0.8 x its capacity.
-AVAILABLE_BELOW = 0.8
 
 
 def agent_health(registry: AgentRepository, name: str, *, sem: Semaphore | None = None) -> dict[str, Any]:
@@ -280,4 +264,84 @@ def agent_health(registry: AgentRepository, name: str, *, sem: Semaphore | None 
         "failures": stats["failures"],
         "success_rate": round(stats["successes"] / runs, 4) if runs else None,
         "average_duration_ms": round(stats["total_duration_ms"] / runs) if runs else None,
+    }
+
+
+class CapacityLoads:
+    """The load balancer's view of agents (tdev.orchestration.routing.LoadSource): runs in flight from the
+    capacity semaphores, capacity from the specs, cpu and memory shares from the stored run history."""
+
+    def __init__(
+        self, sem: Semaphore, specs: Iterable[AgentSpec], history: StoredHistory | None = None
+    ) -> None:
+        self._sem, self._history = sem, history
+        self._capacity = {spec.name: spec.max_concurrent for spec in specs}
+
+    def loads(self, agents: Sequence[str]) -> dict[str, AgentLoad]:
+        return {
+            agent: AgentLoad(
+                agent,
+                self._sem.in_flight(agent_key(agent)),
+                self._capacity[agent],
+                cpu=self._history.cpu_share(agent) if self._history else None,
+                memory=self._history.memory_share(agent) if self._history else None,
+            )
+            for agent in agents
+            if agent in self._capacity
+        }
+
+
+def load_balancer(specs: Sequence[AgentSpec], history: StoredHistory) -> LoadBalancer | None:
+    """The planner's load balancer on the shared Redis, with the configured strategy; None (routing by the
+    request alone, logged) in a deployment without Redis, where no load is counted (see `running`)."""
+    settings = get_settings()
+    if not settings.redis_url:
+        logger.warning("load-aware routing skipped: REDIS_URL is not set")
+        return None
+    redis = cache.redis_client()
+    return LoadBalancer(
+        CapacityLoads(Semaphore(redis), specs, history),
+        strategy=Strategy(settings.routing_strategy),
+        history=history,
+        next_turn=redis_turns(redis),
+    )
+
+
+def platform_health(registry: AgentRepository, *, sem: Semaphore | None = None) -> dict[str, Any]:
+    """The platform's health for operators: registered and active agents (runs in flight), tasks running
+    and queued for capacity (the semaphores), completed and failed (every agent's run counters, one batch
+    read), and the average response time of a run. In-flight figures are None without the shared Redis."""
+    specs = registry.list()
+    if sem is None and get_settings().redis_url:
+        sem = semaphore()
+    history = registry.history(spec.name for spec in specs)
+    agents = []
+    for spec in specs:
+        in_flight = sem.in_flight(agent_key(spec.name)) if sem else None
+        waiting = sem.waiting(agent_key(spec.name)) if sem else None
+        agents.append(
+            {
+                "agent": spec.name,
+                "in_flight": in_flight,
+                "waiting": waiting,
+                "max_concurrent": spec.max_concurrent,
+                "available": None if in_flight is None else in_flight < AVAILABLE_BELOW * spec.max_concurrent,
+            }
+        )
+    totals = history.totals()
+    counted = sem is not None
+    return {
+        "agents": len(specs),
+        "active_agents": sum(1 for a in agents if a["in_flight"]) if counted else None,
+        "available_agents": sum(1 for a in agents if a["available"]) if counted else None,
+        "tasks": {
+            "running": sum(a["in_flight"] or 0 for a in agents) if counted else None,
+            "queued": sum(a["waiting"] or 0 for a in agents) if counted else None,
+            "completed": totals["successes"],
+            "failed": totals["failures"],
+        },
+        "average_response_ms": round(totals["total_duration_ms"] / totals["runs"])
+        if totals["runs"]
+        else None,
+        "by_agent": agents,
     }

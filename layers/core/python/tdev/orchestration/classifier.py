@@ -38,6 +38,7 @@ from tdev.agents.catalog import DEFAULT_AGENTS
 from tdev.errors import ConfigurationError
 from tdev.models import AgentSpec, Decision
 from tdev.orchestration.decision import RULE_CONFIDENCE, AgentHistory, DecisionEngine, Signals
+from tdev.orchestration.routing import LoadBalancer
 
 # A clause with no rule hit becomes an intent only if its best keyword similarity reaches this: one
 # strongly routed word ("pentest the login form", "add a REST endpoint") does, a passing mention of a
@@ -240,13 +241,14 @@ class IntentClassifier(Classifier):
         specs: Sequence[AgentSpec] = DEFAULT_AGENTS,
         history: AgentHistory | None = None,
         rules: Sequence[Rule] = SPEC_RULES,
+        balancer: LoadBalancer | None = None,
     ) -> None:
         super().__init__()
         names = [spec.name for spec in specs]
         if not names or len(set(names)) != len(names):
             raise ConfigurationError(f"the agent catalog must be non-empty with unique names: {names}")
         self.specs = tuple(specs)
-        self.engine = DecisionEngine(history)
+        self.engine = DecisionEngine(history, balancer)
         self.rules = tuple(rule for rule in rules if rule.agent in names)
         self._index = _KeywordIndex(self.specs)
 

@@ -32,6 +32,7 @@ from typing import Protocol
 from tdev.agents.catalog import intent_slug
 from tdev.errors import PlanningError
 from tdev.models import Decision
+from tdev.orchestration.routing import LoadBalancer
 
 RULE_CONFIDENCE = 0.8
 RULE_WEIGHT = 0.5
@@ -81,8 +82,9 @@ class _Scored:
 class DecisionEngine:
     """Combines rules, keyword similarity and history into a `Decision` (weights: see the module doc)."""
 
-    def __init__(self, history: AgentHistory | None = None) -> None:
+    def __init__(self, history: AgentHistory | None = None, balancer: LoadBalancer | None = None) -> None:
         self.history: AgentHistory = history if history is not None else NoHistory()
+        self.balancer = balancer
 
     def decide(self, subject: str, candidates: Sequence[Signals]) -> Decision:
         """Pick the best candidate for `subject` (the text of one intent).
@@ -96,12 +98,21 @@ class DecisionEngine:
             )
         ranked = self._rank(candidates)
         best = ranked[0]
+        routing = ""
+        if self.balancer is not None:  # load-aware: among the agents the load balancer reports available
+            routed = self.balancer.choose(
+                intent_slug(best.signals.agent), [(s.signals.agent, s.score) for s in ranked]
+            )
+            best = next(s for s in ranked if s.signals.agent == routed.agent)
+            routing = f" Routing ({routed.strategy.value}): {routed.reason}."
         return Decision(
             intent=intent_slug(best.signals.agent),
             agent=best.signals.agent,
             confidence=round(best.score, 4),
-            reasoning=self._reasoning(subject, best, ranked),
-            alternatives=[(other.signals.agent, round(other.score, 4)) for other in ranked[1:]],
+            reasoning=self._reasoning(subject, best, ranked) + routing,
+            alternatives=[
+                (other.signals.agent, round(other.score, 4)) for other in ranked if other is not best
+            ],
         )
 
     def fallback(self, subject: str, agent: str) -> Decision:

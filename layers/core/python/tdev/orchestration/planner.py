@@ -28,6 +28,7 @@ from tdev.models import AgentSpec, AgentTask, Decision, Dependency, DependencyKi
 from tdev.orchestration.classifier import IntentClassifier
 from tdev.orchestration.dag import failure_policies, topological_levels
 from tdev.orchestration.decision import AgentHistory
+from tdev.orchestration.routing import LoadBalancer
 
 FALLBACK_AGENT = "CodeAgent"
 REVIEW_AGENT = "ReviewAgent"
@@ -91,9 +92,13 @@ class Supervisor:
     """Plans requests against an agent catalog: intents -> one decision per intent -> a DAG of tasks."""
 
     def __init__(
-        self, agents: Sequence[AgentSpec] = DEFAULT_AGENTS, history: AgentHistory | None = None
+        self,
+        agents: Sequence[AgentSpec] = DEFAULT_AGENTS,
+        history: AgentHistory | None = None,
+        balancer: LoadBalancer | None = None,
     ) -> None:
-        self.classifier = IntentClassifier(agents, history)
+        # With a balancer, each intent's agent is chosen load-aware (tdev.orchestration.routing).
+        self.classifier = IntentClassifier(agents, history, balancer=balancer)
         self.agents = {spec.name: spec for spec in agents}
         slugs = [intent_slug(name) for name in self.agents]
         if len(set(slugs)) != len(slugs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from tdev.data.executions import Outcome, outcome_event_id
 from tdev.errors import (
     AgentError,
     BudgetExceeded,
+    CapacityExhausted,
     ConflictError,
     ExecutionCancelled,
     TDevError,
@@ -166,7 +168,8 @@ def plan_execution(execution_id: str) -> dict[str, Any]:
     registry = container.agents()
     execution = executions.get(execution_id)
     specs = registry.list()
-    supervisor = Supervisor(specs, history=registry.history(s.name for s in specs))
+    history = registry.history(s.name for s in specs)
+    supervisor = Supervisor(specs, history=history, balancer=capacity.load_balancer(specs, history))
     plan = supervisor.plan(execution.request)
     executions.save_plan(execution_id, plan)
     metrics.add_metric(name="PlannedTasks", unit=MetricUnit.Count, value=len(plan.tasks))
@@ -201,11 +204,21 @@ def step_levels(plan: Plan) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------- run agent
-def _count_run(agent: str, run_id: str, *, succeeded: bool, duration_ms: int) -> None:
-    """The agent's run counters, written behind (tdev.write_behind): acknowledged once buffered in Redis,
-    applied by the flush at the end of this invocation (run_agent's handler), once per run id."""
+def _count_run(
+    agent: str, run_id: str, *, succeeded: bool, duration_ms: int, cpu_ms: int = 0, memory_permille: int = 0
+) -> None:
+    """The agent's run counters (with the run's CPU time and peak memory, the resource-based routing's
+    inputs), written behind (tdev.write_behind): acknowledged once buffered in Redis, applied by the flush at
+    the end of this invocation (run_agent's handler), once per run id."""
     container.run_statistics().submit(
-        {"agent": agent, "run_id": run_id, "succeeded": succeeded, "duration_ms": duration_ms}
+        {
+            "agent": agent,
+            "run_id": run_id,
+            "succeeded": succeeded,
+            "duration_ms": duration_ms,
+            "cpu_ms": cpu_ms,
+            "memory_permille": memory_permille,
+        }
     )
 
 
@@ -255,7 +268,7 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
         tracer.put_annotation("agent", task.agent)
         tracer.put_annotation("model", model_name)
         tools = agent_tools(spec, execution_id)  # the execution's workspace, when the role works on files
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             with metered(ledger_for(execution)):  # every model call reserves from the request's budget
                 chained = run_chain(
@@ -270,6 +283,8 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
                     guards=guards,
                     tools=[tools] if tools else [],
                 )
+        except CapacityExhausted:  # the pool's agents are all leased: the task waits (ASL Retry), not failed
+            raise
         except (BudgetExceeded, ExecutionCancelled) as exc:  # the request stops; not the agent's failure
             logger.warning(
                 "task stopped", extra={"task_id": task_id, "agent": task.agent, "reason": str(exc)}
@@ -286,7 +301,11 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
             )
             if not isinstance(exc, TransientError):
                 _count_run(
-                    task.agent, f"{execution_id}#{task_id}#FAILED", succeeded=False, duration_ms=duration_ms
+                    task.agent,
+                    f"{execution_id}#{task_id}#FAILED",
+                    succeeded=False,
+                    duration_ms=duration_ms,
+                    **_resource_use(cpu_started),
                 )
             raise
         run = chained.run
@@ -304,7 +323,11 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
         )
         stored = executions.save_result(execution_id, result, correlation_id=execution.correlation_id)
         _count_run(
-            task.agent, f"{execution_id}#{task_id}#SUCCEEDED", succeeded=True, duration_ms=run.duration_ms
+            task.agent,
+            f"{execution_id}#{task_id}#SUCCEEDED",
+            succeeded=True,
+            duration_ms=run.duration_ms,
+            **_resource_use(cpu_started),
         )
         _record_agent_metrics(task.agent, run.model, "succeeded", run.duration_ms, run.usage)
         logger.info(
@@ -321,6 +344,22 @@ def _run_task(execution_id: str, task_id: str, attempt: int, guards: Guards | No
             },
         )
         return stored
+
+
+def _resource_use(cpu_started: float) -> dict[str, int]:
+    """The run's CPU time and the process's peak memory in thousandths of the function's memory: the
+    resource-based routing strategy's cpu and memory inputs (tdev.orchestration.routing). In Lambda a
+    container runs one task at a time, so the process's figures are the run's."""
+    import resource
+
+    limit_mb = float(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0) or (
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {
+        "cpu_ms": int((time.process_time() - cpu_started) * 1000),
+        "memory_permille": min(1000, int(1000 * peak_mb / limit_mb)),
+    }
 
 
 def _record_agent_metrics(agent: str, model: str, status: str, duration_ms: int, usage: Usage) -> None:
