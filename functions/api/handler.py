@@ -31,6 +31,7 @@ try:  # the package (tests, local runtime) ...
     from functions.api import (
         agent_routes,
         artifacts,
+        budget_routes,
         config_routes,
         description,
         model_routes,
@@ -41,6 +42,7 @@ try:  # the package (tests, local runtime) ...
 except ImportError:  # ... or deployed, where this folder is the code root
     import agent_routes  # type: ignore[no-redef]
     import artifacts  # type: ignore[no-redef]
+    import budget_routes  # type: ignore[no-redef]
     import config_routes  # type: ignore[no-redef]
     import description  # type: ignore[no-redef]
     import model_routes  # type: ignore[no-redef]
@@ -63,6 +65,7 @@ app.include_router(project_routes.router)
 app.include_router(artifacts.router)
 app.include_router(config_routes.router)
 app.include_router(agent_routes.router)
+app.include_router(budget_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,
