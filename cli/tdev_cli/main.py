@@ -14,6 +14,7 @@ from tdev.version import __version__
 from tdev_cli import (
     artifacts_cmd,
     bench_cmd,
+    budget_cmd,
     cache_cmd,
     chaos,
     config_cmd,
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     seed.register(commands)
     login_cmd.register(commands)
     config_cmd.register(commands)
+    budget_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):
