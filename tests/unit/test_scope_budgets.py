@@ -168,3 +168,46 @@ def test_the_period_is_the_calendar_month_in_utc() -> None:
         datetime(2026, 12, 1, tzinfo=UTC),
         datetime(2027, 1, 1, tzinfo=UTC),
     )
+
+
+def test_a_transaction_conflict_on_a_shared_month_is_tried_again_then_transient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from tdev.errors import TransientError
+
+    def cancelled(*codes: str) -> ClientError:
+        return ClientError(
+            {
+                "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                "CancellationReasons": [{"Code": c} for c in codes],
+            },
+            "TransactWriteItems",
+        )
+
+    attempts: list[int] = []
+
+    def conflicted_twice(actions: Any) -> None:
+        attempts.append(1)
+        if len(attempts) <= 2:
+            raise cancelled("None", "TransactionConflict", "None")
+
+    monkeypatch.setattr(budgets, "transact_write", conflicted_twice)
+    budgets._transact([{"Update": {}}])
+    assert len(attempts) == 3  # two conflicts, then it went through
+
+    def always_conflicted(actions: Any) -> None:
+        raise cancelled("None", "TransactionConflict")
+
+    monkeypatch.setattr(budgets, "transact_write", always_conflicted)
+    monkeypatch.setattr(budgets.time, "sleep", lambda _: None)
+    with pytest.raises(TransientError):
+        budgets._transact([{"Update": {}}])
+
+    def refused(actions: Any) -> None:  # a refused condition is not retried here: the caller reads it
+        raise cancelled("None", "ConditionalCheckFailed")
+
+    monkeypatch.setattr(budgets, "transact_write", refused)
+    with pytest.raises(ClientError):
+        budgets._transact([{"Update": {}}])

@@ -37,6 +37,8 @@ refuses it (403) before an execution is stored, and refuses a user or project wh
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,7 +51,7 @@ from tdev.data import schema
 from tdev.data.codec import deserialize, from_item, raise_if_transient, serialize
 from tdev.data.executions import execution_key
 from tdev.data.store import cancellation_codes, transact_write
-from tdev.errors import BudgetExceeded, ExecutionCancelled, NotFoundError, UserSuspended
+from tdev.errors import BudgetExceeded, ExecutionCancelled, NotFoundError, TransientError, UserSuspended
 from tdev.models import Execution, ExecutionStatus, to_micro_usd, utc_now
 from tdev.observability import logger
 from tdev.settings import get_settings
@@ -227,7 +229,7 @@ class BudgetLedger:
         for _ in range(RESERVE_ATTEMPTS):
             try:
                 if self.scopes:
-                    transact_write(
+                    _transact(
                         [{"Update": update}]
                         + [{"Update": self._scope_reservation(c, micro_usd, tokens)} for c in self.scopes]
                     )
@@ -295,7 +297,7 @@ class BudgetLedger:
                     ":net_tokens": spent_tokens - reserved_tokens,
                 }
             )
-            transact_write(
+            _transact(
                 [{"Update": execution}]
                 + [
                     {
@@ -319,6 +321,25 @@ class BudgetLedger:
 
     def check(self) -> None:
         _raise_if_stopped(read_state(self._table_name, self.execution_id))
+
+
+CONFLICT_ATTEMPTS = 10
+
+
+def _transact(actions: list[dict[str, Any]]) -> None:
+    """One transaction; tried again (jittered) while DynamoDB cancels it only for a conflict with another
+    transaction on the same user's or project's item (parallel tasks reserving at once), then
+    TransientError, which the workflow retries. A refused condition is the caller's to read."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            transact_write(actions)
+            return
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if "TransactionConflict" not in codes or "ConditionalCheckFailed" in codes:
+                raise
+            time.sleep(random.uniform(0.005, 0.02) * attempt)
+    raise TransientError("the budget's books were contended; try again")
 
 
 def ledger_for(execution: Execution) -> BudgetLedger:
