@@ -16,9 +16,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 1
-# An admin of this module's own: the rate limits' buckets live in the session's shared Redis, and changes
-# are on the strict limit (10 per 15 min per principal), which another module's "root" may have used up.
-ADMIN = f"config-admin-{uuid.uuid4().hex[:8]}"
+
+
+def fresh(name: str) -> str:
+    """A principal no other test has used: the rate limits' buckets live in the session's shared Redis and
+    changes are on the strict limit (10 per 15 min per principal), so a shared name (or this module's own
+    earlier tests, or a retried attempt of the same test) could leave a test with an empty bucket (429)."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -35,8 +39,13 @@ def backend(redis_server: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def rt(backend: Any) -> Any:
-    return backend.as_principal(ADMIN, ("admin",))
+def admin() -> str:
+    return fresh("config-admin")
+
+
+@pytest.fixture
+def rt(backend: Any, admin: str) -> Any:
+    return backend.as_principal(admin, ("admin",))
 
 
 @pytest.mark.parametrize("name", ["api_get_config", "api_put_config", "api_get_flags", "api_put_flag"])
@@ -65,7 +74,7 @@ CALLS = [
 
 def test_only_admins_read_or_change_configuration(rt: Any) -> None:
     for roles in (("developer",), ("viewer",)):
-        rt.as_principal("someone", roles)
+        rt.as_principal(fresh("someone"), roles)
         for method, path, body in CALLS:
             status, answer = rt.api(method, path, body)
             assert status == 403, (roles, method, path, answer)
@@ -89,26 +98,32 @@ def test_invalid_changes_are_refused_naming_each_field(rt: Any) -> None:
     assert (status, body["field"]) == (400, "reason")
 
 
-def test_a_protected_change_needs_a_second_admin_and_rolls_back(rt: Any) -> None:
+def test_a_protected_change_needs_a_second_admin_and_rolls_back(rt: Any, admin: str) -> None:
+    # The value before: what the rollback must restore (a retried attempt may find its own earlier change).
+    status, shown = rt.api("GET", "/v1/config")
+    assert status == 200, shown
+    before = shown["values"]["max_sessions_global"]
+    assert before != 7, "an earlier attempt left its change applied: see its own failure above"
     status, pending = rt.api("PUT", "/v1/config/max_sessions_global", {"value": 7, "reason": "cap load"})
-    assert status == 202 and pending["status"] == "pending_approval"
+    assert status == 202 and pending["status"] == "pending_approval", pending
     change = f"/v1/config/changes/{pending['change_id']}/approve"
     assert rt.api("POST", change)[0] == 403  # the author cannot approve it
-    rt.as_principal("second-admin", ("admin",))
+    second = fresh("second-admin")
+    rt.as_principal(second, ("admin",))
     status, applied = rt.api("POST", change)
-    assert status == 200 and (applied["author"], applied["approved_by"]) == (ADMIN, "second-admin")
+    assert status == 200 and (applied["author"], applied["approved_by"]) == (admin, second), applied
     assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == 7
 
     status, rolled = rt.api(
         "POST", "/v1/config/rollback", {"version": applied["version"] - 1, "reason": "undo"}
     )
-    assert status == 200 and rolled["snapshot_version"] == applied["version"] + 1
-    assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == 100
+    assert status == 200 and rolled["snapshot_version"] == applied["version"] + 1, rolled
+    assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == before == 100
     status, back = rt.api("POST", "/v1/config/rollback", {"version": 999, "reason": "nothing there"})
     assert (status, back["field"]) == (404, "version")
     history = rt.api("GET", "/v1/config/history")[1]["versions"]
     assert [v["kind"] for v in history[:3]] == ["rollback", "snapshot", "set"]
-    assert history[2]["approved_by"] == "second-admin" and history[2]["reason"] == "cap load"
+    assert history[2]["approved_by"] == second and history[2]["reason"] == "cap load"
 
 
 def test_the_fallback_chain_flag_switches_a_running_backend_without_redeploy(rt: Any) -> None:
@@ -149,9 +164,9 @@ def test_the_fallback_chain_flag_switches_a_running_backend_without_redeploy(rt:
 
 
 def test_a_parameter_store_change_reaches_the_running_api_within_the_polling_interval(rt: Any) -> None:
-    """Last in this module: it leaves the developer rate-limited on the shared backend."""
+    """Last in this module: it tightens the default limit for every principal while it runs."""
     # Given a running backend that lets the developer through
-    rt.as_principal("dev", ("developer",))
+    rt.as_principal(fresh("dev"), ("developer",))
     assert [rt.api("GET", "/v1/agents")[0] for _ in range(3)] == [200, 200, 200]
     # When an operator tightens the rate limit in Parameter Store (no API, no redeploy)
     ssm = boto3.client("ssm", region_name="us-east-1")
