@@ -35,7 +35,10 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     # Both read the execution's partition (one query) and record the terminal status with its outbox item.
     "aggregate_results": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
     "compensate": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"),
+    # Admission reads the user's suspension and the user's and project's month in one BatchGetItem
+    # (tdev.data.budgets.check_admission); unsuspending deletes the suspension item.
     "api": (
+        "dynamodb:BatchGetItem",
         "dynamodb:DeleteItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",

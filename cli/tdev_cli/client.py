@@ -94,6 +94,12 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("PUT", "/v1/flags/{name}"),
         ("GET", "/v1/alerts"),
         ("POST", "/v1/alerts/{alert_id}/ack"),
+        ("GET", "/v1/users/{user_id}/budget"),
+        ("PUT", "/v1/users/{user_id}/budget"),
+        ("GET", "/v1/projects/{project_id}/budget"),
+        ("PUT", "/v1/projects/{project_id}/budget"),
+        ("POST", "/v1/users/{user_id}/suspend"),
+        ("POST", "/v1/users/{user_id}/unsuspend"),
     }
 )
 
@@ -112,6 +118,12 @@ class ApiError(Exception):
         self.details: list[Any] = list(fields.get("details") or [])
         where = f" (field {self.field})" if self.field else ""
         super().__init__(f"{status} {self.error}: {self.message}{where}")
+
+
+def _scope_path(scope: str) -> str:
+    if scope not in ("user", "project"):
+        raise ValueError(f"a budget's scope is user or project, not {scope!r}")
+    return f"{scope}s"
 
 
 def _segment(value: str) -> str:
@@ -462,6 +474,27 @@ class Client:
     def disable_principal(self, principal: str) -> dict[str, Any]:
         path = f"/v1/principals/{_segment(principal)}/disable"
         return dict(self._json("POST", path, safe_to_repeat=True))
+
+    def budget(self, scope: str, scope_id: str) -> dict[str, Any]:
+        """A user's (`scope="user"`) or a project's budget this month: cap, spent, reserved, period."""
+        return dict(self._json("GET", f"/v1/{_scope_path(scope)}/{_segment(scope_id)}/budget"))
+
+    def set_budget(
+        self, scope: str, scope_id: str, *, reason: str, budget_usd: float | None, budget_tokens: int | None
+    ) -> dict[str, Any]:
+        """Admins: a user's or a project's monthly cap (None: the configured default)."""
+        body = {"budget_usd": budget_usd, "budget_tokens": budget_tokens, "reason": reason}
+        path = f"/v1/{_scope_path(scope)}/{_segment(scope_id)}/budget"
+        return dict(self._json("PUT", path, body=body, safe_to_repeat=True))
+
+    def suspend_user(self, user_id: str, *, reason: str) -> dict[str, Any]:
+        """Admins: refuse the user's new work and stop its executions in flight."""
+        path = f"/v1/users/{_segment(user_id)}/suspend"
+        return dict(self._json("POST", path, body={"reason": reason}, safe_to_repeat=True))
+
+    def unsuspend_user(self, user_id: str, *, reason: str) -> dict[str, Any]:
+        path = f"/v1/users/{_segment(user_id)}/unsuspend"
+        return dict(self._json("POST", path, body={"reason": reason}, safe_to_repeat=True))
 
     def audit_pages(self, principal: str, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Each page of `principal`'s audit trail, newest first, following the `next` cursor."""

@@ -15,6 +15,7 @@ from tdev_cli import (
     alerts_cmd,
     artifacts_cmd,
     bench_cmd,
+    budget_cmd,
     cache_cmd,
     chaos,
     config_cmd,
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     config_cmd.register(commands)
     errors_cmd.register(commands)
     alerts_cmd.register(commands)
+    budget_cmd.register(commands)
 
     args = parser.parse_args(argv)
     if hasattr(args, "func"):

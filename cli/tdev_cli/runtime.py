@@ -741,7 +741,9 @@ class LocalRuntime:
                 sqs.delete_message(QueueUrl=self.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-KILL_SWITCH_PATH = re.compile(r"/v1/executions/[A-Za-z0-9-]+/cancel|/v1/sessions/ses-[a-f0-9]+/kill")
+KILL_SWITCH_PATH = re.compile(
+    r"/v1/executions/[A-Za-z0-9-]+/cancel|/v1/sessions/ses-[a-f0-9]+/kill|/v1/users/[A-Za-z0-9@._:-]+/suspend"
+)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ try:  # the package (tests, local runtime) ...
         agent_routes,
         alert_routes,
         artifacts,
+        budget_routes,
         config_routes,
         description,
         error_routes,
@@ -45,6 +46,7 @@ except ImportError:  # ... or deployed, where this folder is the code root
     import agent_routes  # type: ignore[no-redef]
     import alert_routes  # type: ignore[no-redef]
     import artifacts  # type: ignore[no-redef]
+    import budget_routes  # type: ignore[no-redef]
     import config_routes  # type: ignore[no-redef]
     import description  # type: ignore[no-redef]
     import error_routes  # type: ignore[no-redef]
@@ -70,6 +72,7 @@ app.include_router(config_routes.router)
 app.include_router(agent_routes.router)
 app.include_router(error_routes.router)
 app.include_router(alert_routes.router)
+app.include_router(budget_routes.router)
 
 IdempotencyKey = Annotated[
     str | None,

@@ -105,8 +105,9 @@ def test_a_call_that_costs_more_than_its_reservation_overshoots_by_at_most_that_
 def test_without_a_cap_calls_are_only_counted_and_a_cancel_still_stops_them(runtime: Any) -> None:
     execution_id = store_execution(None)
     ledger = ledger_for(container.executions().get(execution_id))
-    ledger.reserve(10**9, model=MODEL)
-    ledger.settle(10**9, 42)
+    # (no cap of its own: the request is held only by its user's and project's monthly budgets, 100 USD)
+    ledger.reserve(9 * 10**7, model=MODEL)
+    ledger.settle(9 * 10**7, 42)
     assert request_cancel(runtime_table(), execution_id)
     with pytest.raises(ExecutionCancelled):
         ledger.reserve(1, model=MODEL)

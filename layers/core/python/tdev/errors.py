@@ -117,6 +117,12 @@ class BudgetExceeded(TDevError):
     code = "BudgetExceeded"
 
 
+class UserSuspended(AuthorizationError):
+    """An admin suspended this user (POST /v1/users/{id}/suspend): no new request or session (403)."""
+
+    code = "UserSuspended"
+
+
 class ExecutionCancelled(TDevError):
     """The execution was cancelled (or already finished): agents stop before their next model call or
     tool step."""

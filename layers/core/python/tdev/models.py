@@ -425,6 +425,62 @@ class BudgetView(BaseModel):
     reserved_usd: float = Field(description="Worst cases reserved by model calls still in flight.")
 
 
+MAX_SCOPE_BUDGET_USD = 1_000_000.0  # per user or project and month
+MAX_SCOPE_BUDGET_TOKENS = 10**12
+
+
+class ScopeBudgetIn(BaseModel):
+    """`PUT /v1/users/{id}/budget`, `PUT /v1/projects/{id}/budget` (admins): a monthly cap override."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_SCOPE_BUDGET_USD,
+        allow_inf_nan=False,
+        description="USD per calendar month (UTC); null: the configured default.",
+    )
+    budget_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_SCOPE_BUDGET_TOKENS,
+        description="Tokens (in + out) per calendar month; null: the configured default (none: no cap).",
+    )
+    reason: str = Field(min_length=3, max_length=500, description="Why: kept with the change, and logged.")
+
+
+class SuspendIn(BaseModel):
+    """`POST /v1/users/{id}/suspend` and `/unsuspend` (admins)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    reason: str = Field(
+        min_length=3, max_length=500, description="Why: kept with the suspension, and logged."
+    )
+
+
+class ScopeBudgetView(BaseModel):
+    """A user's or a project's budget for the current month (UTC) and what its model calls spent and hold."""
+
+    scope: Literal["user", "project"]
+    id: str
+    period: str = Field(description="The calendar month, UTC (yyyy-mm).")
+    period_start: datetime
+    period_end: datetime
+    budget_usd: float
+    budget_tokens: int | None = Field(description="null: tokens are counted, not capped.")
+    source: Literal["default", "override"]
+    spent_usd: float
+    reserved_usd: float
+    left_usd: float
+    spent_tokens: int
+    reserved_tokens: int
+    override: dict[str, str | None] | None = Field(
+        default=None, description="Who set the override, when and why (null: the configured default)."
+    )
+
+
 class ExecutionView(BaseModel):
     """`GET /v1/executions/{id}`: the execution, its plan and each task's result."""
 

@@ -58,6 +58,13 @@ class Settings(BaseModel):
     # to at most this many output tokens, which is also the output part of the worst case it reserves.
     default_budget_usd: float = Field(default=10.0, gt=0, le=1_000.0, alias="TDEV_DEFAULT_BUDGET_USD")
     max_output_tokens: int = Field(default=8_192, ge=16, le=200_000, alias="TDEV_MAX_OUTPUT_TOKENS")
+    # Per user and per project, per calendar month (UTC): the caps every model call also reserves from, unless
+    # an admin set another (PUT /v1/users/{id}/budget, PUT /v1/projects/{id}/budget). Tokens: no cap unless
+    # set (they are always counted); the offline model is free, so only tokens would stop it.
+    user_budget_usd: float = Field(default=100.0, gt=0, le=1_000_000.0, alias="TDEV_USER_BUDGET_USD")
+    project_budget_usd: float = Field(default=1_000.0, gt=0, le=1_000_000.0, alias="TDEV_PROJECT_BUDGET_USD")
+    user_budget_tokens: int | None = Field(default=None, gt=0, alias="TDEV_USER_BUDGET_TOKENS")
+    project_budget_tokens: int | None = Field(default=None, gt=0, alias="TDEV_PROJECT_BUDGET_TOKENS")
     # The deployment's own model prices, JSON {"provider:model-id": [USD/1k in, USD/1k out]}: they win over
     # the catalogue's (tdev.llm.catalog.price_of).
     model_prices: str | None = Field(default=None, max_length=20_000, alias="TDEV_MODEL_PRICES")

@@ -18,20 +18,42 @@ Why the table and not Redis: the execution item is already the request's durable
 usage, its outcome), every deployment has it while Redis is optional (REDIS_URL), a ledger lost with a cache
 node would forget reservations, and a conditional write costs a few milliseconds next to a model call of
 seconds. The cancel flag lives in the same item, so the check before each model call is that same write.
+
+Users and projects have budgets too, per calendar month (UTC; a request's spend counts in the month it was
+submitted, so its reservations and settlements always meet the same books):
+    PK=BUDGET#USER#<id> | BUDGET#PROJECT#<id>   SK=PERIOD#<yyyy-mm>
+        committed_micro_usd / committed_tokens   spent + reserved (what the condition compares)
+        reserved_*, spent_*                      the two parts, for the views
+    SK=CAP   an admin's override of the configured default (TDEV_USER_BUDGET_USD, ...), with who and why
+When the execution has scopes, a reservation is ONE TransactWriteItems: the execution's conditional update
+and, per scope, `ADD committed +amount` only if `committed <= cap - amount` (in USD, and in tokens when
+capped). All or nothing: concurrent requests of one user can never together commit more than the user's cap,
+and a refusal by any scope reserves nothing anywhere. Settling is one transaction of unconditional ADDs.
+The caps are read when a task's ledger is made: an admin's change applies from the next task on.
+
+A suspended user (PK=PRINCIPAL#<id> SK=SUSPENSION) submits nothing new: admission (`check_admission`)
+refuses it (403) before an execution is stored, and refuses a user or project whose month is used up (402).
 """
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
 from tdev import aws
-from tdev.data.codec import from_item, raise_if_transient, serialize
+from tdev.data import schema
+from tdev.data.codec import deserialize, from_item, raise_if_transient, serialize
 from tdev.data.executions import execution_key
-from tdev.errors import BudgetExceeded, ExecutionCancelled, NotFoundError
-from tdev.models import Execution, ExecutionStatus, utc_now
+from tdev.data.store import cancellation_codes, transact_write
+from tdev.errors import BudgetExceeded, ExecutionCancelled, NotFoundError, TransientError, UserSuspended
+from tdev.models import Execution, ExecutionStatus, to_micro_usd, utc_now
+from tdev.observability import logger
 from tdev.settings import get_settings
 
 LEFT = "budget_left_micro_usd"
@@ -39,6 +61,13 @@ RESERVED = "reserved_micro_usd"
 SPENT = "spent_micro_usd"
 CANCEL = "cancel_requested_at"
 RESERVE_ATTEMPTS = 3  # a refusal that a concurrent settlement made stale is tried again
+COMMITTED = "committed_micro_usd"
+TOKENS_RESERVED = "reserved_tokens"
+TOKENS_SPENT = "spent_tokens"
+TOKENS_COMMITTED = "committed_tokens"
+
+ScopeKind = Literal["user", "project"]
+SCOPES: tuple[ScopeKind, ...] = ("user", "project")
 
 
 def micro_to_usd(micro: int) -> float:
@@ -55,18 +84,89 @@ class BudgetState:
     status: ExecutionStatus
 
 
-class BudgetLedger:
-    """The books of one execution (implements tdev.llm.metering.Ledger)."""
+@dataclass(frozen=True)
+class ScopeCap:
+    """A user's or a project's cap for one month: the configured default or an admin's override."""
 
-    def __init__(self, table_name: str, execution_id: str, *, capped: bool) -> None:
+    scope: ScopeKind
+    scope_id: str
+    period: str  # yyyy-mm, UTC
+    budget_usd: float
+    budget_tokens: int | None  # None: tokens are counted, not capped
+    source: Literal["default", "override"]
+
+    @property
+    def cap_micro_usd(self) -> int:
+        return to_micro_usd(self.budget_usd)
+
+    @property
+    def key(self) -> dict[str, str]:
+        return schema.budget_period_key(self.scope, self.scope_id, self.period)
+
+    def describe(self) -> str:
+        return f"{self.scope} {self.scope_id}"
+
+
+@dataclass(frozen=True)
+class ScopeBooks:
+    """What a scope's month holds: settled spend and reservations of calls in flight."""
+
+    spent_micro_usd: int = 0
+    reserved_micro_usd: int = 0
+    spent_tokens: int = 0
+    reserved_tokens: int = 0
+
+    @property
+    def committed_micro_usd(self) -> int:
+        return self.spent_micro_usd + self.reserved_micro_usd
+
+    @property
+    def committed_tokens(self) -> int:
+        return self.spent_tokens + self.reserved_tokens
+
+    @classmethod
+    def of(cls, item: dict[str, Any] | None) -> ScopeBooks:
+        item = item or {}
+        return cls(
+            spent_micro_usd=int(item.get(SPENT) or 0),
+            reserved_micro_usd=int(item.get(RESERVED) or 0),
+            spent_tokens=int(item.get(TOKENS_SPENT) or 0),
+            reserved_tokens=int(item.get(TOKENS_RESERVED) or 0),
+        )
+
+
+def period_of(moment: datetime) -> str:
+    """The budget period a moment falls in: its calendar month, UTC."""
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+def period_bounds(period: str) -> tuple[datetime, datetime]:
+    """The first instant of the month and the first instant of the next one (UTC)."""
+    start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, end
+
+
+class BudgetLedger:
+    """The books of one execution and of the user and project it spends for (implements
+    tdev.llm.metering.Ledger)."""
+
+    def __init__(
+        self, table_name: str, execution_id: str, *, capped: bool, scopes: Sequence[ScopeCap] = ()
+    ) -> None:
         self._table_name = table_name
         self.execution_id = execution_id
         self._capped = capped
+        self.scopes = tuple(scopes)
 
     def _terminal_values(self) -> dict[str, str]:
         return {f":t{i}": s.value for i, s in enumerate(s for s in ExecutionStatus if s.terminal)}
 
-    def reserve(self, micro_usd: int, *, model: str) -> None:
+    def _execution_update(self, micro_usd: int) -> dict[str, Any]:
         terminal = self._terminal_values()
         condition = (
             f"attribute_exists(PK) AND attribute_not_exists({CANCEL}) AND NOT #status IN ("
@@ -80,21 +180,74 @@ class BudgetLedger:
             values[":minus"] = -micro_usd
         else:
             update = f"ADD {RESERVED} :amount"
+        return {
+            "TableName": self._table_name,
+            "Key": serialize(execution_key(self.execution_id)),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": serialize(values),
+        }
+
+    def _scope_reservation(self, cap: ScopeCap, micro_usd: int, tokens: int) -> dict[str, Any]:
+        """`committed += amount` only if it stays within the cap (the condition compares before the add)."""
+        room = cap.cap_micro_usd - micro_usd
+        condition = f"(attribute_not_exists({COMMITTED}) OR {COMMITTED} <= :room)"
+        values: dict[str, Any] = {
+            ":usd": micro_usd,
+            ":tokens": tokens,
+            ":room": room,
+            ":scope": cap.scope,
+            ":id": cap.scope_id,
+            ":period": cap.period,
+        }
+        if cap.budget_tokens is not None:
+            condition += (
+                f" AND (attribute_not_exists({TOKENS_COMMITTED}) OR {TOKENS_COMMITTED} <= :token_room)"
+            )
+            values[":token_room"] = cap.budget_tokens - tokens
+        return {
+            "TableName": self._table_name,
+            "Key": serialize(cap.key),
+            "UpdateExpression": (
+                f"ADD {COMMITTED} :usd, {RESERVED} :usd, "
+                f"{TOKENS_COMMITTED} :tokens, {TOKENS_RESERVED} :tokens "
+                "SET #scope = :scope, #scope_id = :id, #period = :period"
+            ),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#scope": "scope", "#scope_id": "scope_id", "#period": "period"},
+            "ExpressionAttributeValues": serialize(values),
+        }
+
+    def reserve(self, micro_usd: int, *, model: str, tokens: int = 0) -> None:
+        for cap in self.scopes:  # a call that could never fit is refused without a write
+            if micro_usd > cap.cap_micro_usd or (
+                cap.budget_tokens is not None and tokens > cap.budget_tokens
+            ):
+                raise _scope_exceeded(cap, ScopeBooks(), micro_usd, tokens, model)
+        update = self._execution_update(micro_usd)
         for _ in range(RESERVE_ATTEMPTS):
             try:
-                aws.client("dynamodb").update_item(
-                    TableName=self._table_name,
-                    Key=serialize(execution_key(self.execution_id)),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#status": "status"},
-                    ExpressionAttributeValues=serialize(values),
-                )
+                if self.scopes:
+                    _transact(
+                        [{"Update": update}]
+                        + [{"Update": self._scope_reservation(c, micro_usd, tokens)} for c in self.scopes]
+                    )
+                else:
+                    aws.client("dynamodb").update_item(**update)
                 return
             except ClientError as exc:
                 raise_if_transient(exc)
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                code = exc.response["Error"]["Code"]
+                if code not in ("ConditionalCheckFailedException", "TransactionCanceledException"):
                     raise
+                failed = [i for i, c in enumerate(cancellation_codes(exc)) if c == "ConditionalCheckFailed"]
+            if failed and failed[0] > 0:  # a user's or a project's month: refused unless it was stale
+                cap = self.scopes[failed[0] - 1]
+                books = read_scope(self._table_name, cap)
+                if not _fits(cap, books, micro_usd, tokens):
+                    raise _scope_exceeded(cap, books, micro_usd, tokens, model)
+                continue
             state = read_state(self._table_name, self.execution_id)
             _raise_if_stopped(state)
             if state.left_micro_usd is not None and state.left_micro_usd < micro_usd:
@@ -110,19 +263,57 @@ class BudgetLedger:
             f"execution {self.execution_id}: the budget could not be reserved", field="budget_usd"
         )
 
-    def settle(self, reserved_micro_usd: int, spent_micro_usd: int) -> None:
+    def settle(
+        self,
+        reserved_micro_usd: int,
+        spent_micro_usd: int,
+        *,
+        reserved_tokens: int = 0,
+        spent_tokens: int = 0,
+    ) -> None:
         values: dict[str, Any] = {":release": -reserved_micro_usd, ":spent": spent_micro_usd}
         update = f"ADD {RESERVED} :release, {SPENT} :spent"
         if self._capped:
             update += f", {LEFT} :left"
             values[":left"] = reserved_micro_usd - spent_micro_usd
+        execution = {
+            "TableName": self._table_name,
+            "Key": serialize(execution_key(self.execution_id)),
+            "UpdateExpression": update,
+            "ConditionExpression": "attribute_exists(PK)",
+            "ExpressionAttributeValues": serialize(values),
+        }
         try:
-            aws.client("dynamodb").update_item(
-                TableName=self._table_name,
-                Key=serialize(execution_key(self.execution_id)),
-                UpdateExpression=update,
-                ConditionExpression="attribute_exists(PK)",
-                ExpressionAttributeValues=serialize(values),
+            if not self.scopes:
+                aws.client("dynamodb").update_item(**execution)
+                return
+            scope_values = serialize(
+                {
+                    ":release": -reserved_micro_usd,
+                    ":spent": spent_micro_usd,
+                    ":net": spent_micro_usd - reserved_micro_usd,
+                    ":release_tokens": -reserved_tokens,
+                    ":spent_tokens": spent_tokens,
+                    ":net_tokens": spent_tokens - reserved_tokens,
+                }
+            )
+            _transact(
+                [{"Update": execution}]
+                + [
+                    {
+                        "Update": {
+                            "TableName": self._table_name,
+                            "Key": serialize(cap.key),
+                            "UpdateExpression": (
+                                f"ADD {RESERVED} :release, {SPENT} :spent, {COMMITTED} :net, "
+                                f"{TOKENS_RESERVED} :release_tokens, {TOKENS_SPENT} :spent_tokens, "
+                                f"{TOKENS_COMMITTED} :net_tokens"
+                            ),
+                            "ExpressionAttributeValues": scope_values,
+                        }
+                    }
+                    for cap in self.scopes
+                ]
             )
         except ClientError as exc:
             raise_if_transient(exc)
@@ -132,11 +323,253 @@ class BudgetLedger:
         _raise_if_stopped(read_state(self._table_name, self.execution_id))
 
 
+CONFLICT_ATTEMPTS = 10
+
+
+def _transact(actions: list[dict[str, Any]]) -> None:
+    """One transaction; tried again (jittered) while DynamoDB cancels it only for a conflict with another
+    transaction on the same user's or project's item (parallel tasks reserving at once), then
+    TransientError, which the workflow retries. A refused condition is the caller's to read."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            transact_write(actions)
+            return
+        except ClientError as exc:
+            codes = cancellation_codes(exc)
+            if "TransactionConflict" not in codes or "ConditionalCheckFailed" in codes:
+                raise
+            time.sleep(random.uniform(0.005, 0.02) * attempt)
+    raise TransientError("the budget's books were contended; try again")
+
+
 def ledger_for(execution: Execution) -> BudgetLedger:
-    """The books every model call of `execution` reserves from."""
+    """The books every model call of `execution` reserves from: its own, its submitter's and its project's
+    (the month it was submitted in)."""
+    table_name = get_settings().table_name
+    period = period_of(execution.created_at)
     return BudgetLedger(
-        get_settings().table_name, execution.execution_id, capped=execution.budget_usd is not None
+        table_name,
+        execution.execution_id,
+        capped=execution.budget_usd is not None,
+        scopes=(
+            cap_of(table_name, "user", execution.principal, period),
+            cap_of(table_name, "project", execution.project_id, period),
+        ),
     )
+
+
+def _fits(cap: ScopeCap, books: ScopeBooks, micro_usd: int, tokens: int) -> bool:
+    if books.committed_micro_usd + micro_usd > cap.cap_micro_usd:
+        return False
+    return cap.budget_tokens is None or books.committed_tokens + tokens <= cap.budget_tokens
+
+
+def _scope_exceeded(
+    cap: ScopeCap, books: ScopeBooks, micro_usd: int, tokens: int, model: str
+) -> BudgetExceeded:
+    left = max(0, cap.cap_micro_usd - books.committed_micro_usd)
+    if micro_usd > left or cap.budget_tokens is None:
+        what = (
+            f"may cost up to {micro_to_usd(micro_usd)} USD, more than the {micro_to_usd(left)} USD left "
+            f"of the {cap.scope}'s {cap.budget_usd} USD budget for {cap.period}"
+        )
+    else:
+        left_tokens = max(0, cap.budget_tokens - books.committed_tokens)
+        what = (
+            f"may use up to {tokens} tokens, more than the {left_tokens} left of the {cap.scope}'s "
+            f"{cap.budget_tokens}-token budget for {cap.period}"
+        )
+    return BudgetExceeded(
+        f"{cap.describe()}: a call to {model} {what} (spent {micro_to_usd(books.spent_micro_usd)}, "
+        f"reserved {micro_to_usd(books.reserved_micro_usd)})",
+        field=f"{cap.scope}_id",
+    )
+
+
+# ------------------------------------------------------------------------------ user and project caps
+def cap_of(table_name: str, scope: ScopeKind, scope_id: str, period: str) -> ScopeCap:
+    """The cap of a user or a project for `period`: an admin's override, else the configured default."""
+    return _cap_from(scope, scope_id, period, _get(table_name, schema.budget_cap_key(scope, scope_id)))
+
+
+def _cap_from(scope: ScopeKind, scope_id: str, period: str, item: dict[str, Any] | None) -> ScopeCap:
+    settings = get_settings()
+    default_usd, default_tokens = (
+        (settings.user_budget_usd, settings.user_budget_tokens)
+        if scope == "user"
+        else (settings.project_budget_usd, settings.project_budget_tokens)
+    )
+    if item is None:
+        return ScopeCap(scope, scope_id, period, default_usd, default_tokens, "default")
+    usd, tokens = item.get("budget_usd"), item.get("budget_tokens")
+    return ScopeCap(
+        scope,
+        scope_id,
+        period,
+        float(usd) if usd is not None else default_usd,
+        int(tokens) if tokens is not None else default_tokens,
+        "override",
+    )
+
+
+def read_scope(table_name: str, cap: ScopeCap) -> ScopeBooks:
+    return ScopeBooks.of(_get(table_name, cap.key))
+
+
+def set_cap(
+    table_name: str,
+    scope: ScopeKind,
+    scope_id: str,
+    *,
+    budget_usd: float | None,
+    budget_tokens: int | None,
+    reason: str,
+    by: str,
+) -> None:
+    """An admin's override (None in a field: the configured default for it), with who, when and why."""
+    aws.client("dynamodb").put_item(
+        TableName=table_name,
+        Item=serialize(
+            {
+                **schema.budget_cap_key(scope, scope_id),
+                "scope": scope,
+                "scope_id": scope_id,
+                "budget_usd": budget_usd,
+                "budget_tokens": budget_tokens,
+                "reason": reason,
+                "set_by": by,
+                "set_at": utc_now().isoformat(),
+            }
+        ),
+    )
+    logger.info(
+        "budget cap set",
+        extra={
+            "security_event": "budget_cap_set",
+            "scope": scope,
+            "scope_id": scope_id,
+            "budget_usd": budget_usd,
+            "budget_tokens": budget_tokens,
+            "by": by,
+            "reason": reason,
+        },
+    )
+
+
+def cap_record(table_name: str, scope: ScopeKind, scope_id: str) -> dict[str, Any] | None:
+    """Who set the override, when and why (None: the default applies)."""
+    item = _get(table_name, schema.budget_cap_key(scope, scope_id))
+    return None if item is None else {k: item.get(k) for k in ("reason", "set_by", "set_at")}
+
+
+# ----------------------------------------------------------------------------------- suspension
+def suspend(table_name: str, principal: str, *, reason: str, by: str) -> dict[str, Any]:
+    record = {
+        "principal": principal,
+        "reason": reason,
+        "suspended_by": by,
+        "suspended_at": utc_now().isoformat(),
+    }
+    aws.client("dynamodb").put_item(
+        TableName=table_name, Item=serialize({**schema.principal_suspension_key(principal), **record})
+    )
+    logger.warning("user suspended", extra={"security_event": "user_suspended", **record})
+    return record
+
+
+def unsuspend(table_name: str, principal: str, *, reason: str, by: str) -> bool:
+    """Lift a suspension; False when the user was not suspended."""
+    answer = aws.client("dynamodb").delete_item(
+        TableName=table_name,
+        Key=serialize(schema.principal_suspension_key(principal)),
+        ReturnValues="ALL_OLD",
+    )
+    lifted = bool(answer.get("Attributes"))
+    logger.warning(
+        "user unsuspended",
+        extra={"security_event": "user_unsuspended", "principal": principal, "by": by, "reason": reason},
+    )
+    return lifted
+
+
+def suspension_of(table_name: str, principal: str) -> dict[str, Any] | None:
+    return _get(table_name, schema.principal_suspension_key(principal))
+
+
+def check_admission(table_name: str, principal: str, project_id: str, now: datetime) -> None:
+    """Before a request is stored: its user is not suspended (403), and neither the user's nor the
+    project's month is used up (402, naming `user_id` or `project_id`). One BatchGetItem of five items."""
+    period = period_of(now)
+    keys = {
+        "suspension": schema.principal_suspension_key(principal),
+        "user_cap": schema.budget_cap_key("user", principal),
+        "user_books": schema.budget_period_key("user", principal, period),
+        "project_cap": schema.budget_cap_key("project", project_id),
+        "project_books": schema.budget_period_key("project", project_id, period),
+    }
+    found = _batch_get(table_name, list(keys.values()))
+
+    def item(name: str) -> dict[str, Any] | None:
+        key = keys[name]
+        return found.get((key["PK"], key["SK"]))
+
+    suspension = item("suspension")
+    if suspension is not None:
+        raise UserSuspended(
+            f"user {principal} is suspended ({suspension.get('reason')}); no new requests or sessions",
+            field="principal",
+        )
+    scopes: tuple[tuple[ScopeKind, str], ...] = (("user", principal), ("project", project_id))
+    for scope, scope_id in scopes:
+        cap = _cap_from(scope, scope_id, period, item(f"{scope}_cap"))
+        books = ScopeBooks.of(item(f"{scope}_books"))
+        usd_gone = books.committed_micro_usd >= cap.cap_micro_usd
+        tokens_gone = cap.budget_tokens is not None and books.committed_tokens >= cap.budget_tokens
+        if usd_gone or tokens_gone:
+            what = f"{cap.budget_usd} USD" if usd_gone else f"{cap.budget_tokens}-token"
+            _, end = period_bounds(period)
+            raise BudgetExceeded(
+                f"{scope} {scope_id} has used its {what} budget for {period} "
+                f"(spent {micro_to_usd(books.spent_micro_usd)} USD and {books.spent_tokens} tokens, reserved "
+                f"{micro_to_usd(books.reserved_micro_usd)} USD); it renews {end.isoformat()} "
+                "or when an admin raises it",
+                field=f"{scope}_id",
+            )
+
+
+def require_not_suspended(table_name: str, principal: str) -> None:
+    suspension = suspension_of(table_name, principal)
+    if suspension is not None:
+        raise UserSuspended(
+            f"user {principal} is suspended ({suspension.get('reason')}); no new requests or sessions",
+            field="principal",
+        )
+
+
+def _get(table_name: str, key: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        item = aws.client("dynamodb").get_item(TableName=table_name, Key=serialize(key), ConsistentRead=True)
+    except ClientError as exc:
+        raise_if_transient(exc)
+        raise
+    found = item.get("Item")
+    return deserialize(found) if found else None
+
+
+def _batch_get(table_name: str, keys: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    request: dict[str, Any] = {table_name: {"Keys": [serialize(k) for k in keys], "ConsistentRead": True}}
+    while request:
+        try:
+            answer = aws.client("dynamodb").batch_get_item(RequestItems=request)
+        except ClientError as exc:
+            raise_if_transient(exc)
+            raise
+        for raw in answer.get("Responses", {}).get(table_name, []):
+            item = deserialize(raw)
+            found[(str(item["PK"]), str(item["SK"]))] = item
+        request = answer.get("UnprocessedKeys") or {}
+    return found
 
 
 def _raise_if_stopped(state: BudgetState) -> None:

@@ -390,6 +390,26 @@ class ExecutionRepository:
             for item in page.get("Items", [])
         ]
 
+    def open_ids_of(self, principal: str) -> list[str]:
+        """The executions `principal` submitted that have not ended (PENDING, PLANNING, RUNNING): one Query
+        of the status index per open status, filtered by principal, every page. What is open at once is
+        bounded by the platform's capacity, not by the table's history, so this does not grow with it."""
+        ids: list[str] = []
+        for status in (s for s in ExecutionStatus if not s.terminal):
+            query: dict[str, Any] = {
+                "IndexName": "GSI1",
+                "KeyConditionExpression": Key("GSI1PK").eq(f"STATUS#{status.value}"),
+                "FilterExpression": Attr("principal").eq(principal),
+                "ProjectionExpression": "execution_id",
+            }
+            while True:
+                page = self._table.query(**query)
+                ids.extend(str(item["execution_id"]) for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return ids
+
     def get_plan(self, execution_id: str) -> Plan:
         item = self._table.get_item(
             Key={"PK": f"EXECUTION#{execution_id}", "SK": "PLAN"}, ConsistentRead=True

@@ -20,7 +20,9 @@ Entities (PK / SK):
     ROLE        ROLE#<name>                  ROLE             (custom roles; ROLES / REVISION bumps on change)
     APIKEY      APIKEY#<key id>              APIKEY
     REVOKED     REVOKED#<jti>                REVOKED
-    PRINCIPAL   PRINCIPAL#<id>               STATUS | MEMBER#<project>
+    PRINCIPAL   PRINCIPAL#<id>               STATUS | MEMBER#<project> | SUSPENSION
+    BUDGET      BUDGET#<USER|PROJECT>#<id>   CAP | PERIOD#<yyyy-mm>  (an admin's cap override; a calendar
+                                             month's books, UTC: spent + reserved USD and tokens)
     MEMBER      PROJECT#<id>                 OWNER | MEMBER#<principal>
     AUDIT       AUDIT#<principal>            <iso time>#<id>  (newest first by querying backwards)
     CONFIG      CONFIG#<scope>               HEAD | VERSION#<n, 8 digits> | CHANGE#<id>
@@ -225,6 +227,24 @@ def revoked_token_key(jti: str) -> dict[str, str]:
 
 def principal_status_key(principal: str) -> dict[str, str]:
     return {"PK": f"PRINCIPAL#{principal}", "SK": "STATUS"}
+
+
+def principal_suspension_key(principal: str) -> dict[str, str]:
+    """A suspended user (tdev.data.budgets): new work refused, work in flight stopped."""
+    return {"PK": f"PRINCIPAL#{principal}", "SK": "SUSPENSION"}
+
+
+def budget_partition(scope: str, scope_id: str) -> str:
+    """A user's or a project's budget (scope `user` or `project`)."""
+    return f"BUDGET#{scope.upper()}#{scope_id}"
+
+
+def budget_cap_key(scope: str, scope_id: str) -> dict[str, str]:
+    return {"PK": budget_partition(scope, scope_id), "SK": "CAP"}
+
+
+def budget_period_key(scope: str, scope_id: str, period: str) -> dict[str, str]:
+    return {"PK": budget_partition(scope, scope_id), "SK": f"PERIOD#{period}"}
 
 
 def project_owner_key(project_id: str) -> dict[str, str]:

@@ -38,12 +38,19 @@ FRAMING_TOKENS_PER_MESSAGE = 8
 class Ledger(Protocol):
     """Where reservations are kept (one per request); every amount is in micro-USD."""
 
-    def reserve(self, micro_usd: int, *, model: str) -> None:
-        """Hold `micro_usd` of the budget, or raise BudgetExceeded / ExecutionCancelled."""
+    def reserve(self, micro_usd: int, *, model: str, tokens: int = 0) -> None:
+        """Hold `micro_usd` (and `tokens`) of the budgets, or raise BudgetExceeded / ExecutionCancelled."""
         ...
 
-    def settle(self, reserved_micro_usd: int, spent_micro_usd: int) -> None:
-        """Replace a reservation by what the call really cost (the rest is released)."""
+    def settle(
+        self,
+        reserved_micro_usd: int,
+        spent_micro_usd: int,
+        *,
+        reserved_tokens: int = 0,
+        spent_tokens: int = 0,
+    ) -> None:
+        """Replace a reservation by what the call really cost and used (the rest is released)."""
         ...
 
     def check(self) -> None:
@@ -110,17 +117,21 @@ def _metered_invoke(self: Model, *args: Any, **kwargs: Any) -> Any:
     max_output: int = self.tdev_max_output_tokens  # type: ignore[attr-defined]
     messages = kwargs.get("messages", args[0] if args else ())
     tools = kwargs.get("tools")
-    reserved = worst_case_micro_usd(name, prompt_tokens_worst_case(messages, tools), max_output)
-    ledger.reserve(reserved, model=name)
-    spent = 0  # a failed call (throttled, refused) is not billed by the providers we price
+    prompt_tokens = prompt_tokens_worst_case(messages, tools)
+    reserved = worst_case_micro_usd(name, prompt_tokens, max_output)
+    reserved_tokens = prompt_tokens + max_output
+    ledger.reserve(reserved, model=name, tokens=reserved_tokens)
+    spent = spent_tokens = 0  # a failed call (throttled, refused) is not billed by the providers we price
     try:
         response = type(self).invoke(self, *args, **kwargs)
         usage = getattr(response, "response_usage", None)
         if usage is not None:
-            spent = to_micro_usd(cost_usd(name, int(usage.input_tokens or 0), int(usage.output_tokens or 0)))
+            used_in, used_out = int(usage.input_tokens or 0), int(usage.output_tokens or 0)
+            spent = to_micro_usd(cost_usd(name, used_in, used_out))
+            spent_tokens = used_in + used_out
         return response
     finally:
-        ledger.settle(reserved, spent)
+        ledger.settle(reserved, spent, reserved_tokens=reserved_tokens, spent_tokens=spent_tokens)
 
 
 def meter_model(model: Model, model_name: str, max_output_tokens: int) -> None:

@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.exceptions import ClientError
 
 from tdev import aws, container
-from tdev.data.budgets import ledger_for, read_state, request_cancel
+from tdev.data.budgets import check_admission, ledger_for, read_state, request_cancel
 from tdev.data.executions import Outcome, outcome_event_id
 from tdev.errors import (
     AgentError,
@@ -83,6 +83,9 @@ def submit_request(
             except UnknownModelProviderError as exc:
                 raise UnknownModelProviderError(str(exc), field=field) from None
     deadline = check_deadline(body.deadline, utc_now())  # checked before any workspace is seeded
+    # A suspended user (403), or a user or project whose month is spent (402): refused before anything is
+    # stored or seeded, a replayed submission too.
+    check_admission(get_settings().table_name, principal, body.project_id, utc_now())
     base = prepare_base(body)
     execution_id = str(uuid.uuid4())
     if base is not None:

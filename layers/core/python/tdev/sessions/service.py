@@ -118,6 +118,9 @@ class SessionService:
         max_duration_seconds: int = 28_800,
         idle_timeout_seconds: int = 1_800,
     ) -> Session:
+        from tdev.data.budgets import require_not_suspended
+
+        require_not_suspended(self.table_name, user_id)  # a suspended user opens nothing (403)
         names = list(dict.fromkeys(agents or self.agent_specs))
         unknown = [n for n in names if n not in self.agent_specs]
         if unknown:
