@@ -269,9 +269,11 @@ class LocalRuntime:
         self._stack.append(_atomic_dynamodb_writes())
         self._stack.append(_stopped_executions_stay_aborted())
 
-        from tdev import container
+        from tdev import caching, container
 
         container.reset()
+        # A new table: nothing a runtime before this one cached in a shared Redis may be served from it.
+        caching.clear_shared()
         self._create_resources()
         container.reset()  # settings re-read with the resources' ids (KMS_KEY_ID)
         # The built-in agents, upserted as a deploy's first cold start does (tdev.data.agents).

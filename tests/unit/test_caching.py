@@ -96,6 +96,38 @@ def test_a_tag_invalidates_every_entry_filled_under_it_in_every_container(redis_
     assert [one.get_or_load(n, backend.loader(n)) for n in "abc"] == ["a2", "b2", "c1"]
 
 
+def test_invalidating_a_key_invalidates_its_dependents_in_every_container(redis_url: str) -> None:
+    backend = Backend(a="a1", b="b1", listing="a1+b1")
+    one, two = _container("registry"), _container("registry")
+    for container in (one, two):  # the listing is derived from a and b: in both L1s and Redis
+        assert container.get_or_load("listing", backend.loader("listing"), depends_on=["a", "b"]) == "a1+b1"
+        assert container.get_or_load("a", backend.loader("a")) == "a1"
+    backend.values.update(a="a2", listing="a2+b1")
+    one.invalidate("a")  # the write's own key: its dependents go with it
+    assert two.get_or_load("a", backend.loader("a")) == "a2"
+    assert two.get_or_load("listing", backend.loader("listing"), depends_on=["a", "b"]) == "a2+b1"
+    loads = backend.loads
+    one.invalidate("c")  # nothing depends on c: the listing stays cached
+    assert one.get_or_load("listing", backend.loader("listing"), depends_on=["a", "b"]) == "a2+b1"
+    assert backend.loads == loads
+
+
+def test_dependents_of_an_invalidation_made_while_redis_was_down_are_invalidated_when_it_is_back(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caching, "DOWN_SECONDS", 0.0)
+    backend = Backend(a="a1", listing="a1")
+    switch = Switch()
+    writer, reader = TieredCache("registry", redis=switch), _container("registry")
+    assert reader.get_or_load("listing", backend.loader("listing"), depends_on=["a"]) == "a1"
+    switch.up = False
+    backend.values.update(a="a2", listing="a2")
+    writer.invalidate("a")  # lenient: the key and its dependents are remembered
+    switch.up = True
+    writer.get_or_load("a", backend.loader("a"))  # the writer's next use of Redis replays both
+    assert reader.get_or_load("listing", backend.loader("listing"), depends_on=["a"]) == "a2"
+
+
 def test_a_value_loaded_before_a_write_is_not_stored_after_its_invalidation(redis_url: str) -> None:
     """The cache-aside race: a slow loader read v1, the write and its invalidation happen meanwhile."""
     backend = Backend(item="v1")
@@ -444,3 +476,17 @@ def test_warming_runs_once_per_process(redis_url: str) -> None:
     caching.reset()  # a new container
     caching.warm_at_cold_start("roles", lambda: runs.append(1) or 1)
     assert runs == [1, 1]
+
+
+def test_clearing_the_shared_cache_leaves_nothing_another_table_cached(redis_url: str) -> None:
+    """What the local runtime does at start: a new table, so no entry of an earlier one may be served."""
+    backend = Backend(a="old", b="old")
+    first = _container("registry")
+    first.get_or_load("a", backend.loader("a"), depends_on=["b"])
+    first.get_or_load("b", backend.loader("b"), tags=["t"])
+    client = cache.redis_client()
+    assert caching.clear_shared(client) >= 3  # the entries and the tags' sets
+    assert not list(client.scan_iter(match="tdev:cache:*"))
+    backend.values.update(a="new", b="new")
+    second = _container("registry")
+    assert second.get_or_load("a", backend.loader("a")) == "new"

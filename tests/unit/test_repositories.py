@@ -325,3 +325,32 @@ def test_the_registry_is_warmed_at_cold_start_and_a_registration_reaches_every_c
     assert second.get("CodeAgent").role == "Rewriter"  # no stale read after the write is acknowledged
     assert second.get("CodeAgent@9.0.0").role == "Rewriter"
     caching.reset()
+
+
+def test_the_cached_agent_listing_follows_every_registration_in_every_container(
+    redis_url: str, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tdev import caching
+    from tdev.caching import TieredCache
+
+    first = AgentRepository(table, DEFAULT_AGENTS, cache=TieredCache("registry"))
+    second = AgentRepository(table, DEFAULT_AGENTS, cache=TieredCache("registry"))
+    listed = [s.name for s in second.list()]  # the listing: one entry in Redis, in second's L1 too
+    assert listed == sorted(s.name for s in DEFAULT_AGENTS)
+
+    def no_query(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the cached listing queried the table")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(AgentRepository, "_stored_listing", no_query)
+        assert [s.name for s in first.list()] == listed  # from Redis
+
+    # A built-in changes: the listing depends on it, so it is invalidated with the agent's own entry.
+    code = first.get("CodeAgent")
+    first.register(code.model_copy(update={"version": "9.1.0", "role": "Rewriter"}), author="ops", reason="r")
+    assert next(s for s in second.list() if s.name == "CodeAgent").role == "Rewriter"
+    # A new custom agent: the listing is invalidated by key.
+    custom = code.model_copy(update={"name": "LintAgent", "version": "1.0.0", "role": "Lints."})
+    first.register(custom, author="ops", reason="new")
+    assert "LintAgent" in [s.name for s in second.list()]
+    caching.reset()

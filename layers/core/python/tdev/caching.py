@@ -222,6 +222,7 @@ class TieredCache:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._pending: set[str] = set()  # invalidations that could not reach Redis yet (lenient ones)
+        self._pending_tags: set[str] = set()  # tag keys (and dependents) whose invalidation is pending
         self._scripts: dict[str, Any] = {}
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._unflushed: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # not yet added to Redis
@@ -248,11 +249,13 @@ class TieredCache:
         encode: Callable[[T], str] = json.dumps,
         decode: Callable[[str], T] = json.loads,
         tags: Iterable[str] = (),
+        depends_on: Iterable[str] = (),
     ) -> T:
         """The cached value of `key`, or `loader()`'s (stored for the policy's TTL, under `tags`).
 
         `freshness` is the TTL class, or a function of the loaded value that returns it (an execution
-        that has finished is cached longer than a running one).
+        that has finished is cached longer than a running one). `depends_on`: keys of this namespace the
+        value is derived from; invalidating any of them invalidates this entry too (its dependents).
 
         Concurrent misses of one key (in any container) run one loader; the others wait for its value.
         Without Redis, `loader()` answers every call.
@@ -292,8 +295,9 @@ class TieredCache:
                 break
         encoded: str | None = None
         try:
+            every_tag = (*tags, *(dependents_tag(key) for key in depends_on))
             value, encoded = self._fetch(
-                client, entry, loader, encode, decode, ttl, tuple(tags), policy, flight if leader else None
+                client, entry, loader, encode, decode, ttl, every_tag, policy, flight if leader else None
             )
             return value
         except _LoaderFailed as failed:
@@ -575,8 +579,10 @@ class TieredCache:
 
         Call it in the code path of the write, after the write. `strict`: raise CacheUnavailable when
         Redis cannot be told (authorization: the caller retries), else remember it and replay it later.
+        The entries filled with `depends_on=[key]` (its dependents) are invalidated with it.
         """
         self._invalidate_entries([self.entry_key(key)], strict=strict)
+        self.invalidate_tag(dependents_tag(key), strict=strict)
 
     def invalidate_tag(self, tag: str, *, strict: bool = False) -> None:
         """Invalidate every entry filled under `tag` (in any container)."""
@@ -627,6 +633,7 @@ class TieredCache:
                         ) from exc
                     with self._lock:
                         self._pending.update(e for e in entries if not e.startswith("tdev:cache:tag:"))
+                        self._pending_tags.update(e for e in entries if e.startswith("tdev:cache:tag:"))
                     return
                 time.sleep(0.05 * (attempt + 1))
 
@@ -643,14 +650,19 @@ class TieredCache:
         except Exception as exc:  # unconfigured (no REDIS_URL) counts as down: the backend answers
             self._went_down(exc)
             return None
-        if self._pending:
+        if self._pending or self._pending_tags:
             with self._lock:
                 pending, self._pending = sorted(self._pending), set()
+                tags, self._pending_tags = sorted(self._pending_tags), set()
             try:
                 self._invalidate_now(client, pending)
+                while tags:  # what is left of them stays pending if Redis goes away again
+                    self._invalidate_tag(client, tags[0], sorted(client.smembers(tags[0])))
+                    tags.pop(0)
             except _redis_errors() as exc:
                 with self._lock:
                     self._pending.update(pending)
+                    self._pending_tags.update(tags)
                 self._went_down(exc)
                 return None
         self._maybe_flush_stats(client)
@@ -731,8 +743,27 @@ class TieredCache:
         with self._lock:
             self._l1.clear()
             self._pending.clear()
+            self._pending_tags.clear()
         self._scripts.clear()
         self._down_until = 0.0
+
+
+def clear_shared(client: Any | None = None) -> int:
+    """Delete every entry, tag and counter of the read cache in Redis (SCAN on every node, one key per
+    DEL: cluster-safe), and this process's caches. The local runtime starts with it, as a new deployment
+    starts with a new cache: its table is new, so nothing another runtime cached may be served from it.
+    Returns how many keys were deleted."""
+    client = client if client is not None else cache.redis_client()
+    deleted = 0
+    for key in client.scan_iter(match="tdev:cache:*", count=1000):
+        deleted += int(client.delete(key))
+    reset()
+    return deleted
+
+
+def dependents_tag(key: str) -> str:
+    """The tag of the entries derived from `key` (`get_or_load(..., depends_on=[key])`)."""
+    return f"dependents-of:{key}"
 
 
 def stats_key(namespace: str) -> str:

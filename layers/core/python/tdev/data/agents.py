@@ -39,6 +39,8 @@ from tdev.data.store import cancellation_codes, transact_write
 from tdev.errors import ConflictError, UnknownAgentError
 from tdev.models import AgentSpec
 
+LISTING = "*listing"  # the registry cache's entry of every current spec (no agent name starts with "*")
+
 # Run markers only need to outlive redeliveries and retries of the same step.
 RUN_MARKER_TTL_SECONDS = 7 * 86_400
 BUILTIN, CUSTOM = "builtin", "custom"
@@ -189,9 +191,12 @@ class AgentRepository:
         return True
 
     def _changed(self, name: str, *, strict: bool) -> None:
-        """The current spec of `name` was written: no container serves the cached one from now on."""
+        """The current spec of `name` was written: no container serves the cached one from now on, nor a
+        listing that holds it (a built-in's dependents; a custom agent's listing by key)."""
         if self._cache is not None:
             self._cache.invalidate(name, strict=strict)
+            if name not in self._defaults:
+                self._cache.invalidate(LISTING, strict=strict)
 
     def put(self, spec: AgentSpec) -> None:
         """An operator's spec (tests, tools): `register` without an author."""
@@ -199,7 +204,22 @@ class AgentRepository:
 
     # ------------------------------------------------------------------------------------ reads
     def list(self) -> list[AgentSpec]:
+        """Every agent's current spec. Through the read cache, the listing is one entry that depends on
+        each agent it lists: a change to any of them (`_changed`) invalidates it with the agent's own
+        entry (invalidation by dependents), and a new agent invalidates it by key."""
         self.ensure_builtins()
+        if self._cache is not None and caching.is_enabled():
+            documents = self._cache.get_or_load(
+                LISTING, self._stored_listing, freshness=Freshness.STABLE, depends_on=sorted(self._defaults)
+            )
+        else:
+            documents = self._stored_listing()
+        # The index is eventually consistent: a built-in upserted a moment ago may not be in it yet.
+        specs = dict(self._defaults)
+        specs.update({s.name: s for s in (AgentSpec.model_validate(d) for d in documents)})
+        return sorted(specs.values(), key=lambda s: s.name)
+
+    def _stored_listing(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"IndexName": "GSI1", "KeyConditionExpression": Key("GSI1PK").eq("AGENT")}
         while True:
@@ -208,10 +228,7 @@ class AgentRepository:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        # The index is eventually consistent: a built-in upserted a moment ago may not be in it yet.
-        specs = dict(self._defaults)
-        specs.update({s.name: s for s in (AgentSpec.model_validate(from_item(i)["spec"]) for i in items)})
-        return sorted(specs.values(), key=lambda s: s.name)
+        return [dict(from_item(i)["spec"]) for i in items]
 
     def get(self, ref: str) -> AgentSpec:
         """The current spec of `name`, or the version `name@version` names; a built-in agent not stored
