@@ -269,11 +269,10 @@ class LocalRuntime:
         self._stack.append(_atomic_dynamodb_writes())
         self._stack.append(_stopped_executions_stay_aborted())
 
-        from tdev import caching, container
+        from tdev import container
 
         container.reset()
-        # A new table: nothing a runtime before this one cached in a shared Redis may be served from it.
-        caching.clear_shared()
+        clear_read_cache()
         self._create_resources()
         container.reset()  # settings re-read with the resources' ids (KMS_KEY_ID)
         # The built-in agents, upserted as a deploy's first cold start does (tdev.data.agents).
@@ -819,6 +818,20 @@ def _terminal_errors_escape_states_all() -> Callable[[], None]:
             patcher.stop()
 
     return stop
+
+
+def clear_read_cache() -> int:
+    """Delete every entry, tag and counter of the read cache (tdev.caching) in the shared Redis, and this
+    process's caches: a runtime's table is new, so nothing a runtime before it cached may be served from
+    it (a new deployment starts with a new cache). SCAN on every node, one key per DEL: cluster-safe. The
+    deployed layer never lists the keyspace (tests/unit/test_cache.py); this is the emulation's start.
+    Returns how many keys were deleted."""
+    from tdev import cache, caching
+
+    client = cache.redis_client()
+    deleted = sum(int(client.delete(key)) for key in client.scan_iter(match="tdev:cache:*", count=1000))
+    caching.reset()
+    return deleted
 
 
 def _atomic_dynamodb_writes() -> Callable[[], None]:

@@ -748,19 +748,6 @@ class TieredCache:
         self._down_until = 0.0
 
 
-def clear_shared(client: Any | None = None) -> int:
-    """Delete every entry, tag and counter of the read cache in Redis (SCAN on every node, one key per
-    DEL: cluster-safe), and this process's caches. The local runtime starts with it, as a new deployment
-    starts with a new cache: its table is new, so nothing another runtime cached may be served from it.
-    Returns how many keys were deleted."""
-    client = client if client is not None else cache.redis_client()
-    deleted = 0
-    for key in client.scan_iter(match="tdev:cache:*", count=1000):
-        deleted += int(client.delete(key))
-    reset()
-    return deleted
-
-
 def dependents_tag(key: str) -> str:
     """The tag of the entries derived from `key` (`get_or_load(..., depends_on=[key])`)."""
     return f"dependents-of:{key}"
