@@ -40,6 +40,7 @@ from tdev.errors import ConflictError, UnknownAgentError
 from tdev.models import AgentSpec
 
 LISTING = "*listing"  # the registry cache's entry of every current spec (no agent name starts with "*")
+SpecDocuments = list[dict[str, Any]]  # stored spec documents (the class's own `list` shadows the builtin)
 
 # Run markers only need to outlive redeliveries and retries of the same step.
 RUN_MARKER_TTL_SECONDS = 7 * 86_400
@@ -205,8 +206,8 @@ class AgentRepository:
     # ------------------------------------------------------------------------------------ reads
     def list(self) -> list[AgentSpec]:
         """Every agent's current spec. Through the read cache, the listing is one entry that depends on
-        each agent it lists: a change to any of them (`_changed`) invalidates it with the agent's own
-        entry (invalidation by dependents), and a new agent invalidates it by key."""
+        each built-in agent: a change to any of them (`_changed`) invalidates it with the agent's own
+        entry (invalidation by dependents); a custom agent's registration invalidates it by key."""
         self.ensure_builtins()
         if self._cache is not None and caching.is_enabled():
             documents = self._cache.get_or_load(
@@ -219,8 +220,8 @@ class AgentRepository:
         specs.update({s.name: s for s in (AgentSpec.model_validate(d) for d in documents)})
         return sorted(specs.values(), key=lambda s: s.name)
 
-    def _stored_listing(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
+    def _stored_listing(self) -> SpecDocuments:
+        items: SpecDocuments = []
         kwargs: dict[str, Any] = {"IndexName": "GSI1", "KeyConditionExpression": Key("GSI1PK").eq("AGENT")}
         while True:
             page = self._table.query(**kwargs)
