@@ -492,3 +492,43 @@ def test_clearing_the_shared_cache_leaves_nothing_another_table_cached(redis_url
     backend.values.update(a="new", b="new")
     second = _container("registry")
     assert second.get_or_load("a", backend.loader("a")) == "new"
+
+
+def test_write_through_makes_the_first_read_everywhere_a_hit_on_the_new_value(redis_url: str) -> None:
+    backend = Backend(a="a1")
+    writer, reader = _container("registry"), _container("registry")
+    assert reader.get_or_load("a", backend.loader("a")) == "a1"  # in reader's L1 and Redis
+    backend.values["a"] = "a2"  # the write to the backend, then the cache in the same code path
+    assert writer.put("a", "a2", revision=1) is True
+    loads = backend.loads
+    assert reader.get_or_load("a", backend.loader("a")) == "a2"  # its L1 copy was revalidated: stale
+    assert writer.get_or_load("a", backend.loader("a")) == "a2"
+    assert backend.loads == loads  # both from the cache, no load
+    assert writer.counts["written"] == 1
+
+
+def test_crossing_write_throughs_never_leave_the_older_value(redis_url: str) -> None:
+    backend = Backend(a="a2")
+    one, two = _container("registry"), _container("registry")
+    assert two.put("a", "a2", revision=2) is True  # the later write's put arrives first
+    assert one.put("a", "a1", revision=1) is False  # the earlier one's, late: refused, and it invalidates
+    assert one.get_or_load("a", backend.loader("a")) == "a2"  # loaded from the backend, never "a1"
+    assert backend.loads == 1
+
+
+def test_a_write_through_while_redis_is_down_becomes_a_replayed_invalidation(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caching, "DOWN_SECONDS", 0.0)
+    backend = Backend(a="a1")
+    switch = Switch()
+    writer, reader = TieredCache("registry", redis=switch), _container("registry")
+    assert reader.get_or_load("a", backend.loader("a")) == "a1"
+    switch.up = False
+    backend.values["a"] = "a2"
+    with pytest.raises(CacheUnavailable):
+        writer.put("a", "a2", revision=1, strict=True)
+    assert writer.put("a", "a2", revision=1) is False  # lenient: remembered as an invalidation
+    switch.up = True
+    writer.get_or_load("b", lambda: "b")  # the writer's next use of Redis replays it
+    assert reader.get_or_load("a", backend.loader("a")) == "a2"

@@ -354,3 +354,40 @@ def test_the_cached_agent_listing_follows_every_registration_in_every_container(
     first.register(custom, author="ops", reason="new")
     assert "LintAgent" in [s.name for s in second.list()]
     caching.reset()
+
+
+def test_a_registration_is_written_through_and_two_racing_registrations_do_not_both_land(
+    redis_url: str, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tdev import caching
+    from tdev.caching import TieredCache
+    from tdev.errors import ConflictError
+
+    first = AgentRepository(table, DEFAULT_AGENTS, cache=TieredCache("registry"))
+    second = AgentRepository(table, DEFAULT_AGENTS, cache=TieredCache("registry"))
+    code = second.get("CodeAgent")  # cached in second
+    first.register(code.model_copy(update={"version": "9.2.0", "role": "Writer"}), author="ops", reason="r")
+
+    def no_table(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a written-through spec was read from the table")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(AgentRepository, "_stored_spec", no_table)
+        assert second.get("CodeAgent").role == "Writer"  # the first read after the write is a hit
+
+    # A second operator read the revision before the first registration landed: optimistic locking.
+    real_get_item = second._table.get_item
+
+    def stale_revision(**kwargs: Any) -> Any:
+        if kwargs.get("ProjectionExpression") == "revision":
+            return {"Item": {"revision": 0}}  # what it read before the first registration landed
+        return real_get_item(**kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(second._table, "get_item", stale_revision)
+        with pytest.raises(ConflictError):
+            second.register(
+                code.model_copy(update={"version": "9.3.0", "role": "Racer"}), author="b", reason="r"
+            )
+    assert first.get("CodeAgent").role == "Writer"
+    caching.reset()

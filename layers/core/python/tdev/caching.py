@@ -87,6 +87,7 @@ COUNTERS = (
     "invalidations",
     "refreshes",
     "warmed",
+    "written",
 )
 WARM_BATCH = 100  # keys per warming round trip (and per BatchGetItem, whose limit it is)
 
@@ -103,6 +104,16 @@ _FILL = """
 if redis.call('HGET', KEYS[1], 'g') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+# Write-through: the new value under a new generation (every L1 copy and every load in flight is stale from
+# now on), unless the entry already holds a revision as new or newer (two writers' puts arriving out of
+# order): then 0, and the writer invalidates instead.
+_PUT = """
+local r = redis.call('HGET', KEYS[1], 'r')
+if r and tonumber(r) >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'g', ARGV[1], 'v', ARGV[2], 'r', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 _INVALIDATE = """
@@ -583,6 +594,44 @@ class TieredCache:
         """
         self._invalidate_entries([self.entry_key(key)], strict=strict)
         self.invalidate_tag(dependents_tag(key), strict=strict)
+
+    def put(
+        self,
+        key: str,
+        value: T,
+        *,
+        revision: int,
+        freshness: Freshness = Freshness.VOLATILE,
+        encode: Callable[[T], str] = json.dumps,
+        strict: bool = False,
+    ) -> bool:
+        """Write-through: after the write of `value` to the backend, the cache holds it too, so the first
+        read in any container is a hit. `revision` is the value's revision in the backend (a counter the
+        write advanced, conditionally): a put older than what the entry holds (two writers' puts crossing)
+        invalidates instead, and so does anything that fails; dependents are invalidated. True when the
+        value was stored. `strict` as for `invalidate`."""
+        entry = self.entry_key(key)
+        encoded = encode(value)
+        ttl = TTL_SECONDS[freshness]
+        generation = secrets.token_hex(8)
+        stored = False
+
+        def write(client: Any) -> None:
+            nonlocal stored
+            with self._lock:
+                self._l1.pop(entry, None)
+            stored = bool(
+                self._script(client, "put", _PUT)(keys=[entry], args=[generation, encoded, revision, ttl])
+            )
+            if stored:
+                self._count("written")
+                self._l1_put(entry, generation, encoded, ttl)
+            else:
+                self._invalidate_now(client, [entry])
+
+        self._with_retries(write, strict, entry)
+        self.invalidate_tag(dependents_tag(key), strict=strict)
+        return stored
 
     def invalidate_tag(self, tag: str, *, strict: bool = False) -> None:
         """Invalidate every entry filled under `tag` (in any container)."""

@@ -163,6 +163,12 @@ class AgentRepository:
                 "register a new version",
                 field="version",
             )
+        # Optimistic locking on the current spec: its revision advances by one per registration, and the
+        # write holds only if nobody registered since we read it (else 409: two operators raced).
+        current = self._table.get_item(
+            Key=schema.agent_key(spec.name), ProjectionExpression="revision", ConsistentRead=True
+        ).get("Item")
+        previous = int((current or {}).get("revision", 0))
         spec_item = self._spec_item(
             spec,
             origin=CUSTOM,
@@ -171,6 +177,7 @@ class AgentRepository:
             reason=reason,
             updated_at=datetime.now(UTC).isoformat(),
         )
+        spec_item["revision"] = previous + 1
         try:
             transact_write(
                 [
@@ -181,14 +188,33 @@ class AgentRepository:
                             "ConditionExpression": "attribute_not_exists(PK)",
                         }
                     },
-                    {"Put": {"TableName": self._table_name, "Item": serialize(spec_item)}},
+                    {
+                        "Put": {
+                            "TableName": self._table_name,
+                            "Item": serialize(spec_item),
+                            "ConditionExpression": "attribute_not_exists(revision) OR revision = :previous"
+                            if previous == 0
+                            else "revision = :previous",
+                            "ExpressionAttributeValues": serialize({":previous": previous}),
+                        }
+                    },
                 ]
             )
         except ClientError as exc:
             if "ConditionalCheckFailed" in cancellation_codes(exc):
                 raise ConflictError(f"{spec.ref} was registered concurrently", field="version") from None
             raise
-        self._changed(spec.name, strict=True)
+        if self._cache is not None:
+            # Write-through: every container's next read of the agent is a hit on the new spec.
+            self._cache.put(
+                spec.name,
+                spec.model_dump(mode="json"),
+                revision=previous + 1,
+                freshness=Freshness.STABLE,
+                strict=True,
+            )
+            if spec.name not in self._defaults:  # (a built-in's listing went with it, as its dependent)
+                self._cache.invalidate(LISTING, strict=True)
         return True
 
     def _changed(self, name: str, *, strict: bool) -> None:
