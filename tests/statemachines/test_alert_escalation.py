@@ -282,3 +282,52 @@ def test_routes_validate_and_need_an_operator(rt: Any) -> None:
         rt.as_principal(f"not-an-operator-{roles[0]}", roles)
         assert rt.api("GET", "/v1/alerts")[0] == 403
         assert rt.api("POST", "/v1/alerts/0123456789abcdef0123/ack")[0] == 403
+
+
+def test_an_injected_error_burst_is_one_alert_that_escalates_until_acknowledged_and_an_mttr(
+    rt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole chain, from a real bug: a burst of failing API calls -> error analytics (one signature, a
+    spike) -> its events through the outbox and the bus -> the intake: the new signature's medium alert,
+    then the spike, which escalates that same alert (not a second one) -> levels at the local sink until
+    acknowledged -> the signature resolved with its MTTR."""
+    from tdev.data.agents import AgentRepository
+    from tdev.incidents.recorder import SPIKE_FLOOR, WINDOW_SECONDS
+
+    def broken_catalog(self: Any) -> Any:
+        raise RuntimeError(f"escalation catalog shard {uuid.uuid4().int % 89} lost for {uuid.uuid4()}")
+
+    if WINDOW_SECONDS - time.time() % WINDOW_SECONDS < 60:  # the burst must land in one window
+        time.sleep(WINDOW_SECONDS - time.time() % WINDOW_SECONDS + 0.5)
+    with monkeypatch.context() as patched:
+        patched.setattr(AgentRepository, "list", broken_catalog)
+        for _ in range(SPIKE_FLOOR + 1):
+            assert rt.api("GET", "/v1/agents")[0] == 500
+    rt.drain_messaging()  # outbox -> bus -> the alert rule's queue
+    outcomes = rt.deliver_alerts()
+    admin = f"alert-admin-{uuid.uuid4().hex[:8]}"
+    rt.as_principal(admin, ("admin",))
+    groups = [
+        g
+        for g in rt.api("GET", "/v1/errors?status=open")[1]["errors"]
+        if "escalation catalog" in g["message"]
+    ]
+    assert len(groups) == 1 and groups[0]["spiking"] is True, groups
+    signature = groups[0]["signature"]
+    ours = [o for o in outcomes if o.get("key") == f"error:{signature}"]
+    assert [o["outcome"] for o in ours] == ["notified", "escalating"], outcomes
+    assert ours[0]["alert_id"] == ours[1]["alert_id"]  # one alert, raised to high by the spike
+    alert_id = ours[0]["alert_id"]
+
+    wait_for_level(rt, alert_id, 2)  # level 1, a 2 s wait, nobody acknowledged: level 2
+    rt.as_principal(OPERATOR, ("operator",))
+    status, acknowledged = rt.api("POST", f"/v1/alerts/{alert_id}/ack")
+    assert status == 200 and acknowledged["status"] == "ACKNOWLEDGED", acknowledged
+    execution = wait_until_ended(rt, alert_id)
+    assert execution["status"] == "SUCCEEDED"
+    assert json.loads(execution["output"])["status"] == "ACKNOWLEDGED"
+
+    rt.as_principal(admin, ("admin",))
+    time.sleep(1.1)
+    status, resolved = rt.api("POST", f"/v1/errors/{signature}/resolve", {"reason": "shard map rebuilt"})
+    assert status == 200 and resolved["mttr_seconds"] >= 1, resolved

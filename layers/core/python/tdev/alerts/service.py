@@ -58,6 +58,25 @@ def intake(event: dict[str, Any], *, policy: AlertPolicy | None = None) -> dict[
         candidate, now_epoch=int(now.timestamp()), window_seconds=policy.group_window_seconds
     )
     if not created:
+        # A spike after the signature's first (medium) alert: the open alert escalates, it is not swallowed.
+        if (
+            signal.severity.escalates
+            and not Severity(str(alert["severity"])).escalates
+            and repository().raise_to_escalation(
+                alert["id"],
+                signal.severity.value,
+                open_status=AlertStatus.OPEN.value,
+                escalating=AlertStatus.ESCALATING.value,
+            )
+        ):
+            execution_arn = start_escalation(alert["id"], policy)
+            repository().update(alert["id"], escalation_arn=execution_arn)
+            return {
+                "outcome": "escalating",
+                "alert_id": alert["id"],
+                "key": alert["key"],
+                "count": alert["count"],
+            }
         return {"outcome": "grouped", "alert_id": alert["id"], "key": alert["key"], "count": alert["count"]}
     if signal.severity.escalates:
         execution_arn = start_escalation(alert["id"], policy)

@@ -115,6 +115,27 @@ class AlertRepository:
                 raise NotFoundError(f"alert {alert_id} not found", field="alert_id") from None
             raise
 
+    def raise_to_escalation(self, alert_id: str, severity: str, *, open_status: str, escalating: str) -> bool:
+        """A repeat of higher severity on an alert that was only notified (OPEN): it takes the severity
+        and starts escalating, once (conditional: of concurrent repeats exactly one wins). True if it won."""
+        try:
+            aws.client("dynamodb").update_item(
+                TableName=self._table_name,
+                Key=serialize(schema.alert_key(alert_id)),
+                UpdateExpression="SET severity = :severity, #status = :escalating",
+                ConditionExpression="attribute_exists(PK) AND #status = :open",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=serialize(
+                    {":severity": severity, ":escalating": escalating, ":open": open_status}
+                ),
+            )
+            return True
+        except ClientError as exc:
+            raise_if_transient(exc)
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
     def record_notifications(self, alert_id: str, level: int, entries: list[dict[str, Any]]) -> None:
         """Append one level's deliveries (channel, ok, error) to the alert's notification log."""
         try:
