@@ -90,6 +90,10 @@ ROUTES: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/config/changes/{change_id}/approve"),
         ("POST", "/v1/config/rollback"),
         ("POST", "/v1/config/validate"),
+        ("GET", "/v1/config/compliance"),
+        ("GET", "/v1/errors"),
+        ("GET", "/v1/errors/{signature}"),
+        ("POST", "/v1/errors/{signature}/resolve"),
         ("GET", "/v1/flags"),
         ("PUT", "/v1/flags/{name}"),
         ("GET", "/v1/alerts"),
@@ -533,6 +537,44 @@ class Client:
     def validate_configuration(self, layer: dict[str, str], scope: str = "config") -> dict[str, Any]:
         body = {"layer": layer, "scope": scope}
         return dict(self._json("POST", "/v1/config/validate", body=body, safe_to_repeat=True))
+
+    def compliance(self, limit: int = 100) -> dict[str, Any]:
+        """Admins: who changed what, unapproved protected changes, secrets past their rotation age."""
+        return dict(self._json("GET", "/v1/config/compliance", params={"limit": limit}))
+
+    def errors(
+        self,
+        *,
+        status: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Error analytics: the groups by signature, most recently seen first (`next`: the following page)."""
+        params = {"status": status, "since": since, "limit": limit, "cursor": cursor}
+        return dict(self._json("GET", "/v1/errors", params=params))
+
+    def error(self, signature: str) -> dict[str, Any]:
+        """One error group: counts per window, sample, spike, MTTR and resolutions."""
+        return dict(self._json("GET", f"/v1/errors/{_segment(signature)}"))
+
+    def resolve_error(self, signature: str, *, reason: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/errors/{_segment(signature)}/resolve", body={"reason": reason}))
+
+    def alerts(
+        self,
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        params = {"status": status, "severity": severity, "limit": limit, "cursor": cursor}
+        return dict(self._json("GET", "/v1/alerts", params=params))
+
+    def acknowledge_alert(self, alert_id: str) -> dict[str, Any]:
+        """Operators: acknowledging ends the alert's escalation at its next check."""
+        return dict(self._json("POST", f"/v1/alerts/{_segment(alert_id)}/ack"))
 
     def flags(self, user: str | None = None, segment: str | None = None) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/flags", params={"user": user, "segment": segment}))
