@@ -448,6 +448,9 @@ def _every_route() -> list[tuple[str, str]]:
         "key": "default_model",
         "change_id": "0123456789abcdef",
         "agent_name": "DocsAgent",
+        "signature": "0123456789abcdef",
+        "alert_id": "0123456789abcdef0123",
+        "user_id": "someone",
     }
     routes = []
     for path, methods in document["paths"].items():

@@ -127,6 +127,9 @@ def _sweep_path(template: str, world: dict[str, Any]) -> str:
         .replace("{key_id}", "0123456789abcdef")
         .replace("{name}", "probe")
         .replace("{agent_name}", "DocsAgent")
+        .replace("{user_id}", world["alice"])
+        .replace("{signature}", "0123456789abcdef")
+        .replace("{alert_id}", "0123456789abcdef0123")
     )
 
 
