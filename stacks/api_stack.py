@@ -30,6 +30,7 @@ from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
 from tdev.environment import Var
+from tdev.secrets import API_SIGNING, platform_secret_name
 from tdev.security.headers import SECURITY_HEADERS
 from tdev.security.routes import PUBLIC_ROUTES
 from tdev.security.usageplans import ENV_TAG
@@ -186,9 +187,11 @@ class ApiStack(Stack):
                 # Field encryption (request texts, API-key metadata) under the field key; CORS allow-list.
                 Var.KMS_KEY_ID: (field_key or key).key_arn,
                 Var.TDEV_CORS_ORIGINS: ",".join(settings.cors_origins),
-                # The platform's API signing secret (signs cursors; rotated by SecretRotation below).
+                # The platform's API signing secret (signs cursors; rotated by SecretRotation below), by its
+                # name, which the data stack fixes (a name parsed out of the imported ARN is not a string
+                # CloudFormation can check).
                 **(
-                    {Var.TDEV_API_SIGNING_SECRET: api_signing_secret.secret_name}
+                    {Var.TDEV_API_SIGNING_SECRET: platform_secret_name(settings.prefix, API_SIGNING)}
                     if api_signing_secret
                     else {}
                 ),

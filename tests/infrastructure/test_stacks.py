@@ -278,7 +278,8 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
     functions = {}
     for stack in (dev.stacks.orchestration, dev.stacks.api):
         functions.update(resources(dev.template_json(stack), "AWS::Lambda::Function"))
-    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 4  # + the sandbox, the reconciler, api, authorizer
+    # + the sandbox, the reconciler, api, authorizer, and the API signing secret's rotation function
+    assert len(functions) == len(WORKFLOW_FUNCTIONS) + 5
 
     for logical_id, function in functions.items():
         props = function["Properties"]
@@ -291,17 +292,23 @@ def test_every_function_is_arm64_python312_traced_with_json_logs_and_its_environ
         variables = props["Environment"]["Variables"]
         # core + exactly the third-party layers the registry gives the function
         assert len(props["Layers"]) == 1 + len(layers_of(variables["POWERTOOLS_SERVICE_NAME"])), logical_id
-        # The test sandbox reads nothing but its payload: no table to name.
-        no_table = {"TABLE_NAME"} if variables["POWERTOOLS_SERVICE_NAME"] == "sandbox" else set()
+        # The sandbox reads nothing but its payload, the secret rotation nothing but its secret: no table.
+        tableless = variables["POWERTOOLS_SERVICE_NAME"] in ("sandbox", "rotate_secret")
+        no_table = {"TABLE_NAME"} if tableless else set()
         assert set(variables) >= COMMON_FUNCTION_ENV - {"TDEV_DEFAULT_MODEL"} - no_table, logical_id
         assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "TDeveloper"
         assert variables["AGNO_TELEMETRY"] == "false"
         assert variables["TDEV_ENV"] == "dev"
-        if variables["POWERTOOLS_SERVICE_NAME"] not in ("authorizer", "sandbox"):  # they run no model
+        no_model = ("authorizer", "sandbox", "rotate_secret")
+        if variables["POWERTOOLS_SERVICE_NAME"] not in no_model:
             assert variables["TDEV_DEFAULT_MODEL"] == DEFAULT_MODEL
 
-        # Every function runs in a VPC; all but the test sandbox (isolated subnets, no route to anything)
-        # as clients of the cache, knowing where Redis is.
+        # The secret rotation talks to Secrets Manager alone (which invokes it), so it runs outside the VPC.
+        if variables["POWERTOOLS_SERVICE_NAME"] == "rotate_secret":
+            assert "VpcConfig" not in props and "REDIS_URL" not in variables, logical_id
+            continue
+        # Every other function runs in a VPC; all but the test sandbox (isolated subnets, no route to
+        # anything) as clients of the cache, knowing where Redis is.
         assert set(props["VpcConfig"]) == {"SecurityGroupIds", "SubnetIds"}, logical_id
         if variables["POWERTOOLS_SERVICE_NAME"] == "sandbox":
             assert not variables.get("REDIS_URL"), logical_id
