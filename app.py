@@ -198,7 +198,7 @@ def add_environment(
         scope,
         f"{settings.prefix}-operations",
         settings=settings,
-        stacks=(data, cache, orchestration, security, api, sessions, messaging),
+        stacks=(data, cache, orchestration, security, api, sessions, messaging, alerting),
         api_name=api.api.rest_api_name,
         state_machine=orchestration.state_machine,
         description=f"T-Developer {settings.name}: the operations dashboard",

@@ -190,6 +190,16 @@ class LocalRuntime:
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
+        """Start the emulation. If starting fails part-way, what was started is stopped again before the
+        error propagates (Python calls no __exit__ for a failed __enter__): a half-started runtime would
+        leave moto's mock and the environment in place for everything that runs after it."""
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def _start(self) -> LocalRuntime:
         # A Bedrock model stays real: take the user's credentials before the emulation replaces them.
         uses_bedrock = any(m.startswith("bedrock:") for m in (self.default_model, *self.fallback_models))
         bedrock_session = _real_aws_session() if uses_bedrock else None

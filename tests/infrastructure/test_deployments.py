@@ -169,7 +169,12 @@ def test_every_caller_invokes_the_live_alias(dev: Synthesized) -> None:
         json.dumps(p["Properties"]["FunctionName"])
         for p in resources(api, "AWS::Lambda::Permission").values()
     }
-    assert permitted == {api_alias, json.dumps(_alias_ref(dev, stacks.api, "authorizer"))}
+    # ... and Secrets Manager, which invokes the rotation function of the API's signing secret.
+    assert permitted == {
+        api_alias,
+        json.dumps(_alias_ref(dev, stacks.api, "authorizer")),
+        json.dumps(_alias_ref(dev, stacks.api, "rotate_secret")),
+    }
 
     # Event source mappings: the outbox stream and the SQS consumers, each on "<function name>:live" (CDK
     # spells it as the name part of the alias's ARN, qualified).

@@ -22,7 +22,8 @@ CONTEXT = {
     "repository": "example-org/t-developer",
     "branch": "release",
 }
-STACKS_PER_ENVIRONMENT = 8  # data, cache, orchestration, security, api, sessions, messaging, operations
+# data, cache, orchestration, security, api, sessions, messaging, operations, alerting
+STACKS_PER_ENVIRONMENT = 9
 
 
 @pytest.fixture(scope="module")
