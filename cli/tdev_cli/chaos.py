@@ -316,6 +316,11 @@ def _message_subject(record: dict[str, Any]) -> str | None:
             body = json.loads(record["body"])
         except ValueError:
             return None
+        if isinstance(body, dict) and isinstance(body.get("detail"), dict):  # a whole bus event (progress)
+            detail = body["detail"]
+            data = detail.get("data") if isinstance(detail.get("data"), dict) else {}
+            kind = body.get("detail-type")
+            return f"{detail.get('correlationId')}:{kind}:{data.get('taskId', '')}:{data.get('status', '')}"
         return f"{body.get('correlationId')}:{body.get('type')}:{body.get('taskId', '')}:{body.get('status')}"
     image = (record.get("dynamodb") or {}).get("NewImage") or {}
     if image.get("entity", {}).get("S") != "OUTBOX" or record.get("eventName") != "INSERT":
