@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -77,6 +77,7 @@ class AlertingStack(Stack):
         self.channel_secret = secretsmanager.Secret(
             self,
             "ChannelSecret",
+            secret_name=f"{settings.prefix}/alerts",  # the local runtime's is tdev-local/alerts
             description=(
                 "T-Developer alert channels: webhook_url, webhook_signing_key, slack_webhook_url, "
                 "pagerduty_routing_key (operators fill in the URLs and keys they use)"
@@ -221,7 +222,15 @@ class AlertingStack(Stack):
             iam.PolicyStatement(
                 sid="ReadChannelSecret",
                 actions=["secretsmanager:GetSecretValue"],
-                resources=[self.channel_secret.secret_arn],
+                # The named secret's ARN: its name and Secrets Manager's six random characters.
+                resources=[
+                    Stack.of(self).format_arn(
+                        service="secretsmanager",
+                        resource="secret",
+                        resource_name=f"{settings.prefix}/alerts-??????",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
             )
         )
         fn.function.add_to_role_policy(

@@ -128,8 +128,19 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
         for consumer in ("notifications_consumer", "task_activity_consumer", "progress_consumer")
         for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
     },
-    ("notifications_consumer", "sqs:GetQueueUrl"): "Granted with the queue for tdev.messaging.visibility's "
-    "heartbeat, which looks the queue up by name when a message takes long.",
+    **{
+        (consumer, "sqs:GetQueueUrl"): "Granted with the queue for tdev.messaging.visibility's heartbeat, "
+        "which looks the queue up by name when a message takes long."
+        for consumer in ("notifications_consumer", "progress_consumer")
+    },
+    ("alert_escalation", "secretsmanager:GetSecretValue"): "The channels' secret is read once per container "
+    "(tdev.alerts.channels); locally every function shares one process, so the intake's read serves the "
+    "escalation's steps.",
+    (
+        "alert_escalation",
+        "sns:Publish",
+    ): "The email and SMS topics serve the levels TDEV_ALERT_ESCALATION_LEVELS "
+    "names; the evidence run acknowledges its high alert after level 1 (webhook and Slack).",
     ("*", "sqs:ChangeMessageVisibility"): "tdev.messaging.visibility extends a long message's visibility "
     "every visibility/2 seconds, and the mapping returns failed messages; no evidence run lasts that long.",
     **{
