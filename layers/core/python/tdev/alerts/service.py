@@ -57,31 +57,28 @@ def intake(event: dict[str, Any], *, policy: AlertPolicy | None = None) -> dict[
     alert, created = repository().open_or_group(
         candidate, now_epoch=int(now.timestamp()), window_seconds=policy.group_window_seconds
     )
-    if not created:
-        # A spike after the signature's first (medium) alert: the open alert escalates, it is not swallowed.
-        if (
-            signal.severity.escalates
-            and not Severity(str(alert["severity"])).escalates
-            and repository().raise_to_escalation(
-                alert["id"],
-                signal.severity.value,
-                open_status=AlertStatus.OPEN.value,
-                escalating=AlertStatus.ESCALATING.value,
-            )
-        ):
-            execution_arn = start_escalation(alert["id"], policy)
-            repository().update(alert["id"], escalation_arn=execution_arn)
-            return {
-                "outcome": "escalating",
-                "alert_id": alert["id"],
-                "key": alert["key"],
-                "count": alert["count"],
-            }
+    # A repeat is only counted, unless it is a spike after the signature's first (medium) alert: then the
+    # open alert takes its severity and escalates below, once (a conditional update), not swallowed.
+    if not created and not (
+        signal.severity.escalates
+        and not Severity(str(alert["severity"])).escalates
+        and repository().raise_to_escalation(
+            alert["id"],
+            signal.severity.value,
+            open_status=AlertStatus.OPEN.value,
+            escalating=AlertStatus.ESCALATING.value,
+        )
+    ):
         return {"outcome": "grouped", "alert_id": alert["id"], "key": alert["key"], "count": alert["count"]}
     if signal.severity.escalates:
         execution_arn = start_escalation(alert["id"], policy)
         repository().update(alert["id"], escalation_arn=execution_arn)
-        return {"outcome": "escalating", "alert_id": alert["id"], "key": alert["key"], "count": 1}
+        return {
+            "outcome": "escalating",
+            "alert_id": alert["id"],
+            "key": alert["key"],
+            "count": alert["count"],
+        }
     entries = _notify(alert, policy.channels_for(signal.severity, 1), 1)
     return {
         "outcome": "notified",
