@@ -102,7 +102,7 @@ def test_only_who_may_see_and_submit_may_cancel(runtime: Any) -> None:
     assert (status, body["status"]) == (200, "CANCELLED")
 
 
-@pytest.mark.parametrize("budget", [0, -1, 1_000.01, 1e9, "lots", [1], None])
+@pytest.mark.parametrize("budget", [0, -1, 1e-200, 1_000.01, 1e9, "lots", [1], None])
 def test_a_budget_that_is_not_a_positive_bounded_amount_is_a_400_naming_it(runtime: Any, budget: Any) -> None:
     raw = json.dumps({"request": "Write unit tests for the parser", "budget_usd": budget})
 

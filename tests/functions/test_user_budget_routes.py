@@ -146,6 +146,7 @@ def test_a_developer_reads_only_its_own_budget_and_visible_projects(runtime: Any
     [
         ({"budget_usd": -1, "reason": "negative"}, "budget_usd"),
         ({"budget_usd": 0, "reason": "zero"}, "budget_usd"),
+        ({"budget_usd": 1e-200, "reason": "below what DynamoDB stores"}, "budget_usd"),
         ({"budget_usd": 2_000_000, "reason": "too much"}, "budget_usd"),
         ({"budget_usd": "lots", "reason": "text"}, "budget_usd"),
         ({"budget_tokens": 0, "reason": "zero"}, "budget_tokens"),

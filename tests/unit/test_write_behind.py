@@ -198,9 +198,10 @@ def stored(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> Iterator[str]:
 
 def test_agent_run_statistics_are_written_behind_to_the_table(stored: str) -> None:
     runs = container.run_statistics()
+    used = {"cpu_ms": 4, "memory_permille": 100}  # what each run measured, for the resource-based routing
     for i in range(3):
-        runs.submit(_run(i, agent="TestAgent"))
-    runs.submit(_run(0, agent="TestAgent"))  # a retried step: counted once
+        runs.submit({**_run(i, agent="TestAgent"), **used})
+    runs.submit({**_run(0, agent="TestAgent"), **used})  # a retried step: counted once
     assert container.agents().stats("TestAgent")["runs"] == 0
 
     write_behind.flush_all()
@@ -210,4 +211,6 @@ def test_agent_run_statistics_are_written_behind_to_the_table(stored: str) -> No
         "successes": 3,
         "failures": 0,
         "total_duration_ms": 30,
+        "cpu_ms": 12,
+        "memory_permille": 300,
     }

@@ -30,6 +30,9 @@ MAX_ARCHIVE_BYTES = 512 * 1024
 MAX_ARCHIVE_BASE64_CHARS = 4 * -(-MAX_ARCHIVE_BYTES // 3)
 EXECUTION_ID_PATTERN = r"^[A-Za-z0-9-]{1,80}$"
 MAX_BUDGET_USD = 1_000.0  # per request; a larger figure is a typo, not a budget
+# The smallest USD budget anywhere: a millionth of a dollar, about one token of the cheapest model. Below it
+# a figure is noise, and below 1e-130 DynamoDB cannot store it at all (its numbers underflow).
+MIN_BUDGET_USD = 0.000001
 
 ModelName = Annotated[
     str,
@@ -139,7 +142,7 @@ class RequestIn(BaseModel):
 
     budget_usd: float | None = Field(
         default=None,
-        gt=0,
+        ge=MIN_BUDGET_USD,
         le=MAX_BUDGET_USD,
         allow_inf_nan=False,
         description="The most this request may spend on models, in USD (default: the deployment's "
@@ -436,7 +439,7 @@ class ScopeBudgetIn(BaseModel):
 
     budget_usd: float | None = Field(
         default=None,
-        gt=0,
+        ge=MIN_BUDGET_USD,
         le=MAX_SCOPE_BUDGET_USD,
         allow_inf_nan=False,
         description="USD per calendar month (UTC); null: the configured default.",
