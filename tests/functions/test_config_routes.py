@@ -1,6 +1,7 @@
 """`/v1/config` and `/v1/flags` on a running local backend: admins only, validated, audited; a change made
-in Parameter Store reaches the running functions within the polling interval, and flags switch product
-behaviour (the fallback chain, the verify loop) without a redeploy."""
+in Parameter Store (configuration) or deployed in AppConfig (flags) reaches the running functions within
+the polling interval, and flags switch product behaviour (the fallback chain, the verify loop) without a
+redeploy; an unreadable flag store leaves the flags at their defaults."""
 
 from __future__ import annotations
 
@@ -164,6 +165,78 @@ def test_the_fallback_chain_flag_switches_a_running_backend_without_redeploy(rt:
         "bedrock:amazon.nova-micro-v1:0",
     ]
     rt.api("PUT", "/v1/config/fallback_models", {"value": [], "reason": "back"})
+
+
+def _deploy_flags(document: dict[str, Any]) -> None:
+    """What an operator does in AppConfig around the API: a new hosted version of the flags, deployed."""
+    import os
+
+    appconfig = boto3.client("appconfig", region_name="us-east-1")
+    application, profile = os.environ["TDEV_FLAGS_APPLICATION_ID"], os.environ["TDEV_FLAGS_PROFILE_ID"]
+    version = appconfig.create_hosted_configuration_version(
+        ApplicationId=application,
+        ConfigurationProfileId=profile,
+        Content=json.dumps(document).encode(),
+        ContentType="application/json",
+    )["VersionNumber"]
+    appconfig.start_deployment(
+        ApplicationId=application,
+        EnvironmentId=os.environ["TDEV_FLAGS_ENVIRONMENT_ID"],
+        DeploymentStrategyId=os.environ["TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID"],
+        ConfigurationProfileId=profile,
+        ConfigurationVersion=str(version),
+    )
+
+
+def test_a_flag_deployed_in_appconfig_reaches_the_running_backend_within_the_polling_interval(
+    rt: Any,
+) -> None:
+    from tdev.config import flags, live
+    from tdev.config.flag_store import layer
+
+    # Given a running backend on which the verify loop is on, as deployed (read once, then cached)
+    deployed = {name: json.loads(text) for name, text in live.stored("flags").items()}
+    assert flags.enabled("verify_loop", "someone") is True
+    # When an operator deploys a version that turns it off (AppConfig only: no API, no redeploy)
+    _deploy_flags({**deployed, "verify_loop": {"enabled": False}})
+    # Then the running backend still answers from its cache, and within the polling interval it is off
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("verify_loop", "someone") is False
+    status, body = rt.api("GET", "/v1/flags?user=someone")
+    assert status == 200 and body["flags"]["verify_loop"]["value"] is False
+    _deploy_flags(deployed)
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("verify_loop", "someone") is True
+    assert layer(deployed) == live.stored("flags")
+
+
+def test_an_unreadable_flag_store_falls_back_to_the_flags_defaults_and_recovers(
+    backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tdev.config import flags
+    from tdev.config.flags import PRODUCT_FLAGS
+
+    # Given the deployed flags turn the fallback chain off
+    _deploy_flags({"fallback_chain": {"enabled": False}, "verify_loop": {"enabled": True}})
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("fallback_chain", "someone") is False
+    # When AppConfig's data plane fails (every configuration session's token is refused)
+    backend.appconfig.state.sessions.clear()
+    time.sleep(POLL_SECONDS + 0.2)
+    read_failures = []
+    with caplog.at_level("WARNING"):
+        value = flags.current().explain("fallback_chain", "someone")
+        read_failures = [r for r in caplog.records if "AppConfig unreadable" in r.getMessage()]
+    # Then the flag evaluates to its declared default, and the failure is logged
+    assert value == (PRODUCT_FLAGS["fallback_chain"].enabled, "enabled")
+    assert read_failures
+    # And the next read opens a new session and sees the deployed document again
+    assert flags.enabled("fallback_chain", "someone") is False
+    from tdev.config.flag_store import initial_document
+
+    _deploy_flags(json.loads(initial_document()))
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("fallback_chain", "someone") is True
 
 
 def test_a_parameter_store_change_reaches_the_running_api_within_the_polling_interval(rt: Any) -> None:
