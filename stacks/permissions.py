@@ -61,7 +61,7 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     # The progress log: its head read, then the marker, the event and the head in one transaction.
     "progress_consumer": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
 }
-# Parameter Store per function (tdev.config: the live configuration and the feature flags), as recorded:
+# Parameter Store per function (tdev.config: the live configuration), as recorded:
 # one GetParametersByPath on /t-developer/<env> per polling interval; the API also writes under it.
 PARAMETER_ACTIONS: dict[str, tuple[str, ...]] = {
     "api": ("ssm:DeleteParameters", "ssm:GetParametersByPath", "ssm:PutParameter"),
@@ -71,6 +71,17 @@ PARAMETER_ACTIONS: dict[str, tuple[str, ...]] = {
     "record_task_failure": ("ssm:GetParametersByPath",),
     # Recovering a session rebuilds its agents on the configured default model.
     "session_sweeper": ("ssm:GetParametersByPath",),
+}
+# AppConfig per function (tdev.config.flag_store: the feature flags), as recorded: the functions that
+# evaluate flags open a configuration session and poll it once per interval; the API also creates a hosted
+# configuration version holding every flag and deploys it.
+FLAG_READS = ("appconfig:GetLatestConfiguration", "appconfig:StartConfigurationSession")
+FLAG_WRITES = ("appconfig:CreateHostedConfigurationVersion", "appconfig:StartDeployment")
+FLAG_ACTIONS: dict[str, tuple[str, ...]] = {
+    "api": (*FLAG_READS, *FLAG_WRITES),
+    "run_agent": FLAG_READS,  # the fallback_chain flag (tdev.llm.fallback.model_chain)
+    "fix_failing_tests": FLAG_READS,  # the same, for the fix's model calls
+    "run_project_tests": FLAG_READS,  # the verify_loop flag (tdev.orchestration.verify)
 }
 # What Powertools idempotency does with its own table (DynamoDBPersistenceLayer).
 IDEMPOTENCY_TABLE_ACTIONS = (

@@ -63,6 +63,11 @@ class Var(StrEnum):
     TDEV_ALERT_EMAIL_TOPIC_ARN = "TDEV_ALERT_EMAIL_TOPIC_ARN"
     TDEV_ALERT_SMS_TOPIC_ARN = "TDEV_ALERT_SMS_TOPIC_ARN"
     TDEV_WRITE_BEHIND_DLQ_URL = "TDEV_WRITE_BEHIND_DLQ_URL"
+    # The feature flags' AppConfig store (tdev.config.flag_store)
+    TDEV_FLAGS_APPLICATION_ID = "TDEV_FLAGS_APPLICATION_ID"
+    TDEV_FLAGS_ENVIRONMENT_ID = "TDEV_FLAGS_ENVIRONMENT_ID"
+    TDEV_FLAGS_PROFILE_ID = "TDEV_FLAGS_PROFILE_ID"
+    TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID = "TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -117,6 +122,14 @@ class _OnTheTable(_InVpc):
     kms_key_id: str | None = Field(default=None, alias="KMS_KEY_ID")
 
 
+class _ReadsFlags(FunctionEnvironment):
+    """Functions that evaluate feature flags: the AppConfig application, environment and profile."""
+
+    flags_application_id: str | None = Field(default=None, min_length=1, alias="TDEV_FLAGS_APPLICATION_ID")
+    flags_environment_id: str | None = Field(default=None, min_length=1, alias="TDEV_FLAGS_ENVIRONMENT_ID")
+    flags_profile_id: str | None = Field(default=None, min_length=1, alias="TDEV_FLAGS_PROFILE_ID")
+
+
 class WorkflowEnvironment(_OnTheTable):
     """plan_request, run_agent, record_task_failure, aggregate_results, compensate."""
 
@@ -137,14 +150,14 @@ class ModelCallerEnvironment(WorkflowEnvironment):
         return json.loads(value) if isinstance(value, str) else value
 
 
-class WorkspaceEnvironment(WorkflowEnvironment):
+class WorkspaceEnvironment(WorkflowEnvironment, _ReadsFlags):
     """run_project_tests: the execution's workspace and the test sandbox it invokes."""
 
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
     sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
 
 
-class AgentEnvironment(ModelCallerEnvironment):
+class AgentEnvironment(ModelCallerEnvironment, _ReadsFlags):
     """run_agent, fix_failing_tests: models, the workspace and the test sandbox."""
 
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
@@ -177,13 +190,17 @@ class _RunsSessions(ModelCallerEnvironment):
     )
 
 
-class ApiEnvironment(_RunsSessions):
+class ApiEnvironment(_RunsSessions, _ReadsFlags):
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
     state_machine_arn: str | None = Field(default=None, pattern=r"^arn:", alias="STATE_MACHINE_ARN")
     cors_origins: str = Field(default="", alias="TDEV_CORS_ORIGINS")
     usage_plan_name: str | None = Field(default=None, alias="TDEV_USAGE_PLAN_NAME")
     # The platform's API signing secret (its name): the API signs the cursors it hands out with it.
     api_signing_secret: str | None = Field(default=None, min_length=1, alias="TDEV_API_SIGNING_SECRET")
+    # The API changes the flags: it deploys each new version with this strategy.
+    flags_deployment_strategy_id: str | None = Field(
+        default=None, min_length=1, alias="TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID"
+    )
 
 
 class SessionSweeperEnvironment(_RunsSessions):
