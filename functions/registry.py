@@ -38,6 +38,7 @@ from tdev.environment import (
     SandboxEnvironment,
     SecretRotationEnvironment,
     SessionSweeperEnvironment,
+    TaskFailureEnvironment,
     WorkflowEnvironment,
     WorkspaceEnvironment,
 )
@@ -143,7 +144,7 @@ FUNCTIONS: dict[str, Function] = {
         ),
         # Runs the agents' projects' tests: pytest from its layer, in a child process (tdev.sandbox).
         Function("sandbox", "invoke", ("testing",), SandboxEnvironment, lazy_imports=("pytest",)),
-        Function("record_task_failure", "workflow", (), WorkflowEnvironment),
+        Function("record_task_failure", "workflow", (), TaskFailureEnvironment),
         Function("aggregate_results", "workflow", (), WorkflowEnvironment),
         Function("compensate", "workflow", (), WorkflowEnvironment),
         Function("record_compensation_failure", "workflow", (), WorkflowEnvironment),

@@ -66,7 +66,6 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
 PARAMETER_ACTIONS: dict[str, tuple[str, ...]] = {
     "api": ("ssm:DeleteParameters", "ssm:GetParametersByPath", "ssm:PutParameter"),
     "run_agent": ("ssm:GetParametersByPath",),
-    "run_project_tests": ("ssm:GetParametersByPath",),
     "fix_failing_tests": ("ssm:GetParametersByPath",),
     "record_task_failure": ("ssm:GetParametersByPath",),
     # Recovering a session rebuilds its agents on the configured default model.
@@ -82,6 +81,7 @@ FLAG_ACTIONS: dict[str, tuple[str, ...]] = {
     "run_agent": FLAG_READS,  # the fallback_chain flag (tdev.llm.fallback.model_chain)
     "fix_failing_tests": FLAG_READS,  # the same, for the fix's model calls
     "run_project_tests": FLAG_READS,  # the verify_loop flag (tdev.orchestration.verify)
+    "record_task_failure": FLAG_READS,  # the failed task's model chain, as the fallback_chain flag makes it
 }
 # What Powertools idempotency does with its own table (DynamoDBPersistenceLayer).
 IDEMPOTENCY_TABLE_ACTIONS = (

@@ -134,8 +134,15 @@ def _copy(value: Any) -> Any:
 
 
 def _resource_facts(service: str, operation: str, params: Any) -> dict[str, Any] | None:
-    """Facts IAM conditions read that the request does not carry: the tags of an existing API key
-    (aws:ResourceTag on apigateway PATCH/DELETE of /apikeys/{id}), read from the emulation."""
+    """Facts IAM reads that the request does not carry: the tags of an existing API key (aws:ResourceTag
+    on apigateway PATCH/DELETE of /apikeys/{id}), the configuration an AppConfig poll token stands for,
+    read from the emulation."""
+    if service == "appconfigdata" and operation == "GetLatestConfiguration":
+        # The token names the session's configuration (AWS authorises the poll on it).
+        from tdev_cli.local_appconfig import session_resource
+
+        found = session_resource(str(params.get("ConfigurationToken", "")))
+        return {"configuration": list(found)} if found else None
     if service != "apigateway" or "apiKey" not in params or operation == "CreateUsagePlanKey":
         return None
     try:

@@ -48,6 +48,18 @@ class _State:
     sessions: dict[str, _Session] = field(default_factory=dict)  # live token -> session
 
 
+_ACTIVE: list[LocalAppConfig] = []
+
+
+def session_resource(token: str) -> tuple[str, str, str] | None:
+    """(application, environment, profile) of a live configuration token of a started emulation."""
+    for emulation in _ACTIVE:
+        found = emulation.session_resource(token)
+        if found is not None:
+            return found
+    return None
+
+
 class LocalAppConfig:
     """Started with the local runtime's moto mock: `start()` before the clients are created."""
 
@@ -76,6 +88,7 @@ class LocalAppConfig:
             *((f"before-call.{operation}", self._answer) for operation in self.OPERATIONS),
         ]
         BUILTIN_HANDLERS.extend(self._handlers)
+        _ACTIVE.append(self)
         return self
 
     def stop(self) -> None:
@@ -85,6 +98,8 @@ class LocalAppConfig:
             if handler in BUILTIN_HANDLERS:
                 BUILTIN_HANDLERS.remove(handler)
         self._handlers = []
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def session_resource(self, token: str) -> tuple[str, str, str] | None:
         """(application, environment, profile) ids of a live session token (for recorded calls' needs)."""

@@ -62,6 +62,10 @@ BOUND_BY_ENVIRONMENT = (
     "TDEV_ALERT_SECRET_NAME",
     "TDEV_ALERT_EMAIL_TOPIC_ARN",
     "TDEV_ALERT_SMS_TOPIC_ARN",
+    "TDEV_FLAGS_APPLICATION_ID",
+    "TDEV_FLAGS_ENVIRONMENT_ID",
+    "TDEV_FLAGS_PROFILE_ID",
+    "TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID",
 )
 
 
@@ -226,8 +230,9 @@ def evidence(
                 default_model=BEDROCK_MODEL,
                 retry_interval_seconds=1,
                 max_transient_retries=1,
-                # Every function reads Parameter Store itself, as each does in its own container deployed
-                # (here they share one process, and one cached read would hide the others' calls).
+                # Every function reads Parameter Store and AppConfig itself, as each does in its own
+                # container deployed (here they share one process, and one cached read would hide the
+                # others' calls).
                 config_poll_seconds=0,
                 alert_wait_seconds=1,  # the alert escalation's wait between levels
             ) as rt,

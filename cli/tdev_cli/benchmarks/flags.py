@@ -33,7 +33,7 @@ from tdev_cli.benchmarks.common import OFFLINE_ENV, fmt, summary
 NAME = "flags"
 DESCRIPTION = (
     "Feature-flag evaluation latency per flag shape (default, stored, rollout, variants, targeting, "
-    "prerequisites, Powertools rule, and end to end from Parameter Store): p50/p95/p99 in us; the 30 % "
+    "prerequisites, Powertools rule, and end to end from AppConfig): p50/p95/p99 in us; the 30 % "
     "rollout's share of 10,000 users and the variants' stickiness."
 )
 EVALUATIONS, QUICK_EVALUATIONS, SPLIT_USERS = 10_000, 500, 10_000
@@ -155,7 +155,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"flags: {count} evaluations per shape, p50 {fmt(results['stored on/off']['median'], 0)} us / "
             f"p95 {fmt(results['stored on/off']['p95'], 0)} us (stored on/off), "
             f"p50 {fmt(results['live']['median'], 0)} us / p95 {fmt(results['live']['p95'], 0)} us "
-            f"end to end from Parameter Store; slowest {slowest} p95 {fmt(results[slowest]['p95'], 0)} us; "
+            f"end to end from AppConfig; slowest {slowest} p95 {fmt(results[slowest]['p95'], 0)} us; "
             f"30 % rollout: {share:.2f} % of {SPLIT_USERS:,} users, variants sticky: {sticky}"
         ),
         "figures": figures,

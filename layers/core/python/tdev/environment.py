@@ -136,6 +136,10 @@ class WorkflowEnvironment(_OnTheTable):
     default_model: str = Field(default="offline:tdev-offline-1", min_length=3, alias="TDEV_DEFAULT_MODEL")
 
 
+class TaskFailureEnvironment(WorkflowEnvironment, _ReadsFlags):
+    """record_task_failure: records the failed task's model chain (the fallback_chain flag decides it)."""
+
+
 class ModelCallerEnvironment(WorkflowEnvironment):
     """Functions that call models (run_agent; the API and the sweeper through sessions)."""
 

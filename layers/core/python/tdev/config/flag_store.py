@@ -121,6 +121,8 @@ def _provider() -> Any:
 def read(*, max_age: int) -> dict[str, str]:
     """The deployed flags (name -> JSON), read at most once per `max_age` seconds."""
     store = ids()
+    if max_age <= 0:  # no polling interval to keep to: every read is a new session's first poll
+        _provider.cache_clear()
     try:
         return layer(_provider().get(store.profile, max_age=max_age, transform="json"))
     except Exception:
