@@ -157,6 +157,7 @@ def _appconfig_needs(call: AwsCall, need: Any, region: str, account: str) -> lis
     the profile and the strategy."""
     op, params = call.operation, call.params or {}
     root = f"arn:aws:appconfig:{region}:{account}:"
+    parts: tuple[Any, ...] = ()
     if op == "StartConfigurationSession":
         parts = (
             params.get("ApplicationIdentifier"),
@@ -165,8 +166,6 @@ def _appconfig_needs(call: AwsCall, need: Any, region: str, account: str) -> lis
         )
     elif op == "GetLatestConfiguration":
         parts = tuple((call.context or {}).get("configuration") or ("*", "*", "*"))
-    else:
-        parts = ()
     if parts:
         application, environment, profile = parts
         configuration = f"application/{application}/environment/{environment}/configuration/{profile}"
