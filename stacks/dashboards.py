@@ -65,6 +65,8 @@ AGENT_DURATION = CustomMetric("AgentDuration", ("agent",), "p99")
 ROUTING_DECISIONS = CustomMetric("RoutingDecisions", ("outcome", "service"))
 ROUTING_LATENCY = CustomMetric("RoutingLatency", ("service",), "p99")
 ROUTING_ERRORS = CustomMetric("RoutingErrors", ("service",), "Average")  # 1 per failed decision, else 0
+ADMISSION_WAIT = CustomMetric("AdmissionWait", ("service",), "p99")
+ADMISSION_QUEUE = CustomMetric("AdmissionQueueDepth", ("service",), "Maximum")
 LLM_CALLS = CustomMetric("LLMCalls", ("model", "outcome"))
 LLM_LATENCY = CustomMetric("LLMLatency", ("model",), "p99")
 LLM_TOKENS = CustomMetric("LLMTokens", ("model",))
@@ -220,6 +222,10 @@ class OperationsDashboard(Construct):
         self._graph("Routing decisions (admitted, waiting, error)", [self._custom(ROUTING_DECISIONS, "")])
         self._graph("Routing latency p99 (ms)", [self._custom(ROUTING_LATENCY, "")])
         self._graph("Routing error rate (share of decisions)", [self._custom(ROUTING_ERRORS, "")])
+        self._graph(
+            "Admission: tasks waiting (max), wait p99 (s)",
+            [self._custom(ADMISSION_QUEUE, "waiting (max)"), self._custom(ADMISSION_WAIT, "wait p99 (s)")],
+        )
         self._graph("Agent builds (by time bucket)", [self._custom(POOL["built"], "")])
         self._graph("Agent build time p99 (us)", [self._custom(POOL["build_time"], "")])
         self._graph(
