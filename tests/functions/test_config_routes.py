@@ -212,6 +212,47 @@ def test_a_flag_deployed_in_appconfig_reaches_the_running_backend_within_the_pol
     assert layer(deployed) == live.stored("flags")
 
 
+def test_a_flag_change_and_its_rollback_are_audited_versions_deployed_in_appconfig(rt: Any) -> None:
+    import os
+
+    from tdev.config import live
+
+    appconfig = boto3.client("appconfig", region_name="us-east-1")
+    application, profile = os.environ["TDEV_FLAGS_APPLICATION_ID"], os.environ["TDEV_FLAGS_PROFILE_ID"]
+
+    def hosted(version: int) -> dict[str, Any]:
+        answer = appconfig.get_hosted_configuration_version(
+            ApplicationId=application, ConfigurationProfileId=profile, VersionNumber=version
+        )
+        return dict(json.loads(answer["Content"].read()))
+
+    name = f"trial_{uuid.uuid4().hex[:8]}"
+    # When an admin turns a new flag on through the API
+    status, applied = rt.api("PUT", f"/v1/flags/{name}", {"spec": {"enabled": True}, "reason": "try"})
+    assert status == 200, applied
+    # Then a hosted version holding every flag is deployed, and the running backend reads it
+    environment = os.environ["TDEV_FLAGS_ENVIRONMENT_ID"]
+    version = rt.appconfig.state.deployed[(application, environment, profile)]
+    deployed = live.stored("flags")
+    assert json.loads(deployed[name]) == {"enabled": True}
+    assert hosted(version) == {k: json.loads(v) for k, v in deployed.items()}
+    # When it is rolled back to the version before
+    status, rolled = rt.api(
+        "POST",
+        "/v1/config/rollback",
+        {"scope": "flags", "version": applied["version"] - 1, "reason": "undo"},
+    )
+    assert status == 200 and rolled["snapshot_version"] == applied["version"] + 1, rolled
+    # Then the flag is gone from the deployed document, and the audit shows set, snapshot, rollback
+    time.sleep(POLL_SECONDS + 0.2)
+    assert name not in live.stored("flags")
+    assert rt.appconfig.state.deployed[(application, environment, profile)] == version + 1
+    assert name not in hosted(version + 1)
+    history = rt.api("GET", "/v1/config/history?scope=flags")[1]["versions"]
+    assert [v["kind"] for v in history[:3]] == ["rollback", "snapshot", "set"]
+    assert name in history[0]["changed"] and history[0]["changed"][name]["to"] is None
+
+
 def test_an_unreadable_flag_store_falls_back_to_the_flags_defaults_and_recovers(
     backend: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
