@@ -174,12 +174,12 @@ class Semaphore:
             return Lease(key, holder, ends_at, float(answer[2]), int(answer[3]))
         held, soonest, ahead = int(answer[1]), float(answer[2]), int(answer[3])
         name = key.removeprefix(KEY_PREFIX + ":")
-        record_queue(int(answer[4]))
         raise CapacityExhausted(
             f"{name} is at capacity ({held}/{limit} in flight)"
             if held >= limit
             else f"{name}: its free slots go to {ahead} waiting task(s) ahead in admission order",
             retry_after=max(1, math.ceil(soonest - now)) if held >= limit else 1,
+            waiting=int(answer[4]),
         )
 
     def waiting(self, key: str) -> int:
@@ -232,8 +232,9 @@ def running(
             raise
         outcome = "admitted"
         record_admission(agent_lease.waited_seconds, agent_lease.still_waiting)
-    except CapacityExhausted:
+    except CapacityExhausted as exc:
         outcome = "waiting"
+        record_queue(exc.waiting)
         raise
     finally:
         record_decision(outcome, (time.perf_counter() - started) * 1000)
