@@ -15,11 +15,15 @@ audit trail records it: `document` and `layer` convert between the two.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from tdev import aws, resets
+from tdev.errors import ConflictError
 from tdev.settings import get_settings
 
 PROFILE_NAME = "feature-flags"
@@ -146,7 +150,8 @@ def write(flags: dict[str, str], *, description: str) -> dict[str, Any]:
         ContentType=CONTENT_TYPE,
         Description=description[:1024],
     )["VersionNumber"]
-    deployment = appconfig.start_deployment(
+    deployment = _deploy(
+        appconfig,
         ApplicationId=store.application,
         EnvironmentId=store.environment,
         DeploymentStrategyId=store.deployment_strategy,
@@ -162,6 +167,27 @@ def write(flags: dict[str, str], *, description: str) -> dict[str, Any]:
         max_age=get_settings().config_poll_seconds,
     )
     return {"configuration_version": int(version), "deployment": int(deployment["DeploymentNumber"])}
+
+
+# AppConfig refuses a deployment while another one on the environment is running (ConflictException). With
+# the at-once strategy that is seconds: a change made right after another waits this long, then is a 409.
+DEPLOY_WAITS_SECONDS = (1.0, 2.0, 4.0)
+
+
+def _deploy(appconfig: Any, **request: Any) -> dict[str, Any]:
+    for wait in (*DEPLOY_WAITS_SECONDS, None):
+        try:
+            answer: dict[str, Any] = appconfig.start_deployment(**request)
+            return answer
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConflictException":
+                raise
+            if wait is None:
+                raise ConflictError(
+                    "another flag change is still being deployed; retry in a few seconds", field="flags"
+                ) from exc
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 @resets.on_reset
