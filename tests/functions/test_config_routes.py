@@ -109,6 +109,14 @@ def test_a_protected_change_needs_a_second_admin_and_rolls_back(rt: Any, admin: 
     assert status == 200, shown
     before = shown["values"]["max_sessions_global"]
     value = 7 if before != 7 else 8
+    # A version of the configuration as it is now, for the rollback to return to: on a fresh backend (this
+    # test first on its worker) the change below would be version 1, with nothing before it.
+    status, baseline = rt.api(
+        "PUT",
+        "/v1/config/max_sessions_per_user",
+        {"value": shown["values"]["max_sessions_per_user"], "reason": "the state to return to"},
+    )
+    assert status == 200 and baseline["status"] == "applied", baseline
     status, pending = rt.api("PUT", "/v1/config/max_sessions_global", {"value": value, "reason": "cap load"})
     assert status == 202 and pending["status"] == "pending_approval", pending
     change = f"/v1/config/changes/{pending['change_id']}/approve"
@@ -119,9 +127,8 @@ def test_a_protected_change_needs_a_second_admin_and_rolls_back(rt: Any, admin: 
     assert status == 200 and (applied["author"], applied["approved_by"]) == (admin, second), applied
     assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == value
 
-    status, rolled = rt.api(
-        "POST", "/v1/config/rollback", {"version": applied["version"] - 1, "reason": "undo"}
-    )
+    assert applied["version"] == baseline["version"] + 1, (baseline, applied)
+    status, rolled = rt.api("POST", "/v1/config/rollback", {"version": baseline["version"], "reason": "undo"})
     assert status == 200 and rolled["snapshot_version"] == applied["version"] + 1, rolled
     assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == before
     status, back = rt.api("POST", "/v1/config/rollback", {"version": 999, "reason": "nothing there"})
