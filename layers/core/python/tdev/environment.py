@@ -63,6 +63,8 @@ class Var(StrEnum):
     TDEV_ALERT_EMAIL_TOPIC_ARN = "TDEV_ALERT_EMAIL_TOPIC_ARN"
     TDEV_ALERT_SMS_TOPIC_ARN = "TDEV_ALERT_SMS_TOPIC_ARN"
     TDEV_WRITE_BEHIND_DLQ_URL = "TDEV_WRITE_BEHIND_DLQ_URL"
+    # Live progress (tdev.realtime): the WebSocket API's management endpoint, for the pusher
+    TDEV_WEBSOCKET_ENDPOINT = "TDEV_WEBSOCKET_ENDPOINT"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -216,6 +218,19 @@ class OutboxPublisherEnvironment(MessagingEnvironment):
     agent_execution_queue_url: str = Field(
         default="", pattern=r"^(https?://.+)?$", alias="AGENT_EXECUTION_QUEUE_URL"
     )
+
+
+class WebSocketEnvironment(AuthorizerEnvironment):
+    """websocket: $connect authenticates like the authorizer (same variables); subscribe reads the
+    execution and the caller's access like the API (the table and its key)."""
+
+
+class PushProgressEnvironment(FunctionEnvironment):
+    """push_progress: the table (progress log, subscriptions) and the WebSocket API's management endpoint
+    (not in the VPC: no Redis)."""
+
+    table_name: str = Field(min_length=3, alias="TABLE_NAME")
+    websocket_endpoint: str = Field(pattern=r"^https://", alias="TDEV_WEBSOCKET_ENDPOINT")
 
 
 class SecretRotationEnvironment(FunctionEnvironment):
