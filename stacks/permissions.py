@@ -60,6 +60,13 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "alert_escalation": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
     # The progress log: its head read, then the marker, the event and the head in one transaction.
     "progress_consumer": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # Live progress (tdev.realtime): $connect reads API keys and revocations and records the connection;
+    # subscribe reads the connection, the execution and the caller's access, and replaces its subscription;
+    # $disconnect queries the connection's partition and deletes it.
+    "websocket": ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
+    # The pusher: the subscribers (GSI4) and the log (head and events), the send lease and cursor, and a
+    # gone connection's partition deleted.
+    "push_progress": ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
 }
 # Parameter Store per function (tdev.config: the live configuration and the feature flags), as recorded:
 # one GetParametersByPath on /t-developer/<env> per polling interval; the API also writes under it.

@@ -192,12 +192,17 @@ class SessionSweeperEnvironment(_RunsSessions):
     """The sweeper: expiry, idle timeout and heartbeat recovery of sessions."""
 
 
-class AuthorizerEnvironment(_OnTheTable):
+class _Authenticates(_OnTheTable):
+    """The authorizer's checks: JWTs of the issuer and API keys (tdev.security.authorizer.authenticate)."""
+
     jwt_issuer: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_ISSUER")
     jwt_audience: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_AUDIENCE")
     jwt_roles_claim: str = Field(default="cognito:groups", min_length=1, alias="TDEV_JWT_ROLES_CLAIM")
     # Cognito: access (ID tokens refused); empty for generic OIDC issuers with no such claim.
     jwt_token_use: str = Field(default="access", pattern=r"^(access|id|)$", alias="TDEV_JWT_TOKEN_USE")
+
+
+class AuthorizerEnvironment(_Authenticates):
     interactive_api_key_id: str | None = Field(default=None, alias="TDEV_INTERACTIVE_API_KEY_ID")
 
 
@@ -220,7 +225,7 @@ class OutboxPublisherEnvironment(MessagingEnvironment):
     )
 
 
-class WebSocketEnvironment(AuthorizerEnvironment):
+class WebSocketEnvironment(_Authenticates):
     """websocket: $connect authenticates like the authorizer (same variables); subscribe reads the
     execution and the caller's access like the API (the table and its key)."""
 
