@@ -31,6 +31,7 @@ from stacks.settings import EnvironmentSettings
 NAMESPACE = "TDeveloper"  # POWERTOOLS_METRICS_NAMESPACE of every function
 PERIOD = Duration.minutes(5)
 WIDTH = 24  # the dashboard grid's width
+ALARMS_PER_WIDGET = 100  # CloudWatch's limit of alarms in one alarm status widget
 SECONDS_PER_MONTH = 30 * 24 * 3600
 # Prices used for the cost view (us-east-1 list prices, arm64 Lambda, on-demand DynamoDB, S3 Standard):
 # the view is an estimate to watch trends, the bill is the authority.
@@ -281,15 +282,18 @@ class OperationsDashboard(Construct):
 
     def _alerts(self, alarms: list[cloudwatch.IAlarm]) -> None:
         self._section("Alerts", "Every alarm of this environment; each notifies the alarm topic.")
-        self.dashboard.add_widgets(
-            cloudwatch.AlarmStatusWidget(
-                title="Alarms",
-                alarms=alarms,
-                width=WIDTH,
-                height=max(4, 2 + len(alarms) // 4),
-                sort_by=cloudwatch.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP,
+        # One alarm status widget shows at most 100 alarms (CloudWatch's limit): one widget per hundred.
+        chunks = [alarms[i : i + ALARMS_PER_WIDGET] for i in range(0, len(alarms), ALARMS_PER_WIDGET)]
+        for number, chunk in enumerate(chunks, start=1):
+            self.dashboard.add_widgets(
+                cloudwatch.AlarmStatusWidget(
+                    title="Alarms" if len(chunks) == 1 else f"Alarms ({number} of {len(chunks)})",
+                    alarms=chunk,
+                    width=WIDTH,
+                    height=max(4, 2 + len(chunk) // 4),
+                    sort_by=cloudwatch.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP,
+                )
             )
-        )
 
     def _cost(self, prefix: str, max_memory_mb: int) -> None:
         self._section(
