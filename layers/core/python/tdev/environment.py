@@ -235,7 +235,9 @@ class PushProgressEnvironment(FunctionEnvironment):
     (not in the VPC: no Redis)."""
 
     table_name: str = Field(min_length=3, alias="TABLE_NAME")
-    websocket_endpoint: str = Field(pattern=r"^https://", alias="TDEV_WEBSOCKET_ENDPOINT")
+    # Set by the stack; a pusher without it fails its first send naming the variable (ConfigurationError),
+    # and the stream retries the record.
+    websocket_endpoint: str = Field(default="", pattern=r"^(https://.+)?$", alias="TDEV_WEBSOCKET_ENDPOINT")
 
 
 class SecretRotationEnvironment(FunctionEnvironment):
