@@ -38,7 +38,7 @@ def on_connect(connection_id: str, event: dict[str, Any], source_ip: str | None)
             extra={"security_event": "authentication_failed", "reason": bounded(exc.message, 200)},
         )
         return _answer(401, {"message": "Unauthorized"})
-    logger.append_keys(principal=connection.principal)
+    logger.info("websocket connected", extra={"principal": connection.principal, "source": connection.source})
     return _answer(200, {"type": "connected"})
 
 
