@@ -123,6 +123,10 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
     ("outbox_publisher", "dynamodb:DescribeStream"): _STREAM,
     ("outbox_publisher", "dynamodb:GetRecords"): _STREAM,
     ("outbox_publisher", "dynamodb:GetShardIterator"): _STREAM,
+    # The pusher's mapping reads the same stream (new progress events and subscriptions).
+    ("push_progress", "dynamodb:DescribeStream"): _STREAM,
+    ("push_progress", "dynamodb:GetRecords"): _STREAM,
+    ("push_progress", "dynamodb:GetShardIterator"): _STREAM,
     ("run_agent", "sqs:SendMessage"): "tdev.write_behind dead-letters a run's statistics only after every "
     "write to the table failed (tests/unit/test_write_behind.py); the product paths never fail so.",
     # (Its own SendMessage, task completions to agent-execution.fifo, is a recorded call.)

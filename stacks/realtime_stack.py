@@ -145,7 +145,9 @@ class RealtimeStack(Stack):
         self.url = self.stage.url
         self.management_endpoint = self.stage.callback_url
 
-        # 3. The pusher: new progress events and new subscriptions from the table's stream.
+        # 3. The pusher: new progress events and new subscriptions from the table's stream. It is the
+        # stream's second reader beside the outbox publisher: DynamoDB Streams serves two per shard without
+        # throttling, so a third consumer of this stream would need a fan-out (e.g. through EventBridge).
         pusher = TdevFunction(
             self,
             "PushProgress",

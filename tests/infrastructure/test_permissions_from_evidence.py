@@ -62,10 +62,12 @@ BOUND_BY_ENVIRONMENT = (
     "TDEV_ALERT_SECRET_NAME",
     "TDEV_ALERT_EMAIL_TOPIC_ARN",
     "TDEV_ALERT_SMS_TOPIC_ARN",
-    "TDEV_WEBSOCKET_ENDPOINT",
 )
-# The local WebSocket API (moto's management API): its id stands for the deployed API's (see _renames).
-WEBSOCKET_ENDPOINT = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/dev"
+# URLs whose host names the resource: the deployed and the local one are bound by that name (_renames).
+BOUND_BY_URL_HOST = ("TDEV_WEBSOCKET_ENDPOINT",)
+# The local WebSocket API (moto's management API): its id stands for the deployed API's, its stage is the
+# local environment's name as the deployed stage is the environment's.
+WEBSOCKET_ENDPOINT = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/local"
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,8 @@ def evidence(
             assert any(p.endswith("/invoke") for p in bedrock.calls), "Titan embeddings were not driven"
             import os
 
-            bindings = {name: os.environ.get(name, "") for name in BOUND_BY_ENVIRONMENT}
+            bound = (*BOUND_BY_ENVIRONMENT, *BOUND_BY_URL_HOST)
+            bindings = {name: os.environ.get(name, "") for name in bound}
             invoked = {name for name, outcome in rt.invocations if outcome == "ok"}
             _EMITTED[:] = emf.emitted
             yield list(rt.aws_calls.calls), {"*": bindings, "invoked": dict.fromkeys(sorted(invoked), "ok")}
@@ -546,12 +549,11 @@ def _renames(index: RoleIndex, local: dict[str, str], prefix: str) -> dict[str, 
     renames[f"{prefix}-{q.OUTBOX_FAILURES}"] = q.OUTBOX_FAILURES
     # A URL's host names the resource (the WebSocket API's management endpoint: <api id>.execute-api...).
     for _, _, environment in index.functions().values():
-        deployed = environment.get("TDEV_WEBSOCKET_ENDPOINT")
-        if isinstance(deployed, str) and local.get("TDEV_WEBSOCKET_ENDPOINT"):
-            api = urllib.parse.urlsplit(deployed).hostname or ""
-            renames[api.split(".")[0]] = str(
-                urllib.parse.urlsplit(local["TDEV_WEBSOCKET_ENDPOINT"]).hostname
-            ).split(".")[0]
+        for name in BOUND_BY_URL_HOST:
+            deployed = environment.get(name)
+            if isinstance(deployed, str) and local.get(name):
+                host = urllib.parse.urlsplit(deployed).hostname or ""
+                renames[host.split(".")[0]] = str(urllib.parse.urlsplit(local[name]).hostname).split(".")[0]
     renames[prefix] = f"tdev-{local['TDEV_ENV']}"  # secret names: tdev-dev/platform/... -> tdev-local/...
     return renames
 
