@@ -60,6 +60,13 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "alert_escalation": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
     # The progress log: its head read, then the marker, the event and the head in one transaction.
     "progress_consumer": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # Live progress (tdev.realtime): $connect reads API keys and revocations and records the connection;
+    # subscribe reads the connection, the execution and the caller's access, and replaces its subscription;
+    # $disconnect queries the connection's partition and deletes it.
+    "websocket": ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
+    # The pusher: the subscribers (GSI4) and the log (head and events), the send lease and cursor, and a
+    # gone connection's partition deleted.
+    "push_progress": ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
 }
 # Parameter Store per function (tdev.config: the live configuration), as recorded:
 # one GetParametersByPath on /t-developer/<env> per polling interval; the API also writes under it.
@@ -127,6 +134,10 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
     ("outbox_publisher", "dynamodb:DescribeStream"): _STREAM,
     ("outbox_publisher", "dynamodb:GetRecords"): _STREAM,
     ("outbox_publisher", "dynamodb:GetShardIterator"): _STREAM,
+    # The pusher's mapping reads the same stream (new progress events and subscriptions).
+    ("push_progress", "dynamodb:DescribeStream"): _STREAM,
+    ("push_progress", "dynamodb:GetRecords"): _STREAM,
+    ("push_progress", "dynamodb:GetShardIterator"): _STREAM,
     ("run_agent", "sqs:SendMessage"): "tdev.write_behind dead-letters a run's statistics only after every "
     "write to the table failed (tests/unit/test_write_behind.py); the product paths never fail so.",
     # (Its own SendMessage, task completions to agent-execution.fifo, is a recorded call.)

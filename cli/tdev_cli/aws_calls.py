@@ -67,7 +67,11 @@ class CallRecorder:
 
         def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
             client = original(session, *args, **kwargs)
-            client.meta.events.register("provide-client-params.*.*", recorder._on_call)
+            endpoint = str(client.meta.endpoint_url)
+            client.meta.events.register(
+                "provide-client-params.*.*",
+                lambda params, model, **kw: recorder._on_call(params, model, endpoint=endpoint, **kw),
+            )
             return client
 
         self._patch = mock.patch.object(botocore.session.Session, "create_client", create_client)
@@ -79,8 +83,12 @@ class CallRecorder:
             self._patch.stop()
             self._patch = None
 
-    def _on_call(self, params: Any, model: Any, **_: Any) -> None:
+    def _on_call(self, params: Any, model: Any, endpoint: str = "", **_: Any) -> None:
         service = model.service_model.service_name
+        context = _resource_facts(service, model.name, params)
+        if service == "apigatewaymanagementapi":
+            # Authorised on the API and stage the endpoint names (https://<api>.execute-api.../<stage>).
+            context = {"endpoint": endpoint}
         call = AwsCall(
             function=current_function(),
             service=service,
@@ -89,7 +97,7 @@ class CallRecorder:
             params=_copy(params),
             http_method=str(model.http.get("method", "POST")),
             request_path=_request_path(model, params),
-            context=_resource_facts(service, model.name, params),
+            context=context,
         )
         with self._lock:
             self.calls.append(call)

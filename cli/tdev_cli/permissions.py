@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +147,16 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
                 f"apigateway:{call.http_method}",
                 f"arn:aws:apigateway:{region}::{call.request_path}",
                 **context,
+            )
+        ]
+    if service == "apigatewaymanagementapi":
+        # WebSocket connections: execute-api:ManageConnections on <api>/<stage>/<verb>/@connections/<id>.
+        endpoint = urllib.parse.urlsplit(str((call.context or {}).get("endpoint") or ""))
+        api, stage = (endpoint.hostname or "*").split(".", 1)[0], endpoint.path.strip("/") or "*"
+        return [
+            need(
+                "execute-api:ManageConnections",
+                f"arn:aws:execute-api:{region}:{account}:{api}/{stage}/{call.http_method}{call.request_path}",
             )
         ]
     return [need(f"{call.iam_prefix}:{op}", "*")]

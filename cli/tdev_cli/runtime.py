@@ -51,6 +51,9 @@ ALERT_ALARM_PREFIX = "tdev-local"
 FUNCTIONS = functions_triggered_by("api", "workflow", "invoke", "schedule", "event", "escalation")
 API_SIGNING_SECRET = "tdev-local/platform/api-signing"
 MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
+# The deployed WebSocket API's functions (tdev.realtime): invoked with their events (tests, the sample
+# events); locally, live progress is `tdev serve`'s server-sent events, so nothing drives them here.
+REALTIME_FUNCTIONS = functions_triggered_by("websocket", "progress-stream")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
 WRITE_BEHIND_DLQ = "tdev-local-write-behind-dlq"
@@ -300,7 +303,7 @@ class LocalRuntime:
         container.agents().ensure_builtins()
         # Every function's init (its module-level imports) before the first request, as each Lambda
         # function's happens at its own cold start, not inside another function's invocation.
-        for name in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
+        for name in (*FUNCTIONS, *MESSAGING_FUNCTIONS, *REALTIME_FUNCTIONS, "authorizer"):
             importlib.import_module(f"functions.{name}.handler")
         return self
 
@@ -592,7 +595,7 @@ class LocalRuntime:
         """Call a function's real handler with an event, as Lambda would.
 
         `take_turn=False`: run now, beside whatever handler has the turn (the kill switch, see `http`)."""
-        if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
+        if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, *REALTIME_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
         request_bytes = _payload_bytes(event)

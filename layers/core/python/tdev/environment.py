@@ -68,6 +68,8 @@ class Var(StrEnum):
     TDEV_FLAGS_ENVIRONMENT_ID = "TDEV_FLAGS_ENVIRONMENT_ID"
     TDEV_FLAGS_PROFILE_ID = "TDEV_FLAGS_PROFILE_ID"
     TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID = "TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID"
+    # Live progress (tdev.realtime): the WebSocket API's management endpoint, for the pusher
+    TDEV_WEBSOCKET_ENDPOINT = "TDEV_WEBSOCKET_ENDPOINT"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -211,12 +213,17 @@ class SessionSweeperEnvironment(_RunsSessions):
     """The sweeper: expiry, idle timeout and heartbeat recovery of sessions."""
 
 
-class AuthorizerEnvironment(_OnTheTable):
+class _Authenticates(_OnTheTable):
+    """The authorizer's checks: JWTs of the issuer and API keys (tdev.security.authorizer.authenticate)."""
+
     jwt_issuer: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_ISSUER")
     jwt_audience: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_AUDIENCE")
     jwt_roles_claim: str = Field(default="cognito:groups", min_length=1, alias="TDEV_JWT_ROLES_CLAIM")
     # Cognito: access (ID tokens refused); empty for generic OIDC issuers with no such claim.
     jwt_token_use: str = Field(default="access", pattern=r"^(access|id|)$", alias="TDEV_JWT_TOKEN_USE")
+
+
+class AuthorizerEnvironment(_Authenticates):
     interactive_api_key_id: str | None = Field(default=None, alias="TDEV_INTERACTIVE_API_KEY_ID")
 
 
@@ -237,6 +244,21 @@ class OutboxPublisherEnvironment(MessagingEnvironment):
     agent_execution_queue_url: str = Field(
         default="", pattern=r"^(https?://.+)?$", alias="AGENT_EXECUTION_QUEUE_URL"
     )
+
+
+class WebSocketEnvironment(_Authenticates):
+    """websocket: $connect authenticates like the authorizer (same variables); subscribe reads the
+    execution and the caller's access like the API (the table and its key)."""
+
+
+class PushProgressEnvironment(FunctionEnvironment):
+    """push_progress: the table (progress log, subscriptions) and the WebSocket API's management endpoint
+    (not in the VPC: no Redis)."""
+
+    table_name: str = Field(min_length=3, alias="TABLE_NAME")
+    # Set by the stack; a pusher without it fails its first send naming the variable (ConfigurationError),
+    # and the stream retries the record.
+    websocket_endpoint: str = Field(default="", pattern=r"^(https://.+)?$", alias="TDEV_WEBSOCKET_ENDPOINT")
 
 
 class SecretRotationEnvironment(FunctionEnvironment):

@@ -54,6 +54,8 @@ class Settings(BaseModel):
     workspace_bucket: str | None = Field(default=None, alias="WORKSPACE_BUCKET")
     workspace_dir: str = Field(default=".tdev/workspaces", alias="TDEV_WORKSPACE_DIR")
     sandbox_function_name: str | None = Field(default=None, alias="SANDBOX_FUNCTION_NAME")
+    # The WebSocket API's management endpoint (https://<api>.execute-api.<region>.amazonaws.com/<stage>).
+    websocket_endpoint: str | None = Field(default=None, alias="TDEV_WEBSOCKET_ENDPOINT")
     # Budgets (tdev.data.budgets): a request without `budget_usd` gets this cap; every model call is held
     # to at most this many output tokens, which is also the output part of the worst case it reserves.
     default_budget_usd: float = Field(default=10.0, gt=0, le=1_000.0, alias="TDEV_DEFAULT_BUDGET_USD")
