@@ -23,7 +23,7 @@ from constructs import Construct
 from stacks import acknowledge, as_nag_prints
 from stacks.permissions import FLAG_ACTIONS, FLAG_READS, FLAG_WRITES, PARAMETER_ACTIONS
 from stacks.settings import EnvironmentSettings
-from tdev.config import flag_store
+from tdev.config import flag_store, flags
 from tdev.config.parameters import prefix
 from tdev.environment import Var
 
@@ -63,9 +63,9 @@ class FlagStore(Construct):
             description="Every stored flag: {name: FlagSpec document} (tdev.config.flags)",
             type=appconfig.ConfigurationType.FREEFORM,
             content=appconfig.ConfigurationContent.from_inline_json(
-                flag_store.initial_document(), flag_store.CONTENT_TYPE
+                flags.initial_document(), flag_store.CONTENT_TYPE
             ),
-            validators=[appconfig.JsonSchemaValidator.from_inline(json.dumps(flag_store.validator_schema()))],
+            validators=[appconfig.JsonSchemaValidator.from_inline(json.dumps(flags.validator_schema()))],
             deployment_strategy=self.strategy,
             deploy_to=[self.environment],
         )

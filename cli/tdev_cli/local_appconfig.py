@@ -252,7 +252,7 @@ def create_flag_store(prefix: str, region: str = REGION) -> dict[str, str]:
     the first version (the product flags' defaults) deployed. Returns the functions' variables."""
     import boto3
 
-    from tdev.config import flag_store
+    from tdev.config import flag_store, flags
 
     appconfig = boto3.client("appconfig", region_name=region)
     application = appconfig.create_application(Name=flag_store.application_name(prefix))["Id"]
@@ -262,7 +262,7 @@ def create_flag_store(prefix: str, region: str = REGION) -> dict[str, str]:
         Name=flag_store.PROFILE_NAME,
         LocationUri="hosted",
         Type="AWS.Freeform",
-        Validators=[{"Type": "JSON_SCHEMA", "Content": json.dumps(flag_store.validator_schema())}],
+        Validators=[{"Type": "JSON_SCHEMA", "Content": json.dumps(flags.validator_schema())}],
     )["Id"]
     strategy = appconfig.create_deployment_strategy(
         Name=f"{prefix}-flags-at-once", **flag_store.DEPLOYMENT_STRATEGY
@@ -270,7 +270,7 @@ def create_flag_store(prefix: str, region: str = REGION) -> dict[str, str]:
     version = appconfig.create_hosted_configuration_version(
         ApplicationId=application,
         ConfigurationProfileId=profile,
-        Content=flag_store.initial_document().encode(),
+        Content=flags.initial_document().encode(),
         ContentType=flag_store.CONTENT_TYPE,
     )["VersionNumber"]
     appconfig.start_deployment(

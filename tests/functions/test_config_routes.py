@@ -282,7 +282,7 @@ def test_an_unreadable_flag_store_falls_back_to_the_flags_defaults_and_recovers(
     assert read_failures
     # And the next read opens a new session and sees the deployed document again
     assert flags.enabled("fallback_chain", "someone") is False
-    from tdev.config.flag_store import initial_document
+    from tdev.config.flags import initial_document
 
     _deploy_flags(json.loads(initial_document()))
     time.sleep(POLL_SECONDS + 0.2)

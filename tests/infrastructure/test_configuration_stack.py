@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stacks.permissions import FLAG_ACTIONS, PARAMETER_ACTIONS
-from tdev.config import flag_store
+from tdev.config import flag_store, flags
 from tdev.config.flags import PRODUCT_FLAGS, FlagSpec
 from tests.infrastructure.conftest import Synthesized
 
@@ -48,7 +48,7 @@ def test_the_flags_live_in_one_validated_appconfig_profile_with_the_defaults_dep
     )
     (validator,) = properties["Validators"]
     assert validator["Type"] == "JSON_SCHEMA"
-    assert json.loads(validator["Content"]) == flag_store.validator_schema()
+    assert json.loads(validator["Content"]) == flags.validator_schema()
     (version,) = _resources(template, "AWS::AppConfig::HostedConfigurationVersion").values()
     assert version["Properties"]["ContentType"] == "application/json"
     document = json.loads(version["Properties"]["Content"])
@@ -76,8 +76,8 @@ def test_the_flags_live_in_one_validated_appconfig_profile_with_the_defaults_dep
 
 def test_the_default_flags_document_passes_the_profiles_validator() -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    validator = jsonschema.Draft4Validator(flag_store.validator_schema())
-    validator.validate(json.loads(flag_store.initial_document()))
+    validator = jsonschema.Draft4Validator(flags.validator_schema())
+    validator.validate(json.loads(flags.initial_document()))
     bad = {"verify_loop": {"enabled": "yes", "rollout_percent": 150}, "Bad-Name": {}}
     assert len(list(validator.iter_errors(bad))) >= 3
 

@@ -87,29 +87,6 @@ def layer(content: Any) -> dict[str, str]:
     return {str(name): json.dumps(spec, sort_keys=True) for name, spec in content.items()}
 
 
-def validator_schema() -> dict[str, Any]:
-    """JSON Schema (draft 4, AppConfig's) of the profile's document: AppConfig refuses a version that does
-    not match before it can be deployed; tdev.config.service validates every change first anyway."""
-    from tdev.config.flags import NAME, FlagSpec
-
-    spec = FlagSpec.model_json_schema(ref_template="#/definitions/{model}")
-    definitions = spec.pop("$defs", {})
-    return {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        "type": "object",
-        "patternProperties": {NAME: spec},
-        "additionalProperties": False,
-        "definitions": definitions,
-    }
-
-
-def initial_document() -> str:
-    """The first version: every product flag's declared default (tdev.config.flags.PRODUCT_FLAGS)."""
-    from tdev.config.flags import PRODUCT_FLAGS, dump
-
-    return document({name: dump(spec) for name, spec in PRODUCT_FLAGS.items()})
-
-
 @lru_cache(maxsize=1)
 def _provider() -> Any:
     from aws_lambda_powertools.utilities.parameters import AppConfigProvider

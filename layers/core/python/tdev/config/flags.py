@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tdev.config import flag_store
 from tdev.observability import logger
 
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -249,3 +250,24 @@ def dump(spec: FlagSpec) -> str:
     # Defaults left out (short documents), except `enabled`, which a reader looks for first.
     document = {"enabled": spec.enabled, **spec.model_dump(mode="json", exclude_defaults=True)}
     return json.dumps(document, sort_keys=True)
+
+
+# ------------------------------------------------------------------ the store's definitions
+def validator_schema() -> dict[str, Any]:
+    """JSON Schema (draft 4, AppConfig's) of the flag store's document (tdev.config.flag_store): AppConfig
+    refuses a version that does not match before it can be deployed; tdev.config.service validates every
+    change first anyway."""
+    spec = FlagSpec.model_json_schema(ref_template="#/definitions/{model}")
+    definitions = spec.pop("$defs", {})
+    return {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "patternProperties": {NAME: spec},
+        "additionalProperties": False,
+        "definitions": definitions,
+    }
+
+
+def initial_document() -> str:
+    """The flag store's first version: every product flag's declared default (PRODUCT_FLAGS)."""
+    return flag_store.document({name: dump(spec) for name, spec in PRODUCT_FLAGS.items()})
