@@ -1,4 +1,4 @@
-"""A request's budget and kill switch, kept on its EXECUTION item: the durable, shared ledger.
+"""A request's (or a chat session's) budget and kill switch, kept on its own item: the durable, shared ledger.
 
 Attributes on `PK=EXECUTION#<id> SK=EXECUTION` (whole micro-USD, so DynamoDB adds exact integers):
     budget_left_micro_usd   the cap minus what is reserved and spent (absent: the request has no cap)
@@ -30,6 +30,12 @@ and, per scope, `ADD committed +amount` only if `committed <= cap - amount` (in 
 capped). All or nothing: concurrent requests of one user can never together commit more than the user's cap,
 and a refusal by any scope reserves nothing anywhere. Settling is one transaction of unconditional ADDs.
 The caps are read when a task's ledger is made: an admin's change applies from the next task on.
+
+A chat session is one more holder of the same books (`Holder`): its item (PK=SESSION#<id> SK=META) keeps
+`budget_left`, `reserved` and `spent` in the same attributes, and the reservation's condition is that the
+session is not closed (a killed session's turn makes no further model call). A chat turn's calls reserve
+from the session, its user's and its project's month (the month of the turn) in one transaction, as a task
+does from its execution and the same two months (`session_ledger`).
 
 A suspended user (PK=PRINCIPAL#<id> SK=SUSPENSION) submits nothing new: admission (`check_admission`)
 refuses it (403) before an execution is stored, and refuses a user or project whose month is used up (402).
