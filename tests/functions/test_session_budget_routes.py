@@ -254,3 +254,28 @@ def test_two_turns_of_one_session_at_once_cannot_both_spend_what_only_one_may(
     assert view["budget"]["reserved_usd"] == 0.0
     assert to_micro_usd(view["budget"]["spent_usd"]) <= to_micro_usd(budget)
     assert view["messages"] == 1
+
+
+# ------------------------------------------------------------------------------------ the kill switch
+def test_a_killed_sessions_turn_makes_no_further_model_call(runtime: Any) -> None:
+    from tdev.data.budgets import session_ledger
+    from tdev.errors import ExecutionCancelled
+    from tdev.models import utc_now
+
+    sid = _open(runtime, budget_usd=1.0)["session_id"]
+    ledger = session_ledger(
+        get_settings().table_name, sid, user_id=USER, project_id=PROJECT, capped=True, now=utc_now()
+    )
+    ledger.reserve(10, model=MODEL)  # a turn's call in flight ...
+    ledger.settle(10, 5)  # ... settled
+
+    assert runtime.api("POST", f"/v1/sessions/{sid}/kill")[0] == 200
+
+    # the turn's next model call (or tool step) is refused: the session's status is in the condition
+    with pytest.raises(ExecutionCancelled, match="the session is completed"):
+        ledger.reserve(10, model=MODEL)
+    with pytest.raises(ExecutionCancelled):
+        ledger.check()
+    view = runtime.api("GET", f"/v1/sessions/{sid}")[1]
+    assert view["status"] == "completed"
+    assert view["budget"] == {"budget_usd": 1.0, "spent_usd": 0.000005, "reserved_usd": 0.0}

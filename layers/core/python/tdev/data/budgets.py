@@ -60,6 +60,7 @@ from tdev.data.store import cancellation_codes, transact_write
 from tdev.errors import BudgetExceeded, ExecutionCancelled, NotFoundError, TransientError, UserSuspended
 from tdev.models import Execution, ExecutionStatus, to_micro_usd, utc_now
 from tdev.observability import logger
+from tdev.sessions.lifecycle import SessionStatus
 from tdev.settings import get_settings
 
 LEFT = "budget_left_micro_usd"
@@ -159,8 +160,10 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
 
 
 HolderKind = Literal["execution", "session"]
-# A chat session whose model calls stop: killed or ended (tdev.sessions.lifecycle's closing statuses).
-SESSION_CLOSED = ("terminating", "completed", "failed")
+# A chat session whose model calls stop: killed or ended.
+SESSION_CLOSED: tuple[str, ...] = tuple(
+    str(s) for s in (SessionStatus.TERMINATING, SessionStatus.COMPLETED, SessionStatus.FAILED)
+)
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,7 @@ class BudgetLedger:
     def execution_id(self) -> str:
         return self.holder.holder_id
 
-    def _execution_update(self, micro_usd: int) -> dict[str, Any]:
+    def _holder_update(self, micro_usd: int) -> dict[str, Any]:
         """The holder's own reservation (an execution's or a session's item)."""
         opened, open_values = self.holder.open_condition()
         condition = f"attribute_exists(PK) AND {opened}"
@@ -261,7 +264,7 @@ class BudgetLedger:
                 cap.budget_tokens is not None and tokens > cap.budget_tokens
             ):
                 raise _scope_exceeded(cap, ScopeBooks(), micro_usd, tokens, model)
-        update = self._execution_update(micro_usd)
+        update = self._holder_update(micro_usd)
         for _ in range(RESERVE_ATTEMPTS):
             try:
                 if self.scopes:
