@@ -251,10 +251,10 @@ class SessionService:
         from tdev.models import utc_now
 
         session = self.require_active(session_id)
-        now = utc_now()
+        turn_at = utc_now()  # the month its spend counts in
         # As a request's admission: a suspended user (403) or a month used up (402) makes no turn at all.
         try:
-            check_admission(self.table_name, session.user_id, session.project_id, now)
+            check_admission(self.table_name, session.user_id, session.project_id, turn_at)
         except BudgetExceeded as exc:
             self._refused(session, exc)
             raise
@@ -271,7 +271,7 @@ class SessionService:
             user_id=session.user_id,
             project_id=session.project_id,
             capped=session.budget_usd is not None,
-            now=now,
+            now=turn_at,
         )
         try:
             with metered(ledger):
