@@ -65,12 +65,23 @@ AGENT_DURATION = CustomMetric("AgentDuration", ("agent",), "p99")
 ROUTING_DECISIONS = CustomMetric("RoutingDecisions", ("outcome", "service"))
 ROUTING_LATENCY = CustomMetric("RoutingLatency", ("service",), "p99")
 ROUTING_ERRORS = CustomMetric("RoutingErrors", ("service",), "Average")  # 1 per failed decision, else 0
+ADMISSION_WAIT = CustomMetric("AdmissionWait", ("service",), "p99")
+ADMISSION_QUEUE = CustomMetric("AdmissionQueueDepth", ("service",), "Maximum")
 LLM_CALLS = CustomMetric("LLMCalls", ("model", "outcome"))
 LLM_LATENCY = CustomMetric("LLMLatency", ("model",), "p99")
 LLM_TOKENS = CustomMetric("LLMTokens", ("model",))
 LLM_COST = CustomMetric("LLMCostMicroUSD", ("model",))
 CACHE_HITS = CustomMetric("CacheHits", ("Cache", "service"))
 CACHE_MISSES = CustomMetric("CacheMisses", ("Cache", "service"))
+# The agent pool of run_agent's container (tdev.agents.pool, spec 1.5): builds by histogram bucket, their
+# time, the agents leased at once, each build's memory and build errors by type.
+POOL = {
+    "built": CustomMetric("AgentInstantiations", ("bucket", "service")),
+    "build_time": CustomMetric("AgentInstantiationTime", ("service",), "p99"),
+    "active": CustomMetric("ActiveAgents", ("service",), "Maximum"),
+    "memory": CustomMetric("AgentMemory", ("agent", "service"), "Average"),
+}
+MAX_ALARMS_PER_WIDGET = 100  # CloudWatch's limit for one alarm status widget
 SESSIONS = {
     "opened": CustomMetric("SessionsOpened", ("service",)),
     "closed": CustomMetric("SessionsClosed", ("service",)),
@@ -81,6 +92,21 @@ def aws_search(namespace_schema: str, metric: str, statistic: str, *terms: str) 
     """A SEARCH over an AWS namespace, narrowed to this environment by quoted name terms."""
     narrowed = " ".join(f'"{term}"' for term in terms)
     return f"SEARCH('{{{namespace_schema}}} MetricName=\"{metric}\" {narrowed}', '{statistic}', 300)"
+
+
+def alarm_widgets(alarms: Sequence[cloudwatch.IAlarm]) -> list[cloudwatch.AlarmStatusWidget]:
+    """Status widgets for every alarm: one widget shows at most 100, so the next hundred get their own."""
+    parts = [alarms[i : i + MAX_ALARMS_PER_WIDGET] for i in range(0, len(alarms), MAX_ALARMS_PER_WIDGET)]
+    return [
+        cloudwatch.AlarmStatusWidget(
+            title="Alarms" if len(parts) == 1 else f"Alarms ({number} of {len(parts)})",
+            alarms=list(part),
+            width=WIDTH,
+            height=max(4, 2 + len(part) // 4),
+            sort_by=cloudwatch.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP,
+        )
+        for number, part in enumerate(parts, start=1)
+    ]
 
 
 class OperationsDashboard(Construct):
@@ -196,6 +222,16 @@ class OperationsDashboard(Construct):
         self._graph("Routing decisions (admitted, waiting, error)", [self._custom(ROUTING_DECISIONS, "")])
         self._graph("Routing latency p99 (ms)", [self._custom(ROUTING_LATENCY, "")])
         self._graph("Routing error rate (share of decisions)", [self._custom(ROUTING_ERRORS, "")])
+        self._graph(
+            "Admission: tasks waiting (max), wait p99 (s)",
+            [self._custom(ADMISSION_QUEUE, "waiting (max)"), self._custom(ADMISSION_WAIT, "wait p99 (s)")],
+        )
+        self._graph("Agent builds (by time bucket)", [self._custom(POOL["built"], "")])
+        self._graph("Agent build time p99 (us)", [self._custom(POOL["build_time"], "")])
+        self._graph(
+            "Agents leased at once, memory per build",
+            [self._custom(POOL["active"], "active (max)"), self._custom(POOL["memory"], "")],
+        )
 
     def _health(self, api_name: str, stage: str, prefix: str, stack_names: Sequence[str]) -> None:
         self._section(
@@ -281,15 +317,7 @@ class OperationsDashboard(Construct):
 
     def _alerts(self, alarms: list[cloudwatch.IAlarm]) -> None:
         self._section("Alerts", "Every alarm of this environment; each notifies the alarm topic.")
-        self.dashboard.add_widgets(
-            cloudwatch.AlarmStatusWidget(
-                title="Alarms",
-                alarms=alarms,
-                width=WIDTH,
-                height=max(4, 2 + len(alarms) // 4),
-                sort_by=cloudwatch.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP,
-            )
-        )
+        self.dashboard.add_widgets(*alarm_widgets(alarms))
 
     def _cost(self, prefix: str, max_memory_mb: int) -> None:
         self._section(

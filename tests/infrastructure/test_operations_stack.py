@@ -35,15 +35,38 @@ def test_the_dashboard_has_the_six_views_in_order(dev: Any) -> None:
 
 def test_every_alarm_of_the_environment_is_in_the_alerts_view(dev: Any) -> None:
     body, _ = _body(dev)
-    (status,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+    widgets = [w for w in body["widgets"] if w["type"] == "alarm"]
     alarms = sum(
         1
         for stack in dev.stacks.all
         for r in dev.template_json(stack)["Resources"].values()
         if r["Type"] == "AWS::CloudWatch::Alarm"
     )
-    assert alarms > 20 and len(status["properties"]["alarms"]) == alarms
-    assert alarms <= 100  # CloudWatch's limit for one alarm status widget
+    shown = [len(w["properties"]["alarms"]) for w in widgets]
+    assert alarms > 20 and sum(shown) == alarms
+    assert all(n <= 100 for n in shown)  # CloudWatch's limit for one alarm status widget
+    assert len(widgets) == -(-alarms // 100)  # as few widgets as that limit allows
+
+
+def test_past_a_hundred_alarms_the_alerts_view_takes_another_widget() -> None:
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_cloudwatch as cloudwatch
+
+    from stacks.dashboards import alarm_widgets
+
+    stack = Stack(App(), "Alarms")
+    metric = cloudwatch.Metric(namespace="TDeveloper", metric_name="M")
+    alarms = [
+        cloudwatch.Alarm(stack, f"A{i}", metric=metric, threshold=1, evaluation_periods=1) for i in range(150)
+    ]
+    widgets = [stack.resolve(w.to_json())[0]["properties"] for w in alarm_widgets(alarms)]
+    assert [(w["title"], len(w["alarms"])) for w in widgets] == [
+        ("Alarms (1 of 2)", 100),
+        ("Alarms (2 of 2)", 50),
+    ]
+    assert [
+        w["title"] for w in (stack.resolve(x.to_json())[0]["properties"] for x in alarm_widgets(alarms[:3]))
+    ] == ["Alarms"]
 
 
 def test_the_errors_view_queries_every_functions_logs_for_errors(dev: Any) -> None:

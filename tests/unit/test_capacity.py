@@ -142,6 +142,9 @@ def test_every_routing_decision_is_a_metric_with_its_outcome_and_latency(
     outcomes = [r["outcome"] for r in records if "RoutingDecisions" in r]
     latencies = [r["RoutingLatency"] for r in records if "RoutingLatency" in r]
     assert outcomes == ["admitted", "waiting", "error"] and len(latencies) == 3
+    # the admitted task's wait (none) and the queue after each decision: empty, then the refused task
+    assert [r["AdmissionWait"] for r in records if "AdmissionWait" in r] in ([0.0], [[0.0]])
+    assert [r["AdmissionQueueDepth"] for r in records if "AdmissionQueueDepth" in r] in ([0, 1], [[0], [1]])
     # RoutingErrors: 0 per decision that did not fail, 1 per failed one; its Average is the error rate
     assert [r["RoutingErrors"] for r in records if "RoutingErrors" in r] in ([0, 0, 1], [[0], [0], [1]])
     assert all(r["service"] == "routing" for r in records)
@@ -166,8 +169,12 @@ def test_a_freed_slot_goes_to_the_higher_priority_waiter_not_the_first_to_ask(re
     # LOW asks first after the release, but HIGH ranks ahead of it: LOW keeps waiting
     with pytest.raises(CapacityExhausted, match="1 waiting task"):
         sem.acquire(key, 1, "low#a", 600, priority=Priority.LOW)
-    assert sem.acquire(key, 1, "high#a", 600, priority=Priority.HIGH).holder == "high#a"
+    admitted = sem.acquire(key, 1, "high#a", 600, priority=Priority.HIGH)
+    assert admitted.holder == "high#a"
     assert sem.waiting(key) == 1
+    # what the admission metrics report: HIGH waited from its first refusal (t=10) to now (t=11), LOW is left
+    assert (admitted.waited_seconds, admitted.still_waiting) == (pytest.approx(1.0), 1)
+    assert (running.waited_seconds, running.still_waiting) == (0.0, 0)  # a free slot at once
 
 
 def test_a_deadline_within_300_s_jumps_two_levels(redis_url: str) -> None:

@@ -142,14 +142,16 @@ class ExecutionCancelled(TDevError):
 class CapacityExhausted(TDevError):
     """Every slot of an agent or a model is taken (tdev.orchestration.capacity). Not a failure: the workflow's
     `Retry` on this name waits, durably, and runs the task when a slot frees. `retry_after`: seconds until
-    the soonest lease ends at the latest."""
+    the soonest lease ends at the latest; `waiting`: the tasks on that limit's waiting list, this one included
+    (the admission queue's depth)."""
 
     status_code = 503
     code = "CapacityExhausted"
 
-    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None, waiting: int = 0) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
+        self.waiting = waiting
 
 
 class AlertDeliveryFailed(TDevError):

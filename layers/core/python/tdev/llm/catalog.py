@@ -63,6 +63,14 @@ def check_model_name(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=256)
+def _checked(name: str) -> tuple[str, str]:
+    """(provider, model id) of a supported model name, parsed once per name and container (a refused name
+    raises every time: lru_cache keeps no exception)."""
+    check_model_name(name)
+    return parse_model_name(name)
+
+
 _bedrock_session: Any = None
 
 
@@ -81,8 +89,7 @@ def resolve_model(name: str, **options: Any) -> Model:
 
     `options` reach the Agno class when it accepts them (e.g. an httpx `http_client` in tests).
     """
-    provider, model_id = parse_model_name(name)
-    check_model_name(name)
+    provider, model_id = _checked(name)
     if provider == "offline":
         return OfflineModel(id=model_id)
     if provider == "bedrock":

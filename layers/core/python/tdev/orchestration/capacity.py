@@ -39,7 +39,9 @@ from tdev.orchestration.routing import (
     AgentLoad,
     LoadBalancer,
     Strategy,
+    record_admission,
     record_decision,
+    record_queue,
     redis_turns,
 )
 from tdev.settings import get_settings
@@ -49,22 +51,24 @@ KEY_PREFIX = "tdev:capacity"
 # KEYS[1] = the semaphore (zset holder -> lease end), KEYS[2] = its waiting list (hash holder ->
 # "rank|enqueued|deadline|last seen"), one hash tag; ARGV = now, limit, holder, lease end, key ttl, rank,
 # deadline (-1: none), stale after.
-# -> {1, held} when the holder has a slot; {0, held, soonest lease end, waiting ahead} when it waits.
+# -> {1, held, seconds waited, still waiting} when the holder has a slot (the wait as text: a Lua number
+# would reach the client truncated to an integer); {0, held, soonest lease end, waiting ahead, waiting}
+# when it waits.
 _ACQUIRE = (
     EFFECTIVE_PRIORITY_LUA
     + """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
+local enqueued = now
 local function grant(count)
   redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('HDEL', KEYS[2], ARGV[3])
-  return {1, count}
+  return {1, count, string.format('%.6f', now - enqueued), redis.call('HLEN', KEYS[2])}
 end
 if redis.call('ZSCORE', KEYS[1], ARGV[3]) ~= false then return grant(held) end
 local rank, deadline, stale = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local enqueued = now
 local mine = redis.call('HGET', KEYS[2], ARGV[3])
 if mine then enqueued = tonumber(string.match(mine, '^[^|]*|([^|]*)|')) end
 local free = tonumber(ARGV[2]) - held
@@ -93,7 +97,7 @@ local entry = ARGV[6] .. '|' .. string.format('%.6f', enqueued) .. '|' .. ARGV[7
 redis.call('HSET', KEYS[2], ARGV[3], entry)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 local soonest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, held, soonest[2] or ARGV[1], ahead}
+return {0, held, soonest[2] or ARGV[1], ahead, redis.call('HLEN', KEYS[2])}
 """
 )
 # KEYS[1] = the semaphore; ARGV = now -> holders whose lease has not ended
@@ -126,6 +130,8 @@ class Lease:
     key: str
     holder: str
     ends_at: float
+    waited_seconds: float = 0.0  # since the holder first asked and was refused (0: admitted at once)
+    still_waiting: int = 0  # the tasks left on the waiting list when this one was admitted
 
 
 class Semaphore:
@@ -165,7 +171,7 @@ class Semaphore:
             ],
         )
         if int(answer[0]) == 1:
-            return Lease(key, holder, ends_at)
+            return Lease(key, holder, ends_at, float(answer[2]), int(answer[3]))
         held, soonest, ahead = int(answer[1]), float(answer[2]), int(answer[3])
         name = key.removeprefix(KEY_PREFIX + ":")
         raise CapacityExhausted(
@@ -173,6 +179,7 @@ class Semaphore:
             if held >= limit
             else f"{name}: its free slots go to {ahead} waiting task(s) ahead in admission order",
             retry_after=max(1, math.ceil(soonest - now)) if held >= limit else 1,
+            waiting=int(answer[4]),
         )
 
     def waiting(self, key: str) -> int:
@@ -224,8 +231,10 @@ def running(
             sem.release(agent_lease)
             raise
         outcome = "admitted"
-    except CapacityExhausted:
+        record_admission(agent_lease.waited_seconds, agent_lease.still_waiting)
+    except CapacityExhausted as exc:
         outcome = "waiting"
+        record_queue(exc.waiting)
         raise
     finally:
         record_decision(outcome, (time.perf_counter() - started) * 1000)

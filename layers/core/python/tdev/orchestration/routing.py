@@ -256,6 +256,29 @@ def record_decision(outcome: str, latency_ms: float) -> None:
     record_error(outcome == "error")
 
 
+def record_admission(waited_seconds: float, still_waiting: int) -> None:
+    """Admission monitoring (spec 1.3): AdmissionWait, how long an admitted task waited for its agent's slot
+    (0 when there was one at once), and AdmissionQueueDepth, the tasks still waiting for that agent."""
+    if is_metrics_disabled():
+        return
+    with single_metric(
+        name="AdmissionWait", unit=MetricUnit.Seconds, value=waited_seconds, namespace=NAMESPACE
+    ) as m:
+        m.add_dimension(name="service", value=ROUTING_SERVICE)
+    record_queue(still_waiting)
+
+
+def record_queue(waiting: int) -> None:
+    """AdmissionQueueDepth: the tasks on a semaphore's waiting list after a decision (its Maximum is the
+    deepest queue of the period)."""
+    if is_metrics_disabled():
+        return
+    with single_metric(
+        name="AdmissionQueueDepth", unit=MetricUnit.Count, value=waiting, namespace=NAMESPACE
+    ) as m:
+        m.add_dimension(name="service", value=ROUTING_SERVICE)
+
+
 def record_error(failed: bool) -> None:
     """RoutingErrors: 1 for a routing decision that failed, 0 for one that did not, so the metric's
     Average is the error rate (the > 5 % alarm, stacks/orchestration_stack)."""
