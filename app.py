@@ -53,6 +53,7 @@ from stacks.data_stack import DataStack  # noqa: E402
 from stacks.messaging_stack import MessagingStack  # noqa: E402
 from stacks.orchestration_stack import OrchestrationStack  # noqa: E402
 from stacks.pipeline_stack import STAGES, PipelineSource, PipelineStack  # noqa: E402
+from stacks.realtime_stack import RealtimeStack  # noqa: E402
 from stacks.security_stack import SecurityStack  # noqa: E402
 from stacks.sessions_stack import SessionsStack, serve_sessions  # noqa: E402
 from stacks.settings import EnvironmentSettings, settings_for  # noqa: E402
@@ -70,6 +71,7 @@ class TDeveloperStacks:
     messaging: MessagingStack
     operations: OperationsStack
     alerting: AlertingStack
+    realtime: RealtimeStack
 
     @property
     def all(self) -> tuple[cdk.Stack, ...]:
@@ -83,6 +85,7 @@ class TDeveloperStacks:
             self.messaging,
             self.operations,
             self.alerting,
+            self.realtime,
         )
 
 
@@ -116,6 +119,7 @@ def add_environment(
         f"{settings.prefix}-orchestration",
         settings=settings,
         table=data.table,
+        flags=data.flags,
         key=data.key,
         field_key=data.field_key,
         core_layer_path=str(core_layer_path),
@@ -138,6 +142,7 @@ def add_environment(
         f"{settings.prefix}-api",
         settings=settings,
         table=data.table,
+        flags=data.flags,
         key=data.key,
         state_machine=orchestration.state_machine,
         alarm_topic=orchestration.alarm_topic,
@@ -194,17 +199,44 @@ def add_environment(
         description=f"T-Developer {settings.name}: alert intake, channels, escalation",
         **common,
     )
+    realtime = RealtimeStack(
+        scope,
+        f"{settings.prefix}-realtime",
+        settings=settings,
+        table=data.table,
+        key=data.key,
+        token_issuer=security.token_issuer,
+        token_audience=security.token_audience,
+        roles_claim=security.roles_claim,
+        token_use=security.token_use,
+        core_layer_path=str(core_layer_path),
+        dependencies_layer_path=str(dependencies_layer_path),
+        network=cache.network,
+        description=f"T-Developer {settings.name}: WebSocket API for live progress, and its pusher",
+        **common,
+    )
     operations = OperationsStack(
         scope,
         f"{settings.prefix}-operations",
         settings=settings,
-        stacks=(data, cache, orchestration, security, api, sessions, messaging, alerting),
+        stacks=(data, cache, orchestration, security, api, sessions, messaging, alerting, realtime),
         api_name=api.api.rest_api_name,
         state_machine=orchestration.state_machine,
         description=f"T-Developer {settings.name}: the operations dashboard",
         **common,
     )
-    for stack in (data, cache, orchestration, security, api, sessions, messaging, operations, alerting):
+    for stack in (
+        data,
+        cache,
+        orchestration,
+        security,
+        api,
+        sessions,
+        messaging,
+        operations,
+        alerting,
+        realtime,
+    ):
         cdk.Tags.of(stack).add("project", "t-developer")
         cdk.Tags.of(stack).add("environment", settings.name)
     return TDeveloperStacks(
@@ -217,6 +249,7 @@ def add_environment(
         messaging=messaging,
         operations=operations,
         alerting=alerting,
+        realtime=realtime,
     )
 
 

@@ -33,11 +33,14 @@ from tdev.environment import (
     FunctionEnvironment,
     MessagingEnvironment,
     OutboxPublisherEnvironment,
+    PushProgressEnvironment,
     ReconcilerEnvironment,
     RunAgentEnvironment,
     SandboxEnvironment,
     SecretRotationEnvironment,
     SessionSweeperEnvironment,
+    TaskFailureEnvironment,
+    WebSocketEnvironment,
     WorkflowEnvironment,
     WorkspaceEnvironment,
 )
@@ -86,6 +89,8 @@ class Function:
     name: str
     # "api" | "authorizer" | "workflow" | "invoke" | "schedule" | "stream" | "queue"
     # | "event" (an EventBridge rule) | "escalation" (the alert escalation's state machine)
+    # | "websocket" (the WebSocket API's routes) | "progress-stream" (new progress events and
+    # subscriptions on the table's stream: tdev.realtime)
     trigger: str
     layers: tuple[str, ...]  # third-party layers besides `base` (which every function gets)
     environment: type[FunctionEnvironment]
@@ -143,7 +148,7 @@ FUNCTIONS: dict[str, Function] = {
         ),
         # Runs the agents' projects' tests: pytest from its layer, in a child process (tdev.sandbox).
         Function("sandbox", "invoke", ("testing",), SandboxEnvironment, lazy_imports=("pytest",)),
-        Function("record_task_failure", "workflow", (), WorkflowEnvironment),
+        Function("record_task_failure", "workflow", (), TaskFailureEnvironment),
         Function("aggregate_results", "workflow", (), WorkflowEnvironment),
         Function("compensate", "workflow", (), WorkflowEnvironment),
         Function("record_compensation_failure", "workflow", (), WorkflowEnvironment),
@@ -166,6 +171,16 @@ FUNCTIONS: dict[str, Function] = {
         Function("alert_intake", "event", (), AlertEnvironment),
         Function("alert_escalation", "escalation", (), AlertEnvironment),
         Function("progress_consumer", "queue", (), MessagingEnvironment),
+        # Live progress over the WebSocket API (tdev.realtime): $connect/$disconnect/subscribe, and the
+        # pusher, the one function that posts to connections.
+        Function(
+            "websocket",
+            "websocket",
+            (),
+            WebSocketEnvironment,
+            lazy_imports=("tdev.cache", "tdev.security.tokens"),
+        ),
+        Function("push_progress", "progress-stream", (), PushProgressEnvironment),
     )
 }
 

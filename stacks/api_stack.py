@@ -25,7 +25,7 @@ from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
-from stacks.configuration import grant_configuration
+from stacks.configuration import FlagStore, grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -164,6 +164,7 @@ class ApiStack(Stack):
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
         api_signing_secret: secretsmanager.ISecret | None = None,
+        flags: FlagStore,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -202,6 +203,7 @@ class ApiStack(Stack):
         self.function = handler.function
         grant_table_data_access(table, key, self.function, "api")
         grant_configuration(self.function, settings, "api")  # reads and changes /t-developer/<env>/...
+        flags.grant(self.function, "api")  # reads, versions and deploys the feature flags (AppConfig)
         if field_key is not None:
             grant_field_encryption(field_key, self.function)
         if api_signing_secret is not None:

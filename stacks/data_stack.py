@@ -11,7 +11,7 @@ from constructs import Construct
 
 from functions.registry import provider_secret_name, secret_providers
 from stacks import acknowledge
-from stacks.configuration import FlagParameters
+from stacks.configuration import FlagStore
 from stacks.permissions import TABLE_ACTIONS
 from stacks.settings import EnvironmentSettings
 from tdev.data import schema
@@ -23,7 +23,7 @@ def _string_attribute(name: str) -> dynamodb.Attribute:
 
 class DataStack(Stack):
     """`.key` encrypts the table, the log groups and the alarm topic; `.table` is the single table; `.flags`
-    holds the product flags' parameters."""
+    is the feature flags' AppConfig store."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: EnvironmentSettings, **kwargs
@@ -102,8 +102,8 @@ class DataStack(Stack):
 
         self.platform_secrets = PlatformSecrets(self, "PlatformSecrets", settings=settings, key=self.key)
 
-        # The product flags' documents in Parameter Store (tdev.config), where operators change them.
-        self.flags = FlagParameters(self, "Flags", settings=settings)
+        # The feature flags' AppConfig store (tdev.config.flag_store), the product flags' defaults deployed.
+        self.flags = FlagStore(self, "Flags", settings=settings)
 
         if not settings.point_in_time_recovery:
             acknowledge(

@@ -22,7 +22,7 @@ from constructs import Construct
 
 from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import METRICS_NAMESPACE, FunctionNetwork
-from stacks.configuration import grant_configuration
+from stacks.configuration import FlagStore, grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import TABLE_KEY_ACTIONS, grant_field_encryption, grant_table_data_access
 from stacks.settings import EnvironmentSettings
@@ -72,6 +72,7 @@ class OrchestrationStack(Stack):
         field_key: kms.IKey | None = None,
         dependencies_layer_path: str,
         network: FunctionNetwork | None = None,
+        flags: FlagStore,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -108,6 +109,7 @@ class OrchestrationStack(Stack):
             )
             grant_table_data_access(table, key, self.functions[name].function, name)
             grant_configuration(self.functions[name].function, settings, name)
+            flags.grant(self.functions[name].function, name)  # those that evaluate feature flags
             if field_key is not None:
                 grant_field_encryption(field_key, self.functions[name].function)
         for name in AGENT_FUNCTIONS:

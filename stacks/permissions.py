@@ -60,17 +60,35 @@ TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
     "alert_escalation": ("dynamodb:GetItem", "dynamodb:UpdateItem"),
     # The progress log: its head read, then the marker, the event and the head in one transaction.
     "progress_consumer": ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+    # Live progress (tdev.realtime): $connect reads API keys and revocations and records the connection;
+    # subscribe reads the connection, the execution and the caller's access, and replaces its subscription;
+    # $disconnect queries the connection's partition and deletes it.
+    "websocket": ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"),
+    # The pusher: the subscribers (GSI4) and the log (head and events), the send lease and cursor, and a
+    # gone connection's partition deleted.
+    "push_progress": ("dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"),
 }
-# Parameter Store per function (tdev.config: the live configuration and the feature flags), as recorded:
+# Parameter Store per function (tdev.config: the live configuration), as recorded:
 # one GetParametersByPath on /t-developer/<env> per polling interval; the API also writes under it.
 PARAMETER_ACTIONS: dict[str, tuple[str, ...]] = {
     "api": ("ssm:DeleteParameters", "ssm:GetParametersByPath", "ssm:PutParameter"),
     "run_agent": ("ssm:GetParametersByPath",),
-    "run_project_tests": ("ssm:GetParametersByPath",),
     "fix_failing_tests": ("ssm:GetParametersByPath",),
     "record_task_failure": ("ssm:GetParametersByPath",),
     # Recovering a session rebuilds its agents on the configured default model.
     "session_sweeper": ("ssm:GetParametersByPath",),
+}
+# AppConfig per function (tdev.config.flag_store: the feature flags), as recorded: the functions that
+# evaluate flags open a configuration session and poll it once per interval; the API also creates a hosted
+# configuration version holding every flag and deploys it.
+FLAG_READS = ("appconfig:GetLatestConfiguration", "appconfig:StartConfigurationSession")
+FLAG_WRITES = ("appconfig:CreateHostedConfigurationVersion", "appconfig:StartDeployment")
+FLAG_ACTIONS: dict[str, tuple[str, ...]] = {
+    "api": (*FLAG_READS, *FLAG_WRITES),
+    "run_agent": FLAG_READS,  # the fallback_chain flag (tdev.llm.fallback.model_chain)
+    "fix_failing_tests": FLAG_READS,  # the same, for the fix's model calls
+    "run_project_tests": FLAG_READS,  # the verify_loop flag (tdev.orchestration.verify)
+    "record_task_failure": FLAG_READS,  # the failed task's model chain, as the fallback_chain flag makes it
 }
 # What Powertools idempotency does with its own table (DynamoDBPersistenceLayer).
 IDEMPOTENCY_TABLE_ACTIONS = (
@@ -116,6 +134,10 @@ NOT_CALLED_BY_CODE: dict[tuple[str, str], str] = {
     ("outbox_publisher", "dynamodb:DescribeStream"): _STREAM,
     ("outbox_publisher", "dynamodb:GetRecords"): _STREAM,
     ("outbox_publisher", "dynamodb:GetShardIterator"): _STREAM,
+    # The pusher's mapping reads the same stream (new progress events and subscriptions).
+    ("push_progress", "dynamodb:DescribeStream"): _STREAM,
+    ("push_progress", "dynamodb:GetRecords"): _STREAM,
+    ("push_progress", "dynamodb:GetShardIterator"): _STREAM,
     ("run_agent", "sqs:SendMessage"): "tdev.write_behind dead-letters a run's statistics only after every "
     "write to the table failed (tests/unit/test_write_behind.py); the product paths never fail so.",
     # (Its own SendMessage, task completions to agent-execution.fifo, is a recorded call.)

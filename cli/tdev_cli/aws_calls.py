@@ -67,7 +67,11 @@ class CallRecorder:
 
         def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
             client = original(session, *args, **kwargs)
-            client.meta.events.register("provide-client-params.*.*", recorder._on_call)
+            endpoint = str(client.meta.endpoint_url)
+            client.meta.events.register(
+                "provide-client-params.*.*",
+                lambda params, model, **kw: recorder._on_call(params, model, endpoint=endpoint, **kw),
+            )
             return client
 
         self._patch = mock.patch.object(botocore.session.Session, "create_client", create_client)
@@ -79,8 +83,12 @@ class CallRecorder:
             self._patch.stop()
             self._patch = None
 
-    def _on_call(self, params: Any, model: Any, **_: Any) -> None:
+    def _on_call(self, params: Any, model: Any, endpoint: str = "", **_: Any) -> None:
         service = model.service_model.service_name
+        context = _resource_facts(service, model.name, params)
+        if service == "apigatewaymanagementapi":
+            # Authorised on the API and stage the endpoint names (https://<api>.execute-api.../<stage>).
+            context = {"endpoint": endpoint}
         call = AwsCall(
             function=current_function(),
             service=service,
@@ -89,7 +97,7 @@ class CallRecorder:
             params=_copy(params),
             http_method=str(model.http.get("method", "POST")),
             request_path=_request_path(model, params),
-            context=_resource_facts(service, model.name, params),
+            context=context,
         )
         with self._lock:
             self.calls.append(call)
@@ -134,8 +142,15 @@ def _copy(value: Any) -> Any:
 
 
 def _resource_facts(service: str, operation: str, params: Any) -> dict[str, Any] | None:
-    """Facts IAM conditions read that the request does not carry: the tags of an existing API key
-    (aws:ResourceTag on apigateway PATCH/DELETE of /apikeys/{id}), read from the emulation."""
+    """Facts IAM reads that the request does not carry: the tags of an existing API key (aws:ResourceTag
+    on apigateway PATCH/DELETE of /apikeys/{id}), the configuration an AppConfig poll token stands for,
+    read from the emulation."""
+    if service == "appconfigdata" and operation == "GetLatestConfiguration":
+        # The token names the session's configuration (AWS authorises the poll on it).
+        from tdev_cli.local_appconfig import session_resource
+
+        found = session_resource(str(params.get("ConfigurationToken", "")))
+        return {"configuration": list(found)} if found else None
     if service != "apigateway" or "apiKey" not in params or operation == "CreateUsagePlanKey":
         return None
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +133,8 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
         return [need(f"secretsmanager:{op}", secret)]
     if service == "sns" and op == "Publish":  # authorised on the topic (a phone number: on no topic, "*")
         return [need("sns:Publish", str(params.get("TopicArn") or params.get("TargetArn") or "*"))]
+    if service in ("appconfig", "appconfigdata"):
+        return _appconfig_needs(call, need, region, account)
     if service == "apigateway":
         # The management API is authorised by HTTP verb on the resource path.
         context: dict[str, str] = {}
@@ -146,7 +149,52 @@ def needs(call: AwsCall, region: str = REGION, account: str = ACCOUNT) -> list[N
                 **context,
             )
         ]
+    if service == "apigatewaymanagementapi":
+        # WebSocket connections: execute-api:ManageConnections on <api>/<stage>/<verb>/@connections/<id>.
+        endpoint = urllib.parse.urlsplit(str((call.context or {}).get("endpoint") or ""))
+        api, stage = (endpoint.hostname or "*").split(".", 1)[0], endpoint.path.strip("/") or "*"
+        return [
+            need(
+                "execute-api:ManageConnections",
+                f"arn:aws:execute-api:{region}:{account}:{api}/{stage}/{call.http_method}{call.request_path}",
+            )
+        ]
     return [need(f"{call.iam_prefix}:{op}", "*")]
+
+
+def _appconfig_needs(call: AwsCall, need: Any, region: str, account: str) -> list[Need]:
+    """AppConfig is authorised on the application's sub-resources: the data plane on the environment's
+    configuration of a profile, a new hosted version on the profile, a deployment on the environment,
+    the profile and the strategy."""
+    op, params = call.operation, call.params or {}
+    root = f"arn:aws:appconfig:{region}:{account}:"
+    parts: tuple[Any, ...] = ()
+    if op == "StartConfigurationSession":
+        parts = (
+            params.get("ApplicationIdentifier"),
+            params.get("EnvironmentIdentifier"),
+            params.get("ConfigurationProfileIdentifier"),
+        )
+    elif op == "GetLatestConfiguration":
+        parts = tuple((call.context or {}).get("configuration") or ("*", "*", "*"))
+    if parts:
+        application, environment, profile = parts
+        configuration = f"application/{application}/environment/{environment}/configuration/{profile}"
+        return [need(f"appconfig:{op}", root + configuration)]
+    application = params.get("ApplicationId", "*")
+    profile = f"{root}application/{application}/configurationprofile/{params.get('ConfigurationProfileId')}"
+    if op == "CreateHostedConfigurationVersion":
+        return [need("appconfig:CreateHostedConfigurationVersion", profile)]
+    if op == "StartDeployment":
+        return [
+            need("appconfig:StartDeployment", resource)
+            for resource in (
+                f"{root}application/{application}/environment/{params.get('EnvironmentId')}",
+                profile,
+                f"{root}deploymentstrategy/{params.get('DeploymentStrategyId')}",
+            )
+        ]
+    return [need(f"appconfig:{op}", "*")]
 
 
 def _dynamodb_needs(op: str, params: Mapping[str, Any], label: str, region: str, account: str) -> list[Need]:
@@ -371,6 +419,8 @@ class RoleIndex:
         if name in self.templates[stack].get("Parameters", {}):
             return f"{{parameter:{name}}}"
         kind = self._resource(stack, name)["Type"]
+        if kind.startswith("AWS::AppConfig::"):  # Ref: an id AppConfig generates, not the resource's name
+            return name
         physical = self._name(stack, name)
         if kind == "AWS::SQS::Queue":
             return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{physical}"

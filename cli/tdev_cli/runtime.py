@@ -51,6 +51,9 @@ ALERT_ALARM_PREFIX = "tdev-local"
 FUNCTIONS = functions_triggered_by("api", "workflow", "invoke", "schedule", "event", "escalation")
 API_SIGNING_SECRET = "tdev-local/platform/api-signing"
 MESSAGING_FUNCTIONS = functions_triggered_by("stream", "queue")
+# The deployed WebSocket API's functions (tdev.realtime): invoked with their events (tests, the sample
+# events); locally, live progress is `tdev serve`'s server-sent events, so nothing drives them here.
+REALTIME_FUNCTIONS = functions_triggered_by("websocket", "progress-stream")
 CHECKPOINT_BUCKET = "tdev-local-checkpoints"
 WORKSPACE_BUCKET = "tdev-local-workspaces"
 WRITE_BEHIND_DLQ = "tdev-local-write-behind-dlq"
@@ -187,6 +190,9 @@ class LocalRuntime:
         self.messaging: Any = None  # tdev_cli.local_messaging.LocalMessaging, made with the resources
         # Every AWS call each function makes (permissions from evidence: tdev_cli.permissions).
         self.aws_calls = CallRecorder()
+        from tdev_cli.local_appconfig import LocalAppConfig
+
+        self.appconfig = LocalAppConfig(account=ACCOUNT, region=REGION)
 
     # ----------------------------------------------------------------------------------- lifecycle
     def __enter__(self) -> LocalRuntime:
@@ -219,6 +225,11 @@ class LocalRuntime:
             "REDIS_URL": self._redis_url(),
             "KMS_KEY_ID": "",  # set once the emulated key exists (_create_resources)
             "TDEV_WRITE_BEHIND_DLQ_URL": "",  # set once the emulated queue exists (_create_resources)
+            # The feature flags' AppConfig store: set once it exists (_create_resources).
+            "TDEV_FLAGS_APPLICATION_ID": "",
+            "TDEV_FLAGS_ENVIRONMENT_ID": "",
+            "TDEV_FLAGS_PROFILE_ID": "",
+            "TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID": "",
             **self._security_environment(),
             "CHECKPOINT_BUCKET": CHECKPOINT_BUCKET,
             # Project workspaces in the emulated S3 bucket; tests run by the sandbox function.
@@ -278,6 +289,9 @@ class LocalRuntime:
         self._stack.append(_terminal_errors_escape_states_all())
         self._stack.append(_atomic_dynamodb_writes())
         self._stack.append(_stopped_executions_stay_aborted())
+        # AppConfig's environments, deployments and data plane, which moto lacks (the feature flags' store).
+        self.appconfig.start()
+        self._stack.append(self.appconfig.stop)
 
         from tdev import container
 
@@ -289,7 +303,7 @@ class LocalRuntime:
         container.agents().ensure_builtins()
         # Every function's init (its module-level imports) before the first request, as each Lambda
         # function's happens at its own cold start, not inside another function's invocation.
-        for name in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
+        for name in (*FUNCTIONS, *MESSAGING_FUNCTIONS, *REALTIME_FUNCTIONS, "authorizer"):
             importlib.import_module(f"functions.{name}.handler")
         return self
 
@@ -363,12 +377,11 @@ class LocalRuntime:
         boto3.client("secretsmanager", region_name=REGION).create_secret(
             Name=API_SIGNING_SECRET, SecretString=random.token_urlsafe(48), KmsKeyId=key_id
         )
-        # The product flags' documents, as the config stack creates them (tdev.config.flags.PRODUCT_FLAGS).
-        from tdev.config.flags import product_flag_parameters
+        # The feature flags' AppConfig store with the product flags' defaults deployed, as the data stack
+        # creates it (stacks/configuration.py; tdev.config.flag_store's definitions).
+        from tdev_cli.local_appconfig import create_flag_store
 
-        ssm = boto3.client("ssm", region_name=REGION)
-        for parameter, document in product_flag_parameters("local").items():
-            ssm.put_parameter(Name=parameter, Value=document, Type="String")
+        os.environ.update(create_flag_store("local"))
         s3 = boto3.client("s3", region_name=REGION)
         s3.create_bucket(Bucket=WORKSPACE_BUCKET)
         # Encrypted by default under its own key, as the stack makes it (stacks/workspaces.py): the code
@@ -582,7 +595,7 @@ class LocalRuntime:
         """Call a function's real handler with an event, as Lambda would.
 
         `take_turn=False`: run now, beside whatever handler has the turn (the kill switch, see `http`)."""
-        if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, "authorizer"):
+        if function not in (*FUNCTIONS, *MESSAGING_FUNCTIONS, *REALTIME_FUNCTIONS, "authorizer"):
             raise ValueError(f"unknown function {function}")
         module = importlib.import_module(f"functions.{function}.handler")
         request_bytes = _payload_bytes(event)

@@ -5,13 +5,13 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tdev.environment import WorkflowEnvironment
+from tdev.environment import TaskFailureEnvironment
 from tdev.models import TaskFailureEvent
 from tdev.observability import logger, metrics, tracer
 from tdev.orchestration import workflow
 
 # The stack's variables for this function, validated at cold start (tdev.environment).
-environment = WorkflowEnvironment.at_cold_start()
+environment = TaskFailureEnvironment.at_cold_start()
 
 
 @logger.inject_lambda_context(correlation_id_path="correlation_id")

@@ -1,6 +1,7 @@
 """`/v1/config` and `/v1/flags` on a running local backend: admins only, validated, audited; a change made
-in Parameter Store reaches the running functions within the polling interval, and flags switch product
-behaviour (the fallback chain, the verify loop) without a redeploy."""
+in Parameter Store (configuration) or deployed in AppConfig (flags) reaches the running functions within
+the polling interval, and flags switch product behaviour (the fallback chain, the verify loop) without a
+redeploy; an unreadable flag store leaves the flags at their defaults."""
 
 from __future__ import annotations
 
@@ -108,6 +109,14 @@ def test_a_protected_change_needs_a_second_admin_and_rolls_back(rt: Any, admin: 
     assert status == 200, shown
     before = shown["values"]["max_sessions_global"]
     value = 7 if before != 7 else 8
+    # A version of the configuration as it is now, for the rollback to return to: on a fresh backend (this
+    # test first on its worker) the change below would be version 1, with nothing before it.
+    status, baseline = rt.api(
+        "PUT",
+        "/v1/config/max_sessions_per_user",
+        {"value": shown["values"]["max_sessions_per_user"], "reason": "the state to return to"},
+    )
+    assert status == 200 and baseline["status"] == "applied", baseline
     status, pending = rt.api("PUT", "/v1/config/max_sessions_global", {"value": value, "reason": "cap load"})
     assert status == 202 and pending["status"] == "pending_approval", pending
     change = f"/v1/config/changes/{pending['change_id']}/approve"
@@ -118,9 +127,8 @@ def test_a_protected_change_needs_a_second_admin_and_rolls_back(rt: Any, admin: 
     assert status == 200 and (applied["author"], applied["approved_by"]) == (admin, second), applied
     assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == value
 
-    status, rolled = rt.api(
-        "POST", "/v1/config/rollback", {"version": applied["version"] - 1, "reason": "undo"}
-    )
+    assert applied["version"] == baseline["version"] + 1, (baseline, applied)
+    status, rolled = rt.api("POST", "/v1/config/rollback", {"version": baseline["version"], "reason": "undo"})
     assert status == 200 and rolled["snapshot_version"] == applied["version"] + 1, rolled
     assert rt.api("GET", "/v1/config")[1]["values"]["max_sessions_global"] == before
     status, back = rt.api("POST", "/v1/config/rollback", {"version": 999, "reason": "nothing there"})
@@ -165,6 +173,120 @@ def test_the_fallback_chain_flag_switches_a_running_backend_without_redeploy(rt:
         "bedrock:amazon.nova-micro-v1:0",
     ]
     rt.api("PUT", "/v1/config/fallback_models", {"value": [], "reason": "back"})
+
+
+def _deploy_flags(document: dict[str, Any]) -> None:
+    """What an operator does in AppConfig around the API: a new hosted version of the flags, deployed."""
+    import os
+
+    appconfig = boto3.client("appconfig", region_name="us-east-1")
+    application, profile = os.environ["TDEV_FLAGS_APPLICATION_ID"], os.environ["TDEV_FLAGS_PROFILE_ID"]
+    version = appconfig.create_hosted_configuration_version(
+        ApplicationId=application,
+        ConfigurationProfileId=profile,
+        Content=json.dumps(document).encode(),
+        ContentType="application/json",
+    )["VersionNumber"]
+    appconfig.start_deployment(
+        ApplicationId=application,
+        EnvironmentId=os.environ["TDEV_FLAGS_ENVIRONMENT_ID"],
+        DeploymentStrategyId=os.environ["TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID"],
+        ConfigurationProfileId=profile,
+        ConfigurationVersion=str(version),
+    )
+
+
+def test_a_flag_deployed_in_appconfig_reaches_the_running_backend_within_the_polling_interval(
+    rt: Any,
+) -> None:
+    from tdev.config import flags, live
+    from tdev.config.flag_store import layer
+
+    deployed = {name: json.loads(text) for name, text in live.stored("flags").items()}
+    # Given a running backend on which the verify loop is on, as deployed
+    _deploy_flags({**deployed, "verify_loop": {"enabled": True}})
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("verify_loop", "someone") is True
+    # When an operator deploys a version that turns it off (AppConfig only: no API, no redeploy)
+    _deploy_flags({**deployed, "verify_loop": {"enabled": False}})
+    # Then within the polling interval the running backend evaluates it off
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("verify_loop", "someone") is False
+    status, body = rt.api("GET", "/v1/flags?user=someone")
+    assert status == 200 and body["flags"]["verify_loop"]["value"] is False
+    _deploy_flags(deployed)
+    time.sleep(POLL_SECONDS + 0.2)
+    assert layer(deployed) == live.stored("flags")
+
+
+def test_a_flag_change_and_its_rollback_are_audited_versions_deployed_in_appconfig(rt: Any) -> None:
+    import os
+
+    from tdev.config import live
+
+    appconfig = boto3.client("appconfig", region_name="us-east-1")
+    application, profile = os.environ["TDEV_FLAGS_APPLICATION_ID"], os.environ["TDEV_FLAGS_PROFILE_ID"]
+
+    def hosted(version: int) -> dict[str, Any]:
+        answer = appconfig.get_hosted_configuration_version(
+            ApplicationId=application, ConfigurationProfileId=profile, VersionNumber=version
+        )
+        return dict(json.loads(answer["Content"].read()))
+
+    name = f"trial_{uuid.uuid4().hex[:8]}"
+    # When an admin turns a new flag on through the API
+    status, applied = rt.api("PUT", f"/v1/flags/{name}", {"spec": {"enabled": True}, "reason": "try"})
+    assert status == 200, applied
+    # Then a hosted version holding every flag is deployed, and the running backend reads it
+    environment = os.environ["TDEV_FLAGS_ENVIRONMENT_ID"]
+    version = rt.appconfig.state.deployed[(application, environment, profile)]
+    deployed = live.stored("flags")
+    assert json.loads(deployed[name]) == {"enabled": True}
+    assert hosted(version) == {k: json.loads(v) for k, v in deployed.items()}
+    # When it is rolled back to the version before
+    status, rolled = rt.api(
+        "POST",
+        "/v1/config/rollback",
+        {"scope": "flags", "version": applied["version"] - 1, "reason": "undo"},
+    )
+    assert status == 200 and rolled["snapshot_version"] == applied["version"] + 1, rolled
+    # Then the flag is gone from the deployed document, and the audit shows set, snapshot, rollback
+    time.sleep(POLL_SECONDS + 0.2)
+    assert name not in live.stored("flags")
+    assert rt.appconfig.state.deployed[(application, environment, profile)] == version + 1
+    assert name not in hosted(version + 1)
+    history = rt.api("GET", "/v1/config/history?scope=flags")[1]["versions"]
+    assert [v["kind"] for v in history[:3]] == ["rollback", "snapshot", "set"]
+    assert name in history[0]["changed"] and history[0]["changed"][name]["to"] is None
+
+
+def test_an_unreadable_flag_store_falls_back_to_the_flags_defaults_and_recovers(
+    backend: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tdev.config import flags
+    from tdev.config.flags import PRODUCT_FLAGS
+
+    # Given the deployed flags turn the fallback chain off
+    _deploy_flags({"fallback_chain": {"enabled": False}, "verify_loop": {"enabled": True}})
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("fallback_chain", "someone") is False
+    # When AppConfig's data plane fails (every configuration session's token is refused)
+    backend.appconfig.state.sessions.clear()
+    time.sleep(POLL_SECONDS + 0.2)
+    read_failures = []
+    with caplog.at_level("WARNING"):
+        value = flags.current().explain("fallback_chain", "someone")
+        read_failures = [r for r in caplog.records if "AppConfig unreadable" in r.getMessage()]
+    # Then the flag evaluates to its declared default, and the failure is logged
+    assert value == (PRODUCT_FLAGS["fallback_chain"].enabled, "enabled")
+    assert read_failures
+    # And the next read opens a new session and sees the deployed document again
+    assert flags.enabled("fallback_chain", "someone") is False
+    from tdev.config.flag_store import initial_document
+
+    _deploy_flags(json.loads(initial_document()))
+    time.sleep(POLL_SECONDS + 0.2)
+    assert flags.enabled("fallback_chain", "someone") is True
 
 
 def test_a_parameter_store_change_reaches_the_running_api_within_the_polling_interval(rt: Any) -> None:

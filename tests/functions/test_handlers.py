@@ -24,10 +24,10 @@ EXECUTION_ID = "0b9e4c1e-5f7a-4d43-9a55-3f1d8c2a7e10"
 
 
 def test_every_function_has_at_least_one_sample_event() -> None:
-    from tdev_cli.runtime import FUNCTIONS
+    from tdev_cli.runtime import FUNCTIONS, REALTIME_FUNCTIONS
 
     names = {p.stem for p in EVENTS.glob("*.json")}
-    for function in FUNCTIONS:
+    for function in (*FUNCTIONS, *REALTIME_FUNCTIONS):
         assert any(n == function or n.startswith(f"{function}_") for n in names), function
 
 

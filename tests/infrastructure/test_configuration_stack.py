@@ -1,5 +1,7 @@
-"""Parameter Store in the stacks (tdev.config): the product flags' documents, and least-privilege access to
-`/t-developer/<env>/...`: readers read the path only, the API alone writes under it, no one else may."""
+"""Configuration in the stacks (tdev.config): the feature flags' AppConfig store (application, environment,
+validated hosted profile with the product flags' defaults deployed, deployment strategy) with least-privilege
+grants on it, and access to `/t-developer/<env>/...` in Parameter Store: readers read the path only, the API
+alone writes under it, no one else may."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from stacks.permissions import PARAMETER_ACTIONS
+from stacks.permissions import FLAG_ACTIONS, PARAMETER_ACTIONS
+from tdev.config import flag_store
 from tdev.config.flags import PRODUCT_FLAGS, FlagSpec
 from tests.infrastructure.conftest import Synthesized
 
@@ -27,18 +30,60 @@ def _joined(value: Any) -> str:
     return str(value)
 
 
-def test_every_product_flag_has_its_parameter_with_its_default_document(dev: Synthesized) -> None:
-    parameters = _resources(dev.template_json(dev.stacks.data), "AWS::SSM::Parameter")
-    by_name = {p["Properties"]["Name"]: p["Properties"] for p in parameters.values()}
-    assert set(by_name) == {f"/t-developer/dev/flags/{flag}" for flag in PRODUCT_FLAGS}
-    for flag, spec in PRODUCT_FLAGS.items():
-        stored = by_name[f"/t-developer/dev/flags/{flag}"]
-        assert FlagSpec.model_validate_json(stored["Value"]) == spec
-        assert (stored["Type"], stored["Tier"]) == ("String", "Standard")
+def test_the_flags_live_in_one_validated_appconfig_profile_with_the_defaults_deployed(
+    dev: Synthesized,
+) -> None:
+    template = dev.template_json(dev.stacks.data)
+    assert _resources(template, "AWS::SSM::Parameter") == {}  # no flag left in Parameter Store
+    (application,) = _resources(template, "AWS::AppConfig::Application").values()
+    assert application["Properties"]["Name"] == flag_store.application_name("tdev-dev")
+    (environment,) = _resources(template, "AWS::AppConfig::Environment").values()
+    assert environment["Properties"]["Name"] == "dev"
+    (profile,) = _resources(template, "AWS::AppConfig::ConfigurationProfile").values()
+    properties = profile["Properties"]
+    assert (properties["Name"], properties["LocationUri"], properties["Type"]) == (
+        flag_store.PROFILE_NAME,
+        "hosted",
+        "AWS.Freeform",
+    )
+    (validator,) = properties["Validators"]
+    assert validator["Type"] == "JSON_SCHEMA"
+    assert json.loads(validator["Content"]) == flag_store.validator_schema()
+    (version,) = _resources(template, "AWS::AppConfig::HostedConfigurationVersion").values()
+    assert version["Properties"]["ContentType"] == "application/json"
+    document = json.loads(version["Properties"]["Content"])
+    assert {name: FlagSpec.model_validate(spec) for name, spec in document.items()} == PRODUCT_FLAGS
+    (strategy,) = _resources(template, "AWS::AppConfig::DeploymentStrategy").values()
+    expected = flag_store.DEPLOYMENT_STRATEGY
+    for key in ("DeploymentDurationInMinutes", "FinalBakeTimeInMinutes", "GrowthFactor", "GrowthType"):
+        assert strategy["Properties"][key] == expected[key], key
+    (deployment,) = _resources(template, "AWS::AppConfig::Deployment").values()
+    refs = {k: v.get("Ref") for k, v in deployment["Properties"].items() if isinstance(v, dict)}
+    ids = {
+        kind: next(iter(_resources(template, kind)))
+        for kind in (
+            "AWS::AppConfig::Application",
+            "AWS::AppConfig::Environment",
+            "AWS::AppConfig::ConfigurationProfile",
+            "AWS::AppConfig::DeploymentStrategy",
+        )
+    }
+    assert refs["ApplicationId"] == ids["AWS::AppConfig::Application"]
+    assert refs["EnvironmentId"] == ids["AWS::AppConfig::Environment"]
+    assert refs["ConfigurationProfileId"] == ids["AWS::AppConfig::ConfigurationProfile"]
+    assert refs["DeploymentStrategyId"] == ids["AWS::AppConfig::DeploymentStrategy"]
 
 
-def _ssm_statements(synth: Synthesized) -> dict[str, list[dict[str, Any]]]:
-    """function (POWERTOOLS_SERVICE_NAME) -> its role's statements that name an ssm action."""
+def test_the_default_flags_document_passes_the_profiles_validator() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft4Validator(flag_store.validator_schema())
+    validator.validate(json.loads(flag_store.initial_document()))
+    bad = {"verify_loop": {"enabled": "yes", "rollout_percent": 150}, "Bad-Name": {}}
+    assert len(list(validator.iter_errors(bad))) >= 3
+
+
+def _statements(synth: Synthesized, service: str) -> dict[str, list[dict[str, Any]]]:
+    """function (POWERTOOLS_SERVICE_NAME) -> its role's statements that name a `service` action."""
     found: dict[str, list[dict[str, Any]]] = {}
     for stack in synth.stacks.all:
         template = synth.template_json(stack)
@@ -57,9 +102,61 @@ def _ssm_statements(synth: Synthesized) -> dict[str, list[dict[str, Any]]]:
                         if isinstance(statement["Action"], list)
                         else [statement["Action"]]
                     )
-                    if name and any(a.startswith("ssm:") for a in actions):
+                    if name and any(a.startswith(f"{service}:") for a in actions):
                         found.setdefault(name, []).append({**statement, "Action": actions})
     return found
+
+
+def test_flag_readers_read_only_the_flags_configuration_and_only_the_api_deploys_it(
+    dev: Synthesized,
+) -> None:
+    statements = _statements(dev, "appconfig")
+    assert set(statements) == set(FLAG_ACTIONS)
+    for function, found in statements.items():
+        by_sid = {s["Sid"]: s for s in found}
+        read = by_sid.pop("ReadFlags")
+        assert sorted(read["Action"]) == [
+            "appconfig:GetLatestConfiguration",
+            "appconfig:StartConfigurationSession",
+        ]
+        (resource,) = read["Resource"] if isinstance(read["Resource"], list) else [read["Resource"]]
+        arn = _joined(resource)
+        assert arn.startswith("arn:{AWS::Partition}:appconfig:{AWS::Region}:{AWS::AccountId}:application/")
+        assert "/environment/" in arn and "/configuration/" in arn and "*" not in arn, arn
+        if function != "api":
+            assert by_sid == {}, function
+            continue
+        create = by_sid.pop("CreateHostedConfigurationVersion")
+        assert create["Action"] == ["appconfig:CreateHostedConfigurationVersion"]
+        (profile,) = create["Resource"] if isinstance(create["Resource"], list) else [create["Resource"]]
+        assert "/configurationprofile/" in _joined(profile) and "*" not in _joined(profile)
+        deploy = by_sid.pop("StartDeployment")
+        arns = sorted(_joined(r) for r in deploy["Resource"])
+        assert len(arns) == 3 and not any("*" in a for a in arns)
+        assert ["/configurationprofile/" in a for a in arns].count(True) == 1
+        assert [":deploymentstrategy/" in a for a in arns].count(True) == 1
+        assert by_sid == {}
+    actions = [a for found in statements.values() for s in found for a in s["Action"]]
+    assert not any(a in ("*", "appconfig:*") for a in actions)
+
+
+def test_flag_readers_get_the_stores_ids_and_only_the_api_the_strategy(dev: Synthesized) -> None:
+    for stack in dev.stacks.all:
+        for function in _resources(dev.template_json(stack), "AWS::Lambda::Function").values():
+            variables = function["Properties"].get("Environment", {}).get("Variables", {})
+            name = variables.get("POWERTOOLS_SERVICE_NAME")
+            present = {v for v in variables if v.startswith("TDEV_FLAGS_")}
+            if name in FLAG_ACTIONS:
+                expected = {"TDEV_FLAGS_APPLICATION_ID", "TDEV_FLAGS_ENVIRONMENT_ID", "TDEV_FLAGS_PROFILE_ID"}
+                if name == "api":
+                    expected.add("TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID")
+                assert present == expected, name
+            else:
+                assert present == set(), name
+
+
+def _ssm_statements(synth: Synthesized) -> dict[str, list[dict[str, Any]]]:
+    return _statements(synth, "ssm")
 
 
 def test_readers_read_the_environments_path_and_only_the_api_writes_under_it(dev: Synthesized) -> None:
@@ -84,3 +181,9 @@ def test_readers_read_the_environments_path_and_only_the_api_writes_under_it(dev
 def test_the_api_write_grant_is_acknowledged_with_a_reason(dev: Synthesized) -> None:
     report = json.dumps(dev.validation_report)
     assert "parameter/t-developer/dev/*" in report and "Admins add configuration keys" in report
+    assert (
+        "appconfig"
+        not in json.dumps(
+            [f for f in dev.validation_report.get("findings", []) if not f.get("acknowledged")]
+        ).lower()
+    )

@@ -64,7 +64,7 @@ def test_each_function_gets_exactly_its_layers(dev: Synthesized) -> None:
 
 def test_the_local_runtime_and_the_workflow_list_the_registered_functions() -> None:
     assert set(WORKFLOW_FUNCTIONS) == set(functions_triggered_by("workflow"))
-    local = {*runtime.FUNCTIONS, *runtime.MESSAGING_FUNCTIONS, "authorizer"}
+    local = {*runtime.FUNCTIONS, *runtime.MESSAGING_FUNCTIONS, *runtime.REALTIME_FUNCTIONS, "authorizer"}
     assert local == set(FUNCTIONS)
     for name, function in FUNCTIONS.items():
         assert (function.code_dir / "handler.py").is_file(), name

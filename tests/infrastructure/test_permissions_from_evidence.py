@@ -62,7 +62,16 @@ BOUND_BY_ENVIRONMENT = (
     "TDEV_ALERT_SECRET_NAME",
     "TDEV_ALERT_EMAIL_TOPIC_ARN",
     "TDEV_ALERT_SMS_TOPIC_ARN",
+    "TDEV_FLAGS_APPLICATION_ID",
+    "TDEV_FLAGS_ENVIRONMENT_ID",
+    "TDEV_FLAGS_PROFILE_ID",
+    "TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID",
 )
+# URLs whose host names the resource: the deployed and the local one are bound by that name (_renames).
+BOUND_BY_URL_HOST = ("TDEV_WEBSOCKET_ENDPOINT",)
+# The local WebSocket API (moto's management API): its id stands for the deployed API's, its stage is the
+# local environment's name as the deployed stage is the environment's.
+WEBSOCKET_ENDPOINT = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/local"
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,8 @@ def evidence(
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
             "TDEV_EMBEDDINGS": "bedrock",  # as the stacks set it for the functions that run sessions
+            # The WebSocket API's management endpoint, as the realtime stack gives it to the pusher.
+            "TDEV_WEBSOCKET_ENDPOINT": WEBSOCKET_ENDPOINT,
         }.items():
             patch.setenv(key, value)
         bedrock = FakeBedrock()
@@ -226,8 +237,9 @@ def evidence(
                 default_model=BEDROCK_MODEL,
                 retry_interval_seconds=1,
                 max_transient_retries=1,
-                # Every function reads Parameter Store itself, as each does in its own container deployed
-                # (here they share one process, and one cached read would hide the others' calls).
+                # Every function reads Parameter Store and AppConfig itself, as each does in its own
+                # container deployed (here they share one process, and one cached read would hide the
+                # others' calls).
                 config_poll_seconds=0,
                 alert_wait_seconds=1,  # the alert escalation's wait between levels
             ) as rt,
@@ -242,7 +254,8 @@ def evidence(
             assert any(p.endswith("/invoke") for p in bedrock.calls), "Titan embeddings were not driven"
             import os
 
-            bindings = {name: os.environ.get(name, "") for name in BOUND_BY_ENVIRONMENT}
+            bound = (*BOUND_BY_ENVIRONMENT, *BOUND_BY_URL_HOST)
+            bindings = {name: os.environ.get(name, "") for name in bound}
             invoked = {name for name, outcome in rt.invocations if outcome == "ok"}
             _EMITTED[:] = emf.emitted
             yield list(rt.aws_calls.calls), {"*": bindings, "invoked": dict.fromkeys(sorted(invoked), "ok")}
@@ -273,7 +286,8 @@ def _emulate_the_gateways_usage_plans(patch: pytest.MonkeyPatch) -> None:
 def _drive_every_path(rt: Any) -> None:
     admin = {"Authorization": f"Bearer {rt.token('evidence-admin', ('admin',))}"}
     # 1. A whole request, then one whose last level fails for good: compensation (saga).
-    assert rt.run("Design and implement a REST API for todo items, with unit tests")["status"] == "SUCCEEDED"
+    first = rt.run("Design and implement a REST API for todo items, with unit tests")
+    assert first["status"] == "SUCCEEDED"
 
     def fail_review(name: str, event: dict[str, Any]) -> None:
         if name == "run_agent" and event["task"]["agent"] == "ReviewAgent":
@@ -458,6 +472,43 @@ def _drive_every_path(rt: Any) -> None:
     for alert in {o["alert_id"] for o in delivered if o["outcome"] == "escalating"}:
         assert rt.api("POST", f"/v1/alerts/{alert}/ack", headers=admin)[0] == 200
     _wait_for_escalations(rt)
+    # 7. Live progress over the WebSocket API (its progress log filled by the drain above).
+    _drive_live_progress(rt, first["execution_id"])
+
+
+def _drive_live_progress(rt: Any, execution_id: str) -> None:
+    """Connect and subscribe (websocket), the pusher on a new subscription and a new progress event, a
+    connection API Gateway reports gone (410: a botocore Stubber, moto never answers it), a disconnect."""
+    from botocore.stub import Stubber
+
+    from tdev import aws
+    from tdev_cli.runtime import LOCAL_USER
+    from tests.functions.test_websocket_handlers import load_event
+
+    def stream_record(name: str, connection_id: str) -> dict[str, Any]:
+        text = json.dumps(load_event(name))
+        text = text.replace("0b9e4c1e-5f7a-4d43-9a55-3f1d8c2a7e10", execution_id)
+        return dict(json.loads(text.replace("Qv3x1cGLIAMCJGw=", connection_id)))
+
+    token = rt.token(LOCAL_USER, ("developer",))
+    for connection_id in ("evidence-ws-1", "evidence-ws-2"):
+        connect = load_event("websocket_connect")
+        connect["queryStringParameters"] = {"token": token}
+        connect["requestContext"]["connectionId"] = connection_id
+        assert rt.invoke("websocket", connect)["statusCode"] == 200
+        subscribe = load_event("websocket_subscribe")
+        subscribe["requestContext"]["connectionId"] = connection_id
+        subscribe["body"] = json.dumps({"action": "subscribe", "execution_id": execution_id})
+        assert rt.invoke("websocket", subscribe)["statusCode"] == 200
+    pushed = rt.invoke("push_progress", stream_record("push_progress_subscription", "evidence-ws-1"))
+    assert pushed == {"batchItemFailures": []}
+    with Stubber(aws.endpoint_client("apigatewaymanagementapi", WEBSOCKET_ENDPOINT)) as gone:
+        gone.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410)
+        pushed = rt.invoke("push_progress", stream_record("push_progress", "evidence-ws-2"))
+    assert pushed == {"batchItemFailures": []}
+    disconnect = load_event("websocket_disconnect")
+    disconnect["requestContext"]["connectionId"] = "evidence-ws-1"
+    assert rt.invoke("websocket", disconnect)["statusCode"] == 200
 
 
 def _wait_for_escalations(rt: Any) -> None:
@@ -501,6 +552,13 @@ def _renames(index: RoleIndex, local: dict[str, str], prefix: str) -> dict[str, 
         renames[f"{prefix}-{spec.name}"] = spec.name
         renames[f"{prefix}-{spec.dlq_name}"] = spec.dlq_name
     renames[f"{prefix}-{q.OUTBOX_FAILURES}"] = q.OUTBOX_FAILURES
+    # A URL's host names the resource (the WebSocket API's management endpoint: <api id>.execute-api...).
+    for _, _, environment in index.functions().values():
+        for name in BOUND_BY_URL_HOST:
+            deployed = environment.get(name)
+            if isinstance(deployed, str) and local.get(name):
+                host = urllib.parse.urlsplit(deployed).hostname or ""
+                renames[host.split(".")[0]] = str(urllib.parse.urlsplit(local[name]).hostname).split(".")[0]
     renames[prefix] = f"tdev-{local['TDEV_ENV']}"  # secret names: tdev-dev/platform/... -> tdev-local/...
     return renames
 

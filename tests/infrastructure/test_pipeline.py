@@ -22,8 +22,8 @@ CONTEXT = {
     "repository": "example-org/t-developer",
     "branch": "release",
 }
-# data, cache, orchestration, security, api, sessions, messaging, operations, alerting
-STACKS_PER_ENVIRONMENT = 9
+# data, cache, orchestration, security, api, sessions, messaging, operations, alerting, realtime
+STACKS_PER_ENVIRONMENT = 10
 
 
 @pytest.fixture(scope="module")

@@ -790,11 +790,17 @@ def test_only_the_public_routes_are_acknowledged_as_unauthenticated(dev: Synthes
     report = next(r for r in dev.validation_report["pluginReports"] if r["pluginName"] == "AwsSolutions")
     unauthenticated = [f for f in report["suppressedViolations"] if f["ruleName"] == "AwsSolutions-APIG4"]
     api = f"{dev.stacks.api.stack_name}/RestApi/Default"
-    assert sorted(f["acknowledgedAt"] for f in unauthenticated) == [
-        f"{api}/docs/GET",
-        f"{api}/health/GET",
-        f"{api}/openapi.json/GET",
-    ]
+    # ... and the WebSocket API's routes: API Gateway authorizes WebSocket APIs on $connect only, and the
+    # websocket function authenticates $connect itself (tests/functions/test_websocket_handlers.py).
+    websocket = f"{dev.stacks.realtime.stack_name}/WebSocketApi"
+    assert sorted(f["acknowledgedAt"] for f in unauthenticated) == sorted(
+        [
+            f"{api}/docs/GET",
+            f"{api}/health/GET",
+            f"{api}/openapi.json/GET",
+            *(f"{websocket}/{route}-Route" for route in ("$connect", "$disconnect", "$default", "subscribe")),
+        ]
+    )
 
 
 @pytest.mark.slow

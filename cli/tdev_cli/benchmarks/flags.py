@@ -12,8 +12,9 @@ every evaluation parses its document (what `tdev.config.flags.enabled` does per 
 - `prerequisites`  a chain of 3 prerequisite flags, each evaluated for the user
 - `rule`           a Powertools Feature Flags rule (EQUALS on `tier`), evaluated through FeatureFlags
 - `live`           `tdev.config.flags.enabled("verify_loop", user)` end to end: the flag store read through
-                   Powertools Parameters from Parameter Store (moto, cached for the polling interval: one read
-                   for the whole run), then the evaluation
+                   Powertools' AppConfigProvider from AppConfig's data plane (moto and
+                   tdev_cli.local_appconfig, cached for the polling interval: one read for the whole run),
+                   then the evaluation
 
 Reported per shape: p50, p95 and p99 in microseconds. Also: the share of 10,000 users a 30 % rollout turns
 on, and whether every user's variant is the same on a second FlagSet (stickiness).
@@ -32,7 +33,7 @@ from tdev_cli.benchmarks.common import OFFLINE_ENV, fmt, summary
 NAME = "flags"
 DESCRIPTION = (
     "Feature-flag evaluation latency per flag shape (default, stored, rollout, variants, targeting, "
-    "prerequisites, Powertools rule, and end to end from Parameter Store): p50/p95/p99 in us; the 30 % "
+    "prerequisites, Powertools rule, and end to end from AppConfig): p50/p95/p99 in us; the 30 % "
     "rollout's share of 10,000 users and the variants' stickiness."
 )
 EVALUATIONS, QUICK_EVALUATIONS, SPLIT_USERS = 10_000, 500, 10_000
@@ -93,15 +94,14 @@ def _time(count: int, evaluate: Callable[[str], Any]) -> dict[str, float]:
 
 
 def _live(count: int) -> dict[str, float]:
-    """`enabled()` as a function calls it: the flags read from Parameter Store (moto), cached."""
+    """`enabled()` as a function calls it: the flags read from AppConfig (emulated locally), cached."""
     from unittest import mock
 
-    import boto3
     from moto import mock_aws
 
     from tdev import container
     from tdev.config import flags
-    from tdev.config.flags import product_flag_parameters
+    from tdev_cli.local_appconfig import LocalAppConfig, create_flag_store
 
     environment = {
         **OFFLINE_ENV,
@@ -110,14 +110,14 @@ def _live(count: int) -> dict[str, float]:
         "TDEV_CONFIG_POLL_SECONDS": "60",
     }
     with mock.patch.dict(os.environ, environment), mock_aws():
-        container.reset()
-        ssm = boto3.client("ssm", region_name="us-east-1")
-        for parameter, document in product_flag_parameters("bench").items():
-            ssm.put_parameter(Name=parameter, Value=document, Type="String")
-        flags.enabled("verify_loop", "warm-up")  # the one Parameter Store read of the interval
+        appconfig = LocalAppConfig().start()
         try:
+            os.environ.update(create_flag_store("bench"))
+            container.reset()
+            flags.enabled("verify_loop", "warm-up")  # the one AppConfig read of the interval
             return _time(count, lambda user: flags.enabled("verify_loop", user))
         finally:
+            appconfig.stop()
             container.reset()
 
 
@@ -155,7 +155,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             f"flags: {count} evaluations per shape, p50 {fmt(results['stored on/off']['median'], 0)} us / "
             f"p95 {fmt(results['stored on/off']['p95'], 0)} us (stored on/off), "
             f"p50 {fmt(results['live']['median'], 0)} us / p95 {fmt(results['live']['p95'], 0)} us "
-            f"end to end from Parameter Store; slowest {slowest} p95 {fmt(results[slowest]['p95'], 0)} us; "
+            f"end to end from AppConfig; slowest {slowest} p95 {fmt(results[slowest]['p95'], 0)} us; "
             f"30 % rollout: {share:.2f} % of {SPLIT_USERS:,} users, variants sticky: {sticky}"
         ),
         "figures": figures,
@@ -171,7 +171,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         ],
         "notes": [
             "Every evaluation parses the flag's stored JSON document (FlagSet.spec), as "
-            "tdev.config.flags.enabled does per call; the `live` shape adds the cached Parameter Store read "
-            "(one GetParametersByPath per polling interval, here one for the whole run).",
+            "tdev.config.flags.enabled does per call; the `live` shape adds the cached AppConfig read "
+            "(one GetLatestConfiguration per polling interval, here one for the whole run).",
         ],
     }

@@ -42,6 +42,12 @@ def presigning_client(service: str) -> Any:
     return boto3.session.Session().client(service, config=_CONFIG.merge(Config(signature_version="s3v4")))
 
 
+@cache
+def endpoint_client(service: str, endpoint_url: str) -> Any:
+    """A client for an endpoint that is part of a deployment (the WebSocket API's management endpoint)."""
+    return boto3.session.Session().client(service, endpoint_url=endpoint_url, config=_CONFIG)
+
+
 _local = threading.local()
 _generation = 0  # bumped by reset_clients(), so every thread drops resources made before it
 
@@ -65,4 +71,5 @@ def reset_clients() -> None:
     client.cache_clear()
     slow_client.cache_clear()
     presigning_client.cache_clear()
+    endpoint_client.cache_clear()
     _generation += 1

@@ -63,6 +63,13 @@ class Var(StrEnum):
     TDEV_ALERT_EMAIL_TOPIC_ARN = "TDEV_ALERT_EMAIL_TOPIC_ARN"
     TDEV_ALERT_SMS_TOPIC_ARN = "TDEV_ALERT_SMS_TOPIC_ARN"
     TDEV_WRITE_BEHIND_DLQ_URL = "TDEV_WRITE_BEHIND_DLQ_URL"
+    # The feature flags' AppConfig store (tdev.config.flag_store)
+    TDEV_FLAGS_APPLICATION_ID = "TDEV_FLAGS_APPLICATION_ID"
+    TDEV_FLAGS_ENVIRONMENT_ID = "TDEV_FLAGS_ENVIRONMENT_ID"
+    TDEV_FLAGS_PROFILE_ID = "TDEV_FLAGS_PROFILE_ID"
+    TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID = "TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID"
+    # Live progress (tdev.realtime): the WebSocket API's management endpoint, for the pusher
+    TDEV_WEBSOCKET_ENDPOINT = "TDEV_WEBSOCKET_ENDPOINT"
 
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -117,10 +124,22 @@ class _OnTheTable(_InVpc):
     kms_key_id: str | None = Field(default=None, alias="KMS_KEY_ID")
 
 
+class _ReadsFlags(FunctionEnvironment):
+    """Functions that evaluate feature flags: the AppConfig application, environment and profile."""
+
+    flags_application_id: str | None = Field(default=None, min_length=1, alias="TDEV_FLAGS_APPLICATION_ID")
+    flags_environment_id: str | None = Field(default=None, min_length=1, alias="TDEV_FLAGS_ENVIRONMENT_ID")
+    flags_profile_id: str | None = Field(default=None, min_length=1, alias="TDEV_FLAGS_PROFILE_ID")
+
+
 class WorkflowEnvironment(_OnTheTable):
     """plan_request, run_agent, record_task_failure, aggregate_results, compensate."""
 
     default_model: str = Field(default="offline:tdev-offline-1", min_length=3, alias="TDEV_DEFAULT_MODEL")
+
+
+class TaskFailureEnvironment(WorkflowEnvironment, _ReadsFlags):
+    """record_task_failure: records the failed task's model chain (the fallback_chain flag decides it)."""
 
 
 class ModelCallerEnvironment(WorkflowEnvironment):
@@ -137,14 +156,14 @@ class ModelCallerEnvironment(WorkflowEnvironment):
         return json.loads(value) if isinstance(value, str) else value
 
 
-class WorkspaceEnvironment(WorkflowEnvironment):
+class WorkspaceEnvironment(WorkflowEnvironment, _ReadsFlags):
     """run_project_tests: the execution's workspace and the test sandbox it invokes."""
 
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
     sandbox_function_name: str | None = Field(default=None, min_length=1, alias="SANDBOX_FUNCTION_NAME")
 
 
-class AgentEnvironment(ModelCallerEnvironment):
+class AgentEnvironment(ModelCallerEnvironment, _ReadsFlags):
     """run_agent, fix_failing_tests: models, the workspace and the test sandbox."""
 
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
@@ -177,25 +196,34 @@ class _RunsSessions(ModelCallerEnvironment):
     )
 
 
-class ApiEnvironment(_RunsSessions):
+class ApiEnvironment(_RunsSessions, _ReadsFlags):
     workspace_bucket: str | None = Field(default=None, min_length=3, alias="WORKSPACE_BUCKET")
     state_machine_arn: str | None = Field(default=None, pattern=r"^arn:", alias="STATE_MACHINE_ARN")
     cors_origins: str = Field(default="", alias="TDEV_CORS_ORIGINS")
     usage_plan_name: str | None = Field(default=None, alias="TDEV_USAGE_PLAN_NAME")
     # The platform's API signing secret (its name): the API signs the cursors it hands out with it.
     api_signing_secret: str | None = Field(default=None, min_length=1, alias="TDEV_API_SIGNING_SECRET")
+    # The API changes the flags: it deploys each new version with this strategy.
+    flags_deployment_strategy_id: str | None = Field(
+        default=None, min_length=1, alias="TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID"
+    )
 
 
 class SessionSweeperEnvironment(_RunsSessions):
     """The sweeper: expiry, idle timeout and heartbeat recovery of sessions."""
 
 
-class AuthorizerEnvironment(_OnTheTable):
+class _Authenticates(_OnTheTable):
+    """The authorizer's checks: JWTs of the issuer and API keys (tdev.security.authorizer.authenticate)."""
+
     jwt_issuer: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_ISSUER")
     jwt_audience: str | None = Field(default=None, min_length=1, alias="TDEV_JWT_AUDIENCE")
     jwt_roles_claim: str = Field(default="cognito:groups", min_length=1, alias="TDEV_JWT_ROLES_CLAIM")
     # Cognito: access (ID tokens refused); empty for generic OIDC issuers with no such claim.
     jwt_token_use: str = Field(default="access", pattern=r"^(access|id|)$", alias="TDEV_JWT_TOKEN_USE")
+
+
+class AuthorizerEnvironment(_Authenticates):
     interactive_api_key_id: str | None = Field(default=None, alias="TDEV_INTERACTIVE_API_KEY_ID")
 
 
@@ -216,6 +244,21 @@ class OutboxPublisherEnvironment(MessagingEnvironment):
     agent_execution_queue_url: str = Field(
         default="", pattern=r"^(https?://.+)?$", alias="AGENT_EXECUTION_QUEUE_URL"
     )
+
+
+class WebSocketEnvironment(_Authenticates):
+    """websocket: $connect authenticates like the authorizer (same variables); subscribe reads the
+    execution and the caller's access like the API (the table and its key)."""
+
+
+class PushProgressEnvironment(FunctionEnvironment):
+    """push_progress: the table (progress log, subscriptions) and the WebSocket API's management endpoint
+    (not in the VPC: no Redis)."""
+
+    table_name: str = Field(min_length=3, alias="TABLE_NAME")
+    # Set by the stack; a pusher without it fails its first send naming the variable (ConfigurationError),
+    # and the stream retries the record.
+    websocket_endpoint: str = Field(default="", pattern=r"^(https://.+)?$", alias="TDEV_WEBSOCKET_ENDPOINT")
 
 
 class SecretRotationEnvironment(FunctionEnvironment):

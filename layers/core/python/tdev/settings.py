@@ -54,6 +54,8 @@ class Settings(BaseModel):
     workspace_bucket: str | None = Field(default=None, alias="WORKSPACE_BUCKET")
     workspace_dir: str = Field(default=".tdev/workspaces", alias="TDEV_WORKSPACE_DIR")
     sandbox_function_name: str | None = Field(default=None, alias="SANDBOX_FUNCTION_NAME")
+    # The WebSocket API's management endpoint (https://<api>.execute-api.<region>.amazonaws.com/<stage>).
+    websocket_endpoint: str | None = Field(default=None, alias="TDEV_WEBSOCKET_ENDPOINT")
     # Budgets (tdev.data.budgets): a request without `budget_usd` gets this cap; every model call is held
     # to at most this many output tokens, which is also the output part of the worst case it reserves.
     default_budget_usd: float = Field(default=10.0, gt=0, le=1_000.0, alias="TDEV_DEFAULT_BUDGET_USD")
@@ -89,6 +91,12 @@ class Settings(BaseModel):
     )
     # How often a running function re-reads Parameter Store (tdev.config.live): 60 s deployed, less in tests.
     config_poll_seconds: int = Field(default=60, ge=0, le=3_600, alias="TDEV_CONFIG_POLL_SECONDS")
+    # The feature flags' AppConfig store (tdev.config.flag_store): application, environment and profile ids;
+    # the deployment strategy only where flags are changed (the API).
+    flags_application_id: str | None = Field(default=None, alias="TDEV_FLAGS_APPLICATION_ID")
+    flags_environment_id: str | None = Field(default=None, alias="TDEV_FLAGS_ENVIRONMENT_ID")
+    flags_profile_id: str | None = Field(default=None, alias="TDEV_FLAGS_PROFILE_ID")
+    flags_deployment_strategy_id: str | None = Field(default=None, alias="TDEV_FLAGS_DEPLOYMENT_STRATEGY_ID")
     # The platform's API signing secret (Secrets Manager name, tdev.secrets): signs the cursors the
     # API hands out. Unset (locally, unless configured): cursors are not signed.
     api_signing_secret: str | None = Field(default=None, min_length=1, alias="TDEV_API_SIGNING_SECRET")

@@ -1,6 +1,7 @@
 """Feature flags: Powertools Feature Flags' rules, plus what Powertools lacks.
 
-A flag is one JSON document (`FlagSpec`) in Parameter Store, `/t-developer/<env>/flags/<name>`. Evaluation
+A flag is one JSON document (`FlagSpec`); every stored flag sits in one AppConfig hosted configuration
+(`{"<name>": <document>, ...}`, tdev.config.flag_store), deployed to the functions that poll it. Evaluation
 for a user (and the user's segments), in order:
 1. outside its `schedule` window -> off;
 2. any `prerequisites` flag off for this user -> off;
@@ -15,7 +16,7 @@ hash is of the user and the flag's salt only, so a user keeps their bucket (stic
 and every container; changing a weight moves only the users in the slice that changed.
 
 Flags the product reads are declared in `PRODUCT_FLAGS` with their defaults (what a flag that was never
-stored evaluates to): turning one off is a stored document, no redeploy.
+stored evaluates to, and the store's first version): turning one off is a stored document, no redeploy.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class FlagSet:
 
 
 def current() -> FlagSet:
-    """The flags as of the last read of Parameter Store (tdev.config.live: one read per interval)."""
+    """The flags as of the last read of AppConfig (tdev.config.live: one read per polling interval)."""
     from tdev.config.live import flag_documents
 
     return FlagSet(flag_documents())
@@ -242,14 +243,6 @@ def current() -> FlagSet:
 def enabled(name: str, user: str, segments: Iterable[str] = ()) -> bool:
     """Whether product flag `name` is on for `user` now (its default when the store cannot be read)."""
     return current().enabled(name, user, segments)
-
-
-def product_flag_parameters(environment: str) -> dict[str, str]:
-    """Parameter name -> document of every product flag's default: what the config stack creates (and the
-    local runtime, from this same function), so operators find each flag in Parameter Store to change."""
-    from tdev.config.parameters import FLAGS, name
-
-    return {name(environment, FLAGS, flag): dump(spec) for flag, spec in PRODUCT_FLAGS.items()}
 
 
 def dump(spec: FlagSpec) -> str:

@@ -1,8 +1,10 @@
-"""The configuration a running function uses: defaults -> environment -> Parameter Store, merged and typed.
+"""The configuration a running function uses: defaults -> environment -> Parameter Store, merged and typed;
+and the feature flags as deployed in AppConfig (tdev.config.flag_store).
 
-`current()` is cheap to call on every request: Parameter Store is read at most once per polling interval
-(TDEV_CONFIG_POLL_SECONDS, 60 s deployed). A stored layer that does not validate (someone wrote a bad value
-around the API) is not used: the function keeps the defaults and environment, and logs every invalid key.
+`current()` and `flag_documents()` are cheap to call on every request: Parameter Store and AppConfig are
+each read at most once per polling interval (TDEV_CONFIG_POLL_SECONDS, 60 s deployed). A stored layer that
+does not validate (someone wrote a bad value around the API) is not used: the function keeps the defaults
+and environment, and logs every invalid key.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 from typing import Any
 
 from tdev import resets
+from tdev.config import flag_store
 from tdev.config.model import KEYS, Configuration, ConfigValidationError, decode, validate
 from tdev.config.parameters import CONFIG, FLAGS, ParameterLayer
 from tdev.observability import logger
@@ -21,9 +24,14 @@ def layer() -> ParameterLayer:
     return ParameterLayer(get_settings().environment)
 
 
-def stored(*, force: bool = False) -> dict[str, dict[str, str]]:
-    """Parameter Store's layer of each scope, as stored (cached for the polling interval)."""
-    return layer().read(max_age=get_settings().config_poll_seconds, force=force)
+def stored(scope: str, *, force: bool = False) -> dict[str, str]:
+    """The stored layer of a scope: the configuration in Parameter Store (`force`: read it now), the flags
+    as deployed in AppConfig (never forced: AppConfig's data plane is polled at most once per interval;
+    a container sees its own flag changes at once, tdev.config.flag_store.write)."""
+    poll = get_settings().config_poll_seconds
+    if scope == CONFIG:
+        return layer().read(max_age=poll, force=force)
+    return flag_store.read(max_age=poll)
 
 
 def base_values() -> dict[str, Any]:
@@ -43,12 +51,13 @@ def merge(parameters: dict[str, str]) -> dict[str, Any]:
 
 
 def _read(scope: str) -> dict[str, str] | None:
-    """One scope of the stored layer, or None when Parameter Store cannot be read (logged): callers then
-    keep working on what they had (the last good configuration, the flags' defaults)."""
+    """One scope of the stored layer, or None when its store cannot be read (logged): callers then keep
+    working on what they had (the last good configuration, the flags' defaults)."""
     try:
-        return stored()[scope]
+        return stored(scope)
     except Exception as exc:  # any failure (permissions, throttling, network) must not fail the request
-        logger.warning("Parameter Store unreadable", extra={"scope": scope, "error": repr(exc)[:300]})
+        store = "Parameter Store" if scope == CONFIG else "AppConfig"
+        logger.warning(f"{store} unreadable", extra={"scope": scope, "error": repr(exc)[:300]})
         return None
 
 
@@ -72,7 +81,7 @@ def current() -> Configuration:
 
 
 def flag_documents() -> dict[str, str] | None:
-    """The stored flags (name -> JSON), or None when they cannot be read (evaluations use defaults)."""
+    """The deployed flags (name -> JSON), or None when AppConfig cannot be read (evaluations use defaults)."""
     return _read(FLAGS)
 
 

@@ -1,10 +1,11 @@
 """Changing the configuration and the flags: validated, audited, approved, rolled back.
 
-Every change is written to Parameter Store (the layer running functions poll) and recorded as a version
-in the audit trail (tdev.data.config_audit): who, what (each key from -> to), why, the approver, the
-whole layer and its checksum. A change to a protected key (`PROTECTED_KEYS`) is held until an admin
-other than its author approves it. A rollback first records the current layer as a snapshot version,
-then restores the chosen version's layer as a new version.
+Every change is written to its store, the configuration to Parameter Store and the flags to AppConfig (a
+hosted configuration version holding every flag, then a deployment: tdev.config.flag_store), which running
+functions poll, and recorded as a version in the audit trail (tdev.data.config_audit): who, what (each key
+from -> to), why, the approver, the whole layer and its checksum. A change to a protected key
+(`PROTECTED_KEYS`) is held until an admin other than its author approves it. A rollback first records the
+current layer as a snapshot version, then restores the chosen version's layer as a new version.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from tdev import resets
-from tdev.config import live
+from tdev.config import flag_store, live
 from tdev.config.flags import FlagSet, FlagSpec, dump
 from tdev.config.model import (
     KEYS,
@@ -66,7 +67,18 @@ class ConfigService:
 
     # ------------------------------------------------------------------------------------ reading
     def layer(self, scope: str) -> dict[str, str]:
-        return dict(live.stored(force=True)[scope])
+        return dict(live.stored(scope, force=True))
+
+    def _base(self, scope: str) -> dict[str, str]:
+        """What a change applies to. The flags: the audit's head version, which every change records before
+        it deploys (AppConfig's data plane may lag a change another API container made by up to one
+        polling interval, and a change on a stale base would undo it); before the first change, the
+        deployed document (the stack's defaults)."""
+        if scope == FLAGS:
+            head = self.audit.head(FLAGS)
+            if head:
+                return dict(self.audit.version(FLAGS, head)["layer"])
+        return self.layer(scope)
 
     def show(self) -> dict[str, Any]:
         """The effective configuration, where each value comes from, and the audited version."""
@@ -125,7 +137,7 @@ class ConfigService:
         return self._change(FLAGS, {name: dump(spec)}, author=author, reason=reason)
 
     def _change(self, scope: str, change: dict[str, str], *, author: str, reason: str) -> dict[str, Any]:
-        before = self.layer(scope)
+        before = self._base(scope)
         after = {**before, **change}
         self._check(scope, after)
         if scope == CONFIG and set(change) & PROTECTED_KEYS:
@@ -143,7 +155,7 @@ class ConfigService:
             raise AuthorizationError(
                 f"{approver} wrote change {change_id}: a protected change needs another admin's approval"
             )
-        before = self.layer(scope)
+        before = self._base(scope)
         after = {**before, **pending["change"]}
         self._check(scope, after)  # still valid over what changed since it was proposed
         applied = self._apply(
@@ -158,7 +170,7 @@ class ConfigService:
             raise ConflictError(
                 f"{scope} version {version} fails its checksum: not restored", field="version"
             )
-        before = self.layer(scope)
+        before = self._base(scope)
         self._check(scope, target["layer"])
         head = self.audit.head(scope)
         snapshot = self.audit.record(
@@ -200,7 +212,7 @@ class ConfigService:
         kind: str = "set",
         expected_head: int | None = None,
     ) -> dict[str, Any]:
-        # The version first: if another writer got there, nothing is written to Parameter Store.
+        # The version first: if another writer got there, nothing is written to the store.
         record = self.audit.record(
             scope,
             layer=after,
@@ -211,7 +223,10 @@ class ConfigService:
             kind=kind,
             expected_head=expected_head,
         )
-        live.layer().write(scope, after, before)
+        if scope == CONFIG:
+            live.layer().write(after, before)
+        else:
+            flag_store.write(after, description=f"flags version {record['version']} by {author}: {reason}")
         return {k: record[k] for k in ("version", "checksum", "changed", "author", "approved_by")}
 
 

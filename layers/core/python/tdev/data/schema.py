@@ -17,6 +17,10 @@ Entities (PK / SK):
     OUTBOX      OUTBOX#<partition key>       EVENT#<event id>  (an execution's: its history)
     PROGRESS    PROGRESS#<execution id>      HEAD | SEQ#<n, 10 digits>  (live progress: the bus's events
                                              in arrival order, numbered 1, 2, ... for resuming streams)
+    CONNECTION  CONNECTION#<connection id>   CONNECTION | SUBSCRIPTION#<execution id>  (a WebSocket client:
+                                             who connected, and each execution it follows with the last
+                                             event id sent to it; TTL; subscriptions listed on GSI4 under
+                                             LOOKUP#SUBSCRIBERS#<execution id>)
     ROLE        ROLE#<name>                  ROLE             (custom roles; ROLES / REVISION bumps on change)
     APIKEY      APIKEY#<key id>              APIKEY
     REVOKED     REVOKED#<jti>                REVOKED
@@ -183,6 +187,19 @@ def progress_head_key(execution_id: str) -> dict[str, str]:
 
 def progress_event_key(execution_id: str, sequence: int) -> dict[str, str]:
     return {"PK": f"PROGRESS#{execution_id}", "SK": f"SEQ#{sequence:010d}"}
+
+
+def connection_key(connection_id: str) -> dict[str, str]:
+    return {"PK": f"CONNECTION#{connection_id}", "SK": "CONNECTION"}
+
+
+def subscription_key(connection_id: str, execution_id: str) -> dict[str, str]:
+    return {"PK": f"CONNECTION#{connection_id}", "SK": f"SUBSCRIPTION#{execution_id}"}
+
+
+def subscribers_lookup(execution_id: str, connection_id: str) -> dict[str, str]:
+    """GSI4: the connections that follow an execution (one Query by the pusher)."""
+    return {"GSI4PK": f"LOOKUP#SUBSCRIBERS#{execution_id}", "GSI4SK": f"CONNECTION#{connection_id}"}
 
 
 def by_status(status: str, created_at: str, item_id: str) -> dict[str, str]:
