@@ -9,7 +9,7 @@ function talks to AWS. The backend also plays EventBridge's part for the sweeper
 seconds), so a session whose worker dies is recovered by the sweeper, not by the dead worker.
 
     tdev session backend &                       # keep it running
-    tdev session open --user ann --project todo
+    tdev session open --user ann --project todo --budget 0.50
     tdev session chat ses-... "Design a REST API for todo items" "write unit tests for it"
     tdev session checkpoint ses-...
     tdev run --session ses-... "Implement the todo API with unit tests"
@@ -48,6 +48,11 @@ def register(commands: Any) -> None:
     opened.add_argument("--project", default="default")
     opened.add_argument("--agents", help="comma-separated agent names (default: all)")
     opened.add_argument("--idle-timeout", type=int, default=1800)
+    opened.add_argument(
+        "--budget",
+        type=float,
+        help="USD the session's chat turns may spend on models (default: the deployment's default budget)",
+    )
 
     for name, text in (
         ("show", "show a session (status, counters, checkpoints, history)"),
@@ -289,6 +294,8 @@ def _client_command(client: Any, args: argparse.Namespace) -> int:
         }
         if args.agents:
             body["agents"] = [a.strip() for a in args.agents.split(",") if a.strip()]
+        if args.budget is not None:
+            body["budget_usd"] = args.budget
         status, view = client.api("POST", "/v1/sessions", body)
         return _answer(status, view, 201, lambda: _say(view["session_id"]))
     if command == "sweep":
@@ -352,4 +359,8 @@ def _answer(status: int, body: Any, expected: int, show: Any) -> int:
         show()
         return EXIT_OK
     print(f"error {status}: {body.get('message') if isinstance(body, dict) else body}", file=sys.stderr)
+    if status == 402:  # a budget refused the turn's model call: the exit code `tdev run` uses for it
+        from tdev_cli.main import EXIT_BUDGET_EXCEEDED
+
+        return EXIT_BUDGET_EXCEEDED
     return EXIT_USAGE if 400 <= status < 500 else EXIT_FAILED

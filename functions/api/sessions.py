@@ -70,6 +70,7 @@ def open_session(body: Annotated[SessionIn, Body()]) -> Response[dict[str, Any]]
         body.agents,
         max_duration_seconds=body.max_duration_seconds,
         idle_timeout_seconds=body.idle_timeout_seconds,
+        budget_usd=body.budget_usd,
     )
     return Response(
         status_code=int(HTTPStatus.CREATED),

@@ -43,5 +43,6 @@ def test_open_session_sample_event(runtime: Any) -> None:
     assert response["statusCode"] == 201
     body = json.loads(response["body"])
     assert body["user_id"] == "sample-user" and body["agents"] == ["DesignAgent", "CodeAgent"]
+    assert body["budget"] == {"budget_usd": 0.5, "spent_usd": 0.0, "reserved_usd": 0.0}
     headers = response.get("headers") or {k: v[0] for k, v in response["multiValueHeaders"].items()}
     assert headers["Location"] == f"/v1/sessions/{body['session_id']}"

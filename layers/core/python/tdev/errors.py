@@ -116,6 +116,14 @@ class BudgetExceeded(TDevError):
     status_code = 402
     code = "BudgetExceeded"
 
+    def __init__(
+        self, message: str, *, field: str | None = None, details: list[dict[str, object]] | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        # Which budget refused (`budget`: execution, session, user or project) and its figures: the API's
+        # 402 answers them in its `details`.
+        self.details = list(details or [])
+
 
 class UserSuspended(AuthorizationError):
     """An admin suspended this user (POST /v1/users/{id}/suspend): no new request or session (403)."""

@@ -29,7 +29,7 @@ MAX_REQUEST_CHARS = 20_000
 MAX_ARCHIVE_BYTES = 512 * 1024
 MAX_ARCHIVE_BASE64_CHARS = 4 * -(-MAX_ARCHIVE_BYTES // 3)
 EXECUTION_ID_PATTERN = r"^[A-Za-z0-9-]{1,80}$"
-MAX_BUDGET_USD = 1_000.0  # per request; a larger figure is a typo, not a budget
+MAX_BUDGET_USD = 1_000.0  # per request or chat session; a larger figure is a typo, not a budget
 # The smallest USD budget anywhere: a millionth of a dollar, about one token of the cheapest model. Below it
 # a figure is noise, and below 1e-130 DynamoDB cannot store it at all (its numbers underflow).
 MIN_BUDGET_USD = 0.000001

@@ -2,7 +2,9 @@
 
 `AgentSquad` (the orchestrator) reads the session's history from `TableChatStorage`, asks
 `IntentClassifier` which agent the message is for, runs that agent (`SquadAgent`, which runs our Agno
-agent with the model the session uses) and stores the user message and the answer as two items.
+agent with the model the session uses) and stores the user message and the answer as two items. The
+agent's model calls go through the ledger the caller put in place (`tdev.llm.metering.metered`: the
+context variable reaches the agent's thread); a refused call ends the turn with BudgetExceeded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from agent_squad.types import AgentSquadConfig, ConversationMessage, Participant
 
 from tdev.agents.runtime import compose_prompt, run_agent
 from tdev.chat.storage import TableChatStorage
+from tdev.errors import BudgetExceeded, ExecutionCancelled
 from tdev.models import AgentSpec, AgentTask, Usage
 from tdev.orchestration.classifier import IntentClassifier
 
@@ -35,6 +38,9 @@ class SquadAgent(Agent):
         super().__init__(AgentOptions(name=spec.name, description=spec.description))
         self.spec, self.model_name, self.context = spec, model_name, list(context)
         self.usage: Usage | None = None
+        # A budget refused a call, or the session was killed (tdev.llm.metering): Agent Squad turns what an
+        # agent raises into an apology text; the turn must answer this instead.
+        self.stopped: BudgetExceeded | ExecutionCancelled | None = None
 
     async def process_request(
         self,
@@ -55,9 +61,13 @@ class SquadAgent(Agent):
                 f"- {c[:300]}" for c in self.context
             )
         task = AgentTask(task_id="chat-turn", agent=self.spec.name, intent="chat", description=description)
-        run = await asyncio.to_thread(
-            run_agent, self.spec, self.model_name, compose_prompt(input_text, task, [])
-        )
+        try:
+            run = await asyncio.to_thread(
+                run_agent, self.spec, self.model_name, compose_prompt(input_text, task, [])
+            )
+        except (BudgetExceeded, ExecutionCancelled) as exc:
+            self.stopped = exc
+            raise
         self.usage = run.usage
         return ConversationMessage(role=ParticipantRole.ASSISTANT.value, content=[{"text": run.output}])
 
@@ -93,6 +103,9 @@ def chat_turn(
     metadata = response.metadata
     output = response.output
     answer = _text(output) if isinstance(output, ConversationMessage) else str(output)
+    stopped = next((a.stopped for a in agents if a.stopped is not None), None)
+    if stopped is not None:  # no answer was made, and Agent Squad stored nothing of the turn
+        raise stopped
     chosen = next((a for a in agents if a.id == getattr(metadata, "agent_id", None)), None)
     return TurnResult(
         agent=chosen.spec.name if chosen else None,

@@ -1,4 +1,4 @@
-"""A request's budget and kill switch, kept on its EXECUTION item: the durable, shared ledger.
+"""A request's (or a chat session's) budget and kill switch, kept on its own item: the durable, shared ledger.
 
 Attributes on `PK=EXECUTION#<id> SK=EXECUTION` (whole micro-USD, so DynamoDB adds exact integers):
     budget_left_micro_usd   the cap minus what is reserved and spent (absent: the request has no cap)
@@ -31,6 +31,12 @@ capped). All or nothing: concurrent requests of one user can never together comm
 and a refusal by any scope reserves nothing anywhere. Settling is one transaction of unconditional ADDs.
 The caps are read when a task's ledger is made: an admin's change applies from the next task on.
 
+A chat session is one more holder of the same books (`Holder`): its item (PK=SESSION#<id> SK=META) keeps
+`budget_left`, `reserved` and `spent` in the same attributes, and the reservation's condition is that the
+session is not closed (a killed session's turn makes no further model call). A chat turn's calls reserve
+from the session, its user's and its project's month (the month of the turn) in one transaction, as a task
+does from its execution and the same two months (`session_ledger`).
+
 A suspended user (PK=PRINCIPAL#<id> SK=SUSPENSION) submits nothing new: admission (`check_admission`)
 refuses it (403) before an execution is stored, and refuses a user or project whose month is used up (402).
 """
@@ -54,6 +60,7 @@ from tdev.data.store import cancellation_codes, transact_write
 from tdev.errors import BudgetExceeded, ExecutionCancelled, NotFoundError, TransientError, UserSuspended
 from tdev.models import Execution, ExecutionStatus, to_micro_usd, utc_now
 from tdev.observability import logger
+from tdev.sessions.lifecycle import SessionStatus
 from tdev.settings import get_settings
 
 LEFT = "budget_left_micro_usd"
@@ -81,7 +88,8 @@ class BudgetState:
     reserved_micro_usd: int
     spent_micro_usd: int
     cancel_requested_at: str | None
-    status: ExecutionStatus
+    status: ExecutionStatus | None  # None: a chat session's books (see session_status)
+    session_status: str | None = None  # a chat session's status (tdev.sessions.lifecycle)
 
 
 @dataclass(frozen=True)
@@ -151,29 +159,60 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
     return start, end
 
 
+HolderKind = Literal["execution", "session"]
+# A chat session whose model calls stop: killed or ended.
+SESSION_CLOSED: tuple[str, ...] = tuple(
+    str(s) for s in (SessionStatus.TERMINATING, SessionStatus.COMPLETED, SessionStatus.FAILED)
+)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The item a call reserves from first: its own budget (LEFT, RESERVED, SPENT, in the same attributes on
+    both) and its stop flag. An execution (a request) stops when cancelled or terminal; a chat session when
+    killed or closed."""
+
+    kind: HolderKind
+    holder_id: str
+    capped: bool
+
+    @property
+    def key(self) -> dict[str, str]:
+        if self.kind == "execution":
+            return execution_key(self.holder_id)
+        return schema.session_meta_key(self.holder_id)
+
+    def open_condition(self) -> tuple[str, dict[str, Any]]:
+        """The condition (and its values) under which the holder still makes model calls."""
+        if self.kind == "execution":
+            terminal = {f":t{i}": s.value for i, s in enumerate(s for s in ExecutionStatus if s.terminal)}
+            return (
+                f"attribute_not_exists({CANCEL}) AND NOT #status IN (" + ", ".join(terminal) + ")",
+                terminal,
+            )
+        closed = {f":c{i}": status for i, status in enumerate(SESSION_CLOSED)}
+        return "NOT #status IN (" + ", ".join(closed) + ")", closed
+
+
 class BudgetLedger:
-    """The books of one execution and of the user and project it spends for (implements
+    """The books of one execution or chat session and of the user and project it spends for (implements
     tdev.llm.metering.Ledger)."""
 
-    def __init__(
-        self, table_name: str, execution_id: str, *, capped: bool, scopes: Sequence[ScopeCap] = ()
-    ) -> None:
+    def __init__(self, table_name: str, holder: Holder, *, scopes: Sequence[ScopeCap] = ()) -> None:
         self._table_name = table_name
-        self.execution_id = execution_id
-        self._capped = capped
+        self.holder = holder
+        self._capped = holder.capped
         self.scopes = tuple(scopes)
 
-    def _terminal_values(self) -> dict[str, str]:
-        return {f":t{i}": s.value for i, s in enumerate(s for s in ExecutionStatus if s.terminal)}
+    @property
+    def execution_id(self) -> str:
+        return self.holder.holder_id
 
-    def _execution_update(self, micro_usd: int) -> dict[str, Any]:
-        terminal = self._terminal_values()
-        condition = (
-            f"attribute_exists(PK) AND attribute_not_exists({CANCEL}) AND NOT #status IN ("
-            + ", ".join(terminal)
-            + ")"
-        )
-        values: dict[str, Any] = {":amount": micro_usd, **terminal}
+    def _holder_update(self, micro_usd: int) -> dict[str, Any]:
+        """The holder's own reservation (an execution's or a session's item)."""
+        opened, open_values = self.holder.open_condition()
+        condition = f"attribute_exists(PK) AND {opened}"
+        values: dict[str, Any] = {":amount": micro_usd, **open_values}
         if self._capped:
             update = f"ADD {LEFT} :minus, {RESERVED} :amount"
             condition += f" AND {LEFT} >= :amount"
@@ -182,7 +221,7 @@ class BudgetLedger:
             update = f"ADD {RESERVED} :amount"
         return {
             "TableName": self._table_name,
-            "Key": serialize(execution_key(self.execution_id)),
+            "Key": serialize(self.holder.key),
             "UpdateExpression": update,
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {"#status": "status"},
@@ -225,7 +264,7 @@ class BudgetLedger:
                 cap.budget_tokens is not None and tokens > cap.budget_tokens
             ):
                 raise _scope_exceeded(cap, ScopeBooks(), micro_usd, tokens, model)
-        update = self._execution_update(micro_usd)
+        update = self._holder_update(micro_usd)
         for _ in range(RESERVE_ATTEMPTS):
             try:
                 if self.scopes:
@@ -248,20 +287,37 @@ class BudgetLedger:
                 if not _fits(cap, books, micro_usd, tokens):
                     raise _scope_exceeded(cap, books, micro_usd, tokens, model)
                 continue
-            state = read_state(self._table_name, self.execution_id)
+            state = self._holder_state()
             _raise_if_stopped(state)
             if state.left_micro_usd is not None and state.left_micro_usd < micro_usd:
                 raise BudgetExceeded(
-                    f"execution {self.execution_id}: a call to {model} may cost up to "
+                    f"{self.holder.kind} {self.holder.holder_id}: a call to {model} may cost up to "
                     f"{micro_to_usd(micro_usd)} USD, more than the {micro_to_usd(state.left_micro_usd)} USD "
                     f"left of its {state.budget_usd} USD budget "
                     f"(spent {micro_to_usd(state.spent_micro_usd)}, "
                     f"reserved {micro_to_usd(state.reserved_micro_usd)})",
                     field="budget_usd",
+                    details=[
+                        {
+                            "budget": self.holder.kind,
+                            "id": self.holder.holder_id,
+                            "budget_usd": state.budget_usd,
+                            "spent_usd": micro_to_usd(state.spent_micro_usd),
+                            "reserved_usd": micro_to_usd(state.reserved_micro_usd),
+                            "left_usd": micro_to_usd(max(0, state.left_micro_usd)),
+                            "call_worst_case_usd": micro_to_usd(micro_usd),
+                        }
+                    ],
                 )
         raise BudgetExceeded(
-            f"execution {self.execution_id}: the budget could not be reserved", field="budget_usd"
+            f"{self.holder.kind} {self.holder.holder_id}: the budget could not be reserved",
+            field="budget_usd",
         )
+
+    def _holder_state(self) -> BudgetState:
+        if self.holder.kind == "execution":
+            return read_state(self._table_name, self.holder.holder_id)
+        return read_session_state(self._table_name, self.holder.holder_id)
 
     def settle(
         self,
@@ -278,7 +334,7 @@ class BudgetLedger:
             values[":left"] = reserved_micro_usd - spent_micro_usd
         execution = {
             "TableName": self._table_name,
-            "Key": serialize(execution_key(self.execution_id)),
+            "Key": serialize(self.holder.key),
             "UpdateExpression": update,
             "ConditionExpression": "attribute_exists(PK)",
             "ExpressionAttributeValues": serialize(values),
@@ -320,7 +376,7 @@ class BudgetLedger:
             raise
 
     def check(self) -> None:
-        _raise_if_stopped(read_state(self._table_name, self.execution_id))
+        _raise_if_stopped(self._holder_state())
 
 
 CONFLICT_ATTEMPTS = 10
@@ -349,11 +405,27 @@ def ledger_for(execution: Execution) -> BudgetLedger:
     period = period_of(execution.created_at)
     return BudgetLedger(
         table_name,
-        execution.execution_id,
-        capped=execution.budget_usd is not None,
+        Holder("execution", execution.execution_id, capped=execution.budget_usd is not None),
         scopes=(
             cap_of(table_name, "user", execution.principal, period),
             cap_of(table_name, "project", execution.project_id, period),
+        ),
+    )
+
+
+def session_ledger(
+    table_name: str, session_id: str, *, user_id: str, project_id: str, capped: bool, now: datetime
+) -> BudgetLedger:
+    """The books every model call of one chat turn reserves from: the session's own budget, its user's and
+    its project's month (the month of the turn). One more holder of the same ledger, so a turn is held to
+    the same promise as a request's task: never more than one call's worst case over any of them."""
+    period = period_of(now)
+    return BudgetLedger(
+        table_name,
+        Holder("session", session_id, capped=capped),
+        scopes=(
+            cap_of(table_name, "user", user_id, period),
+            cap_of(table_name, "project", project_id, period),
         ),
     )
 
@@ -379,10 +451,28 @@ def _scope_exceeded(
             f"may use up to {tokens} tokens, more than the {left_tokens} left of the {cap.scope}'s "
             f"{cap.budget_tokens}-token budget for {cap.period}"
         )
+    figures: dict[str, object] = {
+        "budget": cap.scope,
+        "id": cap.scope_id,
+        "period": cap.period,
+        "budget_usd": cap.budget_usd,
+        "spent_usd": micro_to_usd(books.spent_micro_usd),
+        "reserved_usd": micro_to_usd(books.reserved_micro_usd),
+        "left_usd": micro_to_usd(left),
+        "call_worst_case_usd": micro_to_usd(micro_usd),
+    }
+    if cap.budget_tokens is not None:
+        figures.update(
+            budget_tokens=cap.budget_tokens,
+            spent_tokens=books.spent_tokens,
+            reserved_tokens=books.reserved_tokens,
+            call_worst_case_tokens=tokens,
+        )
     return BudgetExceeded(
         f"{cap.describe()}: a call to {model} {what} (spent {micro_to_usd(books.spent_micro_usd)}, "
         f"reserved {micro_to_usd(books.reserved_micro_usd)})",
         field=f"{cap.scope}_id",
+        details=[figures],
     )
 
 
@@ -534,6 +624,20 @@ def check_admission(table_name: str, principal: str, project_id: str, now: datet
                 f"{micro_to_usd(books.reserved_micro_usd)} USD); it renews {end.isoformat()} "
                 "or when an admin raises it",
                 field=f"{scope}_id",
+                details=[
+                    {
+                        "budget": scope,
+                        "id": scope_id,
+                        "period": period,
+                        "budget_usd": cap.budget_usd,
+                        "budget_tokens": cap.budget_tokens,
+                        "spent_usd": micro_to_usd(books.spent_micro_usd),
+                        "reserved_usd": micro_to_usd(books.reserved_micro_usd),
+                        "left_usd": micro_to_usd(max(0, cap.cap_micro_usd - books.committed_micro_usd)),
+                        "spent_tokens": books.spent_tokens,
+                        "renews_at": end.isoformat(),
+                    }
+                ],
             )
 
 
@@ -573,9 +677,13 @@ def _batch_get(table_name: str, keys: list[dict[str, str]]) -> dict[tuple[str, s
 
 
 def _raise_if_stopped(state: BudgetState) -> None:
+    if state.session_status in SESSION_CLOSED:  # a killed or closed chat session
+        raise ExecutionCancelled(
+            f"the session is {state.session_status}: its turn makes no further model call"
+        )
     if state.cancel_requested_at is not None:
         raise ExecutionCancelled(f"the execution was cancelled at {state.cancel_requested_at}")
-    if state.status.terminal:
+    if state.status is not None and state.status.terminal:
         raise ExecutionCancelled(f"the execution already ended {state.status.value}")
 
 
@@ -624,3 +732,21 @@ def request_cancel(table_name: str, execution_id: str) -> bool:
         if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
             return False
         raise
+
+
+def read_session_state(table_name: str, session_id: str) -> BudgetState:
+    """A chat session's books (on its item): cap, left, reserved, spent, and its status."""
+    item = _get(table_name, schema.session_meta_key(session_id))
+    if item is None:
+        raise NotFoundError(f"no session {session_id}", field="session_id")
+    budget = item.get("budget_usd")
+    left = item.get(LEFT)
+    return BudgetState(
+        budget_usd=float(budget) if budget is not None else None,
+        left_micro_usd=int(left) if left is not None else None,
+        reserved_micro_usd=int(item.get(RESERVED) or 0),
+        spent_micro_usd=int(item.get(SPENT) or 0),
+        cancel_requested_at=None,
+        status=None,
+        session_status=str(item.get("status")),
+    )

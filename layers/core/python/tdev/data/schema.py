@@ -152,6 +152,11 @@ def session_key(session_id: str) -> dict[str, str]:
     return {"PK": f"SESSION#{session_id}", "SK": "SESSION"}
 
 
+def session_meta_key(session_id: str) -> dict[str, str]:
+    """A chat session's item (tdev.sessions.repository): its status, counters and its budget's books."""
+    return {"PK": f"SESSION#{session_id}", "SK": "META"}
+
+
 def execution_key(execution_id: str) -> dict[str, str]:
     return {"PK": f"EXECUTION#{execution_id}", "SK": "EXECUTION"}
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tdev.models import MAX_BUDGET_USD, MIN_BUDGET_USD
 from tdev.sessions.lifecycle import MAX_DURATION_SECONDS
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$"
@@ -30,6 +31,16 @@ class SessionIn(BaseModel):
     )
     max_duration_seconds: int = Field(default=MAX_DURATION_SECONDS, ge=60, le=MAX_DURATION_SECONDS)
     idle_timeout_seconds: int = Field(default=1_800, ge=60, le=MAX_DURATION_SECONDS)
+    budget_usd: float | None = Field(
+        default=None,
+        ge=MIN_BUDGET_USD,
+        le=MAX_BUDGET_USD,
+        allow_inf_nan=False,
+        description="The most the session's chat turns may spend on models, in USD, over its whole life "
+        "(default: the deployment's TDEV_DEFAULT_BUDGET_USD). Each model call of a turn reserves its worst "
+        "case from it, and from its user's and project's month, first; a turn whose call would go over any "
+        "of them is not made (402 naming the budget).",
+    )
 
 
 class MessageIn(BaseModel):

@@ -20,7 +20,10 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
 from tdev import aws
+from tdev.data import schema
+from tdev.data.budgets import micro_to_usd
 from tdev.errors import ConflictError, NotFoundError
+from tdev.models import BudgetView, to_micro_usd
 from tdev.sessions.lifecycle import (
     DEFAULT_IDLE_TIMEOUT_SECONDS,
     MAX_DURATION_SECONDS,
@@ -53,6 +56,12 @@ class Session:
     reason: str | None = None
     last_checkpoint_at: float = 0.0
     request_ids: list[str] = field(default_factory=list)
+    # The session's budget for its chat turns' model calls (USD; None: no cap) and its books in micro-USD,
+    # kept on this item by the ledger of tdev.data.budgets (the same attributes as an execution's).
+    budget_usd: float | None = None
+    budget_left_micro_usd: int | None = None
+    reserved_micro_usd: int = 0
+    spent_micro_usd: int = 0
 
     @property
     def deadline(self) -> float:
@@ -60,9 +69,17 @@ class Session:
 
     def view(self) -> dict[str, Any]:
         data = asdict(self)
+        for books in ("budget_usd", "budget_left_micro_usd", "reserved_micro_usd", "spent_micro_usd"):
+            data.pop(books)
         data["status"] = str(self.status)
         data["deadline"] = self.deadline
         data["error_rate"] = round(self.errors / max(1, self.requests + self.messages), 4)
+        # As a request's view shows its budget (tdev.models.BudgetView).
+        data["budget"] = BudgetView(
+            budget_usd=self.budget_usd,
+            spent_usd=micro_to_usd(self.spent_micro_usd),
+            reserved_usd=micro_to_usd(self.reserved_micro_usd),
+        ).model_dump()
         return data
 
 
@@ -88,7 +105,7 @@ class SessionRepository:
 
     @staticmethod
     def _key(session_id: str) -> dict[str, str]:
-        return {"PK": f"SESSION#{session_id}", "SK": "META"}
+        return schema.session_meta_key(session_id)
 
     def create(
         self,
@@ -99,6 +116,7 @@ class SessionRepository:
         max_duration_seconds: int = MAX_DURATION_SECONDS,
         idle_timeout_seconds: int = DEFAULT_IDLE_TIMEOUT_SECONDS,
         session_id: str | None = None,
+        budget_usd: float | None = None,
     ) -> Session:
         now = time.time()
         session = Session(
@@ -112,6 +130,9 @@ class SessionRepository:
             last_activity=now,
             max_duration_seconds=max_duration_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
+            budget_usd=budget_usd,
+            # the books start with the whole cap (tdev.data.budgets reserves from what is left)
+            budget_left_micro_usd=to_micro_usd(budget_usd) if budget_usd is not None else None,
         )
         self.table.put_item(Item=self._item(session), ConditionExpression="attribute_not_exists(PK)")
         return session
@@ -122,6 +143,9 @@ class SessionRepository:
         item: dict[str, Any] = {**self._key(session.session_id), "entity": "Session"}
         for name, value in data.items():
             if value is None:
+                continue
+            if name == "budget_usd":  # exact: a budget below a thousandth of a dollar is a budget too
+                item[name] = Decimal(str(value))
                 continue
             item[name] = _dec(value) if isinstance(value, float) else value
         item["status"] = str(session.status)

@@ -23,7 +23,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from tdev import resets
 from tdev.chat.storage import TableChatStorage
 from tdev.crypto import EnvelopeCipher
-from tdev.errors import ConfigurationError, ConflictError, TDevError, ValidationError
+from tdev.errors import BudgetExceeded, ConfigurationError, ConflictError, TDevError, ValidationError
 from tdev.memory.context import ContextManager
 from tdev.memory.embeddings import Embedder, default_embedder
 from tdev.memory.hierarchical import HierarchicalMemory, MemoryItem
@@ -117,10 +117,16 @@ class SessionService:
         *,
         max_duration_seconds: int = 28_800,
         idle_timeout_seconds: int = 1_800,
+        budget_usd: float | None = None,
     ) -> Session:
+        """Open a session. `budget_usd`: what its chat turns may spend on models (None: the deployment's
+        default budget, TDEV_DEFAULT_BUDGET_USD, as for a request)."""
         from tdev.data.budgets import require_not_suspended
+        from tdev.settings import get_settings
 
         require_not_suspended(self.table_name, user_id)  # a suspended user opens nothing (403)
+        if budget_usd is None:
+            budget_usd = get_settings().default_budget_usd
         names = list(dict.fromkeys(agents or self.agent_specs))
         unknown = [n for n in names if n not in self.agent_specs]
         if unknown:
@@ -135,6 +141,7 @@ class SessionService:
             max_duration_seconds=max_duration_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
             session_id=session_id,
+            budget_usd=budget_usd,
         )
         try:
             self._current_limits().acquire(user_id, session.session_id)
@@ -235,7 +242,22 @@ class SessionService:
         self.repo.attach_request(session_id, execution_id)
 
     def chat(self, session_id: str, text: str) -> dict[str, Any]:
+        """One chat turn. Its model calls are metered like a request's tasks: each reserves its worst case
+        from the session's budget and its user's and project's month first (tdev.data.budgets), and a call
+        that would go over any of them is not made: the turn answers BudgetExceeded (402) naming the budget,
+        stores nothing, and the session stays as it was."""
+        from tdev.data.budgets import check_admission, session_ledger
+        from tdev.llm.metering import metered
+        from tdev.models import utc_now
+
         session = self.require_active(session_id)
+        turn_at = utc_now()  # the month its spend counts in
+        # As a request's admission: a suspended user (403) or a month used up (402) makes no turn at all.
+        try:
+            check_admission(self.table_name, session.user_id, session.project_id, turn_at)
+        except BudgetExceeded as exc:
+            self._refused(session, exc)
+            raise
         space = self.workspace(session_id)
         context = [s.entry.text for s in space.context.top_k(text, CONTEXT_TOP_K)]
         specs = [self.agent_specs[name] for name in session.agents]
@@ -243,16 +265,28 @@ class SessionService:
         # every route, and the others should not pay for them at its cold start.
         from tdev.chat.turns import chat_turn
 
+        ledger = session_ledger(
+            self.table_name,
+            session_id,
+            user_id=session.user_id,
+            project_id=session.project_id,
+            capped=session.budget_usd is not None,
+            now=turn_at,
+        )
         try:
-            result: TurnResult = chat_turn(
-                self.chats,
-                specs,
-                self.model_name,
-                user_id=session.user_id,
-                session_id=session_id,
-                text=text,
-                context=context,
-            )
+            with metered(ledger):
+                result: TurnResult = chat_turn(
+                    self.chats,
+                    specs,
+                    self.model_name,
+                    user_id=session.user_id,
+                    session_id=session_id,
+                    text=text,
+                    context=context,
+                )
+        except BudgetExceeded as exc:  # not the session's failure: its budget (or its user's) said no
+            self._refused(session, exc)
+            raise
         except Exception:
             self.repo.touch(session_id, messages=1, errors=1)
             _metric("SessionErrors", 1)
@@ -287,6 +321,23 @@ class SessionService:
             "context_used": context,
             "usage": result.usage.model_dump() if result.usage else None,
         }
+
+    def _refused(self, session: Session, exc: BudgetExceeded) -> None:
+        """Record a turn a budget refused: a warning naming the budget with its figures, and a metric."""
+        figures = exc.details[0] if exc.details else {}
+        logger.warning(
+            "chat turn refused by a budget",
+            extra={
+                "session_id": session.session_id,
+                "user_id": session.user_id,
+                "project_id": session.project_id,
+                "budget": figures.get("budget"),
+                "figures": figures,
+                "reason": exc.message,
+            },
+        )
+        self.repo.touch(session.session_id)  # the session was used (its idle clock restarts)
+        _metric("SessionBudgetExceeded", 1)
 
     def remember(self, session_id: str, content: str, importance: float = 0.5, critical: bool = False) -> str:
         session = self.require_active(session_id)
