@@ -28,10 +28,16 @@ from tdev_cli import (
     session_cmd,
     token_cmd,
 )
+from tdev_cli.exit_codes import (
+    EXIT_BUDGET_EXCEEDED,
+    EXIT_CANCELLED,
+    EXIT_DEGRADED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
 from tdev_cli.function_logs import functions_output
 
-EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_USAGE = 0, 1, 3, 2
-EXIT_BUDGET_EXCEEDED, EXIT_CANCELLED = 4, 5
 EXIT_CODES = {
     "SUCCEEDED": EXIT_OK,
     "DEGRADED": EXIT_DEGRADED,

@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tdev_cli.exit_codes import EXIT_BUDGET_EXCEEDED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
 STATE_FILE = Path(".tdev") / "backend.json"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def register(commands: Any) -> None:
@@ -360,7 +361,5 @@ def _answer(status: int, body: Any, expected: int, show: Any) -> int:
         return EXIT_OK
     print(f"error {status}: {body.get('message') if isinstance(body, dict) else body}", file=sys.stderr)
     if status == 402:  # a budget refused the turn's model call: the exit code `tdev run` uses for it
-        from tdev_cli.main import EXIT_BUDGET_EXCEEDED
-
         return EXIT_BUDGET_EXCEEDED
     return EXIT_USAGE if 400 <= status < 500 else EXIT_FAILED

@@ -55,6 +55,17 @@ class Priority(StrEnum):
     LOW = "LOW"
 
 
+class SessionStatus(StrEnum):
+    """A chat session's status (its transitions: tdev.sessions.lifecycle)."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    RESUMING = "resuming"
+    TERMINATING = "terminating"
+    COMPLETED = "completed"
+    FAILED = "failed"  # recovery gave up (3 attempts); the reason is recorded
+
+
 class ExecutionStatus(StrEnum):
     PENDING = "PENDING"
     PLANNING = "PLANNING"

@@ -58,9 +58,8 @@ from tdev.data.codec import deserialize, from_item, raise_if_transient, serializ
 from tdev.data.executions import execution_key
 from tdev.data.store import cancellation_codes, transact_write
 from tdev.errors import BudgetExceeded, ExecutionCancelled, NotFoundError, TransientError, UserSuspended
-from tdev.models import Execution, ExecutionStatus, to_micro_usd, utc_now
+from tdev.models import Execution, ExecutionStatus, SessionStatus, to_micro_usd, utc_now
 from tdev.observability import logger
-from tdev.sessions.lifecycle import SessionStatus
 from tdev.settings import get_settings
 
 LEFT = "budget_left_micro_usd"

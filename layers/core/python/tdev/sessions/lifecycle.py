@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from tdev.errors import ConflictError
+from tdev.models import SessionStatus  # defined with the other shared models: the budget ledger reads it too
 
 MAX_DURATION_SECONDS = 28_800  # 8 hours
 DEFAULT_IDLE_TIMEOUT_SECONDS = 1_800
 HEARTBEAT_INTERVAL_SECONDS = 30
 CHECKPOINT_INTERVAL_SECONDS = 300
-
-
-class SessionStatus(StrEnum):
-    ACTIVE = "active"
-    PAUSED = "paused"
-    RESUMING = "resuming"
-    TERMINATING = "terminating"
-    COMPLETED = "completed"
-    FAILED = "failed"  # recovery gave up (3 attempts); the reason is recorded
 
 
 TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
