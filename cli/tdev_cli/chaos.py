@@ -670,8 +670,11 @@ def _measure(
         report.terminal += 1
         planned: dict[str, Any] = head.get("tasks", {}) or {}
         results = {i["SK"].removeprefix("TASK#"): i for i in items if i["SK"].startswith("TASK#")}
-        if not planned:
-            report.problems.append(f"{who(execution_id)}: {status} without a plan")
+        if not planned and status == "SUCCEEDED":  # succeeded with no work to show: lost
+            report.lost += 1
+            report.problems.append(f"{who(execution_id)}: SUCCEEDED without a plan")
+        # Failed (or cancelled) without a plan is what a request whose planning failed does (an injected
+        # hard error in plan_request): its outcome is checked below like any other.
         for task_id in sorted(set(results) - set(planned)):
             report.duplicated_effects += 1
             report.problems.append(f"{who(execution_id)}: result of {task_id}, a task that was never planned")
