@@ -28,6 +28,7 @@ from stacks.cache_stack import FunctionNetwork
 from stacks.configuration import FlagStore, grant_configuration
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_field_encryption, grant_table_data_access
+from stacks.security_stack import token_environment
 from stacks.settings import EnvironmentSettings
 from tdev.environment import Var
 from tdev.secrets import API_SIGNING, platform_secret_name
@@ -247,10 +248,7 @@ class ApiStack(Stack):
             environment={
                 Var.TABLE_NAME: table.table_name,
                 Var.KMS_KEY_ID: key.key_arn,
-                Var.TDEV_JWT_ISSUER: token_issuer,
-                Var.TDEV_JWT_AUDIENCE: token_audience,
-                Var.TDEV_JWT_ROLES_CLAIM: roles_claim,
-                Var.TDEV_JWT_TOKEN_USE: token_use,
+                **token_environment(token_issuer, token_audience, roles_claim, token_use),
             },
             timeout=Duration.seconds(10),
             network=network,  # revocations are looked up in Redis first

@@ -25,6 +25,7 @@ from stacks import acknowledge, as_nag_prints
 from stacks.cache_stack import FunctionNetwork
 from stacks.constructs import TdevFunction, TdevLayers
 from stacks.data_stack import grant_table_data_access
+from stacks.security_stack import token_environment
 from stacks.settings import EnvironmentSettings
 from tdev.environment import Var
 
@@ -77,10 +78,7 @@ class RealtimeStack(Stack):
             environment={
                 Var.TABLE_NAME: table.table_name,
                 Var.KMS_KEY_ID: key.key_arn,
-                Var.TDEV_JWT_ISSUER: token_issuer,
-                Var.TDEV_JWT_AUDIENCE: token_audience,
-                Var.TDEV_JWT_ROLES_CLAIM: roles_claim,
-                Var.TDEV_JWT_TOKEN_USE: token_use,
+                **token_environment(token_issuer, token_audience, roles_claim, token_use),
             },
             timeout=Duration.seconds(10),
             network=network,

@@ -12,6 +12,7 @@ from constructs import Construct
 
 from stacks import acknowledge
 from stacks.settings import EnvironmentSettings
+from tdev.environment import Var
 
 GROUPS = {
     "admin": "Everything, including API keys, token revocation, roles and the audit trail",
@@ -19,6 +20,17 @@ GROUPS = {
     "viewer": "Read and list",
     "operator": "A developer's rights, and alerts: list and acknowledge them (tdev.alerts)",
 }
+
+
+def token_environment(issuer: str, audience: str, roles_claim: str, token_use: str) -> dict[str, str]:
+    """The variables a function that authenticates callers reads (tdev.environment's `_Authenticates`): the
+    REST API's authorizer and the WebSocket API's $connect check the same tokens, so both get these."""
+    return {
+        Var.TDEV_JWT_ISSUER: issuer,
+        Var.TDEV_JWT_AUDIENCE: audience,
+        Var.TDEV_JWT_ROLES_CLAIM: roles_claim,
+        Var.TDEV_JWT_TOKEN_USE: token_use,
+    }
 
 
 class SecurityStack(Stack):
