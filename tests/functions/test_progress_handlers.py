@@ -20,9 +20,11 @@ def load_event(name: str) -> dict[str, Any]:
     return dict(json.loads((EVENTS / f"{name}.json").read_text()))
 
 
-@pytest.fixture
-def stored(runtime: Any) -> Any:
-    """The sample execution as POST /v1/requests leaves it (its ExecutionAccepted in the outbox)."""
+SAMPLE_SUBMITTER = "sample-user"  # who submitted the sample events' execution
+
+
+def store_sample_execution() -> None:
+    """The sample events' execution as POST /v1/requests leaves it (its ExecutionAccepted in the outbox)."""
     from tdev.orchestration.workflow import request_hash
     from tdev.security.services import projects
 
@@ -32,7 +34,7 @@ def stored(runtime: Any) -> Any:
         execution_id=EXECUTION_ID,
         request=body.request,
         project_id="todo-api",
-        principal="sample-user",
+        principal=SAMPLE_SUBMITTER,
         model="offline:tdev-offline-1",
         status=ExecutionStatus.PENDING,
         created_at=now,
@@ -41,6 +43,12 @@ def stored(runtime: Any) -> Any:
     )
     container.executions().create(execution, idempotency_key=None, request_hash=request_hash(body))
     projects().claim(execution.project_id, execution.principal)
+
+
+@pytest.fixture
+def stored(runtime: Any) -> Any:
+    """The sample execution as POST /v1/requests leaves it."""
+    store_sample_execution()
     return runtime
 
 

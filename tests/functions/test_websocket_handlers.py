@@ -16,13 +16,12 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from botocore.stub import Stubber
 
 from tdev import aws, container
-from tdev.models import Execution, ExecutionStatus, RequestIn, utc_now
+from tests.functions.test_progress_handlers import EXECUTION_ID, SAMPLE_SUBMITTER, store_sample_execution
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
-EXECUTION_ID = "0b9e4c1e-5f7a-4d43-9a55-3f1d8c2a7e10"
 CONNECTION_ID = "Qv3x1cGLIAMCJGw="  # the sample events' connection
 ENDPOINT = "https://abcdef1234.execute-api.us-east-1.amazonaws.com/dev"
-SUBMITTER = "sample-user"
+SUBMITTER = SAMPLE_SUBMITTER
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -33,26 +32,9 @@ def load_event(name: str) -> dict[str, Any]:
 def stored(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The sample execution submitted by `sample-user`, its progress log holding ExecutionAccepted (1) and
     the sample TaskCompleted (2); the pusher's endpoint set as the stack sets it."""
-    from tdev.orchestration.workflow import request_hash
-    from tdev.security.services import projects
-
     monkeypatch.setenv("TDEV_WEBSOCKET_ENDPOINT", ENDPOINT)
     container.reset()
-    body = RequestIn(request="Design and implement a REST API for todo items")
-    now = utc_now()
-    execution = Execution(
-        execution_id=EXECUTION_ID,
-        request=body.request,
-        project_id="todo-api",
-        principal=SUBMITTER,
-        model="offline:tdev-offline-1",
-        status=ExecutionStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-        correlation_id="c0ffee00-0000-4000-8000-000000000001",
-    )
-    container.executions().create(execution, idempotency_key=None, request_hash=request_hash(body))
-    projects().claim(execution.project_id, execution.principal)
+    store_sample_execution()
     runtime.drain_messaging()
     assert runtime.invoke("progress_consumer", load_event("progress_consumer")) == {"batchItemFailures": []}
     return runtime
